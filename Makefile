@@ -1,0 +1,46 @@
+# Two entry points, both idempotent on a fresh Debian machine with Python 3.11 as root:
+#   make demo  - install everything, run the main job on the shipped model
+#   make test  - install everything, run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# System pieces: PortAudio + PulseAudio for the fake-microphone tests, libsndfile
+# for soundfile, FluidR3 for the corpus builder's SoundFont path.
+APT_PACKAGES := libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins fluid-soundfont-gm
+
+.PHONY: demo test apt venv lint clean
+
+apt: .stamp-apt
+.stamp-apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml .stamp-apt
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	# tinysoundfont's metadata pulls a numpy pin we do not want; its wheel needs nothing else.
+	$(PIP) install -q --no-deps 'tinysoundfont==0.3.7'
+	@touch $@
+
+demo: venv
+	$(VENV)/bin/instrument-ai features --demo
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .stamp-apt build *.egg-info

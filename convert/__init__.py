@@ -1,0 +1,1 @@
+"""Conversion of a trained run into one self-verifying int8 TFLite bundle."""

@@ -1,0 +1,1 @@
+"""Small files shipped with the device package (the demo recording)."""

@@ -1,0 +1,87 @@
+"""The one `instrument-ai` command.
+
+Subcommands live in the modules that own them and are imported only when they
+run: `instrument-ai --help` and every device subcommand must work with only the
+`device` extra installed and must never pull tensorflow, librosa, scipy or numba.
+A test runs the CLI in a subprocess and inspects `sys.modules` to prove it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+# name -> ("module:attribute", one-line help). The help is kept here so that
+# listing the commands does not import any of them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("instrument_ai.device.bench_cli:bench", "Measure frontend, interpreter and end-to-end cost."),
+    "data": ("instrument_ai.train.data_cli:data", "Build, split and inspect NSynth-format corpora."),
+    "train": ("instrument_ai.train.train_cli:train", "Train a model on an NSynth-format corpus."),
+    "evaluate": ("instrument_ai.train.evaluate_cli:evaluate", "Evaluate a Keras model or a bundle on a corpus."),
+    "experiment": ("instrument_ai.train.experiment_cli:experiment", "Rerun the study and the holdout protocol."),
+    "convert": ("instrument_ai.convert.cli:convert", "Convert a training run into an int8 TFLite bundle."),
+    "inspect": ("instrument_ai.device.bundle_cli:inspect_bundle", "Print a bundle's metadata and self-test."),
+    "classify": ("instrument_ai.device.run_cli:classify", "Name the instrument family of audio files."),
+    "run": ("instrument_ai.device.run_cli:run", "Classify a live stream continuously (the daemon)."),
+    "devices": ("instrument_ai.device.run_cli:devices", "List audio input devices and their native rates."),
+    "features": ("instrument_ai.device.frontend_cli:features", "Compute MFCC features of a file and summarise them."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name, (target, _) in COMMANDS.items() if _module_exists(target))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module_name, attr = entry[0].split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or "a dependency"
+            raise click.ClickException(
+                f"'{cmd_name}' needs {missing}, which is not installed "
+                f"(install the extra that provides it, e.g. pip install 'instrument-ai[train]')"
+            ) from None
+        return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _module_exists(target: str) -> bool:
+    """True when the module behind a command is part of this installation (no import)."""
+    module_name = target.split(":")[0]
+    try:
+        return importlib.util.find_spec(module_name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="instrument-ai")
+def cli() -> None:
+    """instrument-ai: hear a note, name the instrument family, on a Raspberry Pi."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point. Errors the user can fix exit non-zero with one line, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="instrument-ai", standalone_mode=True)
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

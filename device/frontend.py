@@ -1,0 +1,523 @@
+"""The one MFCC frontend: numpy only, batch and streaming, driven by a frozen spec.
+
+Training computes its features with this module and the exact `FrontendSpec`
+that a model bundle later carries to the device, so the numbers a model was
+trained on are the numbers it sees on a Raspberry Pi ("features differ between
+training and device" is the most common failure of embedded audio projects).
+librosa and python_speech_features are reference oracles in the tests, never a
+second implementation.
+
+Design choices, and why:
+
+* **No centring** (``center=False`` framing). librosa pads half a window on both
+  sides of the *whole clip*, which a stream cannot do: a frame would depend on
+  where the recording started. Frame ``k`` covers samples
+  ``[k*hop, k*hop + win_length)``; the clip is never padded.
+* **A fixed log floor** instead of librosa's ``top_db`` clip. ``top_db`` clips
+  every value to 80 dB below the loudest value of the array it is given, so a
+  frame's features would depend on the rest of the clip. A fixed absolute floor
+  (``log_floor``) keeps each frame a function of its own samples only.
+* **float64 inside, float32 out.** Batch and streaming run the same per-frame
+  arithmetic, so they agree to ~1e-12; the model consumes float32.
+* **Frames shorter than the FFT are zero-padded at the end**, as numpy's and
+  python_speech_features' ``rfft(frame, n_fft)`` do. librosa instead centres a
+  short window inside an ``n_fft`` frame; the librosa preset therefore uses
+  ``win_length == n_fft``, where the two conventions are identical.
+* **Lifter** follows HTK / python_speech_features: ``1 + L/2 * sin(pi * n / L)``
+  for ``n = 0 .. n_mfcc-1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+SPEC_VERSION = 1
+"""Bumped whenever the meaning of a spec field changes; a device refuses specs it does not know."""
+
+Window = Literal["hann", "hamming", "rect"]
+MelScale = Literal["slaney", "htk"]
+MelTriangles = Literal["exact", "bin_floor"]
+MelNorm = Literal["slaney", "none"]
+LogKind = Literal["db", "ln"]
+PowerScale = Literal["none", "1/n_fft"]
+DctNorm = Literal["ortho", "none"]
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "window": ("hann", "hamming", "rect"),
+    "mel_scale": ("slaney", "htk"),
+    "mel_triangles": ("exact", "bin_floor"),
+    "mel_norm": ("slaney", "none"),
+    "log": ("db", "ln"),
+    "power_scale": ("none", "1/n_fft"),
+    "dct_norm": ("ortho", "none"),
+}
+
+
+@dataclass(frozen=True)
+class FrontendSpec:
+    """Every parameter that decides the numbers an MFCC frontend produces.
+
+    Frozen and hashable (so tables are cached per spec) and JSON-serialisable
+    (so it travels inside every model bundle). Lengths are in samples.
+    """
+
+    sample_rate: int = 16000
+    win_length: int = 1024
+    hop_length: int = 256
+    n_fft: int = 1024
+    window: Window = "hann"
+    preemphasis: float = 0.0
+    power_scale: PowerScale = "none"
+    mel_scale: MelScale = "slaney"
+    mel_triangles: MelTriangles = "exact"
+    n_mels: int = 64
+    fmin: float = 20.0
+    fmax: float = 8000.0
+    mel_norm: MelNorm = "slaney"
+    log: LogKind = "db"
+    log_floor: float = 1e-10
+    db_ref: float = 1.0
+    n_mfcc: int = 40
+    dct_type: int = 2
+    dct_norm: DctNorm = "ortho"
+    lifter: int = 0
+    energy_c0: bool = False
+    version: int = SPEC_VERSION
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- validation -----------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ValueError naming the first field that a frontend cannot run."""
+        for name, choices in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(f"frontend spec: {name}={value!r} is not one of {', '.join(choices)}")
+        ints = ("sample_rate", "win_length", "hop_length", "n_fft", "n_mels", "n_mfcc", "dct_type", "lifter")
+        for name in ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"frontend spec: {name} must be an integer, got {value!r}")
+        if self.version != SPEC_VERSION:
+            raise ValueError(
+                f"frontend spec: version {self.version} is not supported (this device runs {SPEC_VERSION})"
+            )
+        if self.sample_rate <= 0:
+            raise ValueError("frontend spec: sample_rate must be positive")
+        if not 1 <= self.win_length <= self.n_fft:
+            raise ValueError(f"frontend spec: win_length must be in 1..n_fft ({self.n_fft}), got {self.win_length}")
+        if not 1 <= self.hop_length <= self.win_length:
+            raise ValueError(f"frontend spec: hop_length must be in 1..win_length, got {self.hop_length}")
+        if self.n_mels < 1 or self.n_mfcc < 1:
+            raise ValueError("frontend spec: n_mels and n_mfcc must be at least 1")
+        if self.n_mfcc > self.n_mels:
+            raise ValueError(f"frontend spec: n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels})")
+        nyquist = self.sample_rate / 2
+        if not (math.isfinite(self.fmin) and math.isfinite(self.fmax)) or not 0 <= self.fmin < self.fmax:
+            raise ValueError(f"frontend spec: need 0 <= fmin < fmax, got fmin={self.fmin} fmax={self.fmax}")
+        if self.fmax > nyquist + 1e-9:
+            raise ValueError(f"frontend spec: fmax {self.fmax} Hz is above the Nyquist frequency {nyquist} Hz")
+        if not 0.0 <= self.preemphasis < 1.0:
+            raise ValueError(f"frontend spec: preemphasis must be in [0, 1), got {self.preemphasis}")
+        if not (self.log_floor > 0 and math.isfinite(self.log_floor)):
+            raise ValueError(
+                "frontend spec: log_floor must be a positive number (a fixed floor keeps frames streamable)"
+            )
+        if not (self.db_ref > 0 and math.isfinite(self.db_ref)):
+            raise ValueError("frontend spec: db_ref must be positive")
+        if self.dct_type != 2:
+            raise ValueError(f"frontend spec: only DCT type 2 is supported, got {self.dct_type}")
+        if self.lifter < 0:
+            raise ValueError("frontend spec: lifter must be >= 0")
+
+    # -- derived --------------------------------------------------------------------
+    @property
+    def n_bins(self) -> int:
+        """Number of rfft bins."""
+        return self.n_fft // 2 + 1
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames a clip of `n_samples` yields (no centring, no padding)."""
+        if n_samples < self.win_length:
+            return 0
+        return 1 + (n_samples - self.win_length) // self.hop_length
+
+    def window_samples(self, n_frames: int) -> int:
+        """Samples needed for exactly `n_frames` frames."""
+        return self.win_length + (n_frames - 1) * self.hop_length
+
+    # -- serialisation --------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FrontendSpec:
+        """Build a spec from a dict, refusing unknown or missing fields (a device must never guess)."""
+        if not isinstance(data, dict):
+            raise ValueError("frontend spec must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"frontend spec: unknown field(s) {', '.join(unknown)} (made by a newer version?)")
+        missing = sorted(known - set(data))
+        if missing:
+            raise ValueError(f"frontend spec: missing field(s) {', '.join(missing)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> FrontendSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"frontend spec is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+# The spec the shipped models use. 16 kHz keeps the whole pitch range of the 11
+# families (the highest fundamentals, piccolo ~4.2 kHz, plus a few harmonics)
+# at a quarter of the cost of 44.1 kHz. n_fft = win = 1024 (64 ms) resolves
+# 15.6 Hz bins, which separates the low bass notes (E1 = 41 Hz) that a 512-point
+# FFT smears; hop 256 (16 ms) keeps the attack transients that distinguish
+# plucked and struck families while a 1 s model window is only 59 frames, so
+# the edge CNN stays under 5 M multiply-adds. 64 Slaney mel bands from 20 Hz
+# give the 40-coefficient DCT room; 40 MFCCs as in the study.
+DEFAULT_SPEC = FrontendSpec()
+
+DEFAULT_WINDOW_SECONDS = 1.0
+"""Audio fed to the model per decision: a note is named within about a second."""
+
+
+def librosa_preset(
+    sample_rate: int = 22050,
+    n_fft: int = 2048,
+    hop_length: int = 512,
+    n_mels: int = 128,
+    n_mfcc: int = 20,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+) -> FrontendSpec:
+    """The spec equal to `librosa.feature.mfcc` (Slaney mel, periodic Hann, power, `power_to_db`).
+
+    Equality holds against librosa called with ``center=False`` and
+    ``power_to_db(mel, top_db=None)``: see the module docstring for why.
+    """
+    return FrontendSpec(
+        sample_rate=sample_rate,
+        win_length=n_fft,
+        hop_length=hop_length,
+        n_fft=n_fft,
+        window="hann",
+        preemphasis=0.0,
+        power_scale="none",
+        mel_scale="slaney",
+        mel_triangles="exact",
+        n_mels=n_mels,
+        fmin=fmin,
+        fmax=float(sample_rate / 2 if fmax is None else fmax),
+        mel_norm="slaney",
+        log="db",
+        log_floor=1e-10,
+        db_ref=1.0,
+        n_mfcc=n_mfcc,
+        dct_norm="ortho",
+        lifter=0,
+        energy_c0=False,
+    )
+
+
+def psf_preset(
+    sample_rate: int = 16000,
+    winlen: float = 0.025,
+    winstep: float = 0.01,
+    numcep: int = 13,
+    nfilt: int = 26,
+    nfft: int = 512,
+    lowfreq: float = 0.0,
+    highfreq: float | None = None,
+) -> FrontendSpec:
+    """The spec equal to `python_speech_features.mfcc` with its defaults.
+
+    Pre-emphasis 0.97, rectangular window, power spectrum / nfft, HTK mel with
+    edges floored to FFT bins and peak 1, natural log, lifter 22 and the log
+    frame energy as c0. psf rounds window lengths half up; so do we.
+    """
+    return FrontendSpec(
+        sample_rate=sample_rate,
+        win_length=_round_half_up(winlen * sample_rate),
+        hop_length=_round_half_up(winstep * sample_rate),
+        n_fft=nfft,
+        window="rect",
+        preemphasis=0.97,
+        power_scale="1/n_fft",
+        mel_scale="htk",
+        mel_triangles="bin_floor",
+        n_mels=nfilt,
+        fmin=lowfreq,
+        fmax=float(sample_rate / 2 if highfreq is None else highfreq),
+        mel_norm="none",
+        log="ln",
+        log_floor=float(np.finfo(np.float64).eps),
+        db_ref=1.0,
+        n_mfcc=numcep,
+        dct_norm="ortho",
+        lifter=22,
+        energy_c0=True,
+    )
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+# -- tables (built once per spec) -------------------------------------------------------
+
+
+def hz_to_mel(hz: np.ndarray | float, scale: MelScale) -> np.ndarray:
+    """Hz to mel on the Slaney (linear below 1 kHz, log above) or HTK scale."""
+    hz = np.asarray(hz, dtype=np.float64)
+    if scale == "htk":
+        return 2595.0 * np.log10(1.0 + hz / 700.0)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = math.log(6.4) / 27.0
+    linear = hz / f_sp
+    with np.errstate(divide="ignore"):
+        log_part = min_log_mel + np.log(np.maximum(hz, 1e-300) / min_log_hz) / logstep
+    return np.where(hz >= min_log_hz, log_part, linear)
+
+
+def mel_to_hz(mel: np.ndarray | float, scale: MelScale) -> np.ndarray:
+    """Inverse of `hz_to_mel`."""
+    mel = np.asarray(mel, dtype=np.float64)
+    if scale == "htk":
+        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = math.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
+def mel_filterbank(spec: FrontendSpec) -> np.ndarray:
+    """The (n_mels, n_bins) triangular filterbank of a spec.
+
+    ``exact``: triangles evaluated on the exact FFT bin frequencies (librosa).
+    ``bin_floor``: triangle corners floored to FFT bins, peak 1 (python_speech_features).
+    """
+    mel_points = np.linspace(
+        hz_to_mel(spec.fmin, spec.mel_scale), hz_to_mel(spec.fmax, spec.mel_scale), spec.n_mels + 2
+    )
+    hz_points = mel_to_hz(mel_points, spec.mel_scale)
+    weights = np.zeros((spec.n_mels, spec.n_bins), dtype=np.float64)
+    if spec.mel_triangles == "exact":
+        fft_freqs = np.linspace(0.0, spec.sample_rate / 2, spec.n_bins)
+        widths = np.diff(hz_points)
+        ramps = hz_points[:, None] - fft_freqs[None, :]
+        for i in range(spec.n_mels):
+            lower = -ramps[i] / widths[i]
+            upper = ramps[i + 2] / widths[i + 1]
+            weights[i] = np.maximum(0.0, np.minimum(lower, upper))
+    else:
+        bins = np.floor((spec.n_fft + 1) * hz_points / spec.sample_rate).astype(int)
+        for j in range(spec.n_mels):
+            left, centre, right = bins[j], bins[j + 1], bins[j + 2]
+            for i in range(left, centre):
+                weights[j, i] = (i - left) / (centre - left)
+            for i in range(centre, right):
+                weights[j, i] = (right - i) / (right - centre)
+    if spec.mel_norm == "slaney":
+        weights *= (2.0 / (hz_points[2 : spec.n_mels + 2] - hz_points[: spec.n_mels]))[:, None]
+    empty = np.flatnonzero(weights.max(axis=1) <= 0)
+    if empty.size:
+        raise ValueError(
+            f"frontend spec: mel band(s) {empty.tolist()} contain no FFT bin "
+            f"(too many mels ({spec.n_mels}) for n_fft={spec.n_fft}, or fmin too low); "
+            "use fewer mels or a larger n_fft"
+        )
+    return weights
+
+
+def dct_matrix(spec: FrontendSpec) -> np.ndarray:
+    """The (n_mfcc, n_mels) DCT-II matrix, orthonormal or unnormalised, with the lifter folded in."""
+    n = spec.n_mels
+    k = np.arange(spec.n_mfcc)[:, None]
+    m = np.arange(n)[None, :]
+    basis = np.cos(np.pi * k * (2 * m + 1) / (2 * n))
+    if spec.dct_norm == "ortho":
+        basis *= math.sqrt(2.0 / n)
+        basis[0] /= math.sqrt(2.0)
+    else:
+        basis *= 2.0
+    if spec.lifter > 0:
+        lift = 1.0 + (spec.lifter / 2.0) * np.sin(np.pi * np.arange(spec.n_mfcc) / spec.lifter)
+        basis *= lift[:, None]
+    return basis
+
+
+def window_function(spec: FrontendSpec) -> np.ndarray:
+    """Periodic (DFT-even) window of `win_length` samples, as librosa's `get_window(..., fftbins=True)`."""
+    n = spec.win_length
+    phase = 2.0 * np.pi * np.arange(n) / n
+    if spec.window == "hann":
+        return 0.5 - 0.5 * np.cos(phase)
+    if spec.window == "hamming":
+        return 0.54 - 0.46 * np.cos(phase)
+    return np.ones(n)
+
+
+@dataclass(frozen=True)
+class _Tables:
+    window: np.ndarray  # (win_length,)
+    mel_t: np.ndarray  # (n_bins, n_mels), transposed for frames @ mel_t
+    dct_t: np.ndarray  # (n_mels, n_mfcc)
+    power_scale: float
+    log_offset: float  # 10*log10(db_ref) for dB
+
+
+@functools.lru_cache(maxsize=32)
+def _tables(spec: FrontendSpec) -> _Tables:
+    tables = _Tables(
+        window=window_function(spec),
+        mel_t=np.ascontiguousarray(mel_filterbank(spec).T),
+        dct_t=np.ascontiguousarray(dct_matrix(spec).T),
+        power_scale=1.0 / spec.n_fft if spec.power_scale == "1/n_fft" else 1.0,
+        log_offset=10.0 * math.log10(spec.db_ref) if spec.log == "db" else 0.0,
+    )
+    for array in (tables.window, tables.mel_t, tables.dct_t):
+        array.setflags(write=False)
+    return tables
+
+
+# -- input checking -----------------------------------------------------------------------
+
+
+def as_mono_float(signal: Any, *, allow_empty: bool = False) -> np.ndarray:
+    """Check and convert audio to a 1-D float64 array in [-1, 1] (int16 is scaled by 1/32768).
+
+    Raises ValueError for a non-array, a dtype other than float32/float64/int16,
+    more than one channel, NaN or Inf, or (unless `allow_empty`) no samples.
+    """
+    if not isinstance(signal, np.ndarray):
+        raise ValueError(f"audio must be a numpy array, got {type(signal).__name__}")
+    if signal.ndim == 2 and signal.shape[1] == 1:
+        signal = signal[:, 0]
+    if signal.ndim != 1:
+        raise ValueError(
+            f"audio must be mono (1-D), got shape {signal.shape}; downmix first (e.g. signal.mean(axis=1))"
+        )
+    if signal.dtype == np.int16:
+        out = signal.astype(np.float64) / 32768.0
+    elif signal.dtype in (np.float32, np.float64):
+        out = signal.astype(np.float64, copy=False)
+        if not np.isfinite(out).all():
+            raise ValueError("audio contains NaN or Inf samples")
+    else:
+        raise ValueError(f"audio dtype must be float32, float64 or int16, got {signal.dtype}")
+    if out.size == 0 and not allow_empty:
+        raise ValueError("audio is empty")
+    return out
+
+
+# -- the computation ------------------------------------------------------------------------
+
+
+def _preemphasise(samples: np.ndarray, coefficient: float, previous: float) -> np.ndarray:
+    if coefficient == 0.0 or samples.size == 0:
+        return samples
+    shifted = np.empty_like(samples)
+    shifted[0] = previous
+    shifted[1:] = samples[:-1]
+    return samples - coefficient * shifted
+
+
+def _frames_to_mfcc(spec: FrontendSpec, frames: np.ndarray) -> np.ndarray:
+    """MFCCs of framed, pre-emphasised samples: (n_frames, win_length) -> (n_mfcc, n_frames) float32."""
+    tables = _tables(spec)
+    if frames.shape[0] == 0:
+        return np.zeros((spec.n_mfcc, 0), dtype=np.float32)
+    spectrum = np.fft.rfft(frames * tables.window, n=spec.n_fft, axis=-1)
+    power = spectrum.real**2 + spectrum.imag**2
+    if tables.power_scale != 1.0:
+        power *= tables.power_scale
+    mel = power @ tables.mel_t
+    if spec.log == "db":
+        log_mel = 10.0 * np.log10(np.maximum(mel, spec.log_floor)) - tables.log_offset
+    else:
+        log_mel = np.log(np.maximum(mel, spec.log_floor))
+    cepstra = log_mel @ tables.dct_t
+    if spec.energy_c0:
+        energy = np.maximum(power.sum(axis=1), spec.log_floor)
+        cepstra[:, 0] = 10.0 * np.log10(energy) - tables.log_offset if spec.log == "db" else np.log(energy)
+    return np.ascontiguousarray(cepstra.T, dtype=np.float32)
+
+
+def mfcc(signal: np.ndarray, spec: FrontendSpec = DEFAULT_SPEC) -> np.ndarray:
+    """MFCCs of a whole clip: (n_mfcc, n_frames) float32.
+
+    Frame k covers samples [k*hop, k*hop + win_length); a clip shorter than one
+    window gives zero frames. Equal to the concatenated output of `MfccStream`
+    fed the same samples in any block sizes.
+    """
+    samples = as_mono_float(signal)
+    samples = _preemphasise(samples, spec.preemphasis, 0.0)
+    n_frames = spec.n_frames(samples.size)
+    if n_frames == 0:
+        return np.zeros((spec.n_mfcc, 0), dtype=np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(samples, spec.win_length)[:: spec.hop_length][:n_frames]
+    return _frames_to_mfcc(spec, frames)
+
+
+class MfccStream:
+    """Streaming MFCCs: feed blocks of any size, get only the frames they complete.
+
+    Keeps the overlap between frames (at most ``win_length - 1`` samples) and
+    the last raw sample for pre-emphasis, so that the concatenation of all
+    outputs equals `mfcc` of the concatenated input.
+
+    >>> stream = MfccStream(DEFAULT_SPEC)
+    >>> new_frames = stream.process(block)   # (n_mfcc, k), k >= 0
+    """
+
+    def __init__(self, spec: FrontendSpec = DEFAULT_SPEC) -> None:
+        self.spec = spec
+        _tables(spec)  # build (and validate) the tables now, not on the first audio block
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all audio seen so far (e.g. after a gap in the input)."""
+        self._pending = np.zeros(0, dtype=np.float64)
+        self._previous_sample = 0.0
+        self.frames_emitted = 0
+        self.samples_seen = 0
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Consume one block of audio; return the MFCCs of the frames it completed."""
+        samples = as_mono_float(block, allow_empty=True)
+        if samples.size == 0:
+            return np.zeros((self.spec.n_mfcc, 0), dtype=np.float32)
+        emphasised = _preemphasise(samples, self.spec.preemphasis, self._previous_sample)
+        self._previous_sample = float(samples[-1])
+        self.samples_seen += samples.size
+        buffer = np.concatenate((self._pending, emphasised)) if self._pending.size else emphasised
+        n_frames = self.spec.n_frames(buffer.size)
+        if n_frames == 0:
+            self._pending = buffer
+            return np.zeros((self.spec.n_mfcc, 0), dtype=np.float32)
+        hop = self.spec.hop_length
+        frames = np.lib.stride_tricks.sliding_window_view(buffer, self.spec.win_length)[::hop][:n_frames]
+        out = _frames_to_mfcc(self.spec, frames)
+        self._pending = buffer[n_frames * hop :].copy()
+        self.frames_emitted += n_frames
+        return out
