@@ -27,6 +27,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("instrument_ai.device.run_cli:classify", "Name the instrument family of audio files."),
     "run": ("instrument_ai.device.run_cli:run", "Classify a live stream continuously (the daemon)."),
     "devices": ("instrument_ai.device.run_cli:devices", "List audio input devices and their native rates."),
+    "flash": ("instrument_ai.device.lifecycle_cli:flash", "Install a verified bundle on devices (dir or ssh)."),
+    "models": ("instrument_ai.device.lifecycle_cli:models", "List the bundles installed in a model directory."),
+    "rollback": ("instrument_ai.device.lifecycle_cli:rollback", "Point a model directory back one version."),
+    "keygen": ("instrument_ai.convert.signing_cli:keygen", "Make an ed25519 key pair for signing bundles."),
+    "service": ("instrument_ai.device.service_cli:service", "Install or print the systemd unit for the daemon."),
+    "soak": ("instrument_ai.device.soak_cli:soak", "Stream hours of audio through the pipeline, report leaks."),
     "features": ("instrument_ai.device.frontend_cli:features", "Compute MFCC features of a file and summarise them."),
 }
 
