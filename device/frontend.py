@@ -442,25 +442,62 @@ def _preemphasise(samples: np.ndarray, coefficient: float, previous: float) -> n
     return samples - coefficient * shifted
 
 
-def _frames_to_mfcc(spec: FrontendSpec, frames: np.ndarray) -> np.ndarray:
-    """MFCCs of framed, pre-emphasised samples: (n_frames, win_length) -> (n_mfcc, n_frames) float32."""
+Stage = Literal["mel_power", "log_mel", "mfcc"]
+
+
+def _frame(samples: np.ndarray, spec: FrontendSpec) -> np.ndarray:
+    """A read-only (n_frames, win_length) view: frame k is samples[k*hop : k*hop + win_length]."""
+    n_frames = spec.n_frames(samples.size)
+    if n_frames == 0:
+        return np.zeros((0, spec.win_length), dtype=np.float64)
+    return np.lib.stride_tricks.sliding_window_view(samples, spec.win_length)[:: spec.hop_length][:n_frames]
+
+
+def _frames_to_mel_power(spec: FrontendSpec, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n_frames, win_length) -> mel power (n_frames, n_mels) float64, and the per-frame power sums (for c0)."""
     tables = _tables(spec)
-    if frames.shape[0] == 0:
-        return np.zeros((spec.n_mfcc, 0), dtype=np.float32)
     spectrum = np.fft.rfft(frames * tables.window, n=spec.n_fft, axis=-1)
     power = spectrum.real**2 + spectrum.imag**2
     if tables.power_scale != 1.0:
         power *= tables.power_scale
-    mel = power @ tables.mel_t
+    energy = power.sum(axis=1) if spec.energy_c0 else None
+    return power @ tables.mel_t, energy
+
+
+def _apply_log(spec: FrontendSpec, values: np.ndarray) -> np.ndarray:
+    """The spec's log with its fixed floor: dB (10*log10, minus the reference) or natural log."""
+    floored = np.maximum(values, spec.log_floor)
     if spec.log == "db":
-        log_mel = 10.0 * np.log10(np.maximum(mel, spec.log_floor)) - tables.log_offset
-    else:
-        log_mel = np.log(np.maximum(mel, spec.log_floor))
-    cepstra = log_mel @ tables.dct_t
-    if spec.energy_c0:
-        energy = np.maximum(power.sum(axis=1), spec.log_floor)
-        cepstra[:, 0] = 10.0 * np.log10(energy) - tables.log_offset if spec.log == "db" else np.log(energy)
+        return 10.0 * np.log10(floored) - _tables(spec).log_offset
+    return np.log(floored)
+
+
+def _frames_to(spec: FrontendSpec, frames: np.ndarray, stage: Stage) -> np.ndarray:
+    """Framed, pre-emphasised samples (n_frames, win_length) -> features (n_features, n_frames) float32.
+
+    The one code path behind `mfcc`, `mel_power`, `log_mel` and `MfccStream`: each
+    stage stops at a different step of the same arithmetic, so a mel or log-mel
+    model sees exactly the bands the MFCC model's DCT starts from.
+    """
+    n_out = {"mel_power": spec.n_mels, "log_mel": spec.n_mels, "mfcc": spec.n_mfcc}[stage]
+    if frames.shape[0] == 0:
+        return np.zeros((n_out, 0), dtype=np.float32)
+    mel, energy = _frames_to_mel_power(spec, frames)
+    if stage == "mel_power":
+        return np.ascontiguousarray(mel.T, dtype=np.float32)
+    log_mel_values = _apply_log(spec, mel)
+    if stage == "log_mel":
+        return np.ascontiguousarray(log_mel_values.T, dtype=np.float32)
+    cepstra = log_mel_values @ _tables(spec).dct_t
+    if energy is not None:
+        cepstra[:, 0] = _apply_log(spec, energy)
     return np.ascontiguousarray(cepstra.T, dtype=np.float32)
+
+
+def _batch(signal: np.ndarray, spec: FrontendSpec, stage: Stage) -> np.ndarray:
+    samples = as_mono_float(signal)
+    samples = _preemphasise(samples, spec.preemphasis, 0.0)
+    return _frames_to(spec, _frame(samples, spec), stage)
 
 
 def mfcc(signal: np.ndarray, spec: FrontendSpec = DEFAULT_SPEC) -> np.ndarray:
@@ -470,13 +507,28 @@ def mfcc(signal: np.ndarray, spec: FrontendSpec = DEFAULT_SPEC) -> np.ndarray:
     window gives zero frames. Equal to the concatenated output of `MfccStream`
     fed the same samples in any block sizes.
     """
-    samples = as_mono_float(signal)
-    samples = _preemphasise(samples, spec.preemphasis, 0.0)
-    n_frames = spec.n_frames(samples.size)
-    if n_frames == 0:
-        return np.zeros((spec.n_mfcc, 0), dtype=np.float32)
-    frames = np.lib.stride_tricks.sliding_window_view(samples, spec.win_length)[:: spec.hop_length][:n_frames]
-    return _frames_to_mfcc(spec, frames)
+    return _batch(signal, spec, "mfcc")
+
+
+def mel_power(signal: np.ndarray, spec: FrontendSpec = DEFAULT_SPEC) -> np.ndarray:
+    """Mel power spectrogram of a whole clip: (n_mels, n_frames) float32, same frames as `mfcc`.
+
+    The spec's pre-emphasis, window, power scaling and filterbank are applied;
+    no log, no DCT. For studies that compare MFCC inputs with mel inputs: the
+    bands are exactly the ones `mfcc` takes the log and DCT of. With the librosa
+    preset this equals ``librosa.feature.melspectrogram(..., center=False)``.
+    """
+    return _batch(signal, spec, "mel_power")
+
+
+def log_mel(signal: np.ndarray, spec: FrontendSpec = DEFAULT_SPEC) -> np.ndarray:
+    """Log-mel spectrogram of a whole clip: (n_mels, n_frames) float32, the spec's log and fixed floor applied.
+
+    This is `mfcc` stopped just before the DCT (and before the energy-as-c0
+    substitution), so a log-mel model and an MFCC model share every step up to
+    there. With the librosa preset it equals ``librosa.power_to_db(mel, top_db=None)``.
+    """
+    return _batch(signal, spec, "log_mel")
 
 
 class MfccStream:
@@ -515,9 +567,7 @@ class MfccStream:
         if n_frames == 0:
             self._pending = buffer
             return np.zeros((self.spec.n_mfcc, 0), dtype=np.float32)
-        hop = self.spec.hop_length
-        frames = np.lib.stride_tricks.sliding_window_view(buffer, self.spec.win_length)[::hop][:n_frames]
-        out = _frames_to_mfcc(self.spec, frames)
-        self._pending = buffer[n_frames * hop :].copy()
+        out = _frames_to(self.spec, _frame(buffer, self.spec), "mfcc")
+        self._pending = buffer[n_frames * self.spec.hop_length :].copy()
         self.frames_emitted += n_frames
         return out
