@@ -1,0 +1,95 @@
+"""`instrument-ai service install`: the systemd unit that runs the daemon on a Raspberry Pi.
+
+The unit is generated rather than copied so that it points at the venv the
+command runs from. It runs as a dedicated `instrument-ai` user in the `audio`
+group, restarts on failure, logs to the journal and reads its models from
+/var/lib/instrument-ai (see docs/raspberry-pi.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+UNIT_NAME = "instrument-ai.service"
+DEFAULT_MODEL_DIR = "/var/lib/instrument-ai"
+
+
+def render_unit(executable: str, model_dir: str, user: str, extra_args: str) -> str:
+    """The text of the systemd unit."""
+    args = f" {extra_args.strip()}" if extra_args.strip() else ""
+    return f"""[Unit]
+Description=instrument-ai: name the instrument family heard by the microphone
+Documentation=file://{model_dir}/README
+After=sound.target network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User={user}
+Group={user}
+SupplementaryGroups=audio
+ExecStart={executable} run --source mic --model-dir {model_dir} --json --stats 60{args}
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+RestartSec=5
+# exit status 2 is a usage/configuration error: restarting would not fix it
+RestartPreventExitStatus=2
+StateDirectory=instrument-ai
+WorkingDirectory={model_dir}
+Environment=PYTHONUNBUFFERED=1
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+ReadWritePaths={model_dir}
+PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _default_executable() -> str:
+    found = shutil.which("instrument-ai")
+    if found:
+        return os.path.abspath(found)
+    return str(Path(sys.executable).with_name("instrument-ai"))
+
+
+@click.group()
+def service() -> None:
+    """Run the daemon as a systemd service (Raspberry Pi OS Bookworm)."""
+
+
+@service.command()
+@click.option("--print", "print_only", is_flag=True, help="Print the unit for review instead of installing it.")
+@click.option("--model-dir", default=DEFAULT_MODEL_DIR, show_default=True)
+@click.option("--user", default="instrument-ai", show_default=True)
+@click.option("--executable", default=None, help="Path of instrument-ai in the device venv (default: this one).")
+@click.option("--args", "extra_args", default="", help="Extra arguments for `instrument-ai run`.")
+@click.option("--unit-dir", type=click.Path(path_type=Path), default=Path("/etc/systemd/system"), show_default=True)
+def install(
+    print_only: bool, model_dir: str, user: str, executable: str | None, extra_args: str, unit_dir: Path
+) -> None:
+    """Write the systemd unit (or print it with --print); see docs/raspberry-pi.md for the rest."""
+    text = render_unit(executable or _default_executable(), model_dir, user, extra_args)
+    if print_only:
+        click.echo(text, nl=False)
+        return
+    target = unit_dir / UNIT_NAME
+    try:
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    except PermissionError:
+        raise click.ClickException(f"{target}: permission denied (run as root, or use --print)") from None
+    click.echo(f"wrote {target}")
+    click.echo(f"next: sudo useradd --system --groups audio --home-dir {model_dir} {user} (once)")
+    click.echo(f"      sudo install -d -o {user} -g {user} {model_dir}")
+    click.echo(f"      instrument-ai flash models/default.tflite --to {model_dir}")
+    click.echo("      sudo systemctl daemon-reload && sudo systemctl enable --now instrument-ai")
