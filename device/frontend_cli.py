@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+
 from instrument_ai.device.audio_io import AudioFileError, demo_path, read_audio
 from instrument_ai.device.frontend import DEFAULT_SPEC, FrontendSpec, librosa_preset, mfcc, psf_preset
 
