@@ -1,0 +1,599 @@
+"""Evaluate a Keras run or an int8 bundle on any NSynth-format folder.
+
+A note is cut into model windows every `default_hop_seconds` (0.25 s), like
+the device does while a note rings, windows below the device's silence gate
+are dropped, and a note's prediction is the mean of its windows'
+probabilities. A `.tflite` bundle is evaluated through the device code path
+(the device frontend + `Bundle.predict_batch`, which normalises and quantises
+inside), so the desktop figure is the figure a Raspberry Pi would give.
+
+The scores are computed by `score` from plain arrays, so they are testable
+without any model, and the same numbers feed `report.py`'s plots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instrument_ai.device.frontend import FrontendSpec, mfcc
+
+# NSynth's family names in id order (the data module's FAMILIES; repeated here so
+# scoring a bundle needs no training code).
+NSYNTH_FAMILIES = (
+    "bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string", "synth_lead", "vocal",
+)  # fmt: skip
+NSYNTH_SOURCES = ("acoustic", "electronic", "synthetic")
+DEFAULT_SILENCE_DB = -60.0
+"""Windows quieter than this (RMS, dBFS) are not classified, as on the device."""
+
+
+class EvaluationError(Exception):
+    """A bad model, data folder or option; the message is one line for the user."""
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Predictor:
+    """Anything that turns raw MFCC windows into label probabilities, plus what it was trained with."""
+
+    name: str
+    kind: str  # "keras" or "bundle"
+    labels: list[str]
+    spec: FrontendSpec
+    window_frames: int
+    hop_seconds: float
+    predict: Callable[[np.ndarray], np.ndarray]  # (N, n_mfcc, window_frames) raw -> (N, n_labels)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hop_frames(self) -> int:
+        """Frames between window starts (0.25 s -> 16 frames at 16 kHz / hop 256)."""
+        return max(1, round(self.hop_seconds * self.spec.sample_rate / self.spec.hop_length))
+
+    @property
+    def window_samples(self) -> int:
+        return self.spec.window_samples(self.window_frames)
+
+
+def load_predictor(path: str | Path, *, batch_size: int = 256) -> Predictor:
+    """A run folder, a model.keras (with config.json beside it) or a .tflite bundle -> Predictor."""
+    path = Path(path)
+    if not path.exists():
+        raise EvaluationError(f"{path}: no such model (give a run folder, a model.keras or a .tflite bundle)")
+    if path.is_dir():
+        if not (path / "model.keras").is_file():
+            raise EvaluationError(f"{path}: not a training run folder (no model.keras inside)")
+        return _keras_predictor(path / "model.keras", batch_size)
+    if path.suffix == ".keras":
+        return _keras_predictor(path, batch_size)
+    if path.suffix == ".tflite":
+        return _bundle_predictor(path)
+    raise EvaluationError(f"{path}: unknown model type (expected a run folder, a .keras file or a .tflite bundle)")
+
+
+def _read_run_config(run_dir: Path) -> dict[str, Any]:
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise EvaluationError(f"{run_dir}: no config.json beside the model (it holds the frontend spec and labels)")
+    try:
+        config = json.loads(config_path.read_text())
+        spec = FrontendSpec.from_dict(config["frontend_spec"])
+        labels = [str(x) for x in config["labels"]]
+        mean = np.asarray(config["input_normalization"]["mean"], dtype=np.float32)
+        std = np.asarray(config["input_normalization"]["std"], dtype=np.float32)
+        window_frames = int(config["window_frames"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EvaluationError(f"{config_path}: unusable run config ({_one_line(exc)})") from None
+    if mean.shape != (spec.n_mfcc,) or std.shape != (spec.n_mfcc,):
+        raise EvaluationError(f"{config_path}: input_normalization does not have {spec.n_mfcc} coefficients")
+    config["_parsed"] = (spec, labels, mean, np.where(std > 0, std, 1.0).astype(np.float32), window_frames)
+    return config
+
+
+def _keras_predictor(model_path: Path, batch_size: int) -> Predictor:
+    config = _read_run_config(model_path.parent)
+    spec, labels, mean, std, window_frames = config.pop("_parsed")
+    import importlib
+
+    import keras
+
+    # The trainer's custom layers (if any) register themselves when its module is imported.
+    with contextlib.suppress(ImportError):
+        importlib.import_module("instrument_ai.train.models")
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except Exception as exc:  # keras raises many types for a bad file
+        raise EvaluationError(f"{model_path}: cannot load the Keras model ({_one_line(exc)})") from None
+    n_out = int(model.output_shape[-1])
+    if n_out != len(labels):
+        raise EvaluationError(
+            f"{model_path}: model/label mismatch: the model has {n_out} outputs, config.json names {len(labels)} labels"
+        )
+
+    def predict(windows: np.ndarray) -> np.ndarray:
+        x = (windows - mean[None, :, None]) / std[None, :, None]
+        out = [
+            np.asarray(model(x[i : i + batch_size, ..., None], training=False)) for i in range(0, len(x), batch_size)
+        ]
+        return np.concatenate(out, axis=0) if out else np.zeros((0, len(labels)), np.float32)
+
+    return Predictor(
+        name=str(model_path.parent.name if model_path.name == "model.keras" else model_path.name),
+        kind="keras",
+        labels=labels,
+        spec=spec,
+        window_frames=window_frames,
+        hop_seconds=float(config.get("default_hop_seconds", 0.25)),
+        predict=predict,
+        info={"path": str(model_path), "preset": config.get("preset")},
+    )
+
+
+def _bundle_predictor(path: Path) -> Predictor:
+    try:
+        from instrument_ai.device import bundle as bundle_module
+    except ImportError:
+        raise EvaluationError("evaluating a .tflite bundle needs instrument_ai.device.bundle, not installed") from None
+    try:
+        bundle = bundle_module.load(path)
+    except Exception as exc:  # BundleError carries a one-line message; anything else is made one
+        raise EvaluationError(f"{path}: {_one_line(exc)}") from None
+    return Predictor(
+        name=str(getattr(bundle, "name", path.stem)),
+        kind="bundle",
+        labels=list(bundle.labels),
+        spec=bundle.spec,
+        window_frames=int(bundle.window_frames),
+        hop_seconds=float(bundle.default_hop_seconds),
+        predict=lambda windows: np.asarray(bundle.predict_batch(np.ascontiguousarray(windows, dtype=np.float32))),
+        info={"path": str(path), "runtime": getattr(bundle, "runtime", ""), "version": getattr(bundle, "version", "")},
+    )
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class NoteRecord:
+    """What scoring needs of a note (no audio)."""
+
+    note_str: str
+    instrument_str: str
+    family_str: str
+    source_str: str
+    library: str = "nsynth"
+
+
+def split_instruments(data: str | Path, split: str) -> list[str]:
+    """The instruments of one split from the corpus' splits.json (instrument-level splits)."""
+    path = Path(data) / "splits.json"
+    if not path.is_file():
+        raise EvaluationError(
+            f"{data}: no splits.json, so --split {split} cannot be used (run `instrument-ai data split`)"
+        )
+    try:
+        splits = json.loads(path.read_text())["splits"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EvaluationError(f"{path}: unreadable splits file ({_one_line(exc)})") from None
+    if split not in splits:
+        raise EvaluationError(f"{path}: no split named {split!r} (has {', '.join(sorted(splits))})")
+    return [str(x) for x in splits[split]]
+
+
+def instrument_libraries(data: str | Path) -> dict[str, str]:
+    """instrument_str -> library from the corpus' instruments.json ({} for plain NSynth)."""
+    path = Path(data) / "instruments.json"
+    if not path.is_file():
+        return {}
+    try:
+        table = json.loads(path.read_text())
+        return {str(k): str(v.get("library", "nsynth")) for k, v in table.items()}
+    except (ValueError, AttributeError) as exc:
+        raise EvaluationError(f"{path}: unreadable instruments file ({_one_line(exc)})") from None
+
+
+def iter_corpus(
+    data: str | Path,
+    *,
+    instruments: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> Iterator[Any]:
+    """Notes of an NSynth-format folder through the data module, with data errors made one-line."""
+    from instrument_ai.train import data as data_module
+
+    path = Path(data)
+    if not path.exists():
+        raise EvaluationError(f"{path}: no such data folder")
+    kwargs: dict[str, Any] = {}
+    if instruments is not None:
+        kwargs["instruments"] = list(instruments)
+    if families is not None:
+        kwargs["families"] = list(families)
+    count = 0
+    try:
+        for note in data_module.iter_notes(path, **kwargs):
+            yield note
+            count += 1
+            if limit is not None and count >= limit:
+                return
+    except data_module.DataError as exc:
+        raise EvaluationError(_one_line(exc)) from None
+
+
+def note_audio(note: Any) -> np.ndarray:
+    """A note's samples (Note.audio if given, else loaded)."""
+    audio = getattr(note, "audio", None)
+    if audio is None:
+        audio = note.load_audio()
+    return np.asarray(audio, dtype=np.float32)
+
+
+# -- features -----------------------------------------------------------------------------------
+
+
+def window_starts(n_frames: int, window_frames: int, hop_frames: int) -> list[int]:
+    """First frame of each model window in a note of `n_frames` frames (at least one window)."""
+    if n_frames <= window_frames:
+        return [0]
+    return list(range(0, n_frames - window_frames + 1, hop_frames))
+
+
+def note_features(
+    audio: np.ndarray, predictor: Predictor, silence_db: float = DEFAULT_SILENCE_DB
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw MFCC windows of one note (N, n_mfcc, window_frames) and a mask of those above the silence gate.
+
+    A note shorter than one window is zero-padded at the end (the device hears
+    silence after it).
+    """
+    spec = predictor.spec
+    need = predictor.window_samples
+    if audio.size < need:
+        audio = np.concatenate([audio, np.zeros(need - audio.size, dtype=audio.dtype)])
+    coefficients = mfcc(audio, spec)
+    starts = window_starts(coefficients.shape[1], predictor.window_frames, predictor.hop_frames)
+    windows = np.stack([coefficients[:, s : s + predictor.window_frames] for s in starts]).astype(np.float32)
+    loud = np.empty(len(starts), dtype=bool)
+    for i, s in enumerate(starts):
+        chunk = audio[s * spec.hop_length : s * spec.hop_length + need].astype(np.float64)
+        rms = math.sqrt(float(np.mean(chunk * chunk))) if chunk.size else 0.0
+        loud[i] = 20 * math.log10(max(rms, 1e-12)) >= silence_db
+    return windows, loud
+
+
+@dataclass
+class Predictions:
+    """Window probabilities of a set of notes, forward and time-reversed."""
+
+    labels: list[str]
+    notes: list[NoteRecord]
+    probs: np.ndarray  # (N, n_labels)
+    probs_reversed: np.ndarray  # (N, n_labels)
+    window_note: np.ndarray  # (N,) index into notes
+    silent_notes: list[str]
+
+
+def predict_notes(
+    predictor: Predictor,
+    notes: Iterable[Any],
+    *,
+    libraries: dict[str, str] | None = None,
+    silence_db: float = DEFAULT_SILENCE_DB,
+    reversed_test: bool = True,
+    chunk_notes: int = 128,
+    progress: Callable[[int], None] | None = None,
+) -> Predictions:
+    """Run the predictor over every window of every note, in chunks so memory stays bounded."""
+    libraries = libraries or {}
+    records: list[NoteRecord] = []
+    silent: list[str] = []
+    probs: list[np.ndarray] = []
+    probs_rev: list[np.ndarray] = []
+    owners: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    pending_owner: list[int] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        batch = np.concatenate(pending, axis=0)
+        probs.append(_check_probs(predictor.predict(batch), len(batch), predictor))
+        if reversed_test:
+            probs_rev.append(
+                _check_probs(predictor.predict(np.ascontiguousarray(batch[:, :, ::-1])), len(batch), predictor)
+            )
+        owners.append(np.asarray(pending_owner, dtype=np.int64))
+        pending.clear()
+        pending_owner.clear()
+
+    n_seen = 0
+    for note in notes:
+        rate = int(getattr(note, "sample_rate", predictor.spec.sample_rate))
+        if rate != predictor.spec.sample_rate:
+            raise EvaluationError(
+                f"note {note.note_str}: {rate} Hz audio, the model's frontend expects {predictor.spec.sample_rate} Hz"
+            )
+        windows, loud = note_features(note_audio(note), predictor, silence_db)
+        n_seen += 1
+        if progress:
+            progress(n_seen)
+        if not loud.any():
+            silent.append(note.note_str)
+            continue
+        index = len(records)
+        records.append(
+            NoteRecord(
+                note.note_str,
+                note.instrument_str,
+                note.family_str,
+                note.source_str,
+                libraries.get(note.instrument_str, "nsynth"),
+            )  # fmt: skip
+        )
+        pending.append(windows[loud])
+        pending_owner.extend([index] * int(loud.sum()))
+        if len(pending) >= chunk_notes:
+            flush()
+    flush()
+    n_labels = len(predictor.labels)
+    empty = np.zeros((0, n_labels), np.float32)
+    return Predictions(
+        labels=list(predictor.labels),
+        notes=records,
+        probs=np.concatenate(probs) if probs else empty,
+        probs_reversed=np.concatenate(probs_rev) if probs_rev else empty,
+        window_note=np.concatenate(owners) if owners else np.zeros(0, np.int64),
+        silent_notes=silent,
+    )
+
+
+def _check_probs(out: np.ndarray, n: int, predictor: Predictor) -> np.ndarray:
+    out = np.asarray(out, dtype=np.float32)
+    if out.shape != (n, len(predictor.labels)):
+        raise EvaluationError(
+            f"model/label mismatch: model returned shape {out.shape}, expected ({n}, {len(predictor.labels)})"
+        )
+    return out
+
+
+# -- scoring ------------------------------------------------------------------------------------
+
+
+def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision/recall/F1 for integer labels.
+
+    Macro-F1 averages over the classes present in `y_true`: a family missing
+    from the evaluated data has no recall to measure (sklearn would count it as
+    F1 = 0 whenever the model predicts it).
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    n = len(labels)
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros(n), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(n), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=(precision + recall) > 0)
+    present = support > 0
+    return {
+        "accuracy": float(tp.sum() / max(1, len(y_true))),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": {
+            labels[i]: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }  # fmt: skip
+            for i in range(n)
+            if support[i] > 0 or predicted[i] > 0
+        },
+        "confusion": cm,
+    }
+
+
+def note_probabilities(probs: np.ndarray, window_note: np.ndarray, n_notes: int) -> np.ndarray:
+    """Mean window probabilities per note: (n_notes, n_labels)."""
+    sums = np.zeros((n_notes, probs.shape[1]), dtype=np.float64)
+    np.add.at(sums, window_note, probs)
+    counts = np.bincount(window_note, minlength=n_notes).astype(np.float64)
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
+
+def score(pred: Predictions) -> dict[str, Any]:
+    """Every figure `evaluate` reports, from predictions (no model needed)."""
+    labels = pred.labels
+    index = {name: i for i, name in enumerate(labels)}
+    n_notes_all = len(pred.notes)
+    note_probs = note_probabilities(pred.probs, pred.window_note, n_notes_all)
+    note_pred = note_probs.argmax(axis=1) if n_notes_all else np.zeros(0, np.int64)
+    known = np.array([r.family_str in index for r in pred.notes], dtype=bool)
+    note_true = np.array([index.get(r.family_str, -1) for r in pred.notes], dtype=np.int64)
+    win_known = known[pred.window_note] if len(pred.window_note) else np.zeros(0, bool)
+    win_true = note_true[pred.window_note] if len(pred.window_note) else np.zeros(0, np.int64)
+    win_pred = pred.probs.argmax(axis=1) if len(pred.probs) else np.zeros(0, np.int64)
+
+    notes_s = classification_scores(note_true[known], note_pred[known], labels)
+    windows_s = classification_scores(win_true[win_known], win_pred[win_known], labels)
+    result: dict[str, Any] = {
+        "labels": list(labels),
+        "n_notes": int(known.sum()),
+        "n_windows": int(win_known.sum()),
+        "chance": 1.0 / max(1, len(labels)),
+        "note_accuracy": notes_s["accuracy"],
+        "window_accuracy": windows_s["accuracy"],
+        "macro_f1": notes_s["macro_f1"],
+        "note_macro_f1": notes_s["macro_f1"],
+        "window_macro_f1": windows_s["macro_f1"],
+        "per_family": {},
+        "per_source": {},
+        "per_library": {},
+        "unknown_labels": {},
+        "n_silent_notes": len(pred.silent_notes),
+        "confusion_notes": notes_s["confusion"].tolist(),
+        "confusion_windows": windows_s["confusion"].tolist(),
+    }
+    for name, entry in notes_s["per_class"].items():
+        window_entry = windows_s["per_class"].get(name, {})
+        result["per_family"][name] = {**entry, "window_recall": window_entry.get("recall", 0.0)}
+
+    def group_scores(keys: list[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        keys_arr = np.array(keys, dtype=object)
+        for key in sorted(set(keys)):
+            m = known & (keys_arr == key)
+            if not m.any():
+                continue
+            wm = win_known & m[pred.window_note]
+            out[key] = {
+                "n_notes": int(m.sum()),
+                "note_accuracy": float((note_pred[m] == note_true[m]).mean()),
+                "window_accuracy": float((win_pred[wm] == win_true[wm]).mean()) if wm.any() else None,
+                "macro_f1": classification_scores(note_true[m], note_pred[m], labels)["macro_f1"],
+            }
+        return out
+
+    result["per_source"] = group_scores([r.source_str for r in pred.notes])
+    result["per_library"] = group_scores([r.library for r in pred.notes])
+
+    for family in sorted({r.family_str for r in pred.notes if r.family_str not in index}):
+        mask = np.array([r.family_str == family for r in pred.notes])
+        counts = Counter(labels[i] for i in note_pred[mask])
+        result["unknown_labels"][family] = {"n_notes": int(mask.sum()), "predicted_as": dict(counts.most_common())}
+
+    if len(pred.probs_reversed):
+        rev_note = note_probabilities(pred.probs_reversed, pred.window_note, n_notes_all).argmax(axis=1)
+        rev_win = pred.probs_reversed.argmax(axis=1)
+        rev_notes_s = classification_scores(note_true[known], rev_note[known], labels)
+        result["reversed"] = {
+            "note_accuracy": rev_notes_s["accuracy"],
+            "window_accuracy": float((rev_win[win_known] == win_true[win_known]).mean()) if win_known.any() else 0.0,
+            "macro_f1": rev_notes_s["macro_f1"],
+        }
+    return result
+
+
+def check_labels(predictor_labels: Sequence[str], data_families: Iterable[str]) -> None:
+    """Refuse a model whose labels are not NSynth families, or that shares no family with the data."""
+    foreign = [x for x in predictor_labels if x not in NSYNTH_FAMILIES]
+    if foreign:
+        raise EvaluationError(
+            f"model/data label mismatch: the model's labels {', '.join(foreign)} are not NSynth family names"
+        )
+    families = sorted(set(data_families))
+    if families and not set(families) & set(predictor_labels):
+        raise EvaluationError(
+            f"model/data label mismatch: the model knows {', '.join(predictor_labels)}; "
+            f"the data has only {', '.join(families)}"
+        )
+
+
+# -- the whole evaluation ---------------------------------------------------------------------------
+
+
+def evaluate(
+    model: str | Path | Predictor,
+    data: str | Path,
+    *,
+    split: str | None = None,
+    out_dir: str | Path | None = None,
+    json_path: str | Path | None = None,
+    limit: int | None = None,
+    silence_db: float = DEFAULT_SILENCE_DB,
+    title: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a model on a data folder; write figures, evaluation.json and report.md into `out_dir`."""
+    predictor = model if isinstance(model, Predictor) else load_predictor(model)
+    check_labels(predictor.labels, [])
+    data = Path(data)
+    if not data.is_dir():
+        raise EvaluationError(f"{data}: no such data folder")
+    instruments = split_instruments(data, split) if split else None
+    notes = iter_corpus(data, instruments=instruments, limit=limit)
+    first = next(notes, None)
+    if first is None:
+        where = f" in split {split!r}" if split else ""
+        raise EvaluationError(f"{data}: no notes found{where} (expected NSynth examples.json + audio/)")
+
+    def chained() -> Iterator[Any]:
+        yield first
+        yield from notes
+
+    pred = predict_notes(predictor, chained(), libraries=instrument_libraries(data), silence_db=silence_db,
+                         progress=progress)  # fmt: skip
+    check_labels(predictor.labels, [r.family_str for r in pred.notes])
+    if not pred.notes:
+        raise EvaluationError(f"{data}: every note is below the silence gate ({silence_db} dBFS)")
+    result = score(pred)
+    result.update(
+        model={"name": predictor.name, "kind": predictor.kind, **predictor.info},
+        data=str(data),
+        split=split,
+        hop_frames=predictor.hop_frames,
+        window_frames=predictor.window_frames,
+        silence_db=silence_db,
+    )
+    if out_dir is not None:
+        write_outputs(result, out_dir, title=title or f"Evaluation of {predictor.name} on {data.name}")
+    if json_path is not None:
+        _write_json(json_path, result)
+    return result
+
+
+def write_outputs(result: dict[str, Any], out_dir: str | Path, title: str) -> None:
+    """Confusion matrices, per-source chart, evaluation.json and report.md."""
+    from instrument_ai.train import report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = result["labels"]
+    figures = [
+        report.plot_confusion(np.asarray(result["confusion_notes"]), labels, out / "confusion.png",
+                              f"{title}\nper note (row-normalised, %)"),
+        report.plot_confusion(np.asarray(result["confusion_windows"]), labels, out / "confusion_windows.png",
+                              f"{title}\nper window (row-normalised, %)"),
+    ]  # fmt: skip
+    if result["per_source"]:
+        figures.append(report.plot_per_source(result["per_source"], out / "per_source.png"))
+    result["figures"] = [f.name for f in figures]
+    _write_json(out / "evaluation.json", result)
+    report.write_markdown(out / "report.md", title, report.evaluation_sections(result, out))
+
+
+def _write_json(path: str | Path, data: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    tmp.replace(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
