@@ -1,0 +1,313 @@
+"""The streaming engine: audio blocks in, instrument-family events out.
+
+``Classifier(bundle).process(block) -> list[Event]`` is the library API (in the
+spirit of openWakeWord's ``Model.predict``); ``instrument-ai run`` and
+``classify`` are thin shells around it. Everything here is deterministic in the
+*samples*: the events of a stream do not depend on how it was cut into blocks
+(callback sizes differ between machines, files and microphones), which the
+tests check.
+
+Per block: downmix, resample to the model's rate (`resample.StreamResampler`),
+then cut at hop boundaries. Each piece goes through the streaming frontend
+(`MfccStream`: only the frames it completes are computed) into a ring of
+feature frames. At every hop boundary (hop ``h`` ends at model-rate sample
+``(h+1) * hop_samples``) the engine
+
+1. measures the hop's level (RMS, dBFS); below ``silence_db`` the hop is
+   "silence": no interpreter call, and the smoothing history is cleared so the
+   next note starts fresh rather than averaged with the previous one;
+2. otherwise calls the interpreter once on the newest ``window_frames`` frames
+   (frames before the stream began count as digital silence, so the first
+   decision comes after one hop, not after a whole window);
+3. averages the probabilities of the last ``smooth`` non-silent hops; the
+   label is the top class, or "unknown" under ``min_confidence``;
+4. emits an `Event` when the label changes (and, from `process_hops`, every hop).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from instrument_ai.device.frontend import FrontendSpec, MfccStream, mfcc
+from instrument_ai.device.resample import StreamResampler, as_float_frames
+
+SILENCE = "silence"
+UNKNOWN = "unknown"
+LEVEL_FLOOR_DB = -120.0
+
+
+class BundleLike(Protocol):
+    """What the engine needs of a model bundle (`instrument_ai.device.bundle.Bundle` has it)."""
+
+    labels: list[str]
+    spec: FrontendSpec
+    window_frames: int
+    sample_rate: int
+    default_hop_seconds: float
+
+    def predict(self, features: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class Event:
+    """One decision of the engine: the state of the stream at the end of a hop."""
+
+    time: float  # stream time (s) at the end of the hop: input samples / input rate
+    label: str  # a family, "silence" or "unknown"
+    confidence: float  # smoothed probability of the top class (0 for silence)
+    top_k: list[tuple[str, float]]  # the k most probable classes, smoothed, best first
+    level_db: float  # RMS level of the hop, dBFS
+    frontend_ms: float  # resampling + MFCC time spent on this hop's audio
+    inference_ms: float  # interpreter time (0 when the hop was silence)
+    hop: int  # hop index from the start of the stream
+    changed: bool = True  # the label differs from the previous hop's
+    previous: str | None = None  # the label before this hop
+    kind: str = field(default="change")  # "change", or "hop" for an unchanged hop
+
+    @property
+    def compute_ms(self) -> float:
+        return self.frontend_ms + self.inference_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["top_k"] = [{"label": name, "p": round(float(p), 4)} for name, p in self.top_k]
+        for key in ("time", "confidence", "level_db"):
+            data[key] = round(float(data[key]), 3 if key != "confidence" else 4)
+        for key in ("frontend_ms", "inference_ms"):
+            data[key] = round(float(data[key]), 3)
+        data.pop("changed")
+        return {"type": data.pop("kind"), **data}
+
+    def to_json(self) -> str:
+        """One line of JSON (what `run --json` prints)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+
+class FeatureRing:
+    """The newest feature frames of a stream, in a fixed array (no per-hop allocation but the window copy)."""
+
+    def __init__(self, n_rows: int, capacity: int, fill: np.ndarray) -> None:
+        self._data = np.repeat(fill.reshape(n_rows, 1).astype(np.float32), capacity, axis=1)
+        self.capacity = capacity
+        self._end = 0  # total frames written (virtual silence frames come before index 0)
+
+    def push(self, frames: np.ndarray) -> None:
+        total = frames.shape[1]
+        if total > self.capacity:
+            frames = frames[:, -self.capacity :]
+        k = frames.shape[1]
+        start = (self._end + total - k) % self.capacity
+        first = min(k, self.capacity - start)
+        self._data[:, start : start + first] = frames[:, :first]
+        self._data[:, : k - first] = frames[:, first:]
+        self._end += total
+
+    def latest(self, n: int) -> np.ndarray:
+        """The newest `n` frames, oldest first, as a contiguous (n_rows, n) float32 array."""
+        idx = (np.arange(self._end - n, self._end)) % self.capacity
+        return np.ascontiguousarray(self._data[:, idx])
+
+
+def _check(name: str, value: Any, ok: bool, want: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {want}, got {value!r}")
+
+
+class Classifier:
+    """Continuous classification of one audio stream with one bundle (see the module docstring)."""
+
+    def __init__(
+        self,
+        bundle: BundleLike,
+        *,
+        hop_seconds: float | None = None,
+        smooth: int = 3,
+        silence_db: float = -60.0,
+        min_confidence: float = 0.4,
+        top_k: int = 3,
+        input_rate: int | None = None,
+        channels: int = 1,
+    ) -> None:
+        hop = float(bundle.default_hop_seconds if hop_seconds is None else hop_seconds)
+        _check("hop_seconds", hop, math.isfinite(hop) and 0 < hop <= 10, "in (0, 10] seconds")
+        _check("smooth", smooth, isinstance(smooth, int) and smooth >= 1, "an integer >= 1")
+        _check("silence_db", silence_db, math.isfinite(silence_db) and silence_db <= 0, "a dBFS level <= 0")
+        _check("min_confidence", min_confidence, 0.0 <= min_confidence <= 1.0, "in [0, 1]")
+        _check("top_k", top_k, isinstance(top_k, int) and top_k >= 1, "an integer >= 1")
+        _check("channels", channels, isinstance(channels, int) and channels >= 1, "an integer >= 1")
+        rate = bundle.sample_rate if input_rate is None else input_rate
+        _check("input_rate", rate, isinstance(rate, int) and not isinstance(rate, bool) and rate > 0, "a positive int")
+        self.smooth, self.silence_db, self.min_confidence = smooth, float(silence_db), float(min_confidence)
+        self.input_rate, self.channels = int(rate), channels
+        self.hop_seconds = hop
+        self._top_k_wanted = top_k
+        self._hop_times: deque[float] = deque(maxlen=8192)
+        self._set_bundle(bundle)
+
+    # -- set-up -----------------------------------------------------------------------
+    def _set_bundle(self, bundle: BundleLike) -> None:
+        self.bundle = bundle
+        self.labels = list(bundle.labels)
+        self.top_k = min(self._top_k_wanted, len(self.labels))
+        self.spec = bundle.spec
+        self.model_rate = int(bundle.sample_rate)
+        if self.spec.sample_rate != self.model_rate:
+            raise ValueError(
+                f"bundle sample_rate {self.model_rate} differs from its frontend's {self.spec.sample_rate}"
+            )
+        self.window_frames = int(bundle.window_frames)
+        self.hop_samples = max(1, round(self.hop_seconds * self.model_rate))
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream (time 0, empty history), keeping the bundle and the options."""
+        self._resampler = StreamResampler(self.input_rate, self.model_rate)
+        self._stream = MfccStream(self.spec)
+        silent_frame = mfcc(np.zeros(self.spec.win_length), self.spec)[:, 0]
+        frames_per_hop = math.ceil(self.hop_samples / self.spec.hop_length) + 1
+        self._ring = FeatureRing(self.spec.n_mfcc, self.window_frames + frames_per_hop + 1, silent_frame)
+        self._history: deque[np.ndarray] = deque(maxlen=self.smooth)
+        self._samples = 0  # model-rate samples consumed since the time base
+        self._hop_energy = 0.0
+        self._hop_frontend_s = 0.0
+        self._hop_index = 0  # hops completed since the time base
+        self._time_base = 0.0  # stream time (s) of model-rate sample 0
+        self._hop_base = 0  # global index of hop 0 since the time base
+        self.input_samples = 0  # input samples (per channel) consumed since the stream began
+        self.label: str | None = None
+        self.last_event: Event | None = None
+
+    @property
+    def stream_time(self) -> float:
+        """Seconds of input consumed since the stream began."""
+        return self.input_samples / self.input_rate
+
+    def swap_bundle(self, bundle: BundleLike) -> None:
+        """Use a new bundle (a model update) from now on, keeping the stream's clock and its current label.
+
+        The frontend state restarts (the new bundle may use another spec), so
+        the audio of the hop in progress is not classified; hop numbers and
+        times continue.
+        """
+        now, input_samples, label, hop = (
+            self.stream_time,
+            self.input_samples,
+            self.label,
+            self._hop_base + self._hop_index,
+        )
+        self._set_bundle(bundle)
+        self._time_base, self._hop_base, self.input_samples, self.label = now, hop, input_samples, label
+
+    # -- the stream ------------------------------------------------------------------
+    def process(self, block: np.ndarray) -> list[Event]:
+        """Consume a block (``(n,)`` or ``(n, channels)``, float or int16); return the label-change events."""
+        return [event for event in self.process_hops(block) if event.changed]
+
+    def process_hops(self, block: np.ndarray) -> list[Event]:
+        """Like `process`, but return one event per completed hop (``kind`` "hop" when unchanged)."""
+        started = time.perf_counter()
+        frames = as_float_frames(block, self.channels)
+        self.input_samples += frames.shape[0]
+        mono = frames[:, 0] if self.channels == 1 else frames.mean(axis=1)
+        samples = self._resampler.process(mono)
+        self._hop_frontend_s += time.perf_counter() - started
+        return self._consume(samples)
+
+    def flush(self) -> list[Event]:
+        """End of stream: pad with silence to finish the hop in progress; return its events (every hop)."""
+        started = time.perf_counter()
+        tail = self._resampler.flush()
+        self._hop_frontend_s += time.perf_counter() - started
+        events = self._consume(tail)
+        pending = self._samples - self._hop_index * self.hop_samples
+        if pending > 0:  # the padding is silence: the level is that of the `pending` real samples
+            events += self._consume(np.zeros(self.hop_samples - pending), level_samples=pending)
+        return events
+
+    def _consume(self, samples: np.ndarray, *, level_samples: int | None = None) -> list[Event]:
+        events: list[Event] = []
+        offset = 0
+        while offset < samples.size:
+            boundary = (self._hop_index + 1) * self.hop_samples
+            take = min(samples.size - offset, boundary - self._samples)
+            piece = samples[offset : offset + take]
+            started = time.perf_counter()
+            new_frames = self._stream.process(piece)
+            if new_frames.shape[1]:
+                self._ring.push(new_frames)
+            self._hop_energy += float(piece @ piece)
+            self._hop_frontend_s += time.perf_counter() - started
+            self._samples += take
+            offset += take
+            if self._samples == boundary:
+                events.append(self._decide(level_samples or self.hop_samples))
+        return events
+
+    def _decide(self, level_samples: int) -> Event:
+        mean_square = self._hop_energy / max(1, level_samples)
+        level_db = max(LEVEL_FLOOR_DB, 10.0 * math.log10(mean_square)) if mean_square > 0 else LEVEL_FLOOR_DB
+        inference_ms = 0.0
+        if level_db < self.silence_db:
+            self._history.clear()
+            label, confidence, top = SILENCE, 0.0, []
+        else:
+            window = self._ring.latest(self.window_frames)
+            started = time.perf_counter()
+            probs = np.asarray(self.bundle.predict(window), dtype=np.float64).reshape(-1)
+            inference_ms = (time.perf_counter() - started) * 1e3
+            if probs.size != len(self.labels):
+                raise ValueError(f"the model returned {probs.size} probabilities for {len(self.labels)} labels")
+            self._history.append(probs)
+            smoothed = np.mean(self._history, axis=0)
+            order = np.argsort(-smoothed, kind="stable")[: self.top_k]
+            top = [(self.labels[i], float(smoothed[i])) for i in order]
+            confidence = top[0][1]
+            label = top[0][0] if confidence >= self.min_confidence else UNKNOWN
+        frontend_ms = self._hop_frontend_s * 1e3
+        self._hop_times.append(frontend_ms + inference_ms)
+        event = Event(
+            time=self._time_base + (self._hop_index + 1) * self.hop_samples / self.model_rate,
+            label=label,
+            confidence=confidence,
+            top_k=top,
+            level_db=level_db,
+            frontend_ms=frontend_ms,
+            inference_ms=inference_ms,
+            hop=self._hop_base + self._hop_index,
+            changed=label != self.label,
+            previous=self.label,
+            kind="change" if label != self.label else "hop",
+        )
+        self.label = label
+        self.last_event = event
+        self._hop_index += 1
+        self._hop_energy = 0.0
+        self._hop_frontend_s = 0.0
+        return event
+
+    @property
+    def hops(self) -> int:
+        """Hops decided since the stream began."""
+        return self._hop_base + self._hop_index
+
+    # -- statistics ------------------------------------------------------------------
+    def compute_stats(self, *, clear: bool = False) -> dict[str, float]:
+        """Mean, median and p99 of the per-hop compute (ms) over the recent hops."""
+        times = np.fromiter(self._hop_times, dtype=np.float64)
+        if clear:
+            self._hop_times.clear()
+        if times.size == 0:
+            return {"hops": 0, "mean_ms": 0.0, "median_ms": 0.0, "p99_ms": 0.0}
+        return {
+            "hops": int(times.size),
+            "mean_ms": float(times.mean()),
+            "median_ms": float(np.median(times)),
+            "p99_ms": float(np.percentile(times, 99)),
+        }
