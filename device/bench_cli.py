@@ -1,0 +1,350 @@
+"""`instrument-ai bench`: measure what the device spends its time on.
+
+A benchmark, not a timed test: it prints medians and 90th percentiles measured
+in one run, side by side, so that the comparison survives a noisy machine.
+Plain `instrument-ai bench` runs every subcommand of the group that needs no
+argument; other benchmarks (model, end to end) are added to the same group.
+
+Conventions for a benchmark subcommand (so the group can run it):
+* options ``--json`` and ``--repeats`` (use `resolve_common` so that
+  ``instrument-ai bench --json --repeats 50`` reaches every subcommand);
+* ``--json`` prints exactly one JSON object per benchmark, with a
+  ``"benchmark": "<name>"`` key (plain `bench --json` prints JSON Lines);
+* no required argument, or the group skips it when it runs everything.
+
+The reference libraries (librosa, python_speech_features) are imported inside
+the functions and only when installed: the device install has neither, and
+this module must stay importable there.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import json
+import platform
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+import numpy as np
+
+DEFAULT_REPEATS = 200
+HOP_SECONDS = 0.25
+"""The engine's default decision hop: a new model window every quarter second."""
+
+
+# -- shared plumbing for the bench group ------------------------------------------------------
+
+
+def resolve_common(ctx: click.Context, as_json: bool, repeats: int | None) -> tuple[bool, int]:
+    """A subcommand's ``--json``/``--repeats``, falling back to the group's (``bench --json frontend``)."""
+    parent = ctx.parent.params if ctx.parent is not None else {}
+    as_json = as_json or bool(parent.get("as_json"))
+    if repeats is None:
+        repeats = parent.get("repeats") or DEFAULT_REPEATS
+    return as_json, int(repeats)
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON object per benchmark).")
+@click.option("--repeats", type=click.IntRange(min=5), default=None, help=f"Timed rounds [default: {DEFAULT_REPEATS}].")
+@click.pass_context
+def bench(ctx: click.Context, as_json: bool, repeats: int | None) -> None:
+    """Measure frontend, interpreter and end-to-end cost. Without a subcommand, run all of them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    for name, command in bench.commands.items():
+        needs = [p.name for p in command.params if p.required]
+        if needs:
+            click.echo(f"bench {name}: skipped (needs {', '.join(str(n) for n in needs)})", err=True)
+            continue
+        accepted = {p.name for p in command.params}
+        forwarded = {key: value for key, value in ctx.params.items() if key in accepted}
+        ctx.invoke(command, **forwarded)
+
+
+# -- timing ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    """One way of computing features, timed per call."""
+
+    name: str
+    label: str
+    call: Callable[[], Any]
+    samples_ns: list[int] = field(default_factory=list)
+
+
+def _interleaved(candidates: list[_Candidate], repeats: int, warmup: int, seed: int = 0) -> None:
+    """Time every candidate once per round, in a shuffled order, after untimed warm-up calls.
+
+    Interleaving spreads a noisy neighbour's bursts over all candidates instead
+    of penalising whichever happened to run during the burst; warm-up takes
+    one-off costs (numba compilation, table building, page faults) out of the timing.
+    """
+    for candidate in candidates:
+        for _ in range(warmup):
+            candidate.call()
+    order = list(candidates)
+    shuffle = random.Random(seed).shuffle
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            shuffle(order)
+            for candidate in order:
+                start = time.perf_counter_ns()
+                candidate.call()
+                candidate.samples_ns.append(time.perf_counter_ns() - start)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _stats_ms(samples_ns: list[int]) -> dict[str, float]:
+    values = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    return {"median": float(np.median(values)), "p90": float(np.percentile(values, 90))}
+
+
+# -- the frontend benchmark --------------------------------------------------------------------
+
+
+def _load_audio(path: str | None, sample_rate: int, min_samples: int) -> tuple[np.ndarray, str]:
+    from instrument_ai.device.audio_io import AudioFileError, demo_path, read_audio
+
+    source = str(demo_path()) if path is None else path
+    try:
+        data, rate = read_audio(source)
+    except AudioFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    if rate != sample_rate:
+        raise click.ClickException(f"{source}: sample rate {rate} Hz, the default frontend expects {sample_rate} Hz")
+    mono = np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
+    if mono.size < min_samples:
+        raise click.ClickException(f"{source}: needs at least {min_samples / sample_rate:.2f} s of audio")
+    return mono, source
+
+
+def _windows(audio: np.ndarray, window: int, hop: int) -> Callable[[], np.ndarray]:
+    """Successive 1 s windows of the clip, one hop apart, wrapping around (different data every call)."""
+    starts = list(range(0, audio.size - window + 1, hop))
+    index = 0
+
+    def next_window() -> np.ndarray:
+        nonlocal index
+        start = starts[index % len(starts)]
+        index += 1
+        return audio[start : start + window]
+
+    return next_window
+
+
+def _hop_blocks(audio: np.ndarray, hop: int) -> Callable[[], np.ndarray]:
+    """Successive hop-sized blocks of the clip, wrapping around, as a live stream would deliver them."""
+    blocks = [audio[i : i + hop] for i in range(0, audio.size - hop + 1, hop)]
+    index = 0
+
+    def next_block() -> np.ndarray:
+        nonlocal index
+        block = blocks[index % len(blocks)]
+        index += 1
+        return block
+
+    return next_block
+
+
+def _librosa_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> tuple[_Candidate, str] | None:
+    if importlib.util.find_spec("librosa") is None:
+        return None
+    import librosa
+
+    def call() -> np.ndarray:
+        mel = librosa.feature.melspectrogram(
+            y=window_fn(),
+            sr=spec.sample_rate,
+            n_fft=spec.n_fft,
+            hop_length=spec.hop_length,
+            win_length=spec.win_length,
+            window="hann",
+            center=False,
+            power=2.0,
+            n_mels=spec.n_mels,
+            fmin=spec.fmin,
+            fmax=spec.fmax,
+            htk=spec.mel_scale == "htk",
+            norm="slaney",
+        )
+        return librosa.feature.mfcc(S=librosa.power_to_db(mel, amin=spec.log_floor, top_db=None), n_mfcc=spec.n_mfcc)
+
+    return _Candidate("librosa", "librosa.feature.mfcc", call), librosa.__version__
+
+
+def _psf_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> tuple[_Candidate, str] | None:
+    if importlib.util.find_spec("python_speech_features") is None:
+        return None
+    import python_speech_features
+
+    from instrument_ai.device.frontend import window_function
+
+    hann = window_function(spec)
+
+    def call() -> np.ndarray:
+        return python_speech_features.mfcc(
+            window_fn(),
+            samplerate=spec.sample_rate,
+            winlen=spec.win_length / spec.sample_rate,
+            winstep=spec.hop_length / spec.sample_rate,
+            numcep=spec.n_mfcc,
+            nfilt=spec.n_mels,
+            nfft=spec.n_fft,
+            lowfreq=spec.fmin,
+            highfreq=spec.fmax,
+            winfunc=lambda n: hann,
+        )
+
+    version = _distribution_version("python_speech_features")
+    return _Candidate("python_speech_features", "python_speech_features.mfcc", call), version
+
+
+def _distribution_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def run_frontend_benchmark(repeats: int = DEFAULT_REPEATS, audio_path: str | None = None) -> dict[str, Any]:
+    """Time the device frontend (batch and streaming) against librosa and python_speech_features.
+
+    Every candidate computes DEFAULT_SPEC's MFCCs (1 s window = 59 frames of
+    1024 samples, hop 256, 64 mels 20-8000 Hz, 40 coefficients) on the same
+    audio. Batch candidates recompute the whole window at every hop, which is
+    what an application without a streaming frontend does; the stream only
+    computes the frames the new hop completes.
+    """
+    from instrument_ai.device.frontend import DEFAULT_SPEC, DEFAULT_WINDOW_SECONDS, MfccStream, mfcc
+
+    spec = DEFAULT_SPEC
+    window = spec.window_samples(spec.n_frames(int(DEFAULT_WINDOW_SECONDS * spec.sample_rate)))
+    hop = int(HOP_SECONDS * spec.sample_rate)
+    hops_per_window = int(round(DEFAULT_WINDOW_SECONDS / HOP_SECONDS))
+    audio, source = _load_audio(audio_path, spec.sample_rate, window + hop)
+    window_fn = _windows(audio, window, hop)
+    block_fn = _hop_blocks(audio, hop)
+    stream = MfccStream(spec)
+
+    candidates = [
+        _Candidate("ours_batch", "ours, batch (mfcc)", lambda: mfcc(window_fn(), spec)),
+        _Candidate("ours_stream", "ours, streaming (MfccStream)", lambda: stream.process(block_fn())),
+    ]
+    versions: dict[str, str] = {"numpy": np.__version__}
+    unavailable: dict[str, str] = {}
+    for name, make in (("librosa", _librosa_candidate), ("python_speech_features", _psf_candidate)):
+        made = make(spec, window_fn)
+        if made is None:
+            unavailable[name] = "not installed"
+        else:
+            candidates.append(made[0])
+            versions[name] = made[1]
+    _interleaved(candidates, repeats, warmup=5)
+
+    results: dict[str, Any] = {}
+    for candidate in candidates:
+        per_call = _stats_ms(candidate.samples_ns)
+        if candidate.name == "ours_stream":
+            hop_ms = per_call
+            window_ms = {key: value * hops_per_window for key, value in per_call.items()}
+        else:  # a batch frontend recomputes the window at every hop
+            hop_ms = window_ms = per_call
+        results[candidate.name] = {"label": candidate.label, "window_ms": window_ms, "hop_ms": hop_ms}
+    ours_batch = results["ours_batch"]["window_ms"]["median"]
+    ours_hop = results["ours_stream"]["hop_ms"]["median"]
+    for entry in results.values():
+        entry["window_ratio_to_ours_batch"] = entry["window_ms"]["median"] / ours_batch
+        entry["hop_ratio_to_ours_stream"] = entry["hop_ms"]["median"] / ours_hop
+    targets: dict[str, Any] = {}
+    if "librosa" in results:
+        targets["stream_hop_vs_librosa"] = _target(results["librosa"]["hop_ratio_to_ours_stream"], 10.0)
+        targets["batch_vs_librosa"] = _target(results["librosa"]["window_ratio_to_ours_batch"], 2.0)
+    return {
+        "benchmark": "frontend",
+        "audio": source,
+        "repeats": repeats,
+        "window_seconds": DEFAULT_WINDOW_SECONDS,
+        "window_samples": window,
+        "hop_seconds": HOP_SECONDS,
+        "spec": spec.to_dict(),
+        "results": results,
+        "unavailable": unavailable,
+        "targets": targets,
+        "versions": versions,
+        "machine": {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system()},
+    }
+
+
+def _target(ratio: float, required: float) -> dict[str, Any]:
+    return {"ratio": ratio, "required": required, "met": ratio >= required}
+
+
+def format_frontend_report(report: dict[str, Any]) -> str:
+    """The plain-text table (no rich: the device install does not have it)."""
+    header = ("frontend", "1 s window median", "p90", "x ours", "0.25 s hop median", "p90", "x ours")
+    rows = [header]
+    for entry in report["results"].values():
+        rows.append(
+            (
+                entry["label"],
+                f"{entry['window_ms']['median']:.3f} ms",
+                f"{entry['window_ms']['p90']:.3f} ms",
+                f"{entry['window_ratio_to_ours_batch']:.1f}",
+                f"{entry['hop_ms']['median']:.3f} ms",
+                f"{entry['hop_ms']['p90']:.3f} ms",
+                f"{entry['hop_ratio_to_ours_stream']:.1f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        f"frontend benchmark: {report['audio']}, {report['repeats']} interleaved rounds, "
+        f"{report['window_seconds']:g} s window ({report['window_samples']} samples), {report['hop_seconds']:g} s hop",
+    ]
+    for i, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+        if i == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    lines.append(
+        "'x ours': window vs ours batch, hop vs ours streaming. "
+        "Batch frontends recompute the whole window at every hop; the stream computes only the new frames."
+    )
+    for name, reason in report["unavailable"].items():
+        lines.append(f"{name}: {reason}, skipped")
+    names = {"stream_hop_vs_librosa": "streaming hop vs librosa", "batch_vs_librosa": "batch window vs librosa"}
+    for key, target in report["targets"].items():
+        verdict = "met" if target["met"] else "MISSED"
+        lines.append(f"target {names[key]}: {target['ratio']:.1f}x faster (need >= {target['required']:g}x) {verdict}")
+    return "\n".join(lines)
+
+
+@bench.command("frontend")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@click.option("--repeats", type=click.IntRange(min=5), default=None, help=f"Timed rounds [default: {DEFAULT_REPEATS}].")
+@click.option(
+    "--audio",
+    "audio_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="16 kHz audio to time on (at least 1.25 s) [default: the demo clip].",
+)
+@click.pass_context
+def bench_frontend(ctx: click.Context, as_json: bool, repeats: int | None, audio_path: str | None) -> None:
+    """Time our MFCC frontend (batch, streaming) against librosa and python_speech_features, side by side."""
+    as_json, repeats = resolve_common(ctx, as_json, repeats)
+    report = run_frontend_benchmark(repeats=repeats, audio_path=audio_path)
+    click.echo(json.dumps(report) if as_json else format_frontend_report(report))
