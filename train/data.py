@@ -928,7 +928,7 @@ def corpus_info(folder: str | Path) -> CorpusInfo:
                 raise DataError(f"{inst_path}: {name!r} has unknown family_str {fam!r}")
             if src is not None and src not in SOURCES:
                 raise DataError(f"{inst_path}: {name!r} has unknown source_str {src!r}")
-            if fam is not None and src is not None and not name.startswith(f"{fam}_{src}_"):
+            if fam is not None and not name.startswith(f"{fam}_{src + '_' if src else ''}"):
                 raise DataError(f"{inst_path}: {name!r} does not match its family_str/source_str {fam}/{src}")
             info.instruments[name] = InstrumentInfo(
                 library=row["library"],
