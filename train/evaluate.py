@@ -123,9 +123,8 @@ def _keras_predictor(model_path: Path, batch_size: int) -> Predictor:
 
     def predict(windows: np.ndarray) -> np.ndarray:
         x = (windows - mean[None, :, None]) / std[None, :, None]
-        out = [
-            np.asarray(model(x[i : i + batch_size, ..., None], training=False)) for i in range(0, len(x), batch_size)
-        ]
+        batches = (x[i : i + batch_size, ..., None] for i in range(0, len(x), batch_size))
+        out = [keras.ops.convert_to_numpy(model(batch, training=False)) for batch in batches]
         return np.concatenate(out, axis=0) if out else np.zeros((0, len(labels)), np.float32)
 
     return Predictor(
@@ -177,30 +176,29 @@ class NoteRecord:
 
 def split_instruments(data: str | Path, split: str) -> list[str]:
     """The instruments of one split from the corpus' splits.json (instrument-level splits)."""
-    path = Path(data) / "splits.json"
-    if not path.is_file():
+    info = corpus(data)
+    if info.splits is None:
         raise EvaluationError(
             f"{data}: no splits.json, so --split {split} cannot be used (run `instrument-ai data split`)"
         )
+    if split not in info.splits:
+        raise EvaluationError(f"{data}: no split named {split!r} in splits.json (has {', '.join(sorted(info.splits))})")
+    return list(info.splits[split])
+
+
+def corpus(data: str | Path) -> Any:
+    """The data module's CorpusInfo (instruments.json, splits.json) with errors made one-line."""
+    from instrument_ai.train import data as data_module
+
     try:
-        splits = json.loads(path.read_text())["splits"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise EvaluationError(f"{path}: unreadable splits file ({_one_line(exc)})") from None
-    if split not in splits:
-        raise EvaluationError(f"{path}: no split named {split!r} (has {', '.join(sorted(splits))})")
-    return [str(x) for x in splits[split]]
+        return data_module.corpus_info(data)
+    except data_module.DataError as exc:
+        raise EvaluationError(exc.message) from None
 
 
 def instrument_libraries(data: str | Path) -> dict[str, str]:
     """instrument_str -> library from the corpus' instruments.json ({} for plain NSynth)."""
-    path = Path(data) / "instruments.json"
-    if not path.is_file():
-        return {}
-    try:
-        table = json.loads(path.read_text())
-        return {str(k): str(v.get("library", "nsynth")) for k, v in table.items()}
-    except (ValueError, AttributeError) as exc:
-        raise EvaluationError(f"{path}: unreadable instruments file ({_one_line(exc)})") from None
+    return {name: row.library for name, row in corpus(data).instruments.items()}
 
 
 def iter_corpus(
@@ -209,18 +207,27 @@ def iter_corpus(
     instruments: Sequence[str] | None = None,
     families: Sequence[str] | None = None,
     limit: int | None = None,
+    audio: str = "load",
+    sample_rate: int | None = None,
+    report: Any = None,
 ) -> Iterator[Any]:
-    """Notes of an NSynth-format folder through the data module, with data errors made one-line."""
+    """Notes of an NSynth-format folder through the data module, with data errors made one-line.
+
+    Any note length is accepted (`evaluate` reads any NSynth-format folder);
+    with `sample_rate`, notes at another rate are skipped and counted in `report`.
+    """
     from instrument_ai.train import data as data_module
 
     path = Path(data)
     if not path.exists():
         raise EvaluationError(f"{path}: no such data folder")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"audio": audio, "sample_rate": sample_rate, "num_samples": None}
     if instruments is not None:
         kwargs["instruments"] = list(instruments)
     if families is not None:
         kwargs["families"] = list(families)
+    if report is not None:
+        kwargs["report"] = report
     count = 0
     try:
         for note in data_module.iter_notes(path, **kwargs):
@@ -229,7 +236,7 @@ def iter_corpus(
             if limit is not None and count >= limit:
                 return
     except data_module.DataError as exc:
-        raise EvaluationError(_one_line(exc)) from None
+        raise EvaluationError(exc.message) from None
 
 
 def note_audio(note: Any) -> np.ndarray:
@@ -511,6 +518,7 @@ def evaluate(
     data: str | Path,
     *,
     split: str | None = None,
+    instruments: Sequence[str] | None = None,
     out_dir: str | Path | None = None,
     json_path: str | Path | None = None,
     limit: int | None = None,
@@ -524,12 +532,17 @@ def evaluate(
     data = Path(data)
     if not data.is_dir():
         raise EvaluationError(f"{data}: no such data folder")
-    instruments = split_instruments(data, split) if split else None
-    notes = iter_corpus(data, instruments=instruments, limit=limit)
+    if instruments is None and split:
+        instruments = split_instruments(data, split)
+    from instrument_ai.train.data import ReadReport
+
+    read_report = ReadReport()
+    notes = iter_corpus(data, instruments=instruments, limit=limit, sample_rate=predictor.spec.sample_rate,
+                        report=read_report)  # fmt: skip
     first = next(notes, None)
     if first is None:
-        where = f" in split {split!r}" if split else ""
-        raise EvaluationError(f"{data}: no notes found{where} (expected NSynth examples.json + audio/)")
+        where = f" in split {split!r}" if split else " for those instruments" if instruments is not None else ""
+        raise EvaluationError(f"{data}: no notes found{where} ({read_report.summary()})")
 
     def chained() -> Iterator[Any]:
         yield first
@@ -545,6 +558,7 @@ def evaluate(
         model={"name": predictor.name, "kind": predictor.kind, **predictor.info},
         data=str(data),
         split=split,
+        read=read_report.to_dict(),
         hop_frames=predictor.hop_frames,
         window_frames=predictor.window_frames,
         silence_db=silence_db,
