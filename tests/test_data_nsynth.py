@@ -277,6 +277,10 @@ def test_audio_modes(nsynth_folder: Path, monkeypatch: pytest.MonkeyPatch) -> No
     notes = list(iter_notes(nsynth_folder, audio="header"))
     assert len(notes) == 6 and all(n.audio is None for n in notes)
     check_same(notes[2], all_notes()[2], exact_audio=False)  # load_audio reads it on demand
+    assert notes[2].audio is None  # not cached: a list of notes stays small
+    (nsynth_folder / BASS_WAV).write_bytes(b"not a wav")
+    with pytest.raises(DataError, match="cannot decode"):
+        notes[2].load_audio()
 
     for wav in (nsynth_folder / "audio").iterdir():
         wav.unlink()

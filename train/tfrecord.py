@@ -41,7 +41,7 @@ FeatureKind = Literal["bytes", "float", "int64"]
 
 _POLY = 0x82F63B78  # CRC-32C (Castagnoli), reflected
 _MASK_DELTA = 0xA282EAD8
-_LANE = 128  # bytes per numpy lane; 256 KB -> 2048 lanes (measured fastest)
+_LANE = 128  # bytes per numpy lane (even); 256 KB -> 2048 lanes (measured fastest)
 
 
 class TFRecordError(ValueError):
@@ -63,6 +63,19 @@ def _table() -> np.ndarray:
     for _ in range(8):
         crc = np.where(crc & 1, (crc >> 1) ^ np.uint32(_POLY), crc >> 1).astype(np.uint32)
     return crc
+
+
+@functools.cache
+def _table16() -> np.ndarray:
+    """State after two zero bytes from each state v < 2**16.
+
+    By linearity, feeding the 16-bit word w to state s gives table16[(s ^ w) & 0xFFFF] ^ (s >> 16).
+    """
+    table = _table()
+    states = np.arange(1 << 16, dtype=np.uint32)
+    for _ in range(2):
+        states = table[states & 0xFF] ^ (states >> 8)
+    return states
 
 
 @functools.cache
@@ -100,11 +113,12 @@ def crc32c(data: bytes | bytearray | memoryview) -> int:
     head = n - n_lanes * _LANE
     crc = _crc_update_py(0xFFFFFFFF, data[:head])
     # CRC state updates are linear over GF(2): state(s, block) = state(0, block) ^ zeros_L(s).
-    columns = np.frombuffer(data[head:], dtype=np.uint8).reshape(n_lanes, _LANE).T.astype(np.uint32)
-    table = _table()
+    # Two bytes per step through a 65536-entry table (zero-initialised lanes, so no init/xorout per lane).
+    columns = np.frombuffer(data[head:], dtype="<u2").reshape(n_lanes, _LANE // 2).T.astype(np.uint32)
+    table16 = _table16()
     lanes = np.zeros(n_lanes, dtype=np.uint32)
     for column in columns:
-        lanes = table[(lanes ^ column) & 0xFF] ^ (lanes >> 8)
+        lanes = table16[(lanes ^ column) & 0xFFFF] ^ (lanes >> 16)
     z0, z1, z2, z3 = _zeros_tables(_LANE)
     for lane in lanes.tolist():
         crc = z0[crc & 0xFF] ^ z1[(crc >> 8) & 0xFF] ^ z2[(crc >> 16) & 0xFF] ^ z3[crc >> 24] ^ lane
