@@ -30,7 +30,7 @@ import json
 import math
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -69,21 +69,27 @@ class Event:
     hop: int  # hop index from the start of the stream
     changed: bool = True  # the label differs from the previous hop's
     previous: str | None = None  # the label before this hop
-    kind: str = field(default="change")  # "change", or "hop" for an unchanged hop
+    kind: str = "change"  # "change", or "hop" for an unchanged hop
+    probs: np.ndarray | None = field(default=None, repr=False, compare=False)  # this hop's raw model output
 
     @property
     def compute_ms(self) -> float:
         return self.frontend_ms + self.inference_ms
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["top_k"] = [{"label": name, "p": round(float(p), 4)} for name, p in self.top_k]
-        for key in ("time", "confidence", "level_db"):
-            data[key] = round(float(data[key]), 3 if key != "confidence" else 4)
-        for key in ("frontend_ms", "inference_ms"):
-            data[key] = round(float(data[key]), 3)
-        data.pop("changed")
-        return {"type": data.pop("kind"), **data}
+        """The JSON fields (the raw `probs` are left out: `top_k` carries the smoothed answer)."""
+        return {
+            "type": self.kind,
+            "time": round(self.time, 3),
+            "label": self.label,
+            "confidence": round(self.confidence, 4),
+            "top_k": [{"label": name, "p": round(float(p), 4)} for name, p in self.top_k],
+            "level_db": round(self.level_db, 2),
+            "frontend_ms": round(self.frontend_ms, 3),
+            "inference_ms": round(self.inference_ms, 3),
+            "hop": self.hop,
+            "previous": self.previous,
+        }
 
     def to_json(self) -> str:
         """One line of JSON (what `run --json` prints)."""
@@ -254,7 +260,8 @@ class Classifier:
         mean_square = self._hop_energy / max(1, level_samples)
         level_db = max(LEVEL_FLOOR_DB, 10.0 * math.log10(mean_square)) if mean_square > 0 else LEVEL_FLOOR_DB
         inference_ms = 0.0
-        if level_db < self.silence_db:
+        probs = None
+        if mean_square == 0.0 or level_db < self.silence_db:  # digital zeros are silence at any gate
             self._history.clear()
             label, confidence, top = SILENCE, 0.0, []
         else:
@@ -284,6 +291,7 @@ class Classifier:
             changed=label != self.label,
             previous=self.label,
             kind="change" if label != self.label else "hop",
+            probs=probs,
         )
         self.label = label
         self.last_event = event

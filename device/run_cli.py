@@ -1,0 +1,556 @@
+"""`instrument-ai run` (the daemon), `classify FILE...` and `devices`.
+
+Exit codes (also in `run --help`):
+
+* 0 - the source ended (file, stdin, demo, --duration) or SIGINT / SIGTERM stopped the stream cleanly;
+* 1 - an error the user can fix: bad model, unreadable file, audio device failed;
+* 2 - a usage error (bad option) - the systemd unit does not restart on it;
+* 3 - no microphone / no PortAudio (plain `run` points to `--source demo` and `devices`).
+
+Signals: SIGINT and SIGTERM stop within one hop (sources poll a stop event
+every 50 ms); SIGHUP reloads the model (``--model-dir``'s ``current.tflite``
+again, after `flash` or `rollback`) between two hops and reports a swap.
+
+Only light imports at module level: this runs on the Pi with numpy, the
+interpreter, sounddevice and soundfile, and must never pull tensorflow/librosa.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_AUDIO = 0, 1, 2, 3
+EXIT_CODES_HELP = (
+    "Exit codes: 0 source ended or stopped by SIGINT/SIGTERM; 1 error (model, file, device); "
+    "2 usage error; 3 no microphone / no PortAudio."
+)
+MODEL_ENV = "INSTRUMENT_AI_MODEL"
+CURRENT = "current.tflite"
+
+
+class RunError(click.ClickException):
+    """A one-line error with its documented exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+def default_model_candidates() -> list[Path]:
+    """Where a model is looked for when neither --model nor --model-dir is given, in order."""
+    out = []
+    if os.environ.get(MODEL_ENV):
+        out.append(Path(os.environ[MODEL_ENV]))
+    out.append(Path.cwd() / "models" / "default.tflite")
+    out.append(Path(__file__).resolve().parents[1] / "models" / "default.tflite")  # a source checkout
+    return out
+
+
+def resolve_model(model: Path | None, model_dir: Path | None) -> Path:
+    """The bundle file to load; RunError when there is none."""
+    if model is not None and model_dir is not None:
+        raise RunError("give either --model or --model-dir, not both", EXIT_USAGE)
+    if model is not None:
+        return model
+    if model_dir is not None:
+        current = model_dir / CURRENT
+        if not current.exists():
+            raise RunError(f"{model_dir}: no model installed ({CURRENT} missing; use `instrument-ai flash`)")
+        return current
+    for candidate in default_model_candidates():
+        if candidate.is_file():
+            return candidate
+    raise RunError(f"no model found: give --model FILE or --model-dir DIR (or set {MODEL_ENV})")
+
+
+def load_bundle(path: Path, threads: int) -> Any:
+    """Load and self-test a bundle; any refusal becomes a one-line RunError."""
+    from instrument_ai.device.bundle import BundleError, load
+
+    try:
+        return load(path, num_threads=threads)
+    except BundleError as exc:
+        raise RunError(str(exc)) from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: cannot load model ({exc})") from None
+
+
+def _model_options(func: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="Bundle (.tflite) to use."),
+            click.option(
+                "--model-dir",
+                type=click.Path(path_type=Path, file_okay=False),
+                help=f"Model directory (uses its {CURRENT}, as installed by `flash`).",
+            ),
+            click.option(
+                "--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Interpreter threads."
+            ),
+            click.option(
+                "--hop", type=click.FloatRange(0.01, 10.0), default=None, help="Seconds between decisions [bundle's]."
+            ),
+            click.option("--smooth", type=click.IntRange(1, 100), default=3, show_default=True, help="Hops averaged."),
+            click.option(
+                "--silence-db",
+                type=click.FloatRange(-200.0, 0.0),
+                default=-60.0,
+                show_default=True,
+                help="Hops quieter than this RMS level (dBFS) are silence.",
+            ),
+            click.option(
+                "--min-confidence",
+                type=click.FloatRange(0.0, 1.0),
+                default=0.4,
+                show_default=True,
+                help="Below this smoothed probability the label is 'unknown'.",
+            ),
+            click.option("--top-k", type=click.IntRange(1, 20), default=3, show_default=True, help="Classes reported."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _engine(bundle: Any, rate: int, channels: int, opts: dict[str, Any]) -> Any:
+    from instrument_ai.device.engine import Classifier
+
+    try:
+        return Classifier(
+            bundle,
+            hop_seconds=opts["hop"],
+            smooth=opts["smooth"],
+            silence_db=opts["silence_db"],
+            min_confidence=opts["min_confidence"],
+            top_k=opts["top_k"],
+            input_rate=rate,
+            channels=channels,
+        )
+    except ValueError as exc:
+        raise RunError(str(exc), EXIT_USAGE) from None
+
+
+# -- outputs --------------------------------------------------------------------------------------
+
+
+class JsonSink:
+    """One JSON object per line, flushed per line: start, change (and hop), notices, stats, stop."""
+
+    def __init__(self, stream: TextIO, every_hop: bool) -> None:
+        self.stream, self.every_hop = stream, every_hop
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self.stream.flush()
+
+    def start(self, info: dict[str, Any]) -> None:
+        self._write({"type": "start", **info})
+
+    def hop(self, event: Any, stats: dict[str, Any]) -> None:
+        if event.changed or self.every_hop:
+            self.stream.write(event.to_json() + "\n")
+            self.stream.flush()
+
+    def notice(self, kind: str, data: dict[str, Any]) -> None:
+        self._write({"type": kind, **data})
+
+    def stats(self, summary: dict[str, Any]) -> None:
+        self._write({"type": "stats", **summary})
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self._write({"type": "stop", **summary})
+
+
+class TextSink:
+    """Plain lines (stdout not a terminal, or --plain): a header, one line per change (or per hop)."""
+
+    def __init__(self, stream: TextIO, every_hop: bool) -> None:
+        self.stream, self.every_hop = stream, every_hop
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def start(self, info: dict[str, Any]) -> None:
+        self._line(
+            f"instrument-ai run: model {info['model_name']} {info['model_version']} ({info['model']}), "
+            f"runtime {info['runtime']}, threads {info['threads']}; source {info['source']} "
+            f"{info['rate']} Hz x{info['channels']} -> {info['model_rate']} Hz, hop {info['hop_seconds']} s"
+        )
+
+    def hop(self, event: Any, stats: dict[str, Any]) -> None:
+        from instrument_ai.device.live_view import change_line
+
+        if event.changed or self.every_hop:
+            self._line(change_line(event))
+
+    def notice(self, kind: str, data: dict[str, Any]) -> None:
+        self._line(f"-- {kind} " + " ".join(f"{k}={v}" for k, v in data.items()))
+
+    def stats(self, summary: dict[str, Any]) -> None:
+        from instrument_ai.device.live_view import _stats_line
+
+        self._line(_stats_line(summary))
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self.stats(summary)
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MB (Linux /proc; else the peak from getrusage)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0)
+
+
+# -- run ------------------------------------------------------------------------------------------
+
+
+def _open_source(source: str, device: str | None, samplerate: int | None, channels: int | None, fast: bool) -> Any:
+    from instrument_ai.device import sources
+
+    try:
+        if source == "mic":
+            return sources.MicSource(device, samplerate=samplerate, channels=channels or 1)
+        if device is not None:
+            raise RunError("--device applies only to --source mic", EXIT_USAGE)
+        if source == "-":
+            if samplerate is None:
+                raise RunError("--source - (raw 16-bit PCM on stdin) needs --samplerate", EXIT_USAGE)
+            return sources.StdinSource(samplerate, channels or 1)
+        if samplerate is not None:
+            raise RunError("--samplerate applies only to --source mic or -; a file has its own rate", EXIT_USAGE)
+        if channels is not None:
+            raise RunError("--channels applies only to --source mic or -; a file has its own channels", EXIT_USAGE)
+        if source == "demo":
+            return sources.demo_source(realtime=not fast)
+        return sources.FileSource(source, realtime=not fast)
+    except sources.NoMicrophoneError as exc:
+        raise RunError(str(exc), EXIT_NO_AUDIO) from None
+    except sources.SourceError as exc:
+        raise RunError(str(exc), EXIT_NO_AUDIO if source == "mic" else EXIT_ERROR) from None
+
+
+class _Signals:
+    """SIGINT/SIGTERM set `stop`, SIGHUP sets `reload`; the previous handlers come back on exit."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.received: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._on_stop)
+        if hasattr(signal, "SIGHUP"):
+            self._old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: self.reload.set())
+        return self
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+        self.stop.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.option(
+    "--source",
+    default="mic",
+    show_default=True,
+    help="mic, demo (the shipped recording), - (raw s16le PCM on stdin) or an audio FILE.",
+)
+@click.option("--device", default=None, help="Input device: index or part of its name (see `instrument-ai devices`).")
+@click.option(
+    "--samplerate", type=click.IntRange(1000, 384000), default=None, help="Input rate [mic: its native rate]."
+)
+@click.option("--channels", type=click.IntRange(1, 32), default=None, help="Input channels (downmixed) [1].")
+@click.option("--fast", is_flag=True, help="Read a FILE (or demo) as fast as possible instead of at real time.")
+@_model_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event on stdout (or --output).")
+@click.option("--every-hop", is_flag=True, help="Report every hop, not only label changes.")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Append events to FILE, not stdout.")
+@click.option("--plain", is_flag=True, help="Plain lines even on a terminal (no live view).")
+@click.option(
+    "--stats", "stats_every", type=click.FloatRange(min=0), default=0, help="Summary every N seconds (0: off)."
+)
+@click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop after N seconds of stream time.")
+def run(
+    source: str,
+    device: str | None,
+    samplerate: int | None,
+    channels: int | None,
+    fast: bool,
+    model: Path | None,
+    model_dir: Path | None,
+    threads: int,
+    as_json: bool,
+    every_hop: bool,
+    output: Path | None,
+    plain: bool,
+    stats_every: float,
+    duration: float | None,
+    **engine_opts: Any,
+) -> None:
+    """Classify a live stream continuously and report each change of instrument family."""
+    started = time.perf_counter()
+    if fast and source in ("mic", "-"):
+        raise RunError("--fast applies only to a FILE or demo source", EXIT_USAGE)
+    model_path = resolve_model(model, model_dir)
+    audio = _open_source(source, device, samplerate, channels, fast)
+    try:
+        bundle = load_bundle(model_path, threads)
+        engine = _engine(bundle, audio.rate, audio.channels, engine_opts)
+        with contextlib.ExitStack() as stack:
+            if output is not None:
+                try:
+                    stream: TextIO = stack.enter_context(open(output, "a", encoding="utf-8"))  # noqa: SIM115
+                except OSError as exc:
+                    raise RunError(f"{output}: cannot write ({exc.strerror})") from None
+            else:
+                stream = sys.stdout
+            if as_json:
+                sink: Any = JsonSink(stream, every_hop)
+            elif stream.isatty() and not plain:
+                from instrument_ai.device.live_view import LiveView
+
+                sink = LiveView(stream, top_k=engine.top_k)
+            else:
+                sink = TextSink(stream, every_hop)
+            signals = stack.enter_context(_Signals())
+            audio.notify = sink.notice
+            _loop(audio, engine, sink, signals, bundle, model_path, threads, stats_every, duration, started)
+    finally:
+        close = getattr(audio, "close", None)
+        if close is not None:
+            close()
+
+
+def _source_stats(audio: Any) -> dict[str, Any]:
+    s = audio.stats
+    return {"blocks": s.blocks, "overflows": s.overflows, "dropped": s.dropped, "reconnects": s.reconnects}
+
+
+def _loop(
+    audio: Any,
+    engine: Any,
+    sink: Any,
+    signals: _Signals,
+    bundle: Any,
+    model_path: Path,
+    threads: int,
+    stats_every: float,
+    duration: float | None,
+    started: float,
+) -> None:
+    from instrument_ai.device.sources import SourceError
+
+    info = {
+        "model": str(model_path),
+        "model_name": getattr(bundle, "name", "?"),
+        "model_version": getattr(bundle, "version", "?"),
+        "runtime": getattr(bundle, "runtime", "?"),
+        "threads": threads,
+        "labels": list(engine.labels),
+        **audio.describe(),
+        "model_rate": engine.model_rate,
+        "hop_seconds": round(engine.hop_samples / engine.model_rate, 4),
+        "pid": os.getpid(),
+    }
+    sink.start(info)
+    first_hop_s: float | None = None
+    next_stats = time.monotonic() + stats_every if stats_every else None
+    ended_by = "end of source"
+
+    def summary() -> dict[str, Any]:
+        compute = engine.compute_stats()
+        return {
+            "hops": engine.hops,
+            "stream_seconds": round(engine.stream_time, 3),
+            "mean_ms": round(compute["mean_ms"], 3),
+            "median_ms": round(compute["median_ms"], 3),
+            "p99_ms": round(compute["p99_ms"], 3),
+            **_source_stats(audio),
+            "rss_mb": round(rss_mb(), 1),
+        }
+
+    def emit(events: list[Any]) -> None:
+        nonlocal first_hop_s
+        if events and first_hop_s is None:
+            first_hop_s = time.perf_counter() - started
+        stats = _source_stats(audio)
+        for event in events:
+            sink.hop(event, stats)
+
+    try:
+        for block in audio.blocks(signals.stop):
+            emit(engine.process_hops(block))
+            if signals.reload.is_set():
+                signals.reload.clear()
+                _reload(engine, sink, model_path, threads)
+            if next_stats is not None and time.monotonic() >= next_stats:
+                sink.stats(summary())
+                next_stats = time.monotonic() + stats_every
+            if duration is not None and engine.stream_time >= duration:
+                ended_by = "duration"
+                break
+        if signals.stop.is_set():
+            ended_by = signals.received or "stop"
+        else:
+            emit(engine.flush())
+    except SourceError as exc:
+        raise RunError(str(exc)) from None
+    final = summary()
+    final.update(reason=ended_by, first_hop_seconds=round(first_hop_s, 3) if first_hop_s is not None else None)
+    sink.close(final)
+
+
+def _reload(engine: Any, sink: Any, model_path: Path, threads: int) -> None:
+    """SIGHUP: load the model again (the directory's current.tflite may point elsewhere now) and swap it in."""
+    old = f"{getattr(engine.bundle, 'name', '?')} {getattr(engine.bundle, 'version', '?')}"
+    try:
+        bundle = load_bundle(model_path, threads)
+        engine.swap_bundle(bundle)
+    except (click.ClickException, ValueError) as exc:
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        sink.notice("reload_failed", {"error": message, "keeping": old})
+        return
+    sink.notice("swap", {"old": old, "new": f"{bundle.name} {bundle.version}", "runtime": bundle.runtime})
+
+
+# -- classify -------------------------------------------------------------------------------------
+
+
+def classify_file(path: str, bundle: Any, opts: dict[str, Any]) -> dict[str, Any]:
+    """Stream a file through a Classifier; the file's answer averages the raw probabilities of its sounding hops."""
+    import numpy as np
+
+    from instrument_ai.device.engine import SILENCE, UNKNOWN
+    from instrument_ai.device.sources import FileSource
+
+    source = FileSource(path, realtime=False)
+    engine = _engine(bundle, source.rate, source.channels, opts)
+    hops = []
+    for block in source.blocks(threading.Event()):
+        hops += engine.process_hops(block)
+    hops += engine.flush()
+    sounding = [e.probs for e in hops if e.probs is not None]
+    result: dict[str, Any] = {
+        "file": path,
+        "seconds": round(engine.stream_time, 3),
+        "sample_rate": source.rate,
+        "channels": source.channels,
+        "hops": len(hops),
+    }
+    if not sounding:
+        result.update(label=SILENCE, confidence=0.0, top_k=[])
+    else:
+        mean = np.mean(sounding, axis=0)
+        order = np.argsort(-mean, kind="stable")[: engine.top_k]
+        top = [(engine.labels[i], float(mean[i])) for i in order]
+        label = top[0][0] if top[0][1] >= engine.min_confidence else UNKNOWN
+        result.update(
+            label=label, confidence=round(top[0][1], 4), top_k=[{"label": n, "p": round(p, 4)} for n, p in top]
+        )
+    result["timeline"] = hops
+    return result
+
+
+@click.command(epilog="Exit codes: 0 all files classified; 1 some file or the model could not be used; 2 usage error.")
+@click.argument("files", nargs=-1, required=True)
+@_model_options
+@click.option("--timeline", is_flag=True, help="Also report every hop (time, label, confidence).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
+def classify(
+    files: tuple[str, ...],
+    model: Path | None,
+    model_dir: Path | None,
+    threads: int,
+    timeline: bool,
+    as_json: bool,
+    **engine_opts: Any,
+) -> None:
+    """Name the instrument family of each audio FILE (any length, rate, channels; wav/flac/ogg...)."""
+    from instrument_ai.device.live_view import change_line
+    from instrument_ai.device.sources import SourceError
+
+    bundle = load_bundle(resolve_model(model, model_dir), threads)
+    failed = 0
+    for path in files:
+        try:
+            result = classify_file(path, bundle, engine_opts)
+        except SourceError as exc:
+            failed += 1
+            if as_json:
+                click.echo(json.dumps({"file": path, "error": str(exc)}))
+            click.echo(f"error: {exc}", err=True)
+            continue
+        events = result.pop("timeline")
+        if as_json:
+            if timeline:
+                result["timeline"] = [e.to_dict() for e in events]
+            click.echo(json.dumps(result))
+            continue
+        top = "  ".join(f"{t['label']} {t['p']:.2f}" for t in result["top_k"])
+        click.echo(f"{path}: {result['label']} {result['confidence']:.2f}  [{top}]  ({result['seconds']} s)")
+        if timeline:
+            for event in events:
+                click.echo("  " + change_line(event))
+    if failed:
+        raise RunError(f"{failed} of {len(files)} file(s) could not be classified")
+
+
+# -- devices --------------------------------------------------------------------------------------
+
+
+@click.command(epilog="Exit codes: 0 listed (possibly none); 3 PortAudio is not available.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input device.")
+def devices(as_json: bool) -> None:
+    """List audio input devices with their native sample rates (use one with `run --device`)."""
+    from instrument_ai.device.sources import NoMicrophoneError, input_devices
+
+    try:
+        found = input_devices()
+    except NoMicrophoneError as exc:
+        raise RunError(str(exc), EXIT_NO_AUDIO) from None
+    if as_json:
+        for entry in found:
+            click.echo(json.dumps(entry))
+        return
+    if not found:
+        click.echo("no audio input devices found (plug in a microphone, or try `instrument-ai run --source demo`)")
+        return
+    click.echo(f"{'':2}{'index':>5}  {'native rate':>11}  {'ch':>3}  {'host API':<12} name")
+    for entry in found:
+        mark = "*" if entry["default"] else " "
+        rate = f"{entry['rate']:>8} Hz"
+        click.echo(
+            f"{mark:2}{entry['index']:>5}  {rate}  {entry['channels']:>3}  {entry['hostapi']:<12} {entry['name']}"
+        )
+    click.echo("(* = default; the stream opens at the native rate and resamples to the model's rate)")
