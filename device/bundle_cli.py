@@ -1,0 +1,114 @@
+"""`instrument-ai inspect BUNDLE`: what a bundle holds, whether this device accepts it, and how fast it loads.
+
+Runs the same `bundle.load` (digests, fields, interpreter, golden self-test) a
+device runs before it swaps a model in, so "inspect says ok" means "the daemon
+will accept it". Device-side: numpy, flatbuffers and the interpreter only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from instrument_ai.device import bundle as bundle_module
+from instrument_ai.device.tflite_file import parse
+
+
+def describe(path: Path, *, num_threads: int = 1, trusted_key: str | None = None) -> dict[str, Any]:
+    """Everything `inspect` prints, as one JSON-ready dict; BundleError when the device refuses the bundle."""
+    bundle = bundle_module.load(path, num_threads=num_threads, trusted_key=trusted_key)
+    model = parse(bundle.model.data)
+    payload = model.buffers[model.metadata_buffer(bundle_module.METADATA_NAME)][1]
+    metadata_buffers = {index for _, index in model.metadata}
+    tensors = [t for subgraph in model.subgraph_tensors for t in subgraph]
+    metadata = dict(bundle.metadata)
+    golden = metadata.pop("golden", {})
+    metadata["golden"] = {"vectors": len(golden.get("vectors", [])), "tolerance": golden.get("tolerance")}
+    return {
+        "path": str(path),
+        "metadata": metadata,
+        "ops": dict(sorted(model.op_counts.items())),
+        "operator_codes": model.operators,
+        "tensors": len(tensors),
+        "tensor_types": dict(sorted(Counter(t.dtype for t in tensors).items())),
+        "sizes": {
+            "file_bytes": len(model.data),
+            "model_bytes_without_metadata": len(model.data) - payload,
+            "metadata_bytes": payload,
+            "tensor_data_bytes": sum(n for i, (_, n) in enumerate(model.buffers) if i not in metadata_buffers),
+        },
+        "quantization": {"input": bundle.input_codec.to_dict(), "output": bundle.output_codec.to_dict()},
+        "other_metadata": [name for name, _ in model.metadata if name != bundle_module.METADATA_NAME],
+        "runtime": bundle.runtime,
+        "num_threads": num_threads,
+        "self_test": bundle.self_test,
+        "signature_checked": trusted_key is not None,
+        "load_ms": bundle.load_ms,
+    }
+
+
+@click.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64), help="Interpreter threads.")
+@click.option("--trusted-key", help="Also require a signature by this ed25519 public key (hex or file).")
+def inspect_bundle(path: Path, as_json: bool, threads: int, trusted_key: str | None) -> None:
+    """Print the metadata, operators, sizes and self-test result of the bundle PATH."""
+    try:
+        info = describe(path, num_threads=threads, trusted_key=trusted_key)
+    except bundle_module.BundleError as exc:
+        raise click.ClickException(f"refused: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    meta = info["metadata"]
+    sizes = info["sizes"]
+    spec = meta["frontend_spec"]
+    click.echo(
+        f"{info['path']}: '{meta['name']}' version {meta['version']} ({meta['quantization']}), {meta['created']}"
+    )
+    click.echo(f"  labels ({len(meta['labels'])}): {', '.join(meta['labels'])}")
+    click.echo(
+        f"  frontend: {spec['sample_rate']} Hz, win {spec['win_length']} / hop {spec['hop_length']} / n_fft "
+        f"{spec['n_fft']}, {spec['n_mels']} {spec['mel_scale']} mels {spec['fmin']:g}-{spec['fmax']:g} Hz, "
+        f"{spec['n_mfcc']} MFCCs"
+    )
+    click.echo(
+        f"  window: {meta['window_frames']} frames = {meta['window_samples']} samples; default hop "
+        f"{meta['default_hop_seconds']} s"
+    )
+    for side in ("input", "output"):
+        q = info["quantization"][side]
+        shape = meta.get(side, {}).get("shape")
+        click.echo(f"  {side}: {shape} {q['dtype']} scale {q['scale']:.6g} zero point {q['zero_point']}")
+    click.echo(f"  ops: {', '.join(f'{op} x{n}' for op, n in info['ops'].items())}; {info['tensors']} tensors")
+    click.echo(
+        f"  size: {sizes['file_bytes']} bytes ({sizes['model_bytes_without_metadata']} model + "
+        f"{sizes['metadata_bytes']} metadata)"
+    )
+    training = meta.get("training", {})
+    data = training.get("data", {}) if isinstance(training.get("data"), dict) else {}
+    click.echo(
+        f"  training: preset {training.get('preset', '?')}, run {training.get('run', '?')}, libraries "
+        f"{', '.join(map(str, data.get('libraries', []))) or '?'}"
+    )
+    if meta.get("metrics"):
+        click.echo(f"  metrics: {json.dumps(meta['metrics'])[:300]}")
+    check = meta.get("conversion_check")
+    if check:
+        click.echo(
+            f"  vs Keras: top-1 agreement {100 * (1 - check['top1_disagreement']):.2f} % of {check['windows']} windows,"
+            f" note accuracy loss {check['note_accuracy_loss_points']:.2f} points"
+        )
+    integrity = meta["integrity"]
+    signed = "signed (ed25519)" if "signature" in meta else "unsigned"
+    click.echo(f"  model sha256 {integrity['model_sha256']}; {signed}")
+    test = info["self_test"]
+    click.echo(
+        f"  self-test: {test['vectors']} golden vectors passed on {info['runtime']} (max error {test['max_error']:g}, "
+        f"tolerance {test['tolerance']:g}); load + self-test {info['load_ms']:.1f} ms"
+    )
