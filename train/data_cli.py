@@ -1,0 +1,232 @@
+"""`instrument-ai data`: build, split and inspect NSynth-format corpora.
+
+Importing this module is light (click only); the builder, numpy, rich and tqdm
+are imported inside the commands, so `instrument-ai --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _csv_ints(value: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint=what) from None
+
+
+def _shared_root(value: str | None) -> Path | None:
+    from instrument_ai.train.corpus import default_shared_libraries
+
+    if value is None:
+        return default_shared_libraries()
+    path = Path(value)
+    if not path.is_dir():
+        raise click.ClickException(f"--shared-libraries {value}: no such folder")
+    return path
+
+
+@click.group()
+def data() -> None:
+    """Build, split and inspect NSynth-format corpora."""
+
+
+@data.command("libraries")
+@click.option("--shared-libraries", "shared", default=None, help="Folder of the shared sample libraries.")
+def libraries_cmd(shared: str | None) -> None:
+    """List the sample libraries the builder knows and where each was found."""
+    from instrument_ai.train.corpus import LIBRARIES, LINEAGES, locate_libraries
+
+    found = locate_libraries(_shared_root(shared))
+    for name in LIBRARIES:
+        source = found.get(name)
+        where = f"{source.kind:6s} {source.path}" if source else "not found"
+        click.echo(f"{name:17s} lineage {LINEAGES[name]:16s} {where}")
+
+
+@data.command("build")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Corpus folder.")
+@click.option("--libraries", default=None, help="Comma-separated library names (default: all present).")
+@click.option("--pitch-step", default=None, type=int, help="Semitones between rendered pitches [default: 3].")
+@click.option("--velocities", default=None, help="Comma-separated, from 25,50,75,100,127 [default: 50,100].")
+@click.option("--jobs", default=None, type=int, help="Worker processes [default: number of CPUs].")
+@click.option("--limit", default=None, type=int, help="Keep only N notes, spread over every instrument (tests).")
+@click.option("--shared-libraries", "shared", default=None, help="Shared sample libraries [default: ../shared/...].")
+@click.option("--strict", is_flag=True, help="Stop at an unreadable bank file instead of skipping it.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no tables.")
+def build_cmd(
+    out: Path,
+    libraries: str | None,
+    pitch_step: int | None,
+    velocities: str | None,
+    jobs: int | None,
+    limit: int | None,
+    shared: str | None,
+    strict: bool,
+    quiet: bool,
+) -> None:
+    """Render notes from the sample libraries into an NSynth-format corpus in OUT (resumable)."""
+    from instrument_ai.train import corpus
+
+    found = corpus.locate_libraries(_shared_root(shared))
+    names = tuple(n.strip() for n in libraries.split(",") if n.strip()) if libraries else tuple(found)
+    options = corpus.BuildOptions(
+        libraries=names,
+        pitch_step=corpus.DEFAULT_PITCH_STEP if pitch_step is None else pitch_step,
+        velocities=corpus.DEFAULT_VELOCITIES if velocities is None else _csv_ints(velocities, "--velocities"),
+        limit=limit,
+    )
+    jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+    if jobs < 1:
+        raise click.BadParameter(f"must be >= 1, got {jobs}", param_hint="--jobs")
+    missing = [n for n in corpus.LIBRARIES if n not in found]
+    if not quiet and missing and libraries is None:
+        click.echo(f"not found (skipped): {', '.join(missing)}", err=True)
+
+    def progress(total: int, done: int) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=done, unit="note", dynamic_ncols=True, disable=quiet)
+
+    start = time.perf_counter()
+    try:
+        summary = corpus.build(
+            out,
+            options,
+            found,
+            jobs=jobs,
+            strict=strict,
+            progress=progress,
+            log=lambda msg: click.echo(msg, err=True),
+        )
+    except corpus.CorpusError as exc:
+        raise click.ClickException(str(exc)) from None
+    elapsed = time.perf_counter() - start
+    if summary.already_complete:
+        click.echo(f"{out}: already complete with these options ({summary.notes} notes); nothing to do")
+    else:
+        rate = summary.rendered_now / elapsed if elapsed > 0 else 0.0
+        click.echo(
+            f"{out}: {summary.notes} notes from {summary.instruments} instruments "
+            f"({summary.rendered_now} rendered now in {elapsed:.0f} s, {rate:.1f} notes/s, jobs {jobs})"
+        )
+    if not quiet:
+        _print_build_tables(summary.counts)
+    skipped = ", ".join(f"{k} {v}" for k, v in summary.skipped.items())
+    click.echo(f"skipped: {skipped}; size on disk {_folder_size(out) / 1e6:.0f} MB")
+
+
+def _folder_size(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+def _print_build_tables(counts: dict[str, Any]) -> None:
+    """Notes per family x source (rows) per library (columns), then skipped notes per library."""
+    from rich.console import Console
+    from rich.table import Table
+
+    libraries = list(counts["libraries"])
+    table = Table(title="notes per family/source and library", show_footer=True)
+    table.add_column("family/source", footer="total")
+    for lib in libraries:
+        table.add_column(lib, justify="right", footer=str(counts["libraries"][lib]["notes"]))
+    table.add_column("total", justify="right", footer=str(counts["notes"]))
+    for key, total in counts["family_source"].items():
+        cells = [str(counts["libraries"][lib]["family_source"].get(key, "")) for lib in libraries]
+        table.add_row(key, *cells, str(total))
+    skipped = Table(title="instruments and skipped notes per library")
+    for name in ("library", "instruments", "notes", "silent", "clipped", "unreadable"):
+        skipped.add_column(name, justify="left" if name == "library" else "right")
+    for lib in libraries:
+        row = counts["libraries"][lib]
+        skipped.add_row(
+            lib,
+            str(row["instruments"]),
+            str(row["notes"]),
+            *(str(row["skipped"].get(k, 0)) for k in ("silent", "clipped", "unreadable")),
+        )
+    console = Console(width=max(Console().width, 40 + 11 * len(libraries)))
+    console.print(table)
+    console.print(skipped)
+
+
+@data.command("split")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--scheme", type=click.Choice(["holdout", "nsynth"]), required=True, help="How to split.")
+@click.option("--holdout", multiple=True, help="Library held out as test (repeatable; its lineage goes with it).")
+@click.option("--valid", default=0.1, show_default=True, type=float, help="Fraction of groups for validation.")
+@click.option("--test", default=0.1, show_default=True, type=float, help="Fraction of groups for test (nsynth).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--out", default=None, type=click.Path(dir_okay=False, path_type=Path), help="[default: FOLDER/splits.json]"
+)
+def split_cmd(
+    folder: Path, scheme: str, holdout: tuple[str, ...], valid: float, test: float, seed: int, out: Path | None
+) -> None:
+    """Write instrument-level train/valid/test splits of the corpus in FOLDER."""
+    from instrument_ai.train.splits import SplitError, make_splits, write_splits
+
+    if scheme == "nsynth" and holdout:
+        raise click.UsageError("--holdout belongs to --scheme holdout")
+    try:
+        content = make_splits(folder, scheme=scheme, holdout=list(holdout), valid=valid, test=test, seed=seed)
+        path = write_splits(folder, content, out)
+    except SplitError as exc:
+        raise click.ClickException(str(exc)) from None
+    parts = ", ".join(f"{name} {len(members)}" for name, members in content["splits"].items())
+    held = content["params"].get("holdout")
+    click.echo(f"wrote {path}: instruments {parts}" + (f" (test = {', '.join(held)})" if held else ""))
+
+
+@data.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def info_cmd(path: Path, as_json: bool) -> None:
+    """Count the notes of a corpus (json/wav folder or TFRecord) per family, source, library and split."""
+    from instrument_ai.train.data import describe
+
+    counts = describe(path)  # DataError is a ClickException: one line, exit 1
+    if as_json:
+        click.echo(json.dumps(counts))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(
+        f"{counts['path']} ({counts['format']}): {counts['notes']} notes, {counts['instruments']} instruments"
+    )
+    table = Table(title="notes per family and source")
+    table.add_column("family")
+    sources = ["acoustic", "electronic", "synthetic"]
+    for src in [*sources, "total"]:
+        table.add_column(src, justify="right")
+    for fam, row in counts["family_source"].items():
+        table.add_row(fam, *(str(row.get(src, "")) for src in sources), str(counts["families"][fam]))
+    console.print(table)
+    libs = Table(title="libraries")
+    for name in ("library", "instruments", "notes"):
+        libs.add_column(name, justify="left" if name == "library" else "right")
+    for name, row in counts["libraries"].items():
+        libs.add_row(name, str(row["instruments"]), str(row["notes"]))
+    console.print(libs)
+    if counts["splits"]:
+        splits = Table(title=f"splits ({counts['scheme']})")
+        for name in ("split", "instruments", "notes"):
+            splits.add_column(name, justify="left" if name == "split" else "right")
+        for name, row in counts["splits"].items():
+            splits.add_row(name, str(row["instruments"]), str(row["notes"]))
+        console.print(splits)
+    velocities = ", ".join(f"{v}: {n}" for v, n in counts["velocities"].items())
+    console.print(f"pitch range {counts['pitch_range']}; velocities {velocities}")
+    console.print(counts["summary"])
