@@ -30,6 +30,7 @@ Design choices, and why:
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import functools
 import json
 import math
@@ -58,6 +59,10 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "power_scale": ("none", "1/n_fft"),
     "dct_norm": ("ortho", "none"),
 }
+
+
+_INT_FIELDS = ("sample_rate", "win_length", "hop_length", "n_fft", "n_mels", "n_mfcc", "dct_type", "lifter", "version")
+_FLOAT_FIELDS = ("preemphasis", "fmin", "fmax", "log_floor", "db_ref")
 
 
 @dataclass(frozen=True)
@@ -92,20 +97,37 @@ class FrontendSpec:
     version: int = SPEC_VERSION
 
     def __post_init__(self) -> None:
+        self._normalise_types()
         self.validate()
+        _tables(self)  # a filterbank with an empty band is refused here, not on the first audio block
+
+    def _normalise_types(self) -> None:
+        """Refuse wrongly typed fields; store numpy scalars and integral floats as plain int/float.
+
+        So that ``FrontendSpec(fmin=20)`` equals ``FrontendSpec(fmin=20.0)`` and
+        `to_json` never meets a numpy scalar it cannot serialise.
+        """
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"frontend spec: {name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"frontend spec: {name} must be a number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not isinstance(self.energy_c0, (bool, np.bool_)):
+            raise ValueError(f"frontend spec: energy_c0 must be true or false, got {self.energy_c0!r}")
+        object.__setattr__(self, "energy_c0", bool(self.energy_c0))
 
     # -- validation -----------------------------------------------------------------
     def validate(self) -> None:
         """Raise ValueError naming the first field that a frontend cannot run."""
         for name, choices in _CHOICES.items():
             value = getattr(self, name)
-            if value not in choices:
+            if not isinstance(value, str) or value not in choices:
                 raise ValueError(f"frontend spec: {name}={value!r} is not one of {', '.join(choices)}")
-        ints = ("sample_rate", "win_length", "hop_length", "n_fft", "n_mels", "n_mfcc", "dct_type", "lifter")
-        for name in ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"frontend spec: {name} must be an integer, got {value!r}")
         if self.version != SPEC_VERSION:
             raise ValueError(
                 f"frontend spec: version {self.version} is not supported (this device runs {SPEC_VERSION})"
@@ -182,20 +204,6 @@ class FrontendSpec:
         except json.JSONDecodeError as exc:
             raise ValueError(f"frontend spec is not valid JSON: {exc}") from None
         return cls.from_dict(data)
-
-
-# The spec the shipped models use. 16 kHz keeps the whole pitch range of the 11
-# families (the highest fundamentals, piccolo ~4.2 kHz, plus a few harmonics)
-# at a quarter of the cost of 44.1 kHz. n_fft = win = 1024 (64 ms) resolves
-# 15.6 Hz bins, which separates the low bass notes (E1 = 41 Hz) that a 512-point
-# FFT smears; hop 256 (16 ms) keeps the attack transients that distinguish
-# plucked and struck families while a 1 s model window is only 59 frames, so
-# the edge CNN stays under 5 M multiply-adds. 64 Slaney mel bands from 20 Hz
-# give the 40-coefficient DCT room; 40 MFCCs as in the study.
-DEFAULT_SPEC = FrontendSpec()
-
-DEFAULT_WINDOW_SECONDS = 1.0
-"""Audio fed to the model per decision: a note is named within about a second."""
 
 
 def librosa_preset(
@@ -277,7 +285,8 @@ def psf_preset(
 
 
 def _round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
+    """Round .5 up on the exact binary value, as python_speech_features does (via Decimal), not to even."""
+    return int(decimal.Decimal(x).quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP))
 
 
 # -- tables (built once per spec) -------------------------------------------------------
@@ -451,6 +460,20 @@ def _tables(spec: FrontendSpec) -> _Tables:
         if array is not None:
             array.setflags(write=False)
     return tables
+
+
+# The spec the shipped models use. 16 kHz keeps the whole pitch range of the 11
+# families (the highest fundamentals, piccolo ~4.2 kHz, plus a few harmonics)
+# at a quarter of the cost of 44.1 kHz. n_fft = win = 1024 (64 ms) resolves
+# 15.6 Hz bins, which separates the low bass notes (E1 = 41 Hz) that a 512-point
+# FFT smears; hop 256 (16 ms) keeps the attack transients that distinguish
+# plucked and struck families while a 1 s model window is only 59 frames, so
+# the edge CNN stays under 5 M multiply-adds. 64 Slaney mel bands from 20 Hz
+# give the 40-coefficient DCT room; 40 MFCCs as in the study.
+DEFAULT_SPEC = FrontendSpec()
+
+DEFAULT_WINDOW_SECONDS = 1.0
+"""Audio fed to the model per decision: a note is named within about a second."""
 
 
 # -- input checking -----------------------------------------------------------------------
