@@ -322,9 +322,11 @@ def run(
     started = time.perf_counter()
     if fast and source in ("mic", "-"):
         raise RunError("--fast applies only to a FILE or demo source", EXIT_USAGE)
-    model_path = resolve_model(model, model_dir)
-    audio = _open_source(source, device, samplerate, channels, fast)
+    if model is not None and model_dir is not None:
+        raise RunError("give either --model or --model-dir, not both", EXIT_USAGE)
+    audio = _open_source(source, device, samplerate, channels, fast)  # first: "no microphone" is the likeliest
     try:
+        model_path = resolve_model(model, model_dir)
         bundle = load_bundle(model_path, threads)
         engine = _engine(bundle, audio.rate, audio.channels, engine_opts)
         with contextlib.ExitStack() as stack:

@@ -13,6 +13,7 @@ sounddevice `InputStream` records, i.e. the real PortAudio -> ALSA -> Pulse path
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from instrument_ai.device.frontend import DEFAULT_SPEC, FrontendSpec, dct_matrix
 
@@ -186,3 +188,159 @@ class PulseFakeMic:
                 pass
             self.pid = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- a tiny real bundle (no tensorflow): reshape -> fully connected -> softmax ---------------------
+
+
+def tiny_tflite(weights: np.ndarray, bias: np.ndarray, n_mfcc: int, frames: int) -> bytes:
+    """A float32 TFLite model [1, n_mfcc, frames, 1] -> softmax(W x + b), written with the flatbuffers schema."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    n_out, n_in = weights.shape
+    assert n_in == n_mfcc * frames
+
+    def buffer(data: bytes | None) -> object:
+        b = schema.BufferT()
+        b.data = None if data is None else np.frombuffer(data, dtype=np.uint8)
+        return b
+
+    def tensor(name: str, shape: list[int], kind: int, buffer_index: int) -> object:
+        t = schema.TensorT()
+        t.name, t.shape, t.type, t.buffer = name, shape, kind, buffer_index
+        return t
+
+    def opcode(builtin: int) -> object:
+        c = schema.OperatorCodeT()
+        c.builtinCode, c.deprecatedBuiltinCode, c.version = builtin, min(builtin, 127), 1
+        return c
+
+    f32, i32 = schema.TensorType.FLOAT32, schema.TensorType.INT32
+    model = schema.ModelT()
+    model.version = 3
+    model.description = "instrument-ai test model"
+    model.buffers = [
+        buffer(None),
+        buffer(None),  # input
+        buffer(np.array([1, n_in], dtype=np.int32).tobytes()),
+        buffer(None),  # flat
+        buffer(weights.astype(np.float32).tobytes()),
+        buffer(bias.astype(np.float32).tobytes()),
+        buffer(None),  # logits
+        buffer(None),  # probs
+    ]
+    graph = schema.SubGraphT()
+    graph.tensors = [
+        tensor("features", [1, n_mfcc, frames, 1], f32, 1),
+        tensor("shape", [2], i32, 2),
+        tensor("flat", [1, n_in], f32, 3),
+        tensor("weights", [n_out, n_in], f32, 4),
+        tensor("bias", [n_out], f32, 5),
+        tensor("logits", [1, n_out], f32, 6),
+        tensor("probs", [1, n_out], f32, 7),
+    ]
+    graph.inputs, graph.outputs, graph.name = [0], [6], "main"
+    graph.outputs = [6]
+    reshape = schema.OperatorT()
+    reshape.opcodeIndex, reshape.inputs, reshape.outputs = 0, [0, 1], [2]
+    dense = schema.OperatorT()
+    dense.opcodeIndex, dense.inputs, dense.outputs = 1, [2, 3, 4], [5]
+    dense.builtinOptionsType = schema.BuiltinOptions.FullyConnectedOptions
+    dense.builtinOptions = schema.FullyConnectedOptionsT()
+    softmax = schema.OperatorT()
+    softmax.opcodeIndex, softmax.inputs, softmax.outputs = 2, [5], [6]
+    softmax.builtinOptionsType = schema.BuiltinOptions.SoftmaxOptions
+    options = schema.SoftmaxOptionsT()
+    options.beta = 1.0
+    softmax.builtinOptions = options
+    graph.operators = [reshape, dense, softmax]
+    model.subgraphs = [graph]
+    model.operatorCodes = [
+        opcode(schema.BuiltinOperator.RESHAPE),
+        opcode(schema.BuiltinOperator.FULLY_CONNECTED),
+        opcode(schema.BuiltinOperator.SOFTMAX),
+    ]
+    builder = flatbuffers.Builder(n_in * n_out * 4 + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+TINY_CLASSES = {"low": (80.0, 330.0), "mid": (600.0, 1500.0), "high": (2500.0, 6000.0)}
+TINY_TEST_TONES = {"low": 200.0, "mid": 1000.0, "high": 4000.0}
+
+
+def _tone_windows(rng: np.random.Generator, spec: FrontendSpec, frames: int, count: int) -> tuple[np.ndarray, list]:
+    """Raw MFCC windows of random tones (0-2 harmonics) that fill 15-100 % of the window, and their classes."""
+    from instrument_ai.device.frontend import mfcc
+
+    n = spec.window_samples(frames)
+    windows, labels = [], []
+    for i in range(count):
+        name = list(TINY_CLASSES)[i % len(TINY_CLASSES)]
+        low, high = TINY_CLASSES[name]
+        f0 = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        t = np.arange(n) / spec.sample_rate
+        partials = int(rng.integers(1, 4))
+        note = sum(0.5**k * np.sin(2 * np.pi * f0 * (k + 1) * t) for k in range(partials) if f0 * (k + 1) < 7500)
+        note = note * 10 ** rng.uniform(-2.5, 0) * 0.6
+        start = int(rng.uniform(0, 0.85) * n)  # the newest 8 frames always hold the note
+        x = np.zeros(n)
+        x[start:] = note[: n - start]
+        x += rng.standard_normal(n) * (0.0 if i % 2 else 10 ** rng.uniform(-5, -3))  # digital silence or a noise floor
+        windows.append(mfcc(x, spec))
+        labels.append(name)
+    return np.stack(windows), labels
+
+
+@functools.lru_cache(maxsize=4)
+def tiny_bundle_bytes(seed: int = 0, name: str = "tiny-test", version: str = "1") -> bytes:
+    """A real bundle (metadata, golden vectors, self-test) of a linear low/mid/high tone classifier.
+
+    Trained here by ridge regression on the normalised MFCCs of the newest 8
+    frames of tone windows (about a second of CPU), so no model file is
+    committed; written by the real bundle writer and loaded by the real reader.
+    """
+    from instrument_ai.convert.bundle_writer import build_bundle
+
+    spec, frames = DEFAULT_SPEC, 59
+    rng = np.random.default_rng(seed)
+    x, labels = _tone_windows(rng, spec, frames, 300)
+    mean = x.mean(axis=(0, 2))
+    std = x.std(axis=(0, 2)) + 1e-3
+    recent = 8  # the model looks at the newest 8 frames (0.19 s): a note is judged by what sounds now
+    z = ((x[:, :, -recent:] - mean[None, :, None]) / std[None, :, None]).mean(axis=2)  # (N, n_mfcc)
+    classes = list(TINY_CLASSES)
+    target = np.array([[1.0 if lab == c else 0.0 for c in classes] for lab in labels])
+    design = np.concatenate([z, np.ones((z.shape[0], 1))], axis=1)
+    coef = np.linalg.solve(design.T @ design + 1e-2 * np.eye(design.shape[1]), design.T @ (8.0 * target - 4.0))
+    w40, bias = coef[:-1].T, coef[-1]
+    weights = np.zeros((len(classes), spec.n_mfcc, frames))
+    weights[:, :, -recent:] = w40[:, :, None] / recent
+    weights = weights.reshape(len(classes), -1)
+    model = tiny_tflite(weights, bias, spec.n_mfcc, frames)
+    metadata = {
+        "name": name,
+        "version": version,
+        "quantization": "float32",
+        "labels": classes,
+        "frontend_spec": spec.to_dict(),
+        "sample_rate": spec.sample_rate,
+        "window_frames": frames,
+        "window_samples": spec.window_samples(frames),
+        "window_seconds": spec.window_samples(frames) / spec.sample_rate,
+        "default_hop_seconds": 0.25,
+        "input_normalization": {"mean": mean.tolist(), "std": std.tolist()},
+        "training": {"note": "tests/fakemic.py tiny linear tone classifier"},
+        "metrics": {},
+    }
+    golden = x[:3].astype(np.float32)
+    data, _ = build_bundle(model, metadata, golden, labels[:3])
+    return data
+
+
+def write_tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Write the tiny bundle (built once per process) into a fresh temporary folder; for session fixtures."""
+    path = tmp_path_factory.mktemp("tiny-bundle") / "tiny.tflite"
+    path.write_bytes(tiny_bundle_bytes())
+    return path
