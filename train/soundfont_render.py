@@ -132,6 +132,9 @@ class SoundFontRenderer:
         """A mono float32 note of exactly ``round(total_seconds * sample_rate)`` samples."""
         synth = self._synth
         self._silence()
+        if synth.sfpreset_name(self._sfid, bank, program) is None:
+            # tinysoundfont would silently fall back to another preset
+            raise SoundFontError(f"{self.path}: no preset at bank {bank} program {program}")
         try:
             synth.program_select(0, self._sfid, bank, program)
         except Exception as exc:
