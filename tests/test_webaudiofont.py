@@ -408,9 +408,18 @@ def test_undecodable_audio_fails_at_decode_with_one_line(tmp_path: Path) -> None
     del zone["sample"]
     zone["file"] = junk
     preset = waf.parse_bank_file(write_bank(tmp_path / "0001_Junk_sf2_file.js", [zone]))
-    with pytest.raises(waf.WafError, match=r"0001_Junk_sf2_file.js: zone 0: cannot decode the audio file") as err:
+    with pytest.raises(waf.WafError, match=r"0001_Junk_sf2_file.js: zone 0: cannot decode the 2051-byte MP3") as err:
         waf.render_note(preset, 67, 100)
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "BytesIO" not in str(err.value)
+
+
+def test_the_one_undecodable_real_zone_fails_only_its_keys(banks: Path) -> None:
+    preset = waf.parse_bank_file(banks / "0110_JCLive_sf2_file.js")  # zone 3 is a 225-byte MP3
+    assert np.abs(waf.render_note(preset, 60, 100)).max() > 0.01
+    with pytest.raises(waf.WafError, match=r"0110_JCLive_sf2_file.js: zone 3: cannot decode the 225-byte MP3"):
+        waf.render_note(preset, 84, 100)
+    with pytest.raises(waf.WafError, match="zone 3"):
+        preset.decode_all()
 
 
 def test_wav_file_payload_is_decoded(tmp_path: Path) -> None:

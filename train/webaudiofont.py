@@ -39,7 +39,14 @@ of ``surikov/webaudiofont``, v2.82) and where we deliberately differ:
   the MP3 rate change) are handled exactly in the position domain.
 * **Length**: a looped note sounds for ``hold + release``; a non-looped one at
   most until its sample ends (then silence), and its envelope is shortened so
-  that the release ramp ends exactly there, as the reference does.
+  that the release ramp ends exactly there, as the reference does. A non-looped
+  sample shorter than the release ramp (a few tiny percussive samples, e.g.
+  SoundBlasterOld's 72-sample glockenspiel) therefore comes out silent, as it
+  does in the reference; the corpus builder skips silent notes.
+* **Undecodable audio**: one real zone (JCLive 011, zone 3, a 225-byte MP3) is
+  refused by libsndfile. Rendering a pitch that needs it raises `WafError`
+  naming the file and zone; the preset's other keys still play, so a caller can
+  skip just those notes (`WafPreset.decode_all` checks every zone up front).
 * **Envelope**: ``ahdsr: true`` uses the reference's default points (volume 1 at
   0 s, 1 after 0.5 s, 0.5 after 1.5 s more, 0 after 3 s more; durations are
   increments), an array uses its own ``{duration, volume}`` points, ``false`` is
@@ -553,6 +560,13 @@ def parse_bank_file(path: str | Path) -> WafPreset:
     return WafPreset(library=library, program=program, variant=variant, zones=zones, path=path)
 
 
+def _audio_kind(raw: bytes) -> str:
+    """A name for the compressed format, for error messages only."""
+    if raw[:3] == b"ID3" or (len(raw) > 1 and raw[0] == 0xFF and raw[1] & 0xE0 == 0xE0):
+        return "MP3"
+    return {b"RIFF": "WAV", b"OggS": "Ogg", b"fLaC": "FLAC"}.get(raw[:4], "unknown")
+
+
 def _decode_zone(zone: WafZone) -> tuple[np.ndarray, float]:
     where = f"{zone.source}: zone {zone.index}"
     try:
@@ -569,8 +583,10 @@ def _decode_zone(zone: WafZone) -> tuple[np.ndarray, float]:
     try:
         audio, rate = soundfile.read(io.BytesIO(raw), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises its own error types; all mean "cannot decode"
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WafError(f"{where}: cannot decode the audio file: {message}") from None
+        reason = re.sub(r"^Error opening <[^>]*>: ", "", (str(exc) or type(exc).__name__).splitlines()[0])
+        raise WafError(
+            f"{where}: cannot decode the {len(raw)}-byte {_audio_kind(raw)} audio file (libsndfile: {reason})"
+        ) from None
     if audio.shape[0] < 2:
         raise WafError(f"{where}: decoded audio is empty")
     mono = audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0]
@@ -735,7 +751,7 @@ def _unit_note(
         pos[first_wrap:] = start + np.mod(pos[first_wrap:] - start, end - start)
         needed = math.ceil(end) + context
     else:
-        needed = min(len(buf), math.ceil(pos[-1]) + 4)
+        needed = min(len(buf), math.ceil(pos[-1]) + context)
     source, scale = _band_limited(_played_source(buf, loop, needed), step)
     pos *= scale
 
