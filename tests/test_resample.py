@@ -140,3 +140,12 @@ def test_block_conversion_scales_int16_and_refuses_bad_input() -> None:
         as_float_frames(np.zeros(4, dtype=np.uint8), 1)
     with pytest.raises(ValueError, match="numpy array"):
         as_float_frames([0.0, 1.0], 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("in_rate", [16000, 44100, 48000, 8000])
+def test_input_needed_is_exactly_enough(in_rate: int) -> None:
+    x = np.random.default_rng(1).standard_normal(in_rate)
+    for n_out in (1, 17, 4000, 12000):
+        need = StreamResampler(in_rate, 16000).input_needed(n_out)
+        assert StreamResampler(in_rate, 16000).process(x[:need]).size >= n_out
+        assert StreamResampler(in_rate, 16000).process(x[: need - 1]).size < n_out
