@@ -394,6 +394,23 @@ def test_corrupt_bank_files_fail_with_one_line(tmp_path: Path, text: str, messag
     assert message in str(err.value) and path.name in str(err.value) and "\n" not in str(err.value)
 
 
+def test_damaged_fixture_never_escapes_as_another_exception(tmp_path: Path) -> None:
+    """Cut or scramble the fixture anywhere: the reader either parses it or raises WafError, nothing else."""
+    text = FIXTURE.read_text()
+    rng = np.random.default_rng(0)
+    path = tmp_path / "0730_Damaged_sf2.js"
+    cuts = [text[:i] for i in rng.integers(0, len(text), 150)]
+    flips = []
+    for i in rng.integers(0, len(text), 150):
+        flips.append(text[:i] + rng.choice(list("{}[]:,'\"/*-+.x0 \n\\")) + text[i + 1 :])
+    for damaged in cuts + flips:
+        path.write_text(damaged)
+        try:
+            waf.parse_bank_file(path)
+        except waf.WafError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(path.name)
+
+
 def test_truncated_real_bank_fails_clearly(banks: Path, tmp_path: Path) -> None:
     data = (banks / "0730_JCLive_sf2_file.js").read_text()
     path = tmp_path / "0730_JCLive_sf2_file.js"

@@ -143,6 +143,7 @@ class _JsReader:
 
     _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
     _NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|Infinity|NaN")
+    _DIGITS = re.compile(r"\d+")
     _KEYWORDS: dict[str, Any] = {"true": True, "false": False, "null": None, "undefined": None}
     _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "v": "\v", "0": "\0"}
 
@@ -179,14 +180,14 @@ class _JsReader:
 
     def value(self) -> Any:
         ch = self.peek()
+        if ch == "":
+            raise self.fail("unexpected end of input")
         if ch == "{":
             return self.obj()
         if ch == "[":
             return self.array()
         if ch in "'\"":
             return self.string()
-        if ch == "":
-            raise self.fail("unexpected end of input")
         if ch in "+-.(0123456789" or self.text.startswith(("Infinity", "NaN"), self.pos):
             return self.arithmetic()
         match = self._IDENT.match(self.text, self.pos)
@@ -199,7 +200,7 @@ class _JsReader:
     def arithmetic(self) -> int | float:
         """A number, or constant arithmetic on numbers (``4200-140`` occurs in a real bank): + - * / ( )."""
         value = self.term()
-        while self.peek() in ("+", "-") and self.peek():
+        while self.peek() in ("+", "-"):
             op = self.text[self.pos]
             self.pos += 1
             rhs = self.term()
@@ -208,7 +209,7 @@ class _JsReader:
 
     def term(self) -> int | float:
         value = self.factor()
-        while self.peek() in ("*", "/") and self.peek():
+        while self.peek() in ("*", "/"):
             op = self.text[self.pos]
             self.pos += 1
             rhs = self.factor()
@@ -222,7 +223,7 @@ class _JsReader:
 
     def factor(self) -> int | float:
         ch = self.peek()
-        if ch in ("+", "-") and ch:
+        if ch in ("+", "-"):
             self.pos += 1
             inner = self.factor()
             return -inner if ch == "-" else inner
@@ -286,9 +287,9 @@ class _JsReader:
 
     def key(self) -> str:
         ch = self.peek()
-        if ch in "'\"":
+        if ch and ch in "'\"":
             return self.string()
-        match = self._IDENT.match(self.text, self.pos) or re.compile(r"\d+").match(self.text, self.pos)
+        match = self._IDENT.match(self.text, self.pos) or self._DIGITS.match(self.text, self.pos)
         if not match:
             raise self.fail(f"expected a key, found {ch!r}" if ch else "unexpected end of input in an object")
         self.pos = match.end()
