@@ -76,7 +76,12 @@ def load_keras(path: str) -> Any:
 def to_tflite(model: Any, representative: np.ndarray | None, *, int8: bool = True) -> bytes:
     """Convert a Keras model: full-integer int8 (needs `representative`, normalised (N, ..., 1)) or float32."""
     tf = _quiet_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    import keras
+
+    # A fixed batch of 1 (the device feeds one window per invoke): with a dynamic batch the converter
+    # keeps SHAPE/STRIDED_SLICE/PACK ops to rebuild every Flatten/Reshape at run time.
+    single = keras.Input(tuple(model.input_shape[1:]), batch_size=1)
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(single, model(single)))
     if int8:
         if representative is None or len(representative) == 0:
             raise ValueError("int8 conversion needs representative windows")

@@ -221,10 +221,12 @@ class Bundle:
     def predict_batch(self, features: np.ndarray) -> np.ndarray:
         """Probabilities (N, n_labels) for N windows (N, n_mfcc, window_frames).
 
-        One invoke per window on the batch-1 interpreter: for these small CNNs a
-        loop is as fast as resizing the input to N (measured: see the tests'
-        notes / `bench`), and it never reallocates the arena of a live
-        interpreter that the streaming engine shares.
+        One invoke per window on the batch-1 interpreter. Measured on a 3-conv
+        int8 CNN (40x59 input, ai-edge-litert, 1 thread): 1.8-2.0 ms per window
+        looping vs 1.9-2.3 ms after resizing the input to N = 64..256, so the
+        loop costs nothing, lets the converter fix the batch at 1 (no run-time
+        shape ops), and never reallocates the arena of an interpreter that the
+        streaming engine shares.
         """
         features = self._check_features(features, batch=True)
         out = np.empty((features.shape[0], len(self.labels)), dtype=np.float32)
