@@ -348,3 +348,10 @@ def bench_frontend(ctx: click.Context, as_json: bool, repeats: int | None, audio
     as_json, repeats = resolve_common(ctx, as_json, repeats)
     report = run_frontend_benchmark(repeats=repeats, audio_path=audio_path)
     click.echo(json.dumps(report) if as_json else format_frontend_report(report))
+
+
+# The runtime benchmark (interpreter, end to end, RSS, start-up, LiteRT vs tensorflow.lite) lives
+# beside the engine it measures; plain `instrument-ai bench` runs it with the others.
+from instrument_ai.device.bench_runtime import runtime as _runtime  # noqa: E402
+
+bench.add_command(_runtime)

@@ -84,8 +84,9 @@ def load_bundle(path: Path, threads: int) -> Any:
         return load(path, num_threads=threads)
     except BundleError as exc:
         raise RunError(str(exc)) from None
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: cannot load model ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - an interpreter's own error types: still one line, never a traceback
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        raise RunError(f"{path}: cannot load model ({type(exc).__name__}: {reason})") from None
 
 
 def _model_options(func: Any) -> Any:
