@@ -286,8 +286,6 @@ def convert(
     from instrument_ai.convert.bundle_writer import ConvertError
     from instrument_ai.device.bundle import BundleError
 
-    if out.exists() and out.is_dir():
-        raise click.ClickException(f"{out}: is a directory; give the bundle's file name, e.g. {out}/model.tflite")
     signer = None
     if sign_key is not None:
         from instrument_ai.convert import signing
