@@ -1,0 +1,184 @@
+"""`instrument-ai experiment study|holdout` on tiny toy corpora (a stand-in trainer for the holdout)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from instrument_ai.train import holdout as ho
+from instrument_ai.train import study as st
+from instrument_ai.train.experiment_cli import experiment
+from instrument_ai.train.report import is_png
+
+_spec = importlib.util.spec_from_file_location("toy_experiment", Path(__file__).with_name("test_evaluate_toycorpus.py"))
+toy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(toy)
+
+
+def _one_line_error(res) -> str:
+    assert res.exit_code != 0
+    assert "Traceback" not in res.output
+    lines = [line for line in res.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), res.output
+    return lines[0]
+
+
+# -- study ----------------------------------------------------------------------------------------------
+
+
+def test_instrument_split_never_puts_an_instrument_on_both_sides(tmp_path: Path) -> None:
+    pairs = [(f, i) for f in ("bass", "organ") for i in range(4)] + [("reed", 0)]
+    metas = [st.Meta(f"{f}_acoustic_{i:03d}-060-100", f"{f}_acoustic_{i:03d}", f, "acoustic", 60, 100, [0] * 10)
+             for f, i in pairs]  # fmt: skip
+    train, test, how = st.instrument_split(metas, tmp_path, 0.25, seed=1)
+    assert not train & test
+    assert "reed_acoustic_000" in train  # a family with one instrument cannot be tested
+    assert sum(1 for i in test if i.startswith("bass")) == 1 and sum(1 for i in test if i.startswith("organ")) == 1
+    assert "seeded" in how
+
+
+def test_quality_inputs_are_the_study_twelve_and_ablations_drop_columns() -> None:
+    m = st.Meta("n", "i", "bass", "acoustic", 108, 127, [1, 0, 0, 0, 0, 0, 0, 1, 1, 0])
+    full = st.quality_inputs([m])
+    assert full.shape == (1, 12)
+    assert full[0, -2:] == pytest.approx([1.0, 1.0])
+    assert st.quality_inputs([m], drop=("bright", "dark")).shape == (1, 10)
+    no_percussive = st.quality_inputs([m], drop=("percussive",))
+    assert no_percussive.shape == (1, 11) and no_percussive[0, :9].tolist() == [1, 0, 0, 0, 0, 0, 0, 1, 0]
+
+
+@pytest.mark.slow  # about 12 s of CPU (four tiny CNNs, seven figures); longer on a busy machine
+def test_study_quick_writes_its_report_beside_the_published_figures(tmp_path: Path) -> None:
+    data = toy.make_corpus(tmp_path / "c", families=("bass", "flute", "organ"), libraries=("LibA", "LibB"),
+                           source_of={"organ": "electronic"}, pitches=(48, 60, 72))  # fmt: skip
+    res = CliRunner().invoke(experiment, ["study", "--data", str(data), "--out", str(tmp_path / "out"), "--quick",
+                                          "--epochs", "1"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "study 94%" in res.output
+    out = tmp_path / "out"
+    results = json.loads((out / "study.json").read_text())
+    assert results["split"]["train_instruments"] == 3 and results["split"]["test_instruments"] == 3
+    matrix = np.array(results["pairwise_f1"]["matrix"], dtype=float)
+    assert matrix.shape == (3, 3) and np.isnan(matrix[0, 0]) and np.isfinite(matrix[0, 1])
+    assert matrix[0, 1] == matrix[1, 0]
+    assert set(results["quality_mlp"]) == set(st.ABLATIONS)
+    assert set(results["representations"]) == {"mel", "log-mel", "mfcc"}
+    mfcc = results["representations"]["mfcc"]
+    assert mfcc["test_electronic"]["n_notes"] == 3 and mfcc["test_acoustic_reversed"]["n_notes"] == 6
+    assert results["note_split"]["test"]["n_notes"] >= 1
+    for png in ("pairwise_f1.png", "quality_mlp.png", "representations.png", "per_source.png", "confusion_mfcc.png"):
+        assert is_png(out / png), png
+    report_md = (out / "report.md").read_text()
+    for needle in ("pairwise_f1.png", "94", "35.6", "22.5", "27.9", "40-50", "reversed", "without percussive"):
+        assert needle in report_md, needle
+
+
+def test_study_bad_inputs(tmp_path: Path) -> None:
+    runner = CliRunner()
+    err = _one_line_error(runner.invoke(experiment, ["study", "--data", str(tmp_path / "x"), "--out", str(tmp_path)]))
+    assert "no such data folder" in err
+    one_family = toy.make_corpus(tmp_path / "one", families=("bass",), libraries=("A", "B"), pitches=(60,))
+    err = _one_line_error(runner.invoke(experiment, ["study", "--data", str(one_family), "--out", str(tmp_path / "o")]))
+    assert "at least two families" in err
+
+
+# -- holdout ----------------------------------------------------------------------------------------------
+
+
+def test_fold_names_group_lineages_and_canonicalise_libraries() -> None:
+    assert (
+        ho.fold_name("FluidR3", "FluidR3") == ho.fold_name("MuseScoreGeneral", "FluidR3") == "FluidR3+MuseScoreGeneral"
+    )
+    assert ho.fold_name("MuseScore_General") == "FluidR3+MuseScoreGeneral"
+    assert ho.fold_name("90s_Retro_Vintage_v1.05") == "90sRetroVintage"
+    assert ho.fold_name("Airfont_380_final") == "Airfont380"
+    assert ho.fold_name("Alexs_gm_v1.3") == "AlexsGM"
+    assert ho.fold_name("TimGM6mb", "TimGM6mb") == "TimGM6mb"
+    assert ho.fold_name("SomeNewBank") == "SomeNewBank"
+
+
+class StandInTrainer:
+    """Trains the toy CNN on exactly the instruments the protocol gives, and records each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, object]] = []
+
+    def __call__(self, data: Path, out: Path, *, train, valid, preset, epochs, seed) -> Path:
+        self.calls.append({"out": out, "train": list(train), "valid": list(valid), "preset": preset})
+        return toy.make_run(out, data, instruments=list(train) + list(valid), epochs=0, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def two_library_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("holdout")
+    return toy.make_corpus(root / "c", families=("bass", "flute", "organ"), libraries=("TimGM6mb", "FluidR3"),
+                           pitches=(48, 60, 72))  # fmt: skip
+
+
+def test_holdout_over_two_libraries_writes_table_and_resumes(two_library_corpus: Path, tmp_path: Path) -> None:
+    trainer = StandInTrainer()
+    cfg = ho.HoldoutConfig(data=two_library_corpus, out=tmp_path / "h", preset="edge", epochs=30)
+    summary = ho.run_holdout(cfg, train_fn=trainer)
+    assert [f["name"] for f in summary["folds"]] == ["TimGM6mb", "FluidR3+MuseScoreGeneral"]
+    # Each fold trains on the other library only, and tests on every note of the held-out one.
+    first = trainer.calls[0]
+    assert all(i.endswith("_001") for i in first["train"]) and first["preset"] == "edge"
+    assert all(f["n_notes"] == 9 for f in summary["folds"])
+    assert summary["mean_note_accuracy"] == pytest.approx(np.mean([f["note_accuracy"] for f in summary["folds"]]))
+    assert summary["mean_note_accuracy"] > 0.5  # toy timbres transfer across the two libraries
+    assert set(summary["folds"][0]["per_family_recall"]) == {"bass", "flute", "organ"}
+    table = (tmp_path / "h" / "holdout.md").read_text()
+    assert "| TimGM6mb |" in table and "**mean**" in table and "holdout.png" in table
+    assert is_png(tmp_path / "h" / "holdout.png")
+    assert (
+        json.loads((tmp_path / "h" / "holdout.json").read_text())["mean_note_accuracy"] == summary["mean_note_accuracy"]
+    )
+
+    # Resumable: finished folds are not trained again; changed settings retrain.
+    again = StandInTrainer()
+    ho.run_holdout(cfg, train_fn=again)
+    assert again.calls == []
+    cfg2 = ho.HoldoutConfig(data=two_library_corpus, out=tmp_path / "h", preset="edge", epochs=31,
+                            libraries=["timgm6mb"])  # fmt: skip
+    summary2 = ho.run_holdout(cfg2, train_fn=again)
+    assert len(again.calls) == 1 and [f["name"] for f in summary2["folds"]] == ["TimGM6mb"]
+
+
+def test_holdout_cli_with_stand_in_trainer(monkeypatch, two_library_corpus: Path, tmp_path: Path) -> None:
+    monkeypatch.setattr(ho, "train_with_trainer", StandInTrainer())
+    res = CliRunner().invoke(experiment, ["holdout", "--data", str(two_library_corpus), "--out", str(tmp_path / "o"),
+                                          "--libraries", "FluidR3", "--epochs", "30"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "FluidR3+MuseScoreGeneral" in res.output and "mean note accuracy" in res.output
+
+
+def test_holdout_bad_inputs(two_library_corpus: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+
+    def call(*args: str) -> str:
+        return _one_line_error(runner.invoke(experiment, ["holdout", *args]))
+
+    assert "no such data folder" in call("--data", str(tmp_path / "none"), "--out", str(tmp_path / "o"))
+    assert "no library named nosuchbank" in call("--data", str(two_library_corpus), "--out", str(tmp_path / "o"),
+                                                 "--libraries", "NoSuchBank")  # fmt: skip
+    one = toy.make_corpus(tmp_path / "one", families=("bass", "organ"), libraries=("TimGM6mb",), pitches=(60,))
+    assert "at least two independent libraries" in call("--data", str(one), "--out", str(tmp_path / "o"))
+    (one / "instruments.json").unlink()
+    assert "no instruments.json" in call("--data", str(one), "--out", str(tmp_path / "o"))
+
+
+def test_experiment_subprocess_errors_have_no_traceback(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("instrument-ai")
+    for sub in ("study", "holdout"):
+        proc = subprocess.run([str(exe), "experiment", sub, "--data", str(tmp_path / "none"), "--out", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode != 0
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert proc.stderr.strip().splitlines() == [f"Error: {tmp_path / 'none'}: no such data folder"]

@@ -1,0 +1,85 @@
+"""`instrument-ai experiment study|holdout`: the original study rerun, and leave-one-library-out.
+
+Both write a report folder (JSON + markdown + PNGs). Heavy imports happen
+inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group()
+def experiment() -> None:
+    """Rerun the original study, or the leave-one-library-out protocol (the headline figure)."""
+
+
+@experiment.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path), help="An NSynth-format folder.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Report folder.")
+@click.option("--epochs", type=click.IntRange(min=1), default=72, show_default=True, help="CNN epochs (the study: 72).")
+@click.option("--mlp-epochs", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Maximum epochs of the quality-flag MLPs.")  # fmt: skip
+@click.option("--max-train-notes", type=click.IntRange(min=2), default=20000, show_default=True,
+              help="Cap on the CNNs' training notes (spread over families).")  # fmt: skip
+@click.option("--max-test-notes", type=click.IntRange(min=1), default=8000, show_default=True)
+@click.option("--train-sources", type=click.Choice(["acoustic", "all"]), default="acoustic", show_default=True,
+              help="Train the CNNs on acoustic notes as the study did, or on every source.")  # fmt: skip
+@click.option("--no-note-split", is_flag=True, help="Skip the extra run on the study's random note split.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quick", is_flag=True, help="A smoke run: few notes, 1 s crops, at most 2 CNN epochs.")
+def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train_notes: int, max_test_notes: int,
+          train_sources: str, no_note_split: bool, seed: int, quick: bool) -> None:  # fmt: skip
+    """Rerun the study on DATA with instrument-level splits; write OUT/report.md beside the published figures."""
+    from instrument_ai.train.evaluate import EvaluationError
+    from instrument_ai.train.study import StudyConfig, run_study
+
+    cfg = StudyConfig(data=data_dir, out=out_dir, epochs=epochs, mlp_epochs=mlp_epochs, max_train_notes=max_train_notes,
+                      max_test_notes=max_test_notes, train_sources=train_sources, note_split=not no_note_split,
+                      seed=seed, quick=quick)  # fmt: skip
+    try:
+        results = run_study(cfg, progress=_say)
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from None
+    mfcc = results["representations"]["mfcc"]
+    acc = (mfcc.get("test_acoustic") or {}).get("accuracy")
+    mlp = results["quality_mlp"]["all 12 inputs"]["accuracy"]
+    click.echo(
+        f"quality MLP {100 * mlp:.1f}% (study 40-50%); MFCC CNN on unseen acoustic instruments "
+        + ("n/a" if acc is None else f"{100 * acc:.1f}%")
+        + f" (study 94%); report: {out_dir / 'report.md'}"
+    )
+
+
+@experiment.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="A corpus folder with instruments.json (the library of each instrument).")  # fmt: skip
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Results folder (finished folds in it are not trained again).")  # fmt: skip
+@click.option("--preset", type=click.Choice(["edge", "baseline"]), default="edge", show_default=True)
+@click.option("--libraries", multiple=True, metavar="NAME",
+              help="Hold out only these libraries (repeat or comma-separate); default: every one present.")  # fmt: skip
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [default: the preset's].")
+@click.option("--seed", type=int, default=0, show_default=True)
+def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ...], epochs: int | None,
+            seed: int) -> None:  # fmt: skip
+    """Leave-one-library-out: train on all libraries but one, test on it; the mean note accuracy is the headline."""
+    from instrument_ai.train.evaluate import EvaluationError
+    from instrument_ai.train.holdout import HoldoutConfig, run_holdout
+
+    names = [n.strip() for item in libraries for n in item.split(",") if n.strip()]
+    cfg = HoldoutConfig(data=data_dir, out=out_dir, preset=preset, epochs=epochs, seed=seed, libraries=names)
+    try:
+        summary = run_holdout(cfg, progress=_say)
+    except EvaluationError as exc:
+        raise click.ClickException(str(exc)) from None
+    for fold in summary["folds"]:
+        click.echo(f"{fold['name']:<26} note {100 * fold['note_accuracy']:5.1f}%  "
+                   f"window {100 * fold['window_accuracy']:5.1f}%  ({fold['n_notes']} notes)")  # fmt: skip
+    click.echo(f"mean note accuracy {100 * summary['mean_note_accuracy']:.1f}%; table: {out_dir / 'holdout.md'}")

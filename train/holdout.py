@@ -1,0 +1,283 @@
+"""Leave-one-library-out: train on every independent library but one, test on that one.
+
+Recognising instruments from a sample library never heard in training is what
+the product must do, so the mean note accuracy over these folds is the
+project's headline figure. Libraries that share samples are one lineage and
+are held out together (MuseScore General grew out of FluidR3), otherwise the
+"unseen" library would leak into training.
+
+Each fold's run and result live in `<out>/folds/<name>/`; a fold whose
+`fold.json` matches the current settings is not trained again, so an
+interrupted protocol resumes where it stopped. The trainer is a parameter
+(`TrainFn`), so tests can run the protocol with a tiny stand-in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from instrument_ai.train.evaluate import NSYNTH_FAMILIES, EvaluationError, corpus, evaluate, iter_corpus
+
+INDEPENDENT_LIBRARIES = (
+    "TimGM6mb", "GeneralUserGS", "JCLive", "Aspirin", "SoundBlasterOld", "32MbGMStereo", "90sRetroVintage",
+    "Airfont380", "AlexsGM", "FluidR3+MuseScoreGeneral",
+)  # fmt: skip
+"""The folds of the default corpus, in the order they are run."""
+SHARED_LINEAGES = {"FluidR3+MuseScoreGeneral": ("fluidr3", "musescore")}
+"""Libraries that share samples: any library whose normalised name starts with one of these is one fold."""
+TRAIN_ONLY = ("WAF-small",)
+"""Libraries too small to hold out alone (36 single-instrument files): always in training unless asked for."""
+SETTINGS_KEYS = ("preset", "epochs", "seed", "valid_fraction")
+
+
+class HoldoutError(EvaluationError):
+    """The data or options cannot support the protocol; one line for the user."""
+
+
+class TrainFn(Protocol):
+    """Train on `train` instruments (early-stopping on `valid`) of `data`; write a run folder at `out`."""
+
+    def __call__(
+        self, data: Path, out: Path, *, train: list[str], valid: list[str], preset: str, epochs: int | None, seed: int
+    ) -> Path: ...
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def fold_name(library: str, lineage: str | None = None) -> str:
+    """The fold an instrument's library belongs to: a shared lineage's name, else the canonical library name."""
+    for fold, prefixes in SHARED_LINEAGES.items():
+        if any(_norm(library).startswith(p) or _norm(lineage or "").startswith(p) for p in prefixes):
+            return fold
+    for known in INDEPENDENT_LIBRARIES:
+        if _norm(known) == _norm(library) or _norm(library).startswith(_norm(known)):
+            return known
+    if lineage and lineage != library:
+        return fold_name(lineage)
+    return library
+
+
+@dataclass
+class Fold:
+    name: str
+    libraries: list[str]
+    instruments: list[str]
+
+
+def folds_of(data: Path, only: Sequence[str] | None = None) -> tuple[list[Fold], dict[str, str]]:
+    """The folds present in a corpus (from instruments.json) and instrument -> family.
+
+    Every library present is a fold (libraries of one lineage together),
+    except `TRAIN_ONLY` ones, which stay in every fold's training set unless
+    `only` names them. `only` picks folds by fold or library name (case and
+    punctuation ignored).
+    """
+    info = corpus(data)
+    if not info.instruments:
+        raise HoldoutError(f"{data}: no instruments.json, so the sample library of each instrument is unknown")
+    families: dict[str, str] = {}
+    for note in iter_corpus(data, audio="none"):
+        families.setdefault(note.instrument_str, note.family_str)
+    if not families:
+        raise HoldoutError(f"{data}: no notes found (expected NSynth examples.json + audio/)")
+    members: dict[str, list[str]] = defaultdict(list)
+    libraries: dict[str, set[str]] = defaultdict(set)
+    for instrument in sorted(families):
+        row = info.instruments.get(instrument)
+        library = row.library if row else "nsynth"
+        name = fold_name(library, row.lineage if row else None)
+        members[name].append(instrument)
+        libraries[name].add(library)
+    order = {n: i for i, n in enumerate(INDEPENDENT_LIBRARIES)}
+    folds = [Fold(n, sorted(libraries[n]), members[n]) for n in sorted(members, key=lambda n: (order.get(n, 99), n))]
+    if only:
+        wanted = {_norm(x) for x in only}
+        chosen = [f for f in folds if _norm(f.name) in wanted or wanted & {_norm(lib) for lib in f.libraries}]
+        unknown = wanted - {_norm(f.name) for f in chosen} - {_norm(lib) for f in chosen for lib in f.libraries}
+        if unknown:
+            have = ", ".join(f.name for f in folds)
+            raise HoldoutError(f"no library named {', '.join(sorted(unknown))} in {data} (have {have})")
+        folds = chosen
+    else:
+        folds = [f for f in folds if f.name not in TRAIN_ONLY]
+    if len(members) < 2:
+        raise HoldoutError(f"{data}: holdout needs at least two independent libraries, found {len(members)}")
+    return folds, families
+
+
+def valid_split(instruments: Sequence[str], families: dict[str, str], fraction: float, seed: int) -> list[str]:
+    """About `fraction` of each family's training instruments for early stopping (none if a family has one)."""
+    by_family: dict[str, list[str]] = defaultdict(list)
+    for name in sorted(instruments):
+        by_family[families[name]].append(name)
+    rng = np.random.default_rng(seed)
+    valid: list[str] = []
+    for family in sorted(by_family):
+        group = by_family[family]
+        if len(group) >= 3:
+            rng.shuffle(group)
+            valid.extend(group[: max(1, round(fraction * len(group)))])
+    return sorted(valid)
+
+
+@dataclass
+class HoldoutConfig:
+    data: Path
+    out: Path
+    preset: str = "edge"
+    epochs: int | None = None
+    seed: int = 0
+    libraries: list[str] = field(default_factory=list)
+    valid_fraction: float = 0.1
+
+    def settings(self) -> dict[str, Any]:
+        return {"preset": self.preset, "epochs": self.epochs, "seed": self.seed, "valid_fraction": self.valid_fraction,
+                "data": str(Path(self.data).resolve())}  # fmt: skip
+
+
+def run_holdout(
+    cfg: HoldoutConfig, train_fn: TrainFn | None = None, progress: Callable[[str], None] = lambda s: None
+) -> dict[str, Any]:
+    """Run (or resume) every fold, then write holdout.json, holdout.md and holdout.png into cfg.out."""
+    cfg.data, cfg.out = Path(cfg.data), Path(cfg.out)
+    if not cfg.data.is_dir():
+        raise HoldoutError(f"{cfg.data}: no such data folder")
+    train_fn = train_fn or train_with_trainer
+    all_folds, families = folds_of(cfg.data)
+    folds = folds_of(cfg.data, cfg.libraries)[0] if cfg.libraries else all_folds
+    settings = cfg.settings()
+    results: list[dict[str, Any]] = []
+    for fold in folds:
+        fold_dir = cfg.out / "folds" / fold.name
+        done = fold_dir / "fold.json"
+        if done.is_file():
+            previous = json.loads(done.read_text())
+            if {k: previous.get("settings", {}).get(k) for k in SETTINGS_KEYS} == {
+                k: settings[k] for k in SETTINGS_KEYS
+            }:
+                progress(f"{fold.name}: done before, skipped")
+                results.append(previous)
+                continue
+        held = set(fold.instruments)
+        train_pool = sorted(name for name in families if name not in held)
+        valid = valid_split(train_pool, families, cfg.valid_fraction, cfg.seed)
+        train = sorted(set(train_pool) - set(valid))
+        trained = {families[i] for i in train}
+        progress(f"{fold.name}: training on {len(train)} instruments, testing on {len(fold.instruments)}")
+        started = time.monotonic()
+        run_dir = train_fn(cfg.data, fold_dir / "run", train=train, valid=valid, preset=cfg.preset,
+                           epochs=cfg.epochs, seed=cfg.seed)  # fmt: skip
+        train_seconds = time.monotonic() - started
+        result = evaluate(run_dir, cfg.data, instruments=fold.instruments, out_dir=fold_dir / "eval",
+                          title=f"Held out: {fold.name}")  # fmt: skip
+        entry = {
+            "name": fold.name,
+            "libraries": fold.libraries,
+            "settings": settings,
+            "n_train_instruments": len(train),
+            "n_valid_instruments": len(valid),
+            "n_test_instruments": len(fold.instruments),
+            "n_notes": result["n_notes"],
+            "note_accuracy": result["note_accuracy"],
+            "window_accuracy": result["window_accuracy"],
+            "macro_f1": result["macro_f1"],
+            "reversed_note_accuracy": result.get("reversed", {}).get("note_accuracy"),
+            "per_family_recall": {k: v["recall"] for k, v in result["per_family"].items() if v["support"]},
+            "families_not_trained": sorted({families[i] for i in fold.instruments} - trained),
+            "unknown_labels": result["unknown_labels"],
+            "train_seconds": round(train_seconds, 1),
+            "run_dir": str(run_dir),
+        }
+        _write_json(done, entry)
+        results.append(entry)
+        progress(f"{fold.name}: note accuracy {100 * entry['note_accuracy']:.1f}%")
+    return write_summary(results, cfg.out, settings)
+
+
+def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """holdout.json (every fold + means), holdout.md (the table) and holdout.png."""
+    from instrument_ai.train import report
+
+    notes = [f["note_accuracy"] for f in folds]
+    windows = [f["window_accuracy"] for f in folds]
+    family_recall: dict[str, list[float]] = defaultdict(list)
+    for f in folds:
+        for family, value in f["per_family_recall"].items():
+            family_recall[family].append(value)
+    families = [f for f in NSYNTH_FAMILIES if f in family_recall]
+    summary = {
+        "settings": settings,
+        "mean_note_accuracy": float(np.mean(notes)) if notes else None,
+        "mean_window_accuracy": float(np.mean(windows)) if windows else None,
+        "mean_macro_f1": float(np.mean([f["macro_f1"] for f in folds])) if folds else None,
+        "mean_family_recall": {k: float(np.mean(family_recall[k])) for k in families},
+        "folds": folds,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "holdout.json", summary)
+    png = report.plot_holdout(folds, out / "holdout.png", f"Leave-one-library-out, {settings['preset']} preset")
+    pct = report.pct
+    header = ["held-out library", "notes", "note acc.", "window acc.", "macro-F1", *families]
+    rows = [
+        [f["name"], f["n_notes"], pct(f["note_accuracy"]), pct(f["window_accuracy"]), pct(f["macro_f1"]),
+         *(pct(f["per_family_recall"].get(k)) for k in families)]
+        for f in folds
+    ]  # fmt: skip
+    rows.append(["**mean**", sum(f["n_notes"] for f in folds), f"**{pct(summary['mean_note_accuracy'])}**",
+                 pct(summary["mean_window_accuracy"]), pct(summary["mean_macro_f1"]),
+                 *(pct(summary["mean_family_recall"][k]) for k in families)])  # fmt: skip
+    untrained = [f"{f['name']}: {', '.join(f['families_not_trained'])}" for f in folds if f["families_not_trained"]]
+    body = (
+        f"Preset `{settings['preset']}`, epochs {settings['epochs'] or 'preset default'}, seed {settings['seed']}; "
+        f"data `{settings['data']}`. Per-family columns are recall on the held-out library. "
+        f"The headline figure is the mean note accuracy: **{pct(summary['mean_note_accuracy'])}**."
+    )
+    sections = [("Protocol", body), ("Folds", report.markdown_table(header, rows)),
+                ("Figure", report.image_link(png.name, out, "holdout"))]  # fmt: skip
+    if untrained:
+        sections.append(("Families with no training instrument in a fold", "\n".join(f"- {u}" for u in untrained)))
+    report.write_markdown(out / "holdout.md", "Leave-one-library-out", sections)
+    return summary
+
+
+def train_with_trainer(
+    data: Path, out: Path, *, train: list[str], valid: list[str], preset: str, epochs: int | None, seed: int
+) -> Path:
+    """The real trainer (instrument_ai.train.trainer), restricted to the fold's instruments; resumes a run."""
+    import dataclasses
+
+    try:
+        from instrument_ai.train import trainer
+    except ImportError as exc:
+        raise HoldoutError(f"the trainer is not available ({exc})") from None
+    names = {f.name for f in dataclasses.fields(trainer.TrainConfig)}
+    kwargs: dict[str, Any] = {"data": data, "out": out, "preset": preset, "seed": seed}
+    if epochs is not None:
+        kwargs["epochs"] = epochs
+    if {"train_instruments", "valid_instruments"} <= names:
+        kwargs.update(train_instruments=train, valid_instruments=valid)
+    else:
+        raise HoldoutError(
+            "the trainer cannot be restricted to given instruments (TrainConfig lacks train_instruments)"
+        )
+    if "resume" in names:
+        kwargs["resume"] = True
+    return Path(trainer.train_model(trainer.TrainConfig(**{k: v for k, v in kwargs.items() if k in names})))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
