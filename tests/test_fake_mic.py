@@ -72,7 +72,10 @@ def test_mic_stream_reports_the_played_note_within_two_seconds(
         cwd=REPO,
     )
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_reader, args=(process.stdout, lines), daemon=True).start()
+    reader = threading.Thread(target=_reader, args=(process.stdout, lines), daemon=True)
+    reader.start()
+    errors: list[str] = []
+    threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True).start()
     records: list[dict] = []
     player = None
     deadline = time.monotonic() + DEADLINE_SECONDS
@@ -92,10 +95,15 @@ def test_mic_stream_reports_the_played_note_within_two_seconds(
                 break
     finally:
         process.terminate()
-        out, err = process.communicate(timeout=20)
+        process.wait(timeout=20)
+        reader.join(timeout=20)  # the reader owns stdout: drain what it read after we stopped looking
         if player is not None:
             player.wait(timeout=20)
-    records += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    while not lines.empty():
+        line = lines.get()
+        if line is not None:
+            records.append(json.loads(line))
+    err = "".join(errors)
     assert process.returncode == 0, err
     start = records[0]
     assert start["type"] == "start" and start["source"].startswith("mic:") and start["realtime"] is True
