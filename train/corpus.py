@@ -46,6 +46,11 @@ skips its instrument (counted as *unreadable*), or stops the build under
 ``strict``. ``limit`` keeps that many notes spread evenly over the whole plan
 (a small corpus with every library and family, for tests).
 
+Defaults (every library present, pitch step 3, velocities 50 and 100): 1,227
+instruments, 37,805 notes (116 silent and 13 clipped notes skipped), 4.9 GB,
+built in 10 min 20 s with ``--jobs 2`` on the shared 2-core development machine
+(61 notes/s).
+
 Resume. The build first writes corpus.json with ``"status": "building"``, then
 one record per finished instrument under ``.partial/``; a re-run with the same
 options and the same library files skips finished instruments. Different

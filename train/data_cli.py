@@ -137,7 +137,7 @@ def _print_build_tables(counts: dict[str, Any]) -> None:
 
     libraries = list(counts["libraries"])
     table = Table(title="notes per family/source and library", show_footer=True)
-    table.add_column("family/source", footer="total")
+    table.add_column("family/source", footer="total", no_wrap=True)
     for lib in libraries:
         table.add_column(lib, justify="right", footer=str(counts["libraries"][lib]["notes"]))
     table.add_column("total", justify="right", footer=str(counts["notes"]))
@@ -155,7 +155,9 @@ def _print_build_tables(counts: dict[str, Any]) -> None:
             str(row["notes"]),
             *(str(row["skipped"].get(k, 0)) for k in ("silent", "clipped", "unreadable")),
         )
-    console = Console(width=max(Console().width, 40 + 11 * len(libraries)))
+    # wide enough for every column unabridged (a pipe or a log file would otherwise get 80 columns)
+    needed = 26 + sum(max(len(lib), 6) + 3 for lib in libraries) + 10
+    console = Console(width=max(Console().width, needed))
     console.print(table)
     console.print(skipped)
 

@@ -33,6 +33,11 @@ Measured (from a 20 ms RMS envelope in dB and a spectrum of the held part):
   than ``NONLINEAR_FLOOR_DB`` below the peak are ignored): swells, tremolo and
   filter envelopes rather than a monotonic decay.
 
+Share of notes flagged in the default corpus (37,805 notes, 12 libraries):
+bright 15 %, dark 14 %, fast_decay 15 %, long_release 4 %, nonlinear_env
+11 %, percussive 27 % (mallets 75 %, keyboards and guitars ~45 %, brass and
+reeds ~0 % on a 600-note sample).
+
 Always 0, because no sound heuristic exists or the corpus cannot have it:
 
 * ``distortion`` (telling intended distortion from a bright timbre needs a
