@@ -319,7 +319,12 @@ def run(
     duration: float | None,
     **engine_opts: Any,
 ) -> None:
-    """Classify a live stream continuously and report each change of instrument family."""
+    """Classify a live stream continuously and report each change of instrument family.
+
+    \b
+    Model: --model, --model-dir, else $INSTRUMENT_AI_MODEL, else models/default.tflite.
+    Signals: SIGINT/SIGTERM stop within one hop; SIGHUP reloads the model between hops.
+    """
     started = time.perf_counter()
     if fast and source in ("mic", "-"):
         raise RunError("--fast applies only to a FILE or demo source", EXIT_USAGE)
