@@ -110,9 +110,15 @@ class StandInTrainer:
     def __init__(self) -> None:
         self.calls: list[dict[str, object]] = []
 
-    def __call__(self, data: Path, out: Path, *, train, valid, preset, epochs, seed) -> Path:
-        self.calls.append({"out": out, "train": list(train), "valid": list(valid), "preset": preset})
-        return toy.make_run(out, data, instruments=list(train) + list(valid), epochs=0, seed=seed)
+    def __call__(self, data: Path, out: Path, *, holdout, preset, epochs, seed) -> Path:
+        info = toy.data_module.corpus_info(data)
+        train = sorted(i for i, row in info.instruments.items() if row.library not in holdout)
+        self.calls.append({"out": out, "holdout": list(holdout), "train": train, "preset": preset})
+        run = toy.make_run(out, data, instruments=train, epochs=0, seed=seed)
+        config = json.loads((run / "config.json").read_text())
+        config["data"]["instruments"] = {"train": train, "valid": []}  # as the trainer records them
+        (run / "config.json").write_text(json.dumps(config))
+        return run
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +135,9 @@ def test_holdout_over_two_libraries_writes_table_and_resumes(two_library_corpus:
     assert [f["name"] for f in summary["folds"]] == ["TimGM6mb", "FluidR3+MuseScoreGeneral"]
     # Each fold trains on the other library only, and tests on every note of the held-out one.
     first = trainer.calls[0]
-    assert all(i.endswith("_001") for i in first["train"]) and first["preset"] == "edge"
+    assert first["holdout"] == ["TimGM6mb"] and first["preset"] == "edge"
+    assert all(i.endswith("_001") for i in first["train"])
+    assert trainer.calls[1]["holdout"] == ["FluidR3"]
     assert all(f["n_notes"] == 9 for f in summary["folds"])
     assert summary["mean_note_accuracy"] == pytest.approx(np.mean([f["note_accuracy"] for f in summary["folds"]]))
     assert summary["mean_note_accuracy"] > 0.5  # toy timbres transfer across the two libraries
@@ -141,14 +149,16 @@ def test_holdout_over_two_libraries_writes_table_and_resumes(two_library_corpus:
         json.loads((tmp_path / "h" / "holdout.json").read_text())["mean_note_accuracy"] == summary["mean_note_accuracy"]
     )
 
-    # Resumable: finished folds are not trained again; changed settings retrain.
+    # Resumable: finished folds are not trained again; a lost fold is redone; other settings are refused.
     again = StandInTrainer()
-    ho.run_holdout(cfg, train_fn=again)
+    assert ho.run_holdout(cfg, train_fn=again)["mean_note_accuracy"] == summary["mean_note_accuracy"]
     assert again.calls == []
-    cfg2 = ho.HoldoutConfig(data=two_library_corpus, out=tmp_path / "h", preset="edge", epochs=31,
-                            libraries=["timgm6mb"])  # fmt: skip
-    summary2 = ho.run_holdout(cfg2, train_fn=again)
-    assert len(again.calls) == 1 and [f["name"] for f in summary2["folds"]] == ["TimGM6mb"]
+    (tmp_path / "h" / "folds" / "TimGM6mb" / "fold.json").unlink()
+    summary2 = ho.run_holdout(cfg, train_fn=again)
+    assert [c["holdout"] for c in again.calls] == [["TimGM6mb"]] and len(summary2["folds"]) == 2
+    cfg2 = ho.HoldoutConfig(data=two_library_corpus, out=tmp_path / "h", preset="baseline", epochs=30)
+    with pytest.raises(ho.HoldoutError, match="other settings \\(preset=edge\\)"):
+        ho.run_holdout(cfg2, train_fn=again)
 
 
 def test_holdout_cli_with_stand_in_trainer(monkeypatch, two_library_corpus: Path, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from instrument_ai.device.frontend import FrontendSpec, mfcc
+from instrument_ai.device.frontend import FrontendSpec, log_mel, mel_power, mfcc
 
 # NSynth's family names in id order (the data module's FAMILIES; repeated here so
 # scoring a bundle needs no training code).
@@ -34,6 +34,12 @@ NSYNTH_FAMILIES = (
 NSYNTH_SOURCES = ("acoustic", "electronic", "synthetic")
 DEFAULT_SILENCE_DB = -60.0
 """Windows quieter than this (RMS, dBFS) are not classified, as on the device."""
+STAGES: dict[str, Callable[[np.ndarray, FrontendSpec], np.ndarray]] = {
+    "mfcc": mfcc,
+    "log_mel": log_mel,
+    "mel_power": mel_power,
+}
+"""Frontend outputs a run may be trained on (the trainer's `feature_stage`); bundles carry MFCC models."""
 
 
 class EvaluationError(Exception):
@@ -53,8 +59,10 @@ class Predictor:
     spec: FrontendSpec
     window_frames: int
     hop_seconds: float
-    predict: Callable[[np.ndarray], np.ndarray]  # (N, n_mfcc, window_frames) raw -> (N, n_labels)
+    predict: Callable[[np.ndarray], np.ndarray]  # (N, n_features, window_frames) raw -> (N, n_labels)
     info: dict[str, Any] = field(default_factory=dict)
+    stage: str = "mfcc"
+    silence_db: float | None = None  # the run's own silence gate, if it recorded one
 
     @property
     def hop_frames(self) -> int:
@@ -89,21 +97,25 @@ def _read_run_config(run_dir: Path) -> dict[str, Any]:
     try:
         config = json.loads(config_path.read_text())
         spec = FrontendSpec.from_dict(config["frontend_spec"])
+        stage = str(config.get("feature_stage", "mfcc"))
         labels = [str(x) for x in config["labels"]]
         mean = np.asarray(config["input_normalization"]["mean"], dtype=np.float32)
         std = np.asarray(config["input_normalization"]["std"], dtype=np.float32)
         window_frames = int(config["window_frames"])
     except (ValueError, KeyError, TypeError) as exc:
         raise EvaluationError(f"{config_path}: unusable run config ({_one_line(exc)})") from None
-    if mean.shape != (spec.n_mfcc,) or std.shape != (spec.n_mfcc,):
-        raise EvaluationError(f"{config_path}: input_normalization does not have {spec.n_mfcc} coefficients")
-    config["_parsed"] = (spec, labels, mean, np.where(std > 0, std, 1.0).astype(np.float32), window_frames)
+    if stage not in STAGES:
+        raise EvaluationError(f"{config_path}: unknown feature_stage {stage!r} (known: {', '.join(STAGES)})")
+    n_features = spec.n_mfcc if stage == "mfcc" else spec.n_mels
+    if mean.shape != (n_features,) or std.shape != (n_features,):
+        raise EvaluationError(f"{config_path}: input_normalization does not have {n_features} values ({stage})")
+    config["_parsed"] = (spec, labels, mean, np.where(std > 0, std, 1.0).astype(np.float32), window_frames, stage)
     return config
 
 
 def _keras_predictor(model_path: Path, batch_size: int) -> Predictor:
     config = _read_run_config(model_path.parent)
-    spec, labels, mean, std, window_frames = config.pop("_parsed")
+    spec, labels, mean, std, window_frames, stage = config.pop("_parsed")
     import importlib
 
     import keras
@@ -135,7 +147,9 @@ def _keras_predictor(model_path: Path, batch_size: int) -> Predictor:
         window_frames=window_frames,
         hop_seconds=float(config.get("default_hop_seconds", 0.25)),
         predict=predict,
-        info={"path": str(model_path), "preset": config.get("preset")},
+        info={"path": str(model_path), "preset": config.get("preset"), "stage": stage},
+        stage=stage,
+        silence_db=float(config["silence_dbfs"]) if "silence_dbfs" in config else None,
     )
 
 
@@ -269,7 +283,7 @@ def note_features(
     need = predictor.window_samples
     if audio.size < need:
         audio = np.concatenate([audio, np.zeros(need - audio.size, dtype=audio.dtype)])
-    coefficients = mfcc(audio, spec)
+    coefficients = STAGES[predictor.stage](audio, spec)
     starts = window_starts(coefficients.shape[1], predictor.window_frames, predictor.hop_frames)
     windows = np.stack([coefficients[:, s : s + predictor.window_frames] for s in starts]).astype(np.float32)
     loud = np.empty(len(starts), dtype=bool)
@@ -522,13 +536,15 @@ def evaluate(
     out_dir: str | Path | None = None,
     json_path: str | Path | None = None,
     limit: int | None = None,
-    silence_db: float = DEFAULT_SILENCE_DB,
+    silence_db: float | None = None,
     title: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model on a data folder; write figures, evaluation.json and report.md into `out_dir`."""
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
     check_labels(predictor.labels, [])
+    if silence_db is None:
+        silence_db = DEFAULT_SILENCE_DB if predictor.silence_db is None else predictor.silence_db
     data = Path(data)
     if not data.is_dir():
         raise EvaluationError(f"{data}: no such data folder")

@@ -47,13 +47,12 @@ import click
 @click.option(
     "--silence-db",
     type=float,
-    default=-60.0,
-    show_default=True,
-    help="Windows quieter than this (dBFS RMS) are not classified, as on the device.",
+    default=None,
+    help="Windows quieter than this (dBFS RMS) are not classified, as on the device [default: the run's, else -60].",
 )
 @click.option("--quiet", is_flag=True, help="Print only the one-line summary.")
 def evaluate(model_path: Path, data_dir: Path, split: str | None, json_path: Path | None, out_dir: Path | None,
-             limit: int | None, silence_db: float, quiet: bool) -> None:  # fmt: skip
+             limit: int | None, silence_db: float | None, quiet: bool) -> None:  # fmt: skip
     """Accuracy and macro-F1 per note and per window, per family, per source, and the time-reversed test."""
     from instrument_ai.train.evaluate import EvaluationError, load_predictor
     from instrument_ai.train.evaluate import evaluate as run_evaluation

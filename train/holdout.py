@@ -36,7 +36,7 @@ SHARED_LINEAGES = {"FluidR3+MuseScoreGeneral": ("fluidr3", "musescore")}
 """Libraries that share samples: any library whose normalised name starts with one of these is one fold."""
 TRAIN_ONLY = ("WAF-small",)
 """Libraries too small to hold out alone (36 single-instrument files): always in training unless asked for."""
-SETTINGS_KEYS = ("preset", "epochs", "seed", "valid_fraction")
+SETTINGS_KEYS = ("preset", "epochs", "seed", "data")
 
 
 class HoldoutError(EvaluationError):
@@ -44,10 +44,10 @@ class HoldoutError(EvaluationError):
 
 
 class TrainFn(Protocol):
-    """Train on `train` instruments (early-stopping on `valid`) of `data`; write a run folder at `out`."""
+    """Train on `data` without the `holdout` libraries (nor their lineage); write (or resume) a run folder at `out`."""
 
     def __call__(
-        self, data: Path, out: Path, *, train: list[str], valid: list[str], preset: str, epochs: int | None, seed: int
+        self, data: Path, out: Path, *, holdout: list[str], preset: str, epochs: int | None, seed: int
     ) -> Path: ...
 
 
@@ -116,21 +116,6 @@ def folds_of(data: Path, only: Sequence[str] | None = None) -> tuple[list[Fold],
     return folds, families
 
 
-def valid_split(instruments: Sequence[str], families: dict[str, str], fraction: float, seed: int) -> list[str]:
-    """About `fraction` of each family's training instruments for early stopping (none if a family has one)."""
-    by_family: dict[str, list[str]] = defaultdict(list)
-    for name in sorted(instruments):
-        by_family[families[name]].append(name)
-    rng = np.random.default_rng(seed)
-    valid: list[str] = []
-    for family in sorted(by_family):
-        group = by_family[family]
-        if len(group) >= 3:
-            rng.shuffle(group)
-            valid.extend(group[: max(1, round(fraction * len(group)))])
-    return sorted(valid)
-
-
 @dataclass
 class HoldoutConfig:
     data: Path
@@ -139,11 +124,9 @@ class HoldoutConfig:
     epochs: int | None = None
     seed: int = 0
     libraries: list[str] = field(default_factory=list)
-    valid_fraction: float = 0.1
 
     def settings(self) -> dict[str, Any]:
-        return {"preset": self.preset, "epochs": self.epochs, "seed": self.seed, "valid_fraction": self.valid_fraction,
-                "data": str(Path(self.data).resolve())}  # fmt: skip
+        return {"preset": self.preset, "epochs": self.epochs, "seed": self.seed, "data": str(Path(self.data).resolve())}
 
 
 def run_holdout(
@@ -157,36 +140,33 @@ def run_holdout(
     all_folds, families = folds_of(cfg.data)
     folds = folds_of(cfg.data, cfg.libraries)[0] if cfg.libraries else all_folds
     settings = cfg.settings()
-    results: list[dict[str, Any]] = []
+    _claim_out_dir(cfg.out, settings)
     for fold in folds:
         fold_dir = cfg.out / "folds" / fold.name
         done = fold_dir / "fold.json"
         if done.is_file():
-            previous = json.loads(done.read_text())
-            if {k: previous.get("settings", {}).get(k) for k in SETTINGS_KEYS} == {
-                k: settings[k] for k in SETTINGS_KEYS
-            }:
-                progress(f"{fold.name}: done before, skipped")
-                results.append(previous)
-                continue
+            progress(f"{fold.name}: done before, skipped")
+            continue
         held = set(fold.instruments)
-        train_pool = sorted(name for name in families if name not in held)
-        valid = valid_split(train_pool, families, cfg.valid_fraction, cfg.seed)
-        train = sorted(set(train_pool) - set(valid))
-        trained = {families[i] for i in train}
-        progress(f"{fold.name}: training on {len(train)} instruments, testing on {len(fold.instruments)}")
+        progress(f"{fold.name}: training without {', '.join(fold.libraries)}, then testing on its "
+                 f"{len(fold.instruments)} instruments")  # fmt: skip
         started = time.monotonic()
-        run_dir = train_fn(cfg.data, fold_dir / "run", train=train, valid=valid, preset=cfg.preset,
+        run_dir = train_fn(cfg.data, fold_dir / "run", holdout=list(fold.libraries), preset=cfg.preset,
                            epochs=cfg.epochs, seed=cfg.seed)  # fmt: skip
         train_seconds = time.monotonic() - started
+        used = _run_instruments(run_dir)
+        if used & held:
+            raise HoldoutError(
+                f"{fold.name}: the run at {run_dir} trained on held-out instruments; delete it and rerun"
+            )
+        trained = {families[i] for i in used if i in families}
         result = evaluate(run_dir, cfg.data, instruments=fold.instruments, out_dir=fold_dir / "eval",
                           title=f"Held out: {fold.name}")  # fmt: skip
         entry = {
             "name": fold.name,
             "libraries": fold.libraries,
             "settings": settings,
-            "n_train_instruments": len(train),
-            "n_valid_instruments": len(valid),
+            "n_train_instruments": len(used),
             "n_test_instruments": len(fold.instruments),
             "n_notes": result["n_notes"],
             "note_accuracy": result["note_accuracy"],
@@ -200,9 +180,28 @@ def run_holdout(
             "run_dir": str(run_dir),
         }
         _write_json(done, entry)
-        results.append(entry)
         progress(f"{fold.name}: note accuracy {100 * entry['note_accuracy']:.1f}%")
-    return write_summary(results, cfg.out, settings)
+    order = {f.name: i for i, f in enumerate(all_folds)}
+    finished = [json.loads(p.read_text()) for p in (cfg.out / "folds").glob("*/fold.json")]
+    finished.sort(key=lambda f: (order.get(f["name"], len(order)), f["name"]))
+    return write_summary(finished, cfg.out, settings)
+
+
+def _claim_out_dir(out: Path, settings: dict[str, Any]) -> None:
+    """Record the protocol's settings in `out`, or refuse a folder that holds folds made with other settings.
+
+    Resuming is only safe with the same settings: a finished fold of another
+    preset or epoch count must never be averaged into this table.
+    """
+    path = out / "holdout-settings.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        changed = [k for k in SETTINGS_KEYS if previous.get(k) != settings[k]]
+        if changed:
+            was = ", ".join(f"{k}={previous.get(k)}" for k in changed)
+            raise HoldoutError(f"{out}: holds a holdout run with other settings ({was}); choose another --out")
+        return
+    _write_json(path, settings)
 
 
 def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -251,29 +250,32 @@ def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, An
     return summary
 
 
+def _run_instruments(run_dir: Path) -> set[str]:
+    """The instruments a run trained and validated on (the trainer records them in config.json)."""
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    used = config.get("data", {}).get("instruments", {})
+    return set(used.get("train", [])) | set(used.get("valid", []))
+
+
 def train_with_trainer(
-    data: Path, out: Path, *, train: list[str], valid: list[str], preset: str, epochs: int | None, seed: int
+    data: Path, out: Path, *, holdout: list[str], preset: str, epochs: int | None, seed: int
 ) -> Path:
-    """The real trainer (instrument_ai.train.trainer), restricted to the fold's instruments; resumes a run."""
-    import dataclasses
+    """The real trainer with `--holdout`; a fold's unfinished run is resumed from its last checkpoint."""
+    from instrument_ai.train import trainer
 
     try:
-        from instrument_ai.train import trainer
-    except ImportError as exc:
-        raise HoldoutError(f"the trainer is not available ({exc})") from None
-    names = {f.name for f in dataclasses.fields(trainer.TrainConfig)}
-    kwargs: dict[str, Any] = {"data": data, "out": out, "preset": preset, "seed": seed}
-    if epochs is not None:
-        kwargs["epochs"] = epochs
-    if {"train_instruments", "valid_instruments"} <= names:
-        kwargs.update(train_instruments=train, valid_instruments=valid)
-    else:
-        raise HoldoutError(
-            "the trainer cannot be restricted to given instruments (TrainConfig lacks train_instruments)"
-        )
-    if "resume" in names:
-        kwargs["resume"] = True
-    return Path(trainer.train_model(trainer.TrainConfig(**{k: v for k, v in kwargs.items() if k in names})))
+        if (out / "config.json").is_file():
+            status = json.loads((out / "config.json").read_text()).get("status")
+            if status == "complete":
+                return out
+            return Path(trainer.train_model(trainer.resume_config(out), resume=True))
+        config = trainer.TrainConfig(data=str(data), out=str(out), preset=preset, epochs=epochs, seed=seed,
+                                     holdout=list(holdout))  # fmt: skip
+        return Path(trainer.train_model(config))
+    except trainer.TrainingInterrupted as exc:
+        raise HoldoutError(f"{exc} (or rerun the same experiment command: finished folds are kept)") from None
+    except trainer.TrainError as exc:
+        raise HoldoutError(str(exc)) from None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
