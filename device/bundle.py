@@ -279,12 +279,21 @@ def _fail(path: str, reason: str) -> BundleError:
     return BundleError(f"{path}: {reason}")
 
 
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+"""Far above any model this project makes (~100 KB); refusing early keeps a 2 GB file out of memory."""
+
+
 def read_bytes(path: str | Path) -> bytes:
-    """The bytes of a bundle file; BundleError for a missing, unreadable, empty file or a directory."""
+    """The bytes of a bundle file; BundleError for a missing, unreadable, empty, huge or special file."""
     source = Path(path)
-    if source.is_dir():
-        raise _fail(str(path), "is a directory, not a bundle file")
     try:
+        if source.is_dir():
+            raise _fail(str(path), "is a directory, not a bundle file")
+        if source.exists() and not source.is_file():
+            raise _fail(str(path), "is not a regular file")
+        size = source.stat().st_size
+        if size > MAX_BUNDLE_BYTES:
+            raise _fail(str(path), f"is {size / 2**20:.0f} MB, too large to be a model bundle (limit 64 MB)")
         data = source.read_bytes()
     except OSError as exc:
         raise _fail(str(path), f"cannot read ({exc.strerror or exc})") from None
@@ -314,8 +323,8 @@ def parse_bundle(data: bytes, path: str = "<bundle>") -> tuple[dict[str, Any], t
     payload = model.buffers[index]
     try:
         metadata = json.loads(data[payload[0] : payload[0] + payload[1]].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _fail(path, f"the {METADATA_NAME} metadata is not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise _fail(path, f"the {METADATA_NAME} metadata is not valid JSON ({str(exc)[:80]})") from None
     if not isinstance(metadata, dict) or metadata.get("schema") != SCHEMA_ID:
         raise _fail(path, f"the {METADATA_NAME} metadata is not an {SCHEMA_ID} document")
     version = metadata.get("schema_version")

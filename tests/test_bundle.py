@@ -247,11 +247,15 @@ def test_text_file_is_refused(tmp_path: Path) -> None:
     assert "not a valid TFLite model (a text file?)" in refusal(target)
 
 
-def test_missing_empty_and_directory_are_refused(tmp_path: Path) -> None:
+def test_missing_empty_huge_and_directory_are_refused(tmp_path: Path) -> None:
     assert "cannot read" in refusal(tmp_path / "missing.tflite")
     (tmp_path / "empty.tflite").write_bytes(b"")
     assert "is empty" in refusal(tmp_path / "empty.tflite")
     assert "is a directory" in refusal(tmp_path)
+    with open(tmp_path / "sparse.tflite", "wb") as handle:  # 2 GB sparse: refused before it is read
+        handle.truncate(2 * 2**30)
+    assert "too large to be a model bundle" in refusal(tmp_path / "sparse.tflite")
+    assert "not a regular file" in refusal(Path("/dev/zero"))
 
 
 def test_wrong_schema_version_is_refused(art: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
