@@ -265,8 +265,20 @@ def convert_run(
 @click.option(
     "--calibration-windows", default=500, show_default=True, type=click.IntRange(1), help="Representative windows."
 )
-@click.option("--max-disagreement", default=0.02, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--max-note-loss", default=1.0, show_default=True, type=click.FloatRange(0, 100), help="Points.")
+@click.option(
+    "--max-disagreement",
+    default=0.02,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Refuse when top-1 differs from Keras on more than this fraction of validation windows.",
+)
+@click.option(
+    "--max-note-loss",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, 100),
+    help="Refuse when validation note accuracy drops by more than this many points.",
+)
 @click.option("--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path), help="Sign with this private key.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def convert(
