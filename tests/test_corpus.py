@@ -200,6 +200,7 @@ def test_resume_after_interruption(tiny: Path, tmp_path: Path) -> None:
     assert json.loads((out / "corpus.json").read_text())["status"] == "building"
     assert not (out / "examples.json").exists()
     assert len(list((out / corpus.PARTIAL_DIR).glob("*.json"))) == 5
+    (out / "audio" / "half-written.wav.tmp").write_bytes(b"RIFF")  # as a build killed mid-write leaves it
     summary = corpus.build(out, options, found)
     assert summary.resumed_instruments == 5
     assert summary.rendered_now < LIMIT
@@ -217,6 +218,15 @@ def test_refuses_other_options_on_existing_corpus(tiny: Path, tmp_path: Path) ->
     assert "other options" in output and "pitch_step 3 -> 2" in output
     assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
     assert sorted(p.name for p in (copy / "audio").iterdir()) == before  # nothing mixed in
+
+
+def test_refuses_a_folder_another_build_is_writing(tmp_path: Path) -> None:
+    out = tmp_path / "busy"
+    out.mkdir()
+    with corpus._exclusive(out):
+        code, output = run(*build_args(out))
+    assert code != 0 and "another build" in output and len(output.strip().splitlines()) == 1
+    assert not any(out.iterdir())
 
 
 def test_refuses_a_foreign_folder(tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ configurations never mix in one folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -705,6 +706,54 @@ def build(
     if not plan:
         raise CorpusError("the chosen libraries hold no program of the GM table: nothing to build")
     digest = plan_digest(plan)
+    if out.exists() and not out.is_dir():
+        raise CorpusError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CorpusError(f"{out}: cannot create ({exc.strerror or exc})") from None
+    with _exclusive(out):
+        return _build_in(out, options, plan, digest, chosen, jobs=jobs, strict=strict, progress=progress, say=say)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the corpus folder, so two builds never write into one folder at once.
+
+    flock on the folder itself: no lock file is left in the corpus, and the
+    kernel releases the lock when a build dies. (No-op where fcntl is missing.)
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CorpusError(
+                f"{out}: another build is writing into this folder; wait for it or use another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _build_in(
+    out: Path,
+    options: BuildOptions,
+    plan: list[InstrumentPlan],
+    digest: str,
+    chosen: list[LibrarySource],
+    *,
+    jobs: int,
+    strict: bool,
+    progress: ProgressFactory | None,
+    say: Callable[[str], None],
+) -> BuildSummary:
+    """The build proper, in a folder this process holds the lock of."""
     existing = _check_out_folder(out, options, digest)
     total_notes = sum(len(inst.notes) for inst in plan)
     if existing is not None and existing.get("status") == "complete":
@@ -713,7 +762,7 @@ def build(
             existing["counts"]["skipped"], existing["counts"], [], already_complete=True,
         )  # fmt: skip
     audio_dir = out / "audio"
-    audio_dir.mkdir(parents=True, exist_ok=True)
+    audio_dir.mkdir(exist_ok=True)
     (out / PARTIAL_DIR).mkdir(exist_ok=True)
     header = {
         "format": CORPUS_FORMAT,
@@ -762,6 +811,8 @@ def build(
     header.update(status="complete", counts=counts, libraries=_library_rows(chosen, plan))
     _write_json(out / "corpus.json", header)
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+    for leftover in [*out.glob("*.tmp"), *audio_dir.glob("*.tmp")]:  # from a build killed mid-write
+        leftover.unlink(missing_ok=True)
     return BuildSummary(
         out, options, counts["notes"], counts["instruments"], total_notes, rendered_now,
         len(plan) - len(todo), counts["skipped"], counts, errors,

@@ -108,6 +108,9 @@ def build_cmd(
         )
     except corpus.CorpusError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # disk full, permissions: one line, not a traceback
+        where = exc.filename or out
+        raise click.ClickException(f"{where}: {exc.strerror or exc}") from None
     elapsed = time.perf_counter() - start
     if summary.already_complete:
         click.echo(f"{out}: already complete with these options ({summary.notes} notes); nothing to do")
