@@ -302,3 +302,22 @@ def test_lineage_and_variants() -> None:
     plan = corpus.plan_instruments([tim])
     assert [p.program for p in plan] == sorted(gm_programs.GM_PROGRAMS)  # one bank-0 preset per listed program
     assert all(p.variant == 0 and p.bank == 0 for p in plan)
+
+
+def test_unreadable_bank_is_counted_or_fatal_under_strict(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    folder = shared / "sf3" / corpus.SF3_FOLDERS["AlexsGM"]
+    folder.mkdir(parents=True)
+    shutil.copy(SHARED / "sf3" / corpus.SF3_FOLDERS["AlexsGM"] / "040.sf3", folder / "040.sf3")
+    (folder / "000.sf3").write_bytes(b"RIFF\x00\x00\x00\x00garbage")
+    args = ["data", "build", "--libraries", "AlexsGM", "--limit", "6", "--quiet", "--shared-libraries", str(shared)]
+    code, output = run(*args, "--out", str(tmp_path / "lenient"))
+    assert code == 0, output
+    meta = json.loads((tmp_path / "lenient" / "corpus.json").read_text())
+    unreadable, notes = meta["counts"]["skipped"]["unreadable"], meta["counts"]["notes"]
+    assert unreadable > 0 and notes > 0 and unreadable + notes == 6
+    instruments = json.loads((tmp_path / "lenient" / "instruments.json").read_text())
+    assert [row["program"] for row in instruments.values()] == [40]
+    code, output = run(*args, "--strict", "--out", str(tmp_path / "strict"))
+    assert code != 0 and "000.sf3" in output and "--strict" in output
+    assert len(output.strip().splitlines()) == 1
