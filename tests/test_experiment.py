@@ -110,7 +110,7 @@ class StandInTrainer:
     def __init__(self) -> None:
         self.calls: list[dict[str, object]] = []
 
-    def __call__(self, data: Path, out: Path, *, holdout, preset, epochs, seed) -> Path:
+    def __call__(self, data: Path, out: Path, *, holdout, preset, epochs, seed, jobs=0) -> Path:
         info = toy.data_module.corpus_info(data)
         train = sorted(i for i, row in info.instruments.items() if row.library not in holdout)
         self.calls.append({"out": out, "holdout": list(holdout), "train": train, "preset": preset})

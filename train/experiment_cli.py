@@ -67,14 +67,17 @@ def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train
               help="Hold out only these libraries (repeat or comma-separate); default: every one present.")  # fmt: skip
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [default: the preset's].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--jobs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Feature-extraction processes per training (0: one per CPU).")  # fmt: skip
 def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ...], epochs: int | None,
-            seed: int) -> None:  # fmt: skip
+            seed: int, jobs: int) -> None:  # fmt: skip
     """Leave-one-library-out: train on all libraries but one, test on it; the mean note accuracy is the headline."""
     from instrument_ai.train.evaluate import EvaluationError
     from instrument_ai.train.holdout import HoldoutConfig, run_holdout
 
     names = [n.strip() for item in libraries for n in item.split(",") if n.strip()]
-    cfg = HoldoutConfig(data=data_dir, out=out_dir, preset=preset, epochs=epochs, seed=seed, libraries=names)
+    cfg = HoldoutConfig(data=data_dir, out=out_dir, preset=preset, epochs=epochs, seed=seed, libraries=names,
+                        jobs=jobs)  # fmt: skip
     try:
         summary = run_holdout(cfg, progress=_say)
     except EvaluationError as exc:

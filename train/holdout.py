@@ -124,6 +124,7 @@ class HoldoutConfig:
     epochs: int | None = None
     seed: int = 0
     libraries: list[str] = field(default_factory=list)
+    jobs: int = 0  # feature-extraction processes for the trainer (0: one per CPU); not a result-changing setting
 
     def settings(self) -> dict[str, Any]:
         return {"preset": self.preset, "epochs": self.epochs, "seed": self.seed, "data": str(Path(self.data).resolve())}
@@ -152,7 +153,7 @@ def run_holdout(
                  f"{len(fold.instruments)} instruments")  # fmt: skip
         started = time.monotonic()
         run_dir = train_fn(cfg.data, fold_dir / "run", holdout=list(fold.libraries), preset=cfg.preset,
-                           epochs=cfg.epochs, seed=cfg.seed)  # fmt: skip
+                           epochs=cfg.epochs, seed=cfg.seed, jobs=cfg.jobs)  # fmt: skip
         train_seconds = time.monotonic() - started
         used = _run_instruments(run_dir)
         if used & held:
@@ -258,7 +259,7 @@ def _run_instruments(run_dir: Path) -> set[str]:
 
 
 def train_with_trainer(
-    data: Path, out: Path, *, holdout: list[str], preset: str, epochs: int | None, seed: int
+    data: Path, out: Path, *, holdout: list[str], preset: str, epochs: int | None, seed: int, jobs: int = 0
 ) -> Path:
     """The real trainer with `--holdout`; a fold's unfinished run is resumed from its last checkpoint."""
     from instrument_ai.train import trainer
@@ -268,9 +269,9 @@ def train_with_trainer(
             status = json.loads((out / "config.json").read_text()).get("status")
             if status == "complete":
                 return out
-            return Path(trainer.train_model(trainer.resume_config(out), resume=True))
+            return Path(trainer.train_model(trainer.resume_config(out, jobs=jobs or None), resume=True))
         config = trainer.TrainConfig(data=str(data), out=str(out), preset=preset, epochs=epochs, seed=seed,
-                                     holdout=list(holdout))  # fmt: skip
+                                     holdout=list(holdout), jobs=jobs)  # fmt: skip
         return Path(trainer.train_model(config))
     except trainer.TrainingInterrupted as exc:
         raise HoldoutError(f"{exc} (or rerun the same experiment command: finished folds are kept)") from None
