@@ -117,6 +117,18 @@ class FeatureRing:
         self._data[:, : k - first] = frames[:, first:]
         self._end += total
 
+    @property
+    def end(self) -> int:
+        """Frames pushed so far (the absolute index of the next frame)."""
+        return self._end
+
+    def span(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start .. stop-1`` (absolute indices; the newest `capacity` only), as a contiguous array."""
+        if stop - start > self.capacity or stop > self._end:
+            raise IndexError(f"frames {start}..{stop} are not in the ring (end {self._end}, capacity {self.capacity})")
+        idx = np.arange(start, stop) % self.capacity
+        return np.ascontiguousarray(self._data[:, idx])
+
     def latest(self, n: int) -> np.ndarray:
         """The newest `n` frames, oldest first, as a contiguous (n_rows, n) float32 array."""
         idx = (np.arange(self._end - n, self._end)) % self.capacity
@@ -142,6 +154,7 @@ class Classifier:
         top_k: int = 3,
         input_rate: int | None = None,
         channels: int = 1,
+        align_onsets: bool = True,
     ) -> None:
         hop = float(bundle.default_hop_seconds if hop_seconds is None else hop_seconds)
         _check("hop_seconds", hop, math.isfinite(hop) and 0 < hop <= 10, "in (0, 10] seconds")
@@ -155,6 +168,7 @@ class Classifier:
         self.smooth, self.silence_db, self.min_confidence = smooth, float(silence_db), float(min_confidence)
         self.input_rate, self.channels = int(rate), channels
         self.hop_seconds = hop
+        self.align_onsets = bool(align_onsets)
         self._top_k_wanted = top_k
         self._hop_times: deque[float] = deque(maxlen=8192)
         self._set_bundle(bundle)
@@ -180,7 +194,13 @@ class Classifier:
         self._stream = MfccStream(self.spec)
         silent_frame = mfcc(np.zeros(self.spec.win_length), self.spec)[:, 0]
         frames_per_hop = math.ceil(self.hop_samples / self.spec.hop_length) + 1
-        self._ring = FeatureRing(self.spec.n_mfcc, self.window_frames + frames_per_hop + 1, silent_frame)
+        capacity = self.window_frames + frames_per_hop + 1
+        self._silent_frame = silent_frame.astype(np.float32)
+        self._ring = FeatureRing(self.spec.n_mfcc, capacity, silent_frame)
+        # RMS level (dB) of each frame-hop-long chunk of samples: chunk k starts where frame k starts.
+        self._chunk_db = np.full(capacity, LEVEL_FLOOR_DB)
+        self._chunk_energy = 0.0
+        self._onset_frame: int | None = None
         self._history: deque[np.ndarray] = deque(maxlen=self.smooth)
         self._pending: list[np.ndarray] = []  # mono input not yet resampled (less than the next hop needs)
         self._pending_count = 0
@@ -268,12 +288,59 @@ class Classifier:
             if new_frames.shape[1]:
                 self._ring.push(new_frames)
             self._hop_energy += float(piece @ piece)
+            if self.align_onsets:
+                self._chunk_levels(piece)
             self._hop_frontend_s += time.perf_counter() - started
             self._samples += take
             offset += take
             if self._samples == boundary:
                 events.append(self._decide(level_samples or self.hop_samples))
         return events
+
+    def _chunk_levels(self, piece: np.ndarray) -> None:
+        """Record the level of every frame-hop chunk that `piece` completes (for locating onsets)."""
+        chunk = self.spec.hop_length
+        start = self._samples
+        ends = np.arange(chunk - start % chunk, piece.size + 1, chunk)  # offsets in piece where a chunk ends
+        if ends.size == 0:
+            self._chunk_energy += float(piece @ piece)
+            return
+        cumulative = np.concatenate(([0.0], np.cumsum(piece * piece)))
+        energies = np.diff(cumulative[ends], prepend=0.0)
+        energies[0] += self._chunk_energy
+        self._chunk_energy = float(cumulative[-1] - cumulative[ends[-1]])
+        first = (start + int(ends[0])) // chunk - 1
+        with np.errstate(divide="ignore"):
+            levels = np.maximum(LEVEL_FLOOR_DB, 10.0 * np.log10(energies / chunk))
+        self._chunk_db[np.arange(first, first + ends.size) % self._chunk_db.size] = levels
+
+    def _locate_onset(self) -> int:
+        """The frame where the sound that ended the silence begins: its first chunk above the gate."""
+        chunk = self.spec.hop_length
+        last = self._samples // chunk - 1  # newest complete chunk
+        first = max(0, last - math.ceil(self.hop_samples / chunk) - 1)
+        levels = self._chunk_db[np.arange(first, last + 1) % self._chunk_db.size]
+        above = np.flatnonzero(levels >= self.silence_db)
+        return first + int(above[0]) if above.size else first
+
+    def _window(self) -> np.ndarray:
+        """The model's input: the newest frames, or - right after an onset - frames from the onset on.
+
+        A model trained on notes sees windows that start with the attack (a
+        note's first window) and never digital silence followed by an attack.
+        So until a whole window has passed since the onset, the window starts at
+        the onset and is padded at the end with silence frames (as a note
+        shorter than the window is), instead of starting with the silence
+        that preceded the note.
+        """
+        end = self._ring.end
+        if self._onset_frame is not None and end - self._onset_frame < self.window_frames:
+            start = min(self._onset_frame, end - 1)
+            heard = self._ring.span(start, end)
+            pad = np.repeat(self._silent_frame[:, None], self.window_frames - heard.shape[1], axis=1)
+            return np.ascontiguousarray(np.concatenate((heard, pad), axis=1))
+        self._onset_frame = None
+        return self._ring.latest(self.window_frames)
 
     def _decide(self, level_samples: int) -> Event:
         mean_square = self._hop_energy / max(1, level_samples)
@@ -282,9 +349,12 @@ class Classifier:
         probs = None
         if mean_square == 0.0 or level_db < self.silence_db:  # digital zeros are silence at any gate
             self._history.clear()
+            self._onset_frame = None
             label, confidence, top = SILENCE, 0.0, []
         else:
-            window = self._ring.latest(self.window_frames)
+            if self.align_onsets and not self._history:  # first sounding hop after silence (or at the start)
+                self._onset_frame = self._locate_onset()
+            window = self._window()
             started = time.perf_counter()
             probs = np.asarray(self.bundle.predict(window), dtype=np.float64).reshape(-1)
             inference_ms = (time.perf_counter() - started) * 1e3

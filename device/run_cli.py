@@ -120,6 +120,12 @@ def _model_options(func: Any) -> Any:
                 help="Below this smoothed probability the label is 'unknown'.",
             ),
             click.option("--top-k", type=click.IntRange(1, 20), default=3, show_default=True, help="Classes reported."),
+            click.option(
+                "--onset-align/--no-onset-align",
+                default=True,
+                show_default=True,
+                help="Right after an onset, start the window at the note (padded) rather than in the silence before.",
+            ),
         ]
     ):
         func = option(func)
@@ -139,6 +145,7 @@ def _engine(bundle: Any, rate: int, channels: int, opts: dict[str, Any]) -> Any:
             top_k=opts["top_k"],
             input_rate=rate,
             channels=channels,
+            align_onsets=opts["onset_align"],
         )
     except ValueError as exc:
         raise RunError(str(exc), EXIT_USAGE) from None

@@ -55,6 +55,7 @@ class FakeBundle:
     version: str = "0"
     calls: int = 0
     shapes: list[tuple[int, ...]] = field(default_factory=list)
+    windows: list[np.ndarray] = field(default_factory=list)  # every input, for tests of what the model saw
 
     @property
     def sample_rate(self) -> int:
@@ -67,6 +68,7 @@ class FakeBundle:
     def predict(self, features: np.ndarray) -> np.ndarray:
         self.calls += 1
         self.shapes.append(features.shape)
+        self.windows.append(features.copy())
         assert features.dtype == np.float32
         log_mel = dct_matrix(self.spec).T @ features.astype(np.float64)
         peak = log_mel.max(axis=0)
@@ -271,7 +273,12 @@ TINY_TEST_TONES = {"low": 200.0, "mid": 1000.0, "high": 4000.0}
 
 
 def _tone_windows(rng: np.random.Generator, spec: FrontendSpec, frames: int, count: int) -> tuple[np.ndarray, list]:
-    """Raw MFCC windows of random tones (0-2 harmonics) that fill 15-100 % of the window, and their classes."""
+    """Raw MFCC windows of random tones (0-2 harmonics) and their classes.
+
+    Like the windows of a model trained on notes: each starts with the note
+    (half of them at its attack, half inside it) and some end with silence
+    (a note shorter than the window), never with silence before the note.
+    """
     from instrument_ai.device.frontend import mfcc
 
     n = spec.window_samples(frames)
@@ -284,9 +291,9 @@ def _tone_windows(rng: np.random.Generator, spec: FrontendSpec, frames: int, cou
         partials = int(rng.integers(1, 4))
         note = sum(0.5**k * np.sin(2 * np.pi * f0 * (k + 1) * t) for k in range(partials) if f0 * (k + 1) < 7500)
         note = note * 10 ** rng.uniform(-2.5, 0) * 0.6
-        start = int(rng.uniform(0, 0.85) * n)  # the newest 8 frames always hold the note
+        length = n if rng.random() < 0.5 else int(rng.uniform(0.2, 1.0) * n)  # the first 8 frames hold the note
         x = np.zeros(n)
-        x[start:] = note[: n - start]
+        x[:length] = note[:length]
         x += rng.standard_normal(n) * (0.0 if i % 2 else 10 ** rng.uniform(-5, -3))  # digital silence or a noise floor
         windows.append(mfcc(x, spec))
         labels.append(name)
@@ -297,7 +304,7 @@ def _tone_windows(rng: np.random.Generator, spec: FrontendSpec, frames: int, cou
 def tiny_bundle_bytes(seed: int = 0, name: str = "tiny-test", version: str = "1") -> bytes:
     """A real bundle (metadata, golden vectors, self-test) of a linear low/mid/high tone classifier.
 
-    Trained here by ridge regression on the normalised MFCCs of the newest 8
+    Trained here by ridge regression on the normalised MFCCs of the first 8
     frames of tone windows (about a second of CPU), so no model file is
     committed; written by the real bundle writer and loaded by the real reader.
     """
@@ -308,15 +315,15 @@ def tiny_bundle_bytes(seed: int = 0, name: str = "tiny-test", version: str = "1"
     x, labels = _tone_windows(rng, spec, frames, 300)
     mean = x.mean(axis=(0, 2))
     std = x.std(axis=(0, 2)) + 1e-3
-    recent = 8  # the model looks at the newest 8 frames (0.19 s): a note is judged by what sounds now
-    z = ((x[:, :, -recent:] - mean[None, :, None]) / std[None, :, None]).mean(axis=2)  # (N, n_mfcc)
+    first = 8  # the model looks at the window's first 8 frames (0.19 s), where a note's window starts
+    z = ((x[:, :, :first] - mean[None, :, None]) / std[None, :, None]).mean(axis=2)  # (N, n_mfcc)
     classes = list(TINY_CLASSES)
     target = np.array([[1.0 if lab == c else 0.0 for c in classes] for lab in labels])
     design = np.concatenate([z, np.ones((z.shape[0], 1))], axis=1)
     coef = np.linalg.solve(design.T @ design + 1e-2 * np.eye(design.shape[1]), design.T @ (8.0 * target - 4.0))
     w40, bias = coef[:-1].T, coef[-1]
     weights = np.zeros((len(classes), spec.n_mfcc, frames))
-    weights[:, :, -recent:] = w40[:, :, None] / recent
+    weights[:, :, :first] = w40[:, :, None] / first
     weights = weights.reshape(len(classes), -1)
     model = tiny_tflite(weights, bias, spec.n_mfcc, frames)
     metadata = {

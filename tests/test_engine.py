@@ -212,3 +212,44 @@ def test_compute_stats() -> None:
     stats = clf.compute_stats(clear=True)
     assert stats["hops"] == 8 and 0 < stats["median_ms"] <= stats["p99_ms"]
     assert clf.compute_stats()["hops"] == 0
+
+
+def _silent_column() -> np.ndarray:
+    from instrument_ai.device.frontend import DEFAULT_SPEC, mfcc
+
+    return mfcc(np.zeros(1024), DEFAULT_SPEC)[:, 0]
+
+
+def test_after_an_onset_the_window_starts_at_the_note_and_is_padded_with_silence() -> None:
+    silent = _silent_column()
+    bundle = FakeBundle()
+    clf = Classifier(bundle)
+    x = sequence([(None, 1.1), (1000.0, 2.0)])  # onset at 1.1 s: frame 68.75, inside the hop ending at 1.25 s
+    clf.process(x)
+    first = bundle.windows[0]
+    sounding = ~np.isclose(first, silent[:, None], atol=1e-3).all(axis=0)
+    assert sounding[0] and sounding[:5].all()  # starts with the note, not with the silence before it
+    heard = int(np.flatnonzero(sounding)[-1]) + 1
+    assert 6 <= heard <= 7  # at 1.25 s frames 0..74 are complete; the onset is frame 68 (or 69)
+    assert np.allclose(first[:, heard:], silent[:, None], atol=1e-3)  # padded at the end, as a short note
+    # once a whole window has passed since the onset, the window is simply the newest 59 frames
+    np.testing.assert_array_equal(bundle.windows[-1], clf._ring.latest(59))
+    assert clf._onset_frame is None
+
+
+def test_without_onset_alignment_the_window_starts_with_the_silence() -> None:
+    silent = _silent_column()
+    bundle = FakeBundle()
+    Classifier(bundle, align_onsets=False).process(sequence([(None, 1.1), (1000.0, 0.5)]))
+    first = bundle.windows[0]
+    assert np.allclose(first[:, :40], silent[:, None], atol=1e-3)  # 0.85 s of silence lead the window
+    assert not np.allclose(first[:, -3:], silent[:, None], atol=1e-3)
+
+
+@pytest.mark.parametrize("onset", [1.0, 1.1, 1.2375])
+def test_onset_is_located_to_a_frame(onset: float) -> None:
+    bundle = FakeBundle()
+    clf = Classifier(bundle)
+    clf.process(sequence([(None, onset), (1000.0, 0.6)]))
+    expected = onset * 16000 / 256
+    assert clf._onset_frame is not None and expected - 1 <= clf._onset_frame <= expected + 0.5
