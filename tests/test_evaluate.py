@@ -197,6 +197,22 @@ def test_a_tflite_path_goes_through_the_device_bundle(monkeypatch, corpus_and_ru
     assert result["per_family"]["bass"]["recall"] == 1.0
 
 
+def test_a_real_int8_bundle_scores_like_its_keras_run(corpus_and_run, tmp_path: Path) -> None:
+    """Convert the run, evaluate the .tflite through the device path: int8 and float agree on the notes."""
+    from instrument_ai.convert.cli import convert_run
+
+    corpus, run = corpus_and_run
+    bundle_path = tmp_path / "toy.tflite"
+    convert_run(run, bundle_path, max_note_loss_points=100.0, max_disagreement=1.0)
+    keras_result = ev.evaluate(run, corpus)
+    bundle_result = ev.evaluate(bundle_path, corpus, out_dir=tmp_path / "eval")
+    assert bundle_result["model"]["kind"] == "bundle" and bundle_result["model"]["runtime"]
+    assert bundle_result["n_windows"] == keras_result["n_windows"]
+    assert abs(bundle_result["note_accuracy"] - keras_result["note_accuracy"]) <= 0.1
+    assert bundle_result["note_accuracy"] > bundle_result["chance"] + 0.3
+    assert is_png(tmp_path / "eval" / "confusion.png")
+
+
 # -- bad input ------------------------------------------------------------------------------------------------
 
 

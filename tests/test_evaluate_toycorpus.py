@@ -130,12 +130,14 @@ def make_run(
     spec, window_frames = DEFAULT_SPEC, 59
     notes = list(data_module.iter_notes(corpus, num_samples=None, instruments=instruments))
     labels = [f for f in data_module.FAMILIES if any(n.family_str == f for n in notes)]
-    xs, ys = [], []
+    xs, ys, per_note = [], [], []
     for note in notes:
         m = mfcc(note.load_audio(), spec)
-        for start in range(0, m.shape[1] - window_frames + 1, 16):
+        starts = range(0, m.shape[1] - window_frames + 1, 16)
+        for start in starts:
             xs.append(m[:, start : start + window_frames])
             ys.append(labels.index(note.family_str))
+        per_note.append(len(starts))
     x = np.stack(xs).astype(np.float32)
     mean, std = x.mean(axis=(0, 2)), x.std(axis=(0, 2)) + 1e-6
     xn = ((x - mean[None, :, None]) / std[None, :, None])[..., None]
@@ -169,6 +171,8 @@ def make_run(
         "data": {"path": str(corpus), "libraries": [], "counts": {}}, "epochs": epochs,
     }  # fmt: skip
     (run_dir / "config.json").write_text(json.dumps(config))
+    owners = np.concatenate([[i] * n for i, n in enumerate(per_note)]).astype(np.int64)
+    np.savez(run_dir / "calibration.npz", train_x=x, valid_x=x, valid_y=np.array(ys, dtype=np.int64), valid_note=owners)
     (run_dir / "history.json").write_text(json.dumps({k: [float(v) for v in vals] for k, vals in history.items()}))
     return run_dir
 
