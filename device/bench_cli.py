@@ -19,13 +19,14 @@ this module must stay importable there.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 import json
 import platform
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +52,9 @@ def resolve_common(ctx: click.Context, as_json: bool, repeats: int | None) -> tu
 
 @click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON object per benchmark).")
-@click.option("--repeats", type=click.IntRange(min=5), default=None, help=f"Timed rounds [default: {DEFAULT_REPEATS}].")
+@click.option(
+    "--repeats", type=click.IntRange(min=5), default=None, help=f"Timed calls per figure [default: {DEFAULT_REPEATS}]."
+)
 @click.pass_context
 def bench(ctx: click.Context, as_json: bool, repeats: int | None) -> None:
     """Measure frontend, interpreter and end-to-end cost. Without a subcommand, run all of them."""
@@ -80,12 +83,15 @@ class _Candidate:
     samples_ns: list[int] = field(default_factory=list)
 
 
-def _interleaved(candidates: list[_Candidate], repeats: int, warmup: int, seed: int = 0) -> None:
-    """Time every candidate once per round, in a shuffled order, after untimed warm-up calls.
+def _interleaved(candidates: list[_Candidate], repeats: int, warmup: int, burst: int = 4, seed: int = 0) -> None:
+    """Time `repeats` calls of every candidate, in short bursts taken in a shuffled order, after warm-up calls.
 
-    Interleaving spreads a noisy neighbour's bursts over all candidates instead
-    of penalising whichever happened to run during the burst; warm-up takes
-    one-off costs (numba compilation, table building, page faults) out of the timing.
+    Interleaving spreads a noisy neighbour's load over all candidates instead
+    of penalising whichever happened to run during it. Bursts of a few calls
+    (4 hops = 1 s of audio for the stream) let each candidate run with its own
+    data in cache, as in a steady pipeline, rather than measuring how much
+    librosa's large temporaries evicted of ours. Warm-up takes one-off costs
+    (numba compilation, table building, page faults) out of the timing.
     """
     for candidate in candidates:
         for _ in range(warmup):
@@ -95,15 +101,40 @@ def _interleaved(candidates: list[_Candidate], repeats: int, warmup: int, seed: 
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(repeats):
+        for _ in range(-(-repeats // burst)):
             shuffle(order)
             for candidate in order:
-                start = time.perf_counter_ns()
-                candidate.call()
-                candidate.samples_ns.append(time.perf_counter_ns() - start)
+                for _ in range(burst):
+                    start = time.perf_counter_ns()
+                    candidate.call()
+                    candidate.samples_ns.append(time.perf_counter_ns() - start)
     finally:
         if gc_was_enabled:
             gc.enable()
+    for candidate in candidates:
+        del candidate.samples_ns[repeats:]
+
+
+@contextlib.contextmanager
+def _blas_threads(limit: int) -> Iterator[str]:
+    """Cap BLAS threads while timing (threadpoolctl, when installed); yields what was applied.
+
+    librosa and python_speech_features multiply their filterbank with a BLAS
+    call that OpenBLAS spreads over every core; on a shared or busy machine the
+    waking thread pool dominates and their medians swing by 10x, which would
+    flatter us. One thread for everyone (our banded mel sum uses no BLAS) is
+    the fair, repeatable comparison; ``--blas-threads 0`` keeps the library default.
+    """
+    if limit <= 0:
+        yield "library default"
+        return
+    if not _installed("threadpoolctl"):
+        yield "library default (threadpoolctl not installed)"
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=limit, user_api="blas"):
+        yield str(limit)
 
 
 def _stats_ms(samples_ns: list[int]) -> dict[str, float]:
@@ -158,8 +189,13 @@ def _hop_blocks(audio: np.ndarray, hop: int) -> Callable[[], np.ndarray]:
     return next_block
 
 
+def _installed(module: str) -> bool:
+    """Whether a reference library can be imported here (the device install has none of them)."""
+    return importlib.util.find_spec(module) is not None
+
+
 def _librosa_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> tuple[_Candidate, str] | None:
-    if importlib.util.find_spec("librosa") is None:
+    if not _installed("librosa"):
         return None
     import librosa
 
@@ -185,7 +221,7 @@ def _librosa_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> tuple[
 
 
 def _psf_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> tuple[_Candidate, str] | None:
-    if importlib.util.find_spec("python_speech_features") is None:
+    if not _installed("python_speech_features"):
         return None
     import python_speech_features
 
@@ -220,7 +256,9 @@ def _distribution_version(name: str) -> str:
         return "unknown"
 
 
-def run_frontend_benchmark(repeats: int = DEFAULT_REPEATS, audio_path: str | None = None) -> dict[str, Any]:
+def run_frontend_benchmark(
+    repeats: int = DEFAULT_REPEATS, audio_path: str | None = None, blas_threads: int = 1
+) -> dict[str, Any]:
     """Time the device frontend (batch and streaming) against librosa and python_speech_features.
 
     Every candidate computes DEFAULT_SPEC's MFCCs (1 s window = 59 frames of
@@ -253,7 +291,8 @@ def run_frontend_benchmark(repeats: int = DEFAULT_REPEATS, audio_path: str | Non
         else:
             candidates.append(made[0])
             versions[name] = made[1]
-    _interleaved(candidates, repeats, warmup=5)
+    with _blas_threads(blas_threads) as blas:
+        _interleaved(candidates, repeats, warmup=5)
 
     results: dict[str, Any] = {}
     for candidate in candidates:
@@ -284,6 +323,7 @@ def run_frontend_benchmark(repeats: int = DEFAULT_REPEATS, audio_path: str | Non
         "results": results,
         "unavailable": unavailable,
         "targets": targets,
+        "blas_threads": blas,
         "versions": versions,
         "machine": {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system()},
     }
@@ -310,18 +350,20 @@ def format_frontend_report(report: dict[str, Any]) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    hops = round(report["window_seconds"] / report["hop_seconds"])
     lines = [
-        f"frontend benchmark: {report['audio']}, {report['repeats']} interleaved rounds, "
-        f"{report['window_seconds']:g} s window ({report['window_samples']} samples), {report['hop_seconds']:g} s hop",
+        f"frontend benchmark: {report['audio']}, {report['repeats']} calls each (interleaved), "
+        f"{report['window_seconds']:g} s window ({report['window_samples']} samples), {report['hop_seconds']:g} s hop, "
+        f"BLAS threads: {report['blas_threads']}",
     ]
     for i, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
         lines.append("  ".join(cells))
         if i == 0:
             lines.append("  ".join("-" * width for width in widths))
     lines.append(
-        "'x ours': window vs ours batch, hop vs ours streaming. "
-        "Batch frontends recompute the whole window at every hop; the stream computes only the new frames."
+        "x ours: window column vs ours batch, hop column vs ours streaming. Batch frontends recompute the whole "
+        f"window at every hop; the stream computes only the new frames (its window figure = {hops} hops)."
     )
     for name, reason in report["unavailable"].items():
         lines.append(f"{name}: {reason}, skipped")
@@ -334,7 +376,12 @@ def format_frontend_report(report: dict[str, Any]) -> str:
 
 @bench.command("frontend")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-@click.option("--repeats", type=click.IntRange(min=5), default=None, help=f"Timed rounds [default: {DEFAULT_REPEATS}].")
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=5),
+    default=None,
+    help=f"Timed calls per candidate [default: {DEFAULT_REPEATS}].",
+)
 @click.option(
     "--audio",
     "audio_path",
@@ -342,11 +389,20 @@ def format_frontend_report(report: dict[str, Any]) -> str:
     default=None,
     help="16 kHz audio to time on (at least 1.25 s) [default: the demo clip].",
 )
+@click.option(
+    "--blas-threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Cap BLAS threads while timing, for a fair single-core comparison (0: library default).",
+)
 @click.pass_context
-def bench_frontend(ctx: click.Context, as_json: bool, repeats: int | None, audio_path: str | None) -> None:
+def bench_frontend(
+    ctx: click.Context, as_json: bool, repeats: int | None, audio_path: str | None, blas_threads: int
+) -> None:
     """Time our MFCC frontend (batch, streaming) against librosa and python_speech_features, side by side."""
     as_json, repeats = resolve_common(ctx, as_json, repeats)
-    report = run_frontend_benchmark(repeats=repeats, audio_path=audio_path)
+    report = run_frontend_benchmark(repeats=repeats, audio_path=audio_path, blas_threads=blas_threads)
     click.echo(json.dumps(report) if as_json else format_frontend_report(report))
 
 

@@ -401,7 +401,8 @@ class _MelLayers:
 
     weights: np.ndarray  # (n_layers, n_bins): layer l holds the weights of bands l, l + 2, l + 4, ...
     starts: np.ndarray  # reduceat indices into the flattened (n_layers * n_bins) product, layer by layer
-    order: np.ndarray  # permutation from layer-major output back to band order
+    bands: np.ndarray  # band of each reduceat output (0, 2, 4, ..., 1, 3, ...)
+    order: np.ndarray  # argsort(bands): permutation from layer-major output back to band order
 
 
 def _mel_layers(weights: np.ndarray, scale: float) -> _MelLayers | None:
@@ -420,8 +421,8 @@ def _mel_layers(weights: np.ndarray, scale: float) -> _MelLayers | None:
         layer_weights.append(weights[parity::2].sum(axis=0) * scale)
         starts.append(first + parity * n_bins)
         bands.append(np.arange(parity, n_mels, 2))
-    order = np.argsort(np.concatenate(bands))
-    return _MelLayers(np.stack(layer_weights), np.concatenate(starts), order)
+    band_of_output = np.concatenate(bands)
+    return _MelLayers(np.stack(layer_weights), np.concatenate(starts), band_of_output, np.argsort(band_of_output))
 
 
 @dataclass(frozen=True)
@@ -430,7 +431,9 @@ class _Tables:
     mel_t: np.ndarray  # (n_bins, n_mels), power scale folded in; used when `layers` is None
     layers: _MelLayers | None
     dct_t: np.ndarray  # (n_mels, n_mfcc), applied to the log-mel in the spec's unit
-    dct_log10_t: np.ndarray  # (n_mels, n_mfcc): dct_t * 10 for dB, applied straight to log10(mel)
+    # What the MFCC path really multiplies: dct_t * 10 for dB (applied straight to log10(mel)), with its rows
+    # in the mel sum's layer order, so that the mel bands are never permuted back on the hot path.
+    dct_fast_t: np.ndarray
     dct_bias: np.ndarray | None  # (n_mfcc,): -10*log10(db_ref) pushed through the DCT, None when zero
     power_scale: float
     log_offset: float  # 10*log10(db_ref) for dB
@@ -443,19 +446,23 @@ def _tables(spec: FrontendSpec) -> _Tables:
     log_offset = 10.0 * math.log10(spec.db_ref) if spec.log == "db" else 0.0
     weights = mel_filterbank(spec)
     dct_t = np.ascontiguousarray(dct_matrix(spec).T)
+    layers = _mel_layers(weights, power_scale)
+    dct_fast_t = dct_t * 10.0 if spec.log == "db" else dct_t.copy()
+    if layers is not None:
+        dct_fast_t = np.ascontiguousarray(dct_fast_t[layers.bands])
     tables = _Tables(
         window=window_function(spec),
         mel_t=np.ascontiguousarray(weights.T * power_scale),
-        layers=_mel_layers(weights, power_scale),
+        layers=layers,
         dct_t=dct_t,
-        dct_log10_t=dct_t * 10.0 if spec.log == "db" else dct_t,
+        dct_fast_t=dct_fast_t,
         dct_bias=-log_offset * dct_t.sum(axis=0) if log_offset != 0.0 else None,
         power_scale=power_scale,
         log_offset=log_offset,
     )
-    arrays = [tables.window, tables.mel_t, tables.dct_t, tables.dct_log10_t, tables.dct_bias]
+    arrays = [tables.window, tables.mel_t, tables.dct_t, tables.dct_fast_t, tables.dct_bias]
     if tables.layers is not None:
-        arrays += [tables.layers.weights, tables.layers.starts, tables.layers.order]
+        arrays += [tables.layers.weights, tables.layers.starts, tables.layers.bands, tables.layers.order]
     for array in arrays:
         if array is not None:
             array.setflags(write=False)
@@ -536,9 +543,14 @@ def _frame(samples: np.ndarray, spec: FrontendSpec) -> np.ndarray:
     return frames
 
 
-def _frames_to_mel_power(spec: FrontendSpec, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(n_frames, win_length) -> mel power (n_frames, n_mels) float64, and the frame energies when c0 needs them."""
-    tables = _tables(spec)
+def _frames_to_mel_power(
+    spec: FrontendSpec, tables: _Tables, frames: np.ndarray, *, band_order: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(n_frames, win_length) -> mel power (n_frames, n_mels) float64, and the frame energies when c0 needs them.
+
+    With ``band_order=False`` the mel columns stay in the banded sum's layer
+    order (the MFCC path's DCT table is permuted to match).
+    """
     windowed = frames * tables.window  # the one copy of the frames, contiguous for the FFT
     if spec.win_length == spec.n_fft:
         spectrum = np.fft.rfft(windowed, axis=-1)
@@ -551,7 +563,8 @@ def _frames_to_mel_power(spec: FrontendSpec, frames: np.ndarray) -> tuple[np.nda
     if layers is None:
         return power @ tables.mel_t, energy
     weighted = (power[:, None, :] * layers.weights).reshape(power.shape[0], -1)
-    return np.add.reduceat(weighted, layers.starts, axis=1)[:, layers.order], energy
+    mel = np.add.reduceat(weighted, layers.starts, axis=1)
+    return (mel[:, layers.order] if band_order else mel), energy
 
 
 def _apply_log(spec: FrontendSpec, values: np.ndarray) -> np.ndarray:
@@ -577,19 +590,19 @@ def _frames_to(spec: FrontendSpec, frames: np.ndarray, stage: Stage) -> np.ndarr
     n_out = {"mel_power": spec.n_mels, "log_mel": spec.n_mels, "mfcc": spec.n_mfcc}[stage]
     if frames.shape[0] == 0:
         return np.zeros((n_out, 0), dtype=np.float32)
-    mel, energy = _frames_to_mel_power(spec, frames)
+    tables = _tables(spec)
+    mel, energy = _frames_to_mel_power(spec, tables, frames, band_order=stage != "mfcc")
     if stage == "mel_power":
         return np.ascontiguousarray(mel.T, dtype=np.float32)
     if stage == "log_mel":
         return np.ascontiguousarray(_apply_log(spec, mel).T, dtype=np.float32)
     # MFCC: the dB scale (x10) and reference offset are folded into the DCT table, saving two passes.
-    tables = _tables(spec)
     np.maximum(mel, spec.log_floor, out=mel)
     if spec.log == "db":
         np.log10(mel, out=mel)
     else:
         np.log(mel, out=mel)
-    cepstra = mel @ tables.dct_log10_t
+    cepstra = mel @ tables.dct_fast_t
     if tables.dct_bias is not None:
         cepstra += tables.dct_bias
     if energy is not None:
