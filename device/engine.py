@@ -197,9 +197,9 @@ class Classifier:
         capacity = self.window_frames + frames_per_hop + 1
         self._silent_frame = silent_frame.astype(np.float32)
         self._ring = FeatureRing(self.spec.n_mfcc, capacity, silent_frame)
-        # RMS level (dB) of each frame-hop-long chunk of samples: chunk k starts where frame k starts.
-        self._chunk_db = np.full(capacity, LEVEL_FLOOR_DB)
-        self._chunk_energy = 0.0
+        # The newest samples (a hop and a little more), kept to locate an onset only when one happens.
+        self._recent = np.zeros(0)
+        self._recent_keep = self.hop_samples + 2 * self.spec.hop_length
         self._onset_frame: int | None = None
         self._history: deque[np.ndarray] = deque(maxlen=self.smooth)
         self._pending: list[np.ndarray] = []  # mono input not yet resampled (less than the next hop needs)
@@ -289,7 +289,8 @@ class Classifier:
                 self._ring.push(new_frames)
             self._hop_energy += float(piece @ piece)
             if self.align_onsets:
-                self._chunk_levels(piece)
+                kept = self._recent[max(0, self._recent.size - (self._recent_keep - take)) :]
+                self._recent = np.concatenate((kept, piece))[-self._recent_keep :]
             self._hop_frontend_s += time.perf_counter() - started
             self._samples += take
             offset += take
@@ -297,29 +298,23 @@ class Classifier:
                 events.append(self._decide(level_samples or self.hop_samples))
         return events
 
-    def _chunk_levels(self, piece: np.ndarray) -> None:
-        """Record the level of every frame-hop chunk that `piece` completes (for locating onsets)."""
-        chunk = self.spec.hop_length
-        start = self._samples
-        ends = np.arange(chunk - start % chunk, piece.size + 1, chunk)  # offsets in piece where a chunk ends
-        if ends.size == 0:
-            self._chunk_energy += float(piece @ piece)
-            return
-        cumulative = np.concatenate(([0.0], np.cumsum(piece * piece)))
-        energies = np.diff(cumulative[ends], prepend=0.0)
-        energies[0] += self._chunk_energy
-        self._chunk_energy = float(cumulative[-1] - cumulative[ends[-1]])
-        first = (start + int(ends[0])) // chunk - 1
-        with np.errstate(divide="ignore"):
-            levels = np.maximum(LEVEL_FLOOR_DB, 10.0 * np.log10(energies / chunk))
-        self._chunk_db[np.arange(first, first + ends.size) % self._chunk_db.size] = levels
-
     def _locate_onset(self) -> int:
-        """The frame where the sound that ended the silence begins: its first chunk above the gate."""
+        """The frame where the sound that ended the silence begins: its first frame-hop chunk above the gate.
+
+        Chunk k is the frame hop of samples where frame k starts; the newest
+        samples (`_recent`) cover the last hop and a bit more.
+        """
         chunk = self.spec.hop_length
-        last = self._samples // chunk - 1  # newest complete chunk
-        first = max(0, last - math.ceil(self.hop_samples / chunk) - 1)
-        levels = self._chunk_db[np.arange(first, last + 1) % self._chunk_db.size]
+        start = self._samples - self._recent.size  # sample index of _recent[0]
+        first = -(-start // chunk)  # first whole chunk inside _recent
+        last = self._samples // chunk  # chunks first .. last-1 are complete
+        if last <= first:
+            return max(0, last - 1)
+        offset = first * chunk - start
+        chunks = self._recent[offset : offset + (last - first) * chunk].reshape(-1, chunk)
+        energy = np.einsum("ij,ij->i", chunks, chunks) / chunk
+        with np.errstate(divide="ignore"):
+            levels = 10.0 * np.log10(energy)
         above = np.flatnonzero(levels >= self.silence_db)
         return first + int(above[0]) if above.size else first
 
