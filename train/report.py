@@ -324,4 +324,6 @@ def write_run_report(run_dir: str | Path) -> Path:
     pngs = sorted(p.name for p in run_dir.glob("*.png") if p.name != "training_curves.png")
     if pngs:
         sections.append(("Figures", "\n\n".join(image_link(p, run_dir, Path(p).stem) for p in pngs)))
-    return write_markdown(run_dir / "report.md", f"Run {run_dir.name}", sections)
+    preset = json.loads(config_path.read_text()).get("preset") if config_path.exists() else None
+    title = f"Training run {run_dir.name}" + (f" ({preset} preset)" if preset else "")
+    return write_markdown(run_dir / "report.md", title, sections)
