@@ -59,10 +59,14 @@ def test_devices_lists_the_fake_microphone(fake_mic: PulseFakeMic) -> None:
 def test_mic_stream_reports_the_played_note_within_two_seconds(
     fake_mic: PulseFakeMic, tiny_bundle_path: Path, tmp_path: Path
 ) -> None:
-    expected = "high"
     clip = tmp_path / "note.wav"
-    soundfile.write(str(clip), sequence([(None, 0.3), (TINY_TEST_TONES[expected], 1.5), (None, 0.5)], 48000), 48000)
-    args = ["run", "--source", "mic", "--json", "--every-hop", "--duration", "30", "--model", str(tiny_bundle_path)]
+    soundfile.write(str(clip), sequence([(None, 0.3), (TINY_TEST_TONES["high"], 1.5), (None, 0.5)], 48000), 48000)
+    mic_roundtrip(fake_mic, tiny_bundle_path, clip, "high")
+
+
+def mic_roundtrip(fake_mic: PulseFakeMic, model: Path, clip: Path, expected: str) -> None:
+    """Open `run --source mic` on the fake microphone, play `clip` once it delivers, expect `expected` in 2 s."""
+    args = ["run", "--source", "mic", "--json", "--every-hop", "--duration", "30", "--model", str(model)]
     process = subprocess.Popen(
         [sys.executable, "-m", "instrument_ai.device.cli", *args],
         env=fake_mic.env,
