@@ -157,7 +157,10 @@ def _load_audio(path: str | None, sample_rate: int, min_samples: int) -> tuple[n
         raise click.ClickException(f"{source}: sample rate {rate} Hz, the default frontend expects {sample_rate} Hz")
     mono = np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
     if mono.size < min_samples:
-        raise click.ClickException(f"{source}: needs at least {min_samples / sample_rate:.2f} s of audio")
+        raise click.ClickException(
+            f"{source}: needs at least {min_samples} samples ({min_samples / sample_rate:.2f} s) of audio, "
+            f"has {mono.size}"
+        )
     return mono, source
 
 
