@@ -56,8 +56,11 @@ def read_hosts_file(path: Path) -> list[str]:
 
 
 def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    """The last meaningful line, skipping the interpreter's INFO/WARNING chatter on stderr."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("INFO:", "WARNING:"))]
+    errors = [line for line in lines if line.startswith("Error:")]
+    return (errors or lines or [""])[-1]
 
 
 def flash_remote(
@@ -93,7 +96,7 @@ def flash_remote(
             return FlashResult(target.spec, "unreachable", f"{step[0]} timed out after {timeout:.0f} s")
         if done.returncode == 0:
             continue
-        reason = _last_line(done.stderr) or _last_line(done.stdout) or f"exit status {done.returncode}"
+        reason = _last_line(done.stderr + "\n" + done.stdout) or f"exit status {done.returncode}"
         if done.returncode == SSH_UNREACHABLE or index < 2:
             return FlashResult(target.spec, "unreachable", reason)
         return FlashResult(target.spec, "refused", reason)
