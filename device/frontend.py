@@ -25,6 +25,24 @@ Design choices, and why:
   ``win_length == n_fft``, where the two conventions are identical.
 * **Lifter** follows HTK / python_speech_features: ``1 + L/2 * sin(pi * n / L)``
   for ``n = 0 .. n_mfcc-1``.
+* **No trailing partial frame.** python_speech_features zero-pads the last,
+  incomplete frame; that frame would change once more audio arrives, so a
+  stream cannot emit it. Every other psf frame is matched.
+* **The floor clamps** (``log(max(x, log_floor))``). psf only replaces exact
+  zeros by eps, so for band energies in (0, 2.2e-16) - about -156 dB, below the
+  quantisation noise of 16- or 24-bit audio, e.g. where a synthesised float
+  release fades into digital silence - its log is unbounded and ours is not.
+  The parity tests show this is the only other difference.
+
+Entry points: `mfcc` (whole clip), `MfccStream` (blocks of any size, same
+numbers), and the two earlier stages of the same code path, `mel_power` and
+`log_mel`, for models that take mel or log-mel inputs.
+
+Speed (see ``instrument-ai bench frontend``): the mel filterbank is applied as a
+banded sum over two non-overlapping layers of triangles (`_MelLayers`) rather
+than a dense matmul, the dB scale and reference are folded into the DCT table,
+and frames are strided views of the signal, so a 0.25 s streaming hop costs
+about what its 16 FFTs cost.
 """
 
 from __future__ import annotations
