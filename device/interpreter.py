@@ -22,7 +22,8 @@ RUNTIMES: dict[str, tuple[str, str]] = {
     # name -> (module holding Interpreter, distribution that reports the version)
     "ai-edge-litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
     "tflite-runtime": ("tflite_runtime.interpreter", "tflite-runtime"),
-    "tensorflow": ("tensorflow.lite", "tensorflow-cpu"),
+    # `tensorflow.lite` itself is a lazy alias without `Interpreter` as a module attribute in TF 2.21
+    "tensorflow": ("tensorflow.lite.python.interpreter", "tensorflow-cpu"),
 }
 """In order of preference."""
 
