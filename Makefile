@@ -10,7 +10,12 @@ PIP := $(VENV)/bin/pip
 # for soundfile, FluidR3 for the corpus builder's SoundFont path.
 APT_PACKAGES := libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins fluid-soundfont-gm
 
-.PHONY: demo test apt venv lint clean
+# The full default corpus also renders MuseScore General (86 MB); only `make corpus` needs it.
+CORPUS_APT_PACKAGES := musescore-general-soundfont
+SHARED ?= ../shared/sample-libraries
+CORPUS ?= data/corpus
+
+.PHONY: demo test apt venv lint clean corpus
 
 apt: .stamp-apt
 .stamp-apt:
@@ -38,6 +43,10 @@ demo: venv
 test: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+corpus: venv
+	@dpkg -s $(CORPUS_APT_PACKAGES) >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CORPUS_APT_PACKAGES) >/dev/null
+	$(VENV)/bin/instrument-ai data build --out $(CORPUS) --shared-libraries $(SHARED) --jobs 2
 
 lint: venv
 	$(VENV)/bin/ruff check .
