@@ -252,6 +252,11 @@ def test_bad_inputs_give_one_line_errors(corpus_and_run, tmp_path: Path) -> None
     config["labels"] = config["labels"] + ["reed"]
     (broken / "config.json").write_text(json.dumps(config))
     assert "model/label mismatch" in call("--model", str(broken), "--data", str(corpus))
+    config["labels"] = config["labels"][:-1]
+    config["window_frames"] = 60
+    (broken / "config.json").write_text(json.dumps(config))
+    assert "the model takes inputs of (40, 59)" in call("--model", str(broken), "--data", str(corpus))
+    config["window_frames"] = 59
     (broken / "config.json").write_text("{not json")
     assert "unusable run config" in call("--model", str(broken), "--data", str(corpus))
     (broken / "model.keras").write_bytes(b"garbage")

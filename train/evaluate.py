@@ -127,6 +127,10 @@ def _keras_predictor(model_path: Path, batch_size: int) -> Predictor:
         model = keras.models.load_model(model_path, compile=False)
     except Exception as exc:  # keras raises many types for a bad file
         raise EvaluationError(f"{model_path}: cannot load the Keras model ({_one_line(exc)})") from None
+    want = (spec.n_mfcc if stage == "mfcc" else spec.n_mels, window_frames)
+    got = tuple(model.input_shape[1:3]) if not isinstance(model.input_shape, list) else None
+    if got != want:
+        raise EvaluationError(f"{model_path}: the model takes inputs of {got}, config.json describes {want} windows")
     n_out = int(model.output_shape[-1])
     if n_out != len(labels):
         raise EvaluationError(

@@ -26,9 +26,9 @@ def experiment() -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=72, show_default=True, help="CNN epochs (the study: 72).")
 @click.option("--mlp-epochs", type=click.IntRange(min=1), default=200, show_default=True,
               help="Maximum epochs of the quality-flag MLPs.")  # fmt: skip
-@click.option("--max-train-notes", type=click.IntRange(min=2), default=20000, show_default=True,
+@click.option("--max-train-notes", type=click.IntRange(min=2), default=2000, show_default=True,
               help="Cap on the CNNs' training notes (spread over families).")  # fmt: skip
-@click.option("--max-test-notes", type=click.IntRange(min=1), default=8000, show_default=True)
+@click.option("--max-test-notes", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--train-sources", type=click.Choice(["acoustic", "all"]), default="acoustic", show_default=True,
               help="Train the CNNs on acoustic notes as the study did, or on every source.")  # fmt: skip
 @click.option("--no-note-split", is_flag=True, help="Skip the extra run on the study's random note split.")
