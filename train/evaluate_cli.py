@@ -6,6 +6,7 @@ CLI's commands never pays for them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ import click
 def evaluate(model_path: Path, data_dir: Path, split: str | None, json_path: Path | None, out_dir: Path | None,
              limit: int | None, silence_db: float | None, quiet: bool) -> None:  # fmt: skip
     """Accuracy and macro-F1 per note and per window, per family, per source, and the time-reversed test."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
     from instrument_ai.train.evaluate import EvaluationError, load_predictor
     from instrument_ai.train.evaluate import evaluate as run_evaluation
 

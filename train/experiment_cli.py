@@ -6,6 +6,7 @@ inside the commands.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -13,6 +14,11 @@ import click
 
 def _say(message: str) -> None:
     click.echo(message, err=True)
+
+
+def _quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up chatter off the terminal (set before it is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @click.group()
@@ -40,6 +46,7 @@ def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train
     from instrument_ai.train.evaluate import EvaluationError
     from instrument_ai.train.study import StudyConfig, run_study
 
+    _quiet_tensorflow()
     cfg = StudyConfig(data=data_dir, out=out_dir, epochs=epochs, mlp_epochs=mlp_epochs, max_train_notes=max_train_notes,
                       max_test_notes=max_test_notes, train_sources=train_sources, note_split=not no_note_split,
                       seed=seed, quick=quick)  # fmt: skip
@@ -75,6 +82,7 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
     from instrument_ai.train.evaluate import EvaluationError
     from instrument_ai.train.holdout import HoldoutConfig, run_holdout
 
+    _quiet_tensorflow()
     names = [n.strip() for item in libraries for n in item.split(",") if n.strip()]
     cfg = HoldoutConfig(data=data_dir, out=out_dir, preset=preset, epochs=epochs, seed=seed, libraries=names,
                         jobs=jobs)  # fmt: skip
