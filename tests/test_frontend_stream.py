@@ -357,3 +357,46 @@ def test_dense_fallback_for_overlapping_bands() -> None:
     power = np.array([[1.0, 2.0, 3.0, 4.0]])
     flat = (power[:, None, :] * layers.weights).reshape(1, -1)
     np.testing.assert_allclose(np.add.reduceat(flat, layers.starts, axis=1)[:, layers.order], [[4.0, 8.0, 11.0]])
+
+
+def test_dense_filterbank_fallback_gives_the_same_features() -> None:
+    """A filterbank that cannot be split into layers goes through the dense matmul: same numbers."""
+    spec = DEFAULT_SPEC
+    tables = frontend._tables(spec)
+    dense = frontend.dataclasses.replace(tables, layers=None, dct_fast_t=tables.dct_t * frontend._DB_PER_NEPER)
+    signal = _signal("burst", spec.window_samples(70), 12, "float64")
+    frames = frontend._frame(signal, spec)
+    ours = frontend._frames_to(spec, frames, "mfcc", dense, frontend._Workspace(spec, dense))
+    np.testing.assert_allclose(ours, mfcc(signal, spec), rtol=0, atol=STREAM_TOL)
+
+
+def test_numpy1_rfft_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy < 2 has no `out=` for rfft; the fallback must give the same features."""
+    signal = _signal("noise", 20000, 13, "float32")
+    expected = {name: mfcc(signal, spec) for name, spec in SPECS.items()}
+    monkeypatch.setattr(frontend, "_RFFT_HAS_OUT", False)
+    for name, spec in SPECS.items():
+        np.testing.assert_array_equal(mfcc(signal, spec), expected[name])
+
+
+def test_concurrent_callers_do_not_share_buffers() -> None:
+    """Each thread has its own workspace: parallel feature extraction (training) gives the serial numbers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    signals = [_signal(kind, 30000 + 1000 * i, i, "float32") for i, kind in enumerate(["noise", "sine", "burst"] * 4)]
+    specs = [SPECS[name] for name in sorted(SPECS)]
+    jobs = [(s, spec) for s in signals for spec in specs]
+    serial = [mfcc(s, spec) for s, spec in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(lambda job: mfcc(*job), jobs * 2))
+    for i, result in enumerate(parallel):
+        np.testing.assert_array_equal(result, serial[i % len(jobs)])
+
+
+def test_many_specs_in_turn() -> None:
+    """More specs than the per-thread workspace cache holds: buffers are rebuilt, numbers unchanged."""
+    signal = _signal("noise", 12000, 14, "float64")
+    specs = [FrontendSpec(n_mels=40 + i, n_mfcc=20) for i in range(7)]
+    first = [mfcc(signal, spec) for spec in specs]
+    for spec, expected in zip(reversed(specs), reversed(first), strict=True):
+        np.testing.assert_array_equal(mfcc(signal, spec), expected)
