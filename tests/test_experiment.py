@@ -71,7 +71,11 @@ def test_study_quick_writes_its_report_beside_the_published_figures(tmp_path: Pa
     assert set(results["quality_mlp"]) == set(st.ABLATIONS)
     assert set(results["representations"]) == {"mel", "log-mel", "mfcc"}
     mfcc = results["representations"]["mfcc"]
-    assert mfcc["test_electronic"]["n_notes"] == 3 and mfcc["test_acoustic_reversed"]["n_notes"] == 6
+    # Trained on acoustic notes like the study: organ (electronic only here) is not a CNN class, and its
+    # test notes are left out and counted rather than scored as certain errors.
+    assert results["cnn_families"] == ["bass", "flute"] and results["cnn_test_notes_left_out"] == 3
+    assert mfcc["test_electronic"] is None and mfcc["test_acoustic"]["n_notes"] == 6
+    assert mfcc["test_acoustic_reversed"]["n_notes"] == 6
     assert results["note_split"]["test"]["n_notes"] >= 1
     for png in ("pairwise_f1.png", "quality_mlp.png", "representations.png", "per_source.png", "confusion_mfcc.png"):
         assert is_png(out / png), png

@@ -64,11 +64,16 @@ def evaluate(model_path: Path, data_dir: Path, split: str | None, json_path: Pat
     try:
         predictor = load_predictor(model_path)
         result = run_evaluation(predictor, data_dir, split=split, out_dir=out_dir, json_path=json_path, limit=limit,
-                                silence_db=silence_db)  # fmt: skip
+                                silence_db=silence_db, progress=None if quiet else _progress)  # fmt: skip
     except EvaluationError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(summary_text(result, verbose=not quiet))
     click.echo(f"report: {Path(out_dir) / 'report.md'}" + (f"; json: {json_path}" if json_path else ""))
+
+
+def _progress(n_notes: int) -> None:
+    if n_notes % 500 == 0:
+        click.echo(f"{n_notes} notes...", err=True)
 
 
 def default_out_dir(model_path: Path, data_dir: Path, split: str | None) -> Path:

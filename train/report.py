@@ -158,7 +158,8 @@ def plot_bars(
                 ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, f"{100 * value:.1f}%",
                         ha="center", fontsize=8)  # fmt: skip
         ax.legend(fontsize=8)
-    ax.set_xticks(x, names, rotation=20 if len(names) > 4 else 0)
+    slanted = len(names) > 4 or max(map(len, names), default=0) > 12  # long names would overlap
+    ax.set_xticks(x, names, rotation=20 if slanted else 0, ha="right" if slanted else "center")
     ax.set(title=title, ylabel=ylabel, ylim=(0, 1.1))
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
