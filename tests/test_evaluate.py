@@ -144,6 +144,19 @@ def test_evaluate_split_restricts_to_its_instruments(tmp_path: Path, corpus_and_
         ev.evaluate(run, corpus, split="nope")
 
 
+def test_evaluate_reads_nsynth_tfrecords(corpus_and_run, tmp_path: Path) -> None:
+    from instrument_ai.train import data as data_module
+
+    corpus, run = corpus_and_run
+    notes = [n for n in data_module.iter_notes(corpus, num_samples=None) if n.family_str == "flute"]
+    data_module.write_tfrecord(tmp_path / "test.tfrecord", notes)
+    from_tfrecord = ev.evaluate(run, tmp_path / "test.tfrecord")
+    from_folder = ev.evaluate(run, corpus, instruments=sorted({n.instrument_str for n in notes}))
+    assert from_tfrecord["n_notes"] == 8
+    assert from_tfrecord["note_accuracy"] == from_folder["note_accuracy"]
+    assert from_tfrecord["per_library"] == {"nsynth": from_tfrecord["per_library"]["nsynth"]}
+
+
 def test_cli_prints_a_summary_and_uses_a_default_out_dir(corpus_and_run, tmp_path: Path) -> None:
     corpus, run = corpus_and_run
     out = tmp_path / "cli-out"

@@ -544,15 +544,20 @@ def evaluate(
     title: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a model on a data folder; write figures, evaluation.json and report.md into `out_dir`."""
+    """Evaluate a model on an NSynth json/wav folder, a .tfrecord file or a folder of them.
+
+    Writes figures, evaluation.json and report.md into `out_dir` (if given).
+    """
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
     check_labels(predictor.labels, [])
     if silence_db is None:
         silence_db = DEFAULT_SILENCE_DB if predictor.silence_db is None else predictor.silence_db
     data = Path(data)
-    if not data.is_dir():
+    if not data.exists():
         raise EvaluationError(f"{data}: no such data folder")
     if instruments is None and split:
+        if not data.is_dir():
+            raise EvaluationError(f"{data}: --split needs a corpus folder with splits.json, not a single file")
         instruments = split_instruments(data, split)
     from instrument_ai.train.data import ReadReport
 
@@ -568,7 +573,8 @@ def evaluate(
         yield first
         yield from notes
 
-    pred = predict_notes(predictor, chained(), libraries=instrument_libraries(data), silence_db=silence_db,
+    libraries = instrument_libraries(data) if data.is_dir() else {}  # a .tfrecord file has no instruments.json
+    pred = predict_notes(predictor, chained(), libraries=libraries, silence_db=silence_db,
                          progress=progress)  # fmt: skip
     check_labels(predictor.labels, [r.family_str for r in pred.notes])
     if not pred.notes:

@@ -26,7 +26,7 @@ import click
     "data_dir",
     required=True,
     type=click.Path(path_type=Path),
-    help="An NSynth-format folder (examples.json + audio/).",
+    help="An NSynth-format folder (examples.json + audio/), a .tfrecord file or a folder of them.",
 )
 @click.option("--split", default=None, help="Only the instruments of this split of the folder's splits.json.")
 @click.option(
