@@ -148,7 +148,7 @@ def test_holdout_over_two_libraries_writes_table_and_resumes(two_library_corpus:
     assert set(summary["folds"][0]["per_family_recall"]) == {"bass", "flute", "organ"}
     table = (tmp_path / "h" / "holdout.md").read_text()
     assert "| TimGM6mb |" in table and "**mean**" in table and "holdout.png" in table
-    assert is_png(tmp_path / "h" / "holdout.png")
+    assert is_png(tmp_path / "h" / "holdout.png") and is_png(tmp_path / "h" / "holdout_recall.png")
     assert (
         json.loads((tmp_path / "h" / "holdout.json").read_text())["mean_note_accuracy"] == summary["mean_note_accuracy"]
     )

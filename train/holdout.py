@@ -227,6 +227,9 @@ def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "holdout.json", summary)
     png = report.plot_holdout(folds, out / "holdout.png", f"Leave-one-library-out, {settings['preset']} preset")
+    recalls = {f["name"]: f["per_family_recall"] for f in folds}
+    title = "Recall per family on the held-out library"
+    recall_png = report.plot_recall_table(recalls, families, out / "holdout_recall.png", title)
     pct = report.pct
     header = ["held-out library", "notes", "note acc.", "window acc.", "macro-F1", *families]
     rows = [
@@ -244,7 +247,8 @@ def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, An
         f"The headline figure is the mean note accuracy: **{pct(summary['mean_note_accuracy'])}**."
     )
     sections = [("Protocol", body), ("Folds", report.markdown_table(header, rows)),
-                ("Figure", report.image_link(png.name, out, "holdout"))]  # fmt: skip
+                ("Figures", report.image_link(png.name, out, "holdout") + "\n\n"
+                 + report.image_link(recall_png.name, out, "recall per family"))]  # fmt: skip
     if untrained:
         sections.append(("Families with no training instrument in a fold", "\n".join(f"- {u}" for u in untrained)))
     report.write_markdown(out / "holdout.md", "Leave-one-library-out", sections)

@@ -216,6 +216,26 @@ def plot_holdout(folds: Sequence[Mapping[str, Any]], path: str | Path, title: st
     return _save(fig, path)
 
 
+def plot_recall_table(
+    rows: Mapping[str, Mapping[str, float]], columns: Sequence[str], path: str | Path, title: str
+) -> Path:
+    """Heatmap of per-family recall (columns) per held-out library (rows); blank where a family is absent."""
+    plt = _pyplot()
+    names = list(rows)
+    matrix = np.array([[rows[r].get(c, np.nan) for c in columns] for r in names], dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(0.7 * len(columns) + 3, 0.45 * len(names) + 2))
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(columns)):
+            if np.isfinite(matrix[i, j]):
+                ax.text(j, i, f"{100 * matrix[i, j]:.0f}", ha="center", va="center", fontsize=7)
+    ax.set(title=title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return _save(fig, path)
+
+
 # -- markdown -----------------------------------------------------------------------------------
 
 
