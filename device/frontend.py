@@ -53,6 +53,7 @@ import functools
 import json
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -460,6 +461,30 @@ class _Tables:
     dct_bias: np.ndarray | None  # (n_mfcc,): -10*log10(db_ref) pushed through the DCT, None when zero
     power_scale: float
     log_offset: float  # 10*log10(db_ref) for dB
+    rfft: Callable[..., np.ndarray] | None  # numpy's rfft gufunc called directly, when available and verified
+
+
+def _direct_rfft(n_fft: int) -> Callable[..., np.ndarray] | None:
+    """numpy's rfft gufunc for `n_fft`, called as ``f(frames, 1.0, out=spectrum)``, or None to use `np.fft.rfft`.
+
+    `np.fft.rfft` spends ~10 us per call in Python (axis and norm handling)
+    before the same gufunc runs: as much as the FFT of a whole frame, on every
+    streaming hop. The gufunc lives in a private numpy module, so it is only
+    used if it exists and gives bit-identical results to the public function
+    on a probe signal; any other numpy takes the public path.
+    """
+    try:
+        from numpy.fft import _pocketfft_umath  # type: ignore[attr-defined]
+
+        ufunc = _pocketfft_umath.rfft_n_even if n_fft % 2 == 0 else _pocketfft_umath.rfft_n_odd
+        probe = np.sin(0.37 * np.arange(2 * n_fft)).reshape(2, n_fft) + np.cos(0.011 * np.arange(n_fft) ** 2)
+        out = np.empty((2, n_fft // 2 + 1), dtype=np.complex128)
+        result = ufunc(probe, 1.0, out=out)
+        if result is out and np.array_equal(out, np.fft.rfft(probe, axis=-1)):
+            return ufunc
+    except Exception:  # any surprise (another numpy) means: use the public function
+        pass
+    return None
 
 
 @functools.lru_cache(maxsize=32)
@@ -482,6 +507,7 @@ def _tables(spec: FrontendSpec) -> _Tables:
         dct_bias=-log_offset * dct_t.sum(axis=0) if log_offset != 0.0 else None,
         power_scale=power_scale,
         log_offset=log_offset,
+        rfft=_direct_rfft(spec.n_fft),
     )
     arrays = [tables.window, tables.mel_t, tables.dct_t, tables.dct_fast_t, tables.dct_bias]
     if tables.layers is not None:
@@ -519,10 +545,13 @@ def _checked_mono(signal: Any, *, allow_empty: bool = False) -> np.ndarray:
         raise ValueError(
             f"audio must be mono (1-D), got shape {signal.shape}; downmix first (e.g. signal.mean(axis=1))"
         )
-    if signal.dtype == np.float32 or signal.dtype == np.float64:
-        if not np.isfinite(signal).all():  # checked before widening: half the memory traffic for float32
+    kind = signal.dtype.char
+    if kind in "fd":
+        # One reduction instead of isfinite + all: NaN and Inf always reach the sum. A non-finite sum of finite
+        # samples (an overflow, only for absurd levels) falls through to the exact test.
+        if not math.isfinite(np.add.reduce(signal)) and not np.isfinite(signal).all():
             raise ValueError("audio contains NaN or Inf samples")
-    elif signal.dtype != np.int16:
+    elif kind != "h":
         raise ValueError(f"audio dtype must be float32, float64 or int16, got {signal.dtype}")
     if signal.shape[0] == 0 and not allow_empty:
         raise ValueError("audio is empty")
@@ -644,7 +673,9 @@ def _chunk_mel_power(
     n = frames.shape[0]
     windowed = space.windowed[:n]
     np.multiply(frames, tables.window, out=windowed[:, : spec.win_length])  # the tail stays zero: FFT padding
-    if _RFFT_HAS_OUT:
+    if tables.rfft is not None:
+        spectrum = tables.rfft(windowed, 1.0, out=space.spectrum[:n])
+    elif _RFFT_HAS_OUT:
         spectrum = np.fft.rfft(windowed, axis=-1, out=space.spectrum[:n])
     else:  # numpy 1.x: no `out`
         spectrum = np.fft.rfft(windowed, axis=-1)
@@ -782,11 +813,16 @@ class MfccStream:
     def reset(self) -> None:
         """Forget all audio seen so far (e.g. after a gap in the input)."""
         # Samples not yet consumed by a frame sit at the start of _buffer; new blocks are written after them.
-        self._buffer = np.zeros(self.spec.win_length + 4096, dtype=np.float64)
+        self._allocate(self.spec.win_length + 4096)
         self._pending = 0
         self._previous_sample = 0.0
         self.frames_emitted = 0
         self.samples_seen = 0
+
+    def _allocate(self, size: int) -> None:
+        """A sample buffer of `size`, and the strided view of every frame it can hold (sliced, never rebuilt)."""
+        self._buffer = np.zeros(size, dtype=np.float64)
+        self._frames = _frame(self._buffer, self.spec)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Consume one block of audio; return the MFCCs of the frames it completed."""
@@ -797,9 +833,9 @@ class MfccStream:
             return np.zeros((spec.n_mfcc, 0), dtype=np.float32)
         total = self._pending + n
         if total > self._buffer.shape[0]:
-            grown = np.zeros(max(total, 2 * self._buffer.shape[0]), dtype=np.float64)
-            grown[: self._pending] = self._buffer[: self._pending]
-            self._buffer = grown
+            kept = self._buffer[: self._pending].copy()
+            self._allocate(max(total, 2 * self._buffer.shape[0]))
+            self._buffer[: self._pending] = kept
         dest = self._buffer[self._pending : total]
         self._previous_sample = _write_samples(dest, raw, spec.preemphasis, self._previous_sample)
         self.samples_seen += n
@@ -807,7 +843,7 @@ class MfccStream:
         self._pending = total
         if n_frames == 0:
             return np.zeros((spec.n_mfcc, 0), dtype=np.float32)
-        out = _frames_to(spec, _frame(self._buffer[:total], spec), "mfcc", self._tables, self._space)
+        out = _frames_to(spec, self._frames[:n_frames], "mfcc", self._tables, self._space)
         consumed = n_frames * spec.hop_length
         self._pending = total - consumed
         self._buffer[: self._pending] = self._buffer[consumed:total]  # numpy copes with the overlap

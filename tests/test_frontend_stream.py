@@ -9,6 +9,8 @@ on batch features sees the same numbers live.
 from __future__ import annotations
 
 import json
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -370,13 +372,28 @@ def test_dense_filterbank_fallback_gives_the_same_features() -> None:
     np.testing.assert_allclose(ours, mfcc(signal, spec), rtol=0, atol=STREAM_TOL)
 
 
-def test_numpy1_rfft_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """numpy < 2 has no `out=` for rfft; the fallback must give the same features."""
-    signal = _signal("noise", 20000, 13, "float32")
-    expected = {name: mfcc(signal, spec) for name, spec in SPECS.items()}
-    monkeypatch.setattr(frontend, "_RFFT_HAS_OUT", False)
-    for name, spec in SPECS.items():
-        np.testing.assert_array_equal(mfcc(signal, spec), expected[name])
+@pytest.mark.parametrize("rfft_has_out", [True, False])
+def test_public_rfft_paths(monkeypatch: pytest.MonkeyPatch, rfft_has_out: bool) -> None:
+    """Without numpy's rfft gufunc (another numpy), np.fft.rfft with `out` (numpy 2) or without (numpy 1) agrees."""
+    monkeypatch.setattr(frontend, "_RFFT_HAS_OUT", rfft_has_out)
+    signal = _signal("noise", 20000, 13, "float64")
+    for spec in SPECS.values():
+        tables = frontend._tables(spec)
+        public = frontend.dataclasses.replace(tables, rfft=None)
+        frames = frontend._frame(frontend._preemphasise(signal, spec.preemphasis, 0.0), spec)
+        ours = frontend._frames_to(spec, frames, "mfcc", public, frontend._Workspace(spec, public))
+        np.testing.assert_array_equal(ours, mfcc(signal, spec))
+
+
+def test_direct_rfft_is_verified_or_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert frontend._direct_rfft(1024) is not None  # this numpy: the gufunc exists and agrees
+    assert frontend._direct_rfft(1023) is not None  # odd sizes use rfft_n_odd
+    wrong = SimpleNamespace(rfft_n_even=lambda x, fct, out: np.multiply(out, 0, out=out), rfft_n_odd=None)
+    monkeypatch.setattr(np.fft, "_pocketfft_umath", wrong)  # a gufunc that disagrees is not used
+    assert frontend._direct_rfft(1024) is None
+    monkeypatch.delattr(np.fft, "_pocketfft_umath")  # as if numpy had moved it
+    monkeypatch.setitem(sys.modules, "numpy.fft._pocketfft_umath", None)
+    assert frontend._direct_rfft(1024) is None
 
 
 def test_concurrent_callers_do_not_share_buffers() -> None:
