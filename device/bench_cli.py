@@ -197,14 +197,19 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _librosa_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> tuple[_Candidate, str] | None:
+Reference = tuple[_Candidate, str, Callable[[np.ndarray], np.ndarray]]
+"""A reference frontend: its timed candidate, its version, and the function it times (for the agreement check)."""
+
+
+def _librosa_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> Reference | None:
+    """librosa with the spec's parameters, called the streaming-safe way (center=False, no top_db clip)."""
     if not _installed("librosa"):
         return None
     import librosa
 
-    def call() -> np.ndarray:
+    def compute(window: np.ndarray) -> np.ndarray:
         mel = librosa.feature.melspectrogram(
-            y=window_fn(),
+            y=window,
             sr=spec.sample_rate,
             n_fft=spec.n_fft,
             hop_length=spec.hop_length,
@@ -220,10 +225,12 @@ def _librosa_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> tuple[
         )
         return librosa.feature.mfcc(S=librosa.power_to_db(mel, amin=spec.log_floor, top_db=None), n_mfcc=spec.n_mfcc)
 
-    return _Candidate("librosa", "librosa.feature.mfcc", call), librosa.__version__
+    candidate = _Candidate("librosa", "librosa.feature.mfcc", lambda: compute(window_fn()))
+    return candidate, librosa.__version__, compute
 
 
-def _psf_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> tuple[_Candidate, str] | None:
+def _psf_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> Reference | None:
+    """python_speech_features with the same framing and sizes (its own HTK mel, log and lifter conventions)."""
     if not _installed("python_speech_features"):
         return None
     import python_speech_features
@@ -232,9 +239,9 @@ def _psf_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> tuple[_Can
 
     hann = window_function(spec)
 
-    def call() -> np.ndarray:
+    def compute(window: np.ndarray) -> np.ndarray:
         return python_speech_features.mfcc(
-            window_fn(),
+            window,
             samplerate=spec.sample_rate,
             winlen=spec.win_length / spec.sample_rate,
             winstep=spec.hop_length / spec.sample_rate,
@@ -247,7 +254,8 @@ def _psf_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> tuple[_Can
         )
 
     version = _distribution_version("python_speech_features")
-    return _Candidate("python_speech_features", "python_speech_features.mfcc", call), version
+    candidate = _Candidate("python_speech_features", "python_speech_features.mfcc", lambda: compute(window_fn()))
+    return candidate, version, compute
 
 
 def _distribution_version(name: str) -> str:
@@ -287,13 +295,17 @@ def run_frontend_benchmark(
     ]
     versions: dict[str, str] = {"numpy": np.__version__}
     unavailable: dict[str, str] = {}
+    agreement: dict[str, float] = {}
     for name, make in (("librosa", _librosa_candidate), ("python_speech_features", _psf_candidate)):
         made = make(spec, window_fn)
         if made is None:
             unavailable[name] = "not installed"
-        else:
-            candidates.append(made[0])
-            versions[name] = made[1]
+            continue
+        candidates.append(made[0])
+        versions[name] = made[1]
+        if name == "librosa":  # the same numbers, not just the same sizes: proof the comparison is like for like
+            probe = audio[:window]
+            agreement[name] = float(np.abs(made[2](probe) - mfcc(probe, spec)).max())
     with _blas_threads(blas_threads) as blas:
         _interleaved(candidates, repeats, warmup=5)
 
@@ -326,6 +338,7 @@ def run_frontend_benchmark(
         "results": results,
         "unavailable": unavailable,
         "targets": targets,
+        "max_abs_diff_vs_ours": agreement,
         "blas_threads": blas,
         "versions": versions,
         "machine": {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system()},
@@ -368,6 +381,10 @@ def format_frontend_report(report: dict[str, Any]) -> str:
         "x ours: window column vs ours batch, hop column vs ours streaming. Batch frontends recompute the whole "
         f"window at every hop; the stream computes only the new frames (its window figure = {hops} hops)."
     )
+    for name, diff in report["max_abs_diff_vs_ours"].items():
+        lines.append(f"{name} computes the same MFCCs as ours here: max abs difference {diff:.1e} (float32 input)")
+    if "python_speech_features" in report["results"]:
+        lines.append("python_speech_features: same framing and sizes, its own mel/log conventions (cost only)")
     for name, reason in report["unavailable"].items():
         lines.append(f"{name}: {reason}, skipped")
     names = {"stream_hop_vs_librosa": "streaming hop vs librosa", "batch_vs_librosa": "batch window vs librosa"}

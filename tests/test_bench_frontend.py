@@ -49,6 +49,7 @@ def test_report_has_every_candidate_with_consistent_ratios(report: dict) -> None
     for target in report["targets"].values():
         assert isinstance(target["met"], bool) and target["met"] == (target["ratio"] >= target["required"])
     assert report["spec"]["n_mfcc"] == 40 and "librosa" in report["versions"]
+    assert 0 <= report["max_abs_diff_vs_ours"]["librosa"] < 1e-3  # like for like: librosa computes our numbers
     json.dumps(report)  # machine-readable as is
 
 
@@ -95,6 +96,7 @@ def test_without_reference_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
     assert report["blas_threads"].startswith("library default")
     text = format_frontend_report(report)
     assert "librosa: not installed, skipped" in text and "target" not in text
+    assert report["max_abs_diff_vs_ours"] == {} and "same framing" not in text
 
 
 @pytest.mark.parametrize(
