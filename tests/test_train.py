@@ -346,3 +346,69 @@ def test_bad_input_gives_one_line_errors(corpus: Path, cache: Path, tmp_path: Pa
         errors = [line for line in output.splitlines() if line.startswith("Error")]
         assert len(errors) == 1, output
     assert not (tmp_path / "out").exists()  # nothing was written by a refused request
+
+
+# -- pieces --------------------------------------------------------------------------------------
+
+
+def test_balanced_sampling_draws_families_evenly() -> None:
+    from instrument_ai.train.trainer import note_sampling_probs
+
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    balanced = note_sampling_probs(labels, 4, "balanced")
+    per_family = np.bincount(labels, weights=balanced, minlength=4)
+    np.testing.assert_allclose(per_family, [1 / 3, 1 / 3, 1 / 3, 0.0])
+    natural = np.bincount(labels, weights=note_sampling_probs(labels, 4, "none"), minlength=4)
+    np.testing.assert_allclose(natural, [0.9, 0.09, 0.01, 0.0])
+    sqrt = np.bincount(labels, weights=note_sampling_probs(labels, 4, "sqrt"), minlength=4)
+    assert natural[0] > sqrt[0] > balanced[0]
+
+
+def test_window_sampler_batches_are_reproducible(corpus: Path, cache: Path, tmp_path: Path) -> None:
+    from instrument_ai.device.frontend import DEFAULT_SPEC
+    from instrument_ai.train.augment import FeatureAugment, band_to_feature_matrix
+    from instrument_ai.train.trainer import WindowSampler, prepare_data
+
+    prepared = prepare_data(_config(corpus, cache, tmp_path / "s"))
+    mean, std = prepared.train.feature_stats()
+
+    def sampler(seed: int) -> WindowSampler:
+        return WindowSampler(
+            prepared.train,
+            prepared.train_y,
+            len(prepared.labels),
+            mean=mean,
+            std=std,
+            batch_size=64,
+            steps=3,
+            seed=seed,
+            balance="balanced",
+            feature_augment=FeatureAugment(),
+            band_matrix=band_to_feature_matrix(DEFAULT_SPEC).astype(np.float32),
+            mixup_alpha=0.2,
+        )
+
+    a, b = sampler(0), sampler(0)
+    x, y = a.batch(1)
+    assert x.shape == (64, 40, 59, 1) and x.dtype == np.float32 and y.shape == (64, 4)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)  # mixup keeps labels a distribution
+    assert y.max(axis=1).min() >= 0.5  # ... dominated by the window's own label
+    np.testing.assert_array_equal(x, b.batch(1)[0])  # same (seed, epoch, index): same batch
+    assert not np.array_equal(x, a.batch(2)[0])
+    b.epoch = 1
+    assert not np.array_equal(x, b.batch(1)[0])
+    assert abs(float(x.mean())) < 1.0  # normalised
+
+
+def test_ctrl_c_is_held_back_while_a_checkpoint_is_written() -> None:
+    import os
+    import signal
+
+    from instrument_ai.train.trainer import _deferred_interrupt
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt), _deferred_interrupt():
+        os.kill(os.getpid(), signal.SIGINT)
+        finished.append(True)  # still runs: the interrupt waits for the end of the block
+    assert finished == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

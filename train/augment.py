@@ -143,14 +143,36 @@ def _magnitude_response(
     return high_pass * low_pass
 
 
+def fast_length(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: FFT sizes that pocketfft does fast (a power of two can be ~50 % longer)."""
+    n = max(1, int(n))
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def _noise(rng: np.random.Generator, n: int, pink: bool) -> np.ndarray:
-    """White or pink (1/f power) Gaussian noise of unit RMS."""
+    """White or pink (1/f power) Gaussian noise of unit RMS.
+
+    Pink noise is shaped in the frequency domain at a 5-smooth length and cut
+    to `n`: an FFT of an arbitrary (possibly prime) length is ~10x slower.
+    """
     if not pink:
         noise = rng.standard_normal(n)
     else:
-        spectrum = np.fft.rfft(rng.standard_normal(n))
-        scale = 1.0 / np.sqrt(np.maximum(np.arange(spectrum.size), 1.0))
-        noise = np.fft.irfft(spectrum * scale, n=n)
+        size = fast_length(max(n, 2))
+        spectrum = np.fft.rfft(rng.standard_normal(size))
+        spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1.0))
+        noise = np.fft.irfft(spectrum, n=size)[:n]
     return noise / (math.sqrt(float(np.mean(noise**2))) + 1e-12)
 
 
@@ -172,7 +194,7 @@ def render_rendition(
     n = clean.size
     wet_signal = clean
     reverb = rng.random() < config.reverb_prob
-    n_fft = 1 << int(math.ceil(math.log2(n + int(config.rt60_s[1] * sample_rate) + 1)))
+    n_fft = fast_length(n + int(config.rt60_s[1] * sample_rate) + 1)
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     response = _magnitude_response(rng, freqs, config, sample_rate)
     if reverb or response is not None:
@@ -245,6 +267,6 @@ def augment_features(
     """
     if not config.enabled or x.shape[0] == 0:
         return x
-    curves = random_eq_curves(rng, x.shape[0], band_matrix.shape[1], config)
-    x += (curves @ band_matrix.T).astype(x.dtype)[:, :, None]
+    curves = random_eq_curves(rng, x.shape[0], band_matrix.shape[1], config).astype(x.dtype)
+    x += (curves @ band_matrix.T.astype(x.dtype))[:, :, None]
     return x

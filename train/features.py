@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -253,21 +254,19 @@ class FeatureSet:
     def n_features(self) -> int:
         return int(self.frames.shape[1])
 
-    @property
+    @functools.cached_property
     def note_family(self) -> np.ndarray:
         return np.array([n["family"] for n in self.notes], dtype=np.int64)
 
-    @property
-    def note_seg_lo(self) -> np.ndarray:
-        lo = np.full(self.n_notes, -1, dtype=np.int64)
-        # segments are sorted by note, so the first occurrence is the lowest index
-        first = np.unique(self.seg_note, return_index=True)
-        lo[first[0]] = first[1]
-        return lo
-
-    @property
+    @functools.cached_property
     def note_seg_count(self) -> np.ndarray:
+        """Segments (renditions) per note."""
         return np.bincount(self.seg_note, minlength=self.n_notes).astype(np.int64)
+
+    @functools.cached_property
+    def note_seg_lo(self) -> np.ndarray:
+        """Index of each note's first segment (segments are stored grouped by note, in note order)."""
+        return (np.cumsum(self.note_seg_count) - self.note_seg_count).astype(np.int64)
 
     def nbytes(self) -> int:
         return int(self.frames.nbytes)
@@ -275,7 +274,8 @@ class FeatureSet:
     def gather(self, starts: np.ndarray) -> np.ndarray:
         """Windows at global frame indices `starts`: (B, F, window_frames) float32."""
         index = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(self.window_frames)[None, :]
-        return np.ascontiguousarray(self.frames[index].transpose(0, 2, 1), dtype=np.float32)
+        windows = self.frames[index].astype(np.float32)  # (B, W, F): convert while contiguous
+        return np.ascontiguousarray(windows.transpose(0, 2, 1))
 
     def sample_starts(self, rng: np.random.Generator, note_ids: np.ndarray) -> np.ndarray:
         """For each note id, a random rendition and a random valid window in it: global frame starts."""
@@ -437,15 +437,42 @@ def extract_features(
     else:
         import concurrent.futures
         import multiprocessing
+        from concurrent.futures.process import BrokenProcessPool
 
-        # spawn, not fork: the parent may already hold TensorFlow's threads
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            chunk = max(1, min(64, len(work) // (jobs * 8)))
-            blocks = [_tick(bar, r) for r in pool.map(_extract_job, work, chunksize=chunk)]
+        # fork is quick and needs no importable __main__; once TensorFlow (and its threads) is in the
+        # process, spawn fresh interpreters instead (forking a threaded process is asking for deadlocks)
+        method = "spawn" if "tensorflow" in sys.modules else "fork"
+        context = multiprocessing.get_context(method)
+        try:
+            with (
+                _single_threaded_children(),
+                concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool,
+            ):
+                chunk = max(1, min(64, len(work) // (jobs * 8)))
+                blocks = [_tick(bar, r) for r in pool.map(_extract_job, work, chunksize=chunk)]
+        except BrokenProcessPool:
+            raise FeatureError(
+                f"a feature-extraction process died ({method}); out of memory? try fewer --jobs, or --jobs 1"
+            ) from None
     if bar is not None:
         bar.close()
     return _assemble(notes, blocks, settings)
+
+
+@contextlib.contextmanager
+def _single_threaded_children() -> Any:
+    """One BLAS/OpenMP thread per worker process: `jobs` processes already use the cores (set while they spawn)."""
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: "1" for name in names})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _progress(total: int, description: str, enabled: bool) -> Any:

@@ -87,7 +87,7 @@ PRESETS: dict[str, PresetDefaults] = {
         feature_augment=True,
         patience=8,
         cosine_decay=True,
-        windows_per_note=2.0,
+        windows_per_note=1.0,
     ),
 }
 

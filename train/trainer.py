@@ -585,7 +585,8 @@ class WindowSampler:
         x = self.features.gather(self.features.sample_starts(rng, notes))
         if self.band_matrix is not None:
             augment_features(x, rng, self.band_matrix, self.feature_augment)
-        x = (x - self.mean) / self.std
+        x -= self.mean
+        x /= self.std
         y = np.eye(self.n_classes, dtype=np.float32)[self.labels[notes]]
         if self.mixup_alpha > 0:
             lam = rng.beta(self.mixup_alpha, self.mixup_alpha, size=self.batch_size).astype(np.float32)
@@ -593,7 +594,7 @@ class WindowSampler:
             partner = rng.permutation(self.batch_size)
             x = lam[:, None, None] * x + (1.0 - lam[:, None, None]) * x[partner]
             y = lam[:, None] * y + (1.0 - lam[:, None]) * y[partner]
-        return x[..., None].astype(np.float32), y
+        return x[..., None], y
 
 
 def _make_dataset(sampler: WindowSampler) -> Any:
