@@ -175,15 +175,15 @@ class Classifier:
 
     # -- set-up -----------------------------------------------------------------------
     def _set_bundle(self, bundle: BundleLike) -> None:
+        if bundle.spec.sample_rate != int(bundle.sample_rate):  # checked first: a refused bundle changes nothing
+            raise ValueError(
+                f"bundle sample_rate {bundle.sample_rate} differs from its frontend's {bundle.spec.sample_rate}"
+            )
         self.bundle = bundle
         self.labels = list(bundle.labels)
         self.top_k = min(self._top_k_wanted, len(self.labels))
         self.spec = bundle.spec
         self.model_rate = int(bundle.sample_rate)
-        if self.spec.sample_rate != self.model_rate:
-            raise ValueError(
-                f"bundle sample_rate {self.model_rate} differs from its frontend's {self.spec.sample_rate}"
-            )
         self.window_frames = int(bundle.window_frames)
         self.hop_samples = max(1, round(self.hop_seconds * self.model_rate))
         self.reset()
@@ -219,13 +219,37 @@ class Classifier:
         """Seconds of input consumed since the stream began."""
         return self.input_samples / self.input_rate
 
-    def swap_bundle(self, bundle: BundleLike) -> None:
+    def can_keep_stream(self, bundle: BundleLike) -> bool:
+        """True when `bundle` reads the same features (spec, window, rate): a swap then keeps every sample."""
+        return (
+            bundle.spec == self.spec
+            and int(bundle.sample_rate) == self.model_rate
+            and int(bundle.window_frames) == self.window_frames
+        )
+
+    def swap_bundle(self, bundle: BundleLike) -> bool:
         """Use a new bundle (a model update) from now on, keeping the stream's clock and its current label.
 
-        The frontend state restarts (the new bundle may use another spec), so
-        the audio of the hop in progress is not classified; hop numbers and
-        times continue.
+        The usual update (a retrained model on the same frontend) keeps the
+        whole stream state - resampler, frontend, feature ring, the hop in
+        progress - so not one sample goes unclassified: the next decision is
+        the new model's, on the same window the old one would have seen. The
+        smoothing history is kept too when the labels are the same (the
+        models answer the same question), else it restarts.
+
+        A bundle with another frontend (spec, window or rate) cannot reuse the
+        features: the frontend restarts, so the audio of the hop in progress is
+        not classified; hop numbers and times continue. Returns True when the
+        stream was kept.
         """
+        if self.can_keep_stream(bundle):
+            same_labels = list(bundle.labels) == self.labels
+            self.bundle = bundle
+            self.labels = list(bundle.labels)
+            self.top_k = min(self._top_k_wanted, len(self.labels))
+            if not same_labels:
+                self._history.clear()
+            return True
         now, input_samples, label, hop = (
             self.stream_time,
             self.input_samples,
@@ -234,6 +258,7 @@ class Classifier:
         )
         self._set_bundle(bundle)
         self._time_base, self._hop_base, self.input_samples, self.label = now, hop, input_samples, label
+        return False
 
     # -- the stream ------------------------------------------------------------------
     def process(self, block: np.ndarray) -> list[Event]:

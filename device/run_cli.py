@@ -25,9 +25,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
+
+from instrument_ai.device.line_output import LineOutput, OutputOpenError, report_to_stderr
+from instrument_ai.device.model_watch import ModelRefused, ModelWatcher, check_runnable, fingerprint
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_AUDIO = 0, 1, 2, 3
 EXIT_CODES_HELP = (
@@ -76,12 +79,12 @@ def resolve_model(model: Path | None, model_dir: Path | None) -> Path:
     raise RunError(f"no model found: give --model FILE or --model-dir DIR (or set {MODEL_ENV})")
 
 
-def load_bundle(path: Path, threads: int) -> Any:
-    """Load and self-test a bundle; any refusal becomes a one-line RunError."""
+def load_bundle(path: Path, threads: int, trusted_key: str | None = None) -> Any:
+    """Load and self-test a bundle (and check its signature with a trusted key); any refusal is a one-line RunError."""
     from instrument_ai.device.bundle import BundleError, load
 
     try:
-        return load(path, num_threads=threads)
+        return load(path, num_threads=threads, trusted_key=trusted_key)
     except BundleError as exc:
         raise RunError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - an interpreter's own error types: still one line, never a traceback
@@ -92,11 +95,16 @@ def load_bundle(path: Path, threads: int) -> Any:
 def _model_options(func: Any) -> Any:
     for option in reversed(
         [
-            click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="Bundle (.tflite) to use."),
+            click.option("--model", type=click.Path(path_type=Path), help="Bundle (.tflite) to use."),
             click.option(
                 "--model-dir",
                 type=click.Path(path_type=Path, file_okay=False),
                 help=f"Model directory (uses its {CURRENT}, as installed by `flash`).",
+            ),
+            click.option(
+                "--trusted-key",
+                default=None,
+                help="Accept only bundles signed by this ed25519 public key (hex or key file), reloads included.",
             ),
             click.option(
                 "--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Interpreter threads."
@@ -155,22 +163,20 @@ def _engine(bundle: Any, rate: int, channels: int, opts: dict[str, Any]) -> Any:
 
 
 class JsonSink:
-    """One JSON object per line, flushed per line: start, change (and hop), notices, stats, stop."""
+    """One JSON object per line: start, change (and hop), notices, stats, stop."""
 
-    def __init__(self, stream: TextIO, every_hop: bool) -> None:
-        self.stream, self.every_hop = stream, every_hop
+    def __init__(self, out: Any, every_hop: bool) -> None:
+        self.out, self.every_hop = out, every_hop
 
     def _write(self, obj: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(obj, separators=(",", ":")) + "\n")
-        self.stream.flush()
+        self.out.write_line(json.dumps(obj, separators=(",", ":")))
 
     def start(self, info: dict[str, Any]) -> None:
         self._write({"type": "start", **info})
 
     def hop(self, event: Any, stats: dict[str, Any]) -> None:
         if event.changed or self.every_hop:
-            self.stream.write(event.to_json() + "\n")
-            self.stream.flush()
+            self.out.write_line(event.to_json())
 
     def notice(self, kind: str, data: dict[str, Any]) -> None:
         self._write({"type": kind, **data})
@@ -185,12 +191,11 @@ class JsonSink:
 class TextSink:
     """Plain lines (stdout not a terminal, or --plain): a header, one line per change (or per hop)."""
 
-    def __init__(self, stream: TextIO, every_hop: bool) -> None:
-        self.stream, self.every_hop = stream, every_hop
+    def __init__(self, out: Any, every_hop: bool) -> None:
+        self.out, self.every_hop = out, every_hop
 
     def _line(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self.out.write_line(text)
 
     def start(self, info: dict[str, Any]) -> None:
         self._line(
@@ -301,9 +306,20 @@ class _Signals:
 @click.option("--channels", type=click.IntRange(1, 32), default=None, help="Input channels (downmixed) [1].")
 @click.option("--fast", is_flag=True, help="Read a FILE (or demo) as fast as possible instead of at real time.")
 @_model_options
+@click.option(
+    "--reload-poll",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="With --model-dir: seconds between looks at current.tflite for a new model (0: only on SIGHUP).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event on stdout (or --output).")
 @click.option("--every-hop", is_flag=True, help="Report every hop, not only label changes.")
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Append events to FILE, not stdout.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Append events to FILE, not stdout (a failing write - full disk - is counted and reported on stderr).",
+)
 @click.option("--plain", is_flag=True, help="Plain lines even on a terminal (no live view).")
 @click.option(
     "--stats", "stats_every", type=click.FloatRange(min=0), default=0, help="Summary every N seconds (0: off)."
@@ -317,7 +333,9 @@ def run(
     fast: bool,
     model: Path | None,
     model_dir: Path | None,
+    trusted_key: str | None,
     threads: int,
+    reload_poll: float,
     as_json: bool,
     every_hop: bool,
     output: Path | None,
@@ -330,6 +348,11 @@ def run(
 
     \b
     Model: --model, --model-dir, else $INSTRUMENT_AI_MODEL, else models/default.tflite.
+    Hot reload: with --model-dir a new current.tflite (from `flash` or `rollback`) is noticed
+    within --reload-poll seconds, or at once on SIGHUP; it is loaded and self-tested in the
+    background while the audio keeps flowing, then swapped in between two hops ("swap" event).
+    A bundle that fails (digests, --trusted-key, self-test, a trial run) is refused with a
+    "model_refused" event and the old model keeps running.
     Signals: SIGINT/SIGTERM stop within one hop; SIGHUP reloads the model between hops.
     """
     started = time.perf_counter()
@@ -340,136 +363,241 @@ def run(
     audio = _open_source(source, device, samplerate, channels, fast)  # first: "no microphone" is the likeliest
     try:
         model_path = resolve_model(model, model_dir)
-        bundle = load_bundle(model_path, threads)
+        loaded = fingerprint(model_path)  # before the load: a change during it is seen by the first poll
+        bundle = load_bundle(model_path, threads, trusted_key)
         engine = _engine(bundle, audio.rate, audio.channels, engine_opts)
+        report = report_to_stderr(as_json=as_json)
         with contextlib.ExitStack() as stack:
             if output is not None:
                 try:
-                    stream: TextIO = stack.enter_context(open(output, "a", encoding="utf-8"))  # noqa: SIM115
-                except OSError as exc:
-                    raise RunError(f"{output}: cannot write ({exc.strerror})") from None
+                    out = LineOutput.open_file(output, report)
+                except OutputOpenError as exc:
+                    raise RunError(str(exc.strerror)) from None
+                stack.callback(out.close)
             else:
-                stream = sys.stdout
+                out = LineOutput.for_stream(sys.stdout, report)
             if as_json:
-                sink: Any = JsonSink(stream, every_hop)
-            elif stream.isatty() and not plain:
+                sink: Any = JsonSink(out, every_hop)
+            elif output is None and sys.stdout.isatty() and not plain:
                 from instrument_ai.device.live_view import LiveView
 
-                sink = LiveView(stream, top_k=engine.top_k)
+                sink = LiveView(sys.stdout, top_k=engine.top_k)
             else:
-                sink = TextSink(stream, every_hop)
+                sink = TextSink(out, every_hop)
             signals = stack.enter_context(_Signals())
             audio.notify = sink.notice
-            _loop(audio, engine, sink, signals, bundle, model_path, threads, stats_every, duration, started)
+
+            def prepare(path: Path) -> Any:
+                return prepare_bundle(path, threads, trusted_key, engine_opts, audio.rate, audio.channels)
+
+            watcher = ModelWatcher(model_path, prepare, poll_seconds=reload_poll if model_dir else None, loaded=loaded)
+            stack.callback(watcher.close)
+            watcher.start()
+            daemon = _Daemon(audio, engine, sink, out, signals, watcher, report)
+            daemon.loop(bundle, model_path, threads, stats_every, duration, started)
     finally:
         close = getattr(audio, "close", None)
         if close is not None:
             close()
 
 
+def prepare_bundle(
+    path: Path, threads: int, trusted_key: str | None, opts: dict[str, Any], rate: int, channels: int
+) -> Any:
+    """A reload candidate: load, verify and self-test it, then trial-run this daemon's pipeline on it.
+
+    Runs in the watcher's thread; ModelRefused (one line) for every reason to keep the old model.
+    """
+    try:
+        bundle = load_bundle(path, threads, trusted_key)
+    except RunError as exc:
+        raise ModelRefused(exc.format_message()) from None
+    trial_opts = {**opts, "silence_db": -200.0}  # the trial tests the model path, whatever the daemon's gate
+
+    def make_engine(candidate: Any) -> Any:
+        try:
+            return _engine(candidate, rate, channels, trial_opts)
+        except RunError as exc:
+            raise ModelRefused(f"{path}: {exc.format_message()}") from None
+
+    check_runnable(bundle, make_engine, rate, channels)
+    return bundle
+
+
 def _source_stats(audio: Any) -> dict[str, Any]:
     s = audio.stats
-    return {"blocks": s.blocks, "overflows": s.overflows, "dropped": s.dropped, "reconnects": s.reconnects}
-
-
-def _loop(
-    audio: Any,
-    engine: Any,
-    sink: Any,
-    signals: _Signals,
-    bundle: Any,
-    model_path: Path,
-    threads: int,
-    stats_every: float,
-    duration: float | None,
-    started: float,
-) -> None:
-    from instrument_ai.device.sources import SourceError
-
-    info = {
-        "model": str(model_path),
-        "model_name": getattr(bundle, "name", "?"),
-        "model_version": getattr(bundle, "version", "?"),
-        "runtime": getattr(bundle, "runtime", "?"),
-        "threads": threads,
-        "labels": list(engine.labels),
-        **audio.describe(),
-        "model_rate": engine.model_rate,
-        "hop_seconds": round(engine.hop_samples / engine.model_rate, 4),
-        "pid": os.getpid(),
+    return {
+        "blocks": s.blocks,
+        "overflows": s.overflows,
+        "dropped": s.dropped,
+        "reconnects": s.reconnects,
+        "device_lost": getattr(s, "lost", 0),
     }
-    sink.start(info)
-    first_hop_s: float | None = None
-    next_stats = time.monotonic() + stats_every if stats_every else None
-    ended_by = "end of source"
 
-    def summary() -> dict[str, Any]:
-        compute = engine.compute_stats()
+
+def _bundle_label(bundle: Any) -> str:
+    return f"{getattr(bundle, 'name', '?')} {getattr(bundle, 'version', '?')}"
+
+
+class _Daemon:
+    """The main loop of `run`: blocks in, events out; model swaps and refusals between blocks; survives its output."""
+
+    def __init__(
+        self, audio: Any, engine: Any, sink: Any, out: LineOutput, signals: _Signals, watcher: Any, report: Any
+    ) -> None:
+        self.audio, self.engine, self.sink, self.out = audio, engine, sink, out
+        self.signals, self.watcher, self.report = signals, watcher, report
+        self.swaps = 0
+        self.refused = 0
+
+    def summary(self) -> dict[str, Any]:
+        compute = self.engine.compute_stats()
         return {
-            "hops": engine.hops,
-            "stream_seconds": round(engine.stream_time, 3),
+            "hops": self.engine.hops,
+            "stream_seconds": round(self.engine.stream_time, 3),
             "mean_ms": round(compute["mean_ms"], 3),
             "median_ms": round(compute["median_ms"], 3),
             "p99_ms": round(compute["p99_ms"], 3),
-            **_source_stats(audio),
+            **_source_stats(self.audio),
+            "swaps": self.swaps,
+            "refused": self.refused,
+            "output_lost": self.out.lost,
             "rss_mb": round(rss_mb(), 1),
         }
 
-    def emit(events: list[Any]) -> None:
-        nonlocal first_hop_s
-        if events and first_hop_s is None:
-            first_hop_s = time.perf_counter() - started
-        stats = _source_stats(audio)
-        for event in events:
-            sink.hop(event, stats)
+    def apply(self, candidate: Any) -> None:
+        """Swap a loaded candidate in (between two hops), or log why it was refused and keep the old model."""
+        old = self.engine.bundle
+        where = {"trigger": candidate.trigger, "path": candidate.path, "load_ms": candidate.load_ms}
+        if candidate.bundle is None:
+            self.refused += 1
+            self.sink.notice(
+                "model_refused",
+                {"reason": candidate.reason, "keeping": _bundle_label(old), **where, "at": self._now()},
+            )
+            return
+        new = candidate.bundle
+        try:
+            kept_stream = self.engine.swap_bundle(new)
+        except ValueError as exc:  # check_runnable tried the same engine options: should not happen
+            self.refused += 1
+            self.sink.notice("model_refused", {"reason": str(exc), "keeping": _bundle_label(old), **where})
+            return
+        self.swaps += 1
+        self.sink.notice(
+            "swap",
+            {
+                "old": _bundle_label(old),
+                "new": _bundle_label(new),
+                "old_name": getattr(old, "name", "?"),
+                "old_version": getattr(old, "version", "?"),
+                "new_name": new.name,
+                "new_version": new.version,
+                "runtime": new.runtime,
+                "labels_changed": list(getattr(old, "labels", [])) != list(new.labels),
+                "stream_kept": kept_stream,
+                **where,
+                "at": self._now(),
+            },
+        )
 
-    try:
-        for block in audio.blocks(signals.stop):
-            emit(engine.process_hops(block))
-            if signals.reload.is_set():
-                signals.reload.clear()
-                _reload(engine, sink, model_path, threads)
-            if next_stats is not None and time.monotonic() >= next_stats:
-                sink.stats(summary())
-                next_stats = time.monotonic() + stats_every
-            if duration is not None and engine.stream_time >= duration:
-                ended_by = "duration"
-                break
-        if signals.stop.is_set():
-            ended_by = signals.received or "stop"
-        else:
-            emit(engine.flush())
-    except SourceError as exc:
-        raise RunError(str(exc)) from None
-    final = summary()
-    final.update(reason=ended_by, first_hop_seconds=round(first_hop_s, 3) if first_hop_s is not None else None)
-    sink.close(final)
+    def _now(self) -> dict[str, Any]:
+        return {"time": round(self.engine.stream_time, 3), "hop": self.engine.hops}
 
+    def loop(
+        self,
+        bundle: Any,
+        model_path: Path,
+        threads: int,
+        stats_every: float,
+        duration: float | None,
+        started: float,
+    ) -> None:
+        from instrument_ai.device.sources import SourceError
 
-def _reload(engine: Any, sink: Any, model_path: Path, threads: int) -> None:
-    """SIGHUP: load the model again (the directory's current.tflite may point elsewhere now) and swap it in."""
-    old = f"{getattr(engine.bundle, 'name', '?')} {getattr(engine.bundle, 'version', '?')}"
-    try:
-        bundle = load_bundle(model_path, threads)
-        engine.swap_bundle(bundle)
-    except (click.ClickException, ValueError) as exc:
-        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
-        sink.notice("reload_failed", {"error": message, "keeping": old})
-        return
-    sink.notice("swap", {"old": old, "new": f"{bundle.name} {bundle.version}", "runtime": bundle.runtime})
+        audio, engine, sink, signals = self.audio, self.engine, self.sink, self.signals
+        info = {
+            "model": str(model_path),
+            "model_name": getattr(bundle, "name", "?"),
+            "model_version": getattr(bundle, "version", "?"),
+            "runtime": getattr(bundle, "runtime", "?"),
+            "threads": threads,
+            "labels": list(engine.labels),
+            **audio.describe(),
+            "model_rate": engine.model_rate,
+            "hop_seconds": round(engine.hop_samples / engine.model_rate, 4),
+            "pid": os.getpid(),
+        }
+        sink.start(info)
+        first_hop_s: float | None = None
+        next_stats = time.monotonic() + stats_every if stats_every else None
+        ended_by = "end of source"
+
+        def emit(events: list[Any]) -> None:
+            nonlocal first_hop_s
+            if events and first_hop_s is None:
+                first_hop_s = time.perf_counter() - started
+            stats = _source_stats(audio)
+            for event in events:
+                sink.hop(event, stats)
+
+        try:
+            for block in audio.blocks(signals.stop):
+                emit(engine.process_hops(block))
+                if signals.reload.is_set():
+                    signals.reload.clear()
+                    self.watcher.request("SIGHUP")
+                candidate = self.watcher.take()
+                if candidate is not None:
+                    self.apply(candidate)
+                if next_stats is not None and time.monotonic() >= next_stats:
+                    sink.stats(self.summary())
+                    next_stats = time.monotonic() + stats_every
+                if self.out.broken:
+                    ended_by = "output closed"
+                    break
+                if duration is not None and engine.stream_time >= duration:
+                    ended_by = "duration"
+                    break
+            if signals.stop.is_set():
+                ended_by = signals.received or "stop"
+            elif ended_by == "end of source":
+                emit(engine.flush())
+        except SourceError as exc:
+            raise RunError(str(exc)) from None
+        final = self.summary()
+        final.update(reason=ended_by, first_hop_seconds=round(first_hop_s, 3) if first_hop_s is not None else None)
+        sink.close(final)
+        if self.out.lost:  # the stop record may not have reached the output: the operator still gets the figures
+            self.report({"type": "stop", "output": self.out.name, **final})
 
 
 # -- classify -------------------------------------------------------------------------------------
 
 
-def classify_file(path: str, bundle: Any, opts: dict[str, Any]) -> dict[str, Any]:
-    """Stream a file through a Classifier; the file's answer averages the raw probabilities of its sounding hops."""
+DEFAULT_MAX_SECONDS = 3600.0
+
+
+def classify_file(
+    path: str, bundle: Any, opts: dict[str, Any], max_seconds: float | None = DEFAULT_MAX_SECONDS
+) -> dict[str, Any]:
+    """Stream a file through a Classifier; the file's answer averages the raw probabilities of its sounding hops.
+
+    A file longer than `max_seconds` (by its header) is refused before a sample is read: one answer for an
+    hour of audio means little, and a 2 GB file would take minutes.
+    """
     import numpy as np
 
     from instrument_ai.device.engine import SILENCE, UNKNOWN
-    from instrument_ai.device.sources import FileSource
+    from instrument_ai.device.sources import FileSource, SourceError
 
     source = FileSource(path, realtime=False)
+    seconds = source.frames / source.rate
+    if max_seconds is not None and seconds > max_seconds:
+        raise SourceError(
+            f"{path}: {seconds / 3600:.1f} h of audio, longer than --max-seconds {max_seconds:g} "
+            "(classify names one family per file; stream long recordings with `instrument-ai run --source FILE`)"
+        )
     engine = _engine(bundle, source.rate, source.channels, opts)
     hops = []
     for block in source.blocks(threading.Event()):
@@ -502,25 +630,41 @@ def classify_file(path: str, bundle: Any, opts: dict[str, Any]) -> dict[str, Any
 @_model_options
 @click.option("--timeline", is_flag=True, help="Also report every hop (time, label, confidence).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_MAX_SECONDS,
+    show_default=True,
+    help="Refuse files longer than this (checked from the header, before reading).",
+)
 def classify(
     files: tuple[str, ...],
     model: Path | None,
     model_dir: Path | None,
+    trusted_key: str | None,
     threads: int,
     timeline: bool,
     as_json: bool,
+    max_seconds: float,
     **engine_opts: Any,
 ) -> None:
-    """Name the instrument family of each audio FILE (any length, rate, channels; wav/flac/ogg...)."""
+    """Name the instrument family of each audio FILE (any length, rate, channels; wav/flac/ogg...).
+
+    Any sample format libsndfile reads works (8/16/24/32-bit integer, float, double; mono or
+    multichannel; any rate). Refused with one line each: empty, non-audio, truncated WAV,
+    NaN/Inf samples, directories, devices, files over --max-seconds.
+    """
     from instrument_ai.device.live_view import change_line
     from instrument_ai.device.sources import SourceError
 
-    bundle = load_bundle(resolve_model(model, model_dir), threads)
+    bundle = load_bundle(resolve_model(model, model_dir), threads, trusted_key)
     failed = 0
     for path in files:
         try:
-            result = classify_file(path, bundle, engine_opts)
+            result = classify_file(path, bundle, engine_opts, max_seconds)
         except SourceError as exc:
+            if len(files) == 1 and not as_json:  # one file: its reason is the one line
+                raise RunError(str(exc)) from None
             failed += 1
             if as_json:
                 click.echo(json.dumps({"file": path, "error": str(exc)}))

@@ -14,7 +14,9 @@ block and counts it rather than blocking the audio thread.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -31,6 +33,14 @@ POLL_SECONDS = 0.05
 """Longest a source waits without looking at the stop event."""
 QUEUE_BLOCKS = 256
 """Blocks the microphone queue holds (several seconds) before dropping."""
+
+STALL_SECONDS = 2.0
+"""A stream that claims to run but delivers nothing for this long is treated as lost (a dead sound server)."""
+RECONNECT_FIRST_WAIT = 0.25
+RECONNECT_MAX_WAIT = 5.0
+"""Backoff between reopen attempts: from the first wait, doubling, up to the longest."""
+REMINDER_SECONDS = 60.0
+"""Longest silence of the notices during a long outage."""
 
 Notify = Callable[[str, dict[str, Any]], None]
 
@@ -51,6 +61,7 @@ class SourceStats:
     overflows: int = 0  # blocks PortAudio flagged as input overflow (samples lost before us)
     dropped: int = 0  # blocks we dropped because the consumer fell behind
     reconnects: int = 0
+    lost: int = 0  # times the input went away (each is followed by a reconnect, unless the stream stops first)
 
 
 @dataclass
@@ -85,21 +96,22 @@ class FileSource(Source):
         import soundfile
 
         path = Path(path)
-        if path.is_dir():
-            raise SourceError(f"{path}: is a directory, not an audio file")
-        if not path.exists():
-            raise SourceError(f"{path}: no such file")
+        size = _regular_file_size(path)  # before libsndfile: a FIFO or a device would block it or never end
+        if size == 0:
+            raise SourceError(f"{path}: is empty (0 bytes), not an audio file")
+        check_wav_header(path, size)
         try:
             info = soundfile.info(str(path))
         except Exception as exc:  # soundfile raises several types for unreadable input
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise SourceError(f"{path}: not a readable audio file ({reason})") from None
-        if info.frames == 0:
+        if info.frames <= 0 or info.samplerate <= 0 or info.channels <= 0:
             raise SourceError(f"{path}: contains no audio frames")
         super().__init__(
             name=name or str(path), rate=int(info.samplerate), channels=int(info.channels), realtime=realtime
         )
         self.path = path
+        self.frames = int(info.frames)
         self.block_frames = max(1, round(block_seconds * self.rate)) if realtime else max(1, round(0.25 * self.rate))
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
@@ -129,6 +141,69 @@ class FileSource(Source):
         except Exception as exc:  # a file truncated or corrupted after its header
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise SourceError(f"{self.path}: read failed ({reason})") from None
+
+
+def _regular_file_size(path: Path) -> int:
+    """The size of `path`, a regular file; SourceError (one line) for anything else."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SourceError(f"{path}: is a directory, not an audio file")
+    if not stat.S_ISREG(info.st_mode):
+        raise SourceError(f"{path}: is not a regular file (a device or a pipe?); give an audio file")
+    return info.st_size
+
+
+UNKNOWN_LENGTH_SIZES = (0, 0xFFFFFFFF)
+"""WAV data sizes that mean "not known": written by recorders that stream to a pipe (arecord, sox, ffmpeg)."""
+
+
+def check_wav_header(path: Path, size: int) -> None:
+    """Refuse a RIFF/WAVE file whose data chunk is longer than the file (a truncated copy or download).
+
+    libsndfile silently reads what is there, so a half-copied recording would
+    be classified as if it were whole. Only the chunk headers are read (at most
+    a few hundred bytes), never the audio, so a 2 GB file costs nothing here.
+    Anything that is not RIFF/WAVE is left to libsndfile.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return
+            offset, block_align, rate = 12, 0, 0
+            for _ in range(64):  # real files have a handful of chunks; a loop of garbage ends here
+                handle.seek(offset)
+                header = handle.read(8)
+                if len(header) < 8:
+                    return
+                chunk, length = header[:4], int.from_bytes(header[4:], "little")
+                if chunk == b"fmt " and length >= 16:
+                    fmt = handle.read(16)
+                    if len(fmt) == 16:
+                        rate = int.from_bytes(fmt[4:8], "little")
+                        block_align = int.from_bytes(fmt[12:14], "little")
+                if chunk == b"data":
+                    held = size - (offset + 8)
+                    if length in UNKNOWN_LENGTH_SIZES or length >= 0x7FFFF000 or length <= held:
+                        return
+                    raise SourceError(
+                        f"{path}: truncated WAV file: {_amount(length, block_align, rate)} of audio "
+                        f"declared, {_amount(max(held, 0), block_align, rate)} present"
+                    )
+                offset += 8 + length + (length & 1)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _amount(n_bytes: int, block_align: int, rate: int) -> str:
+    if block_align > 0 and rate > 0:
+        return f"{n_bytes / block_align / rate:.2f} s"
+    return f"{n_bytes} bytes"
 
 
 def demo_source(*, realtime: bool = True) -> FileSource:
@@ -245,7 +320,19 @@ def resolve_device(device: str | int | None) -> dict[str, Any]:
 
 
 class MicSource(Source):
-    """A sounddevice InputStream at the device's native rate (or `samplerate`); reconnects if the device goes."""
+    """A sounddevice InputStream at the device's native rate (or `samplerate`); reconnects if the device goes.
+
+    Survival rules (a daemon on a Pi runs for months): a stream that stops
+    (USB microphone unplugged, sound server restarted) or goes quiet for
+    `stall_seconds` while claiming to run is closed and reopened with
+    exponential backoff (`RECONNECT_FIRST_WAIT` doubling to
+    `RECONNECT_MAX_WAIT`), re-initialising PortAudio so that a re-plugged
+    device is found again under its name; each loss and each recovery is one
+    notice (``device_lost``, ``reconnect``), a long outage adds a
+    ``reconnect_waiting`` reminder per `REMINDER_SECONDS`. Overflows and drops
+    are counted, and reported as an ``overflow`` notice at most every
+    `REMINDER_SECONDS / 6`.
+    """
 
     def __init__(
         self,
@@ -256,6 +343,7 @@ class MicSource(Source):
         block_seconds: float = 0.02,
         reconnect: bool = True,
         notify: Notify | None = None,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
         chosen = resolve_device(device)
         if channels > chosen["channels"]:
@@ -265,8 +353,11 @@ class MicSource(Source):
         self.device = chosen
         self.block_frames = max(1, round(block_seconds * rate))
         self.reconnect = reconnect
+        self.stall_seconds = stall_seconds
         self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=QUEUE_BLOCKS)
         self._stream: Any = None
+        self._reported = (0, 0)  # overflows, dropped already reported
+        self._next_overflow_notice = 0.0
         self._open()  # fail now, with a clear message, rather than in the loop
 
     def describe(self) -> dict[str, Any]:
@@ -313,32 +404,101 @@ class MicSource(Source):
             return False
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
+        last_block = time.monotonic()
         try:
             while not stop.is_set():
                 try:
                     block = self._queue.get(timeout=POLL_SECONDS)
                 except queue.Empty:
+                    quiet = time.monotonic() - last_block
                     if not self._alive():
-                        self._recover(stop)
+                        self._recover(stop, "the input stream stopped")
+                        last_block = time.monotonic()
+                    elif quiet > self.stall_seconds:
+                        self._recover(stop, f"no audio for {quiet:.1f} s")
+                        last_block = time.monotonic()
                     continue
+                last_block = time.monotonic()
                 self.stats.blocks += 1
+                self._report_overflows()
                 yield block
         finally:
             self.close()
 
-    def _recover(self, stop: threading.Event) -> None:
-        """The stream died (USB microphone unplugged?): reopen it, once a second, until it works or we stop."""
+    def _report_overflows(self) -> None:
+        counts = (self.stats.overflows, self.stats.dropped)
+        if counts != self._reported and time.monotonic() >= self._next_overflow_notice:
+            self._notice("overflow", overflows=counts[0], dropped=counts[1])
+            self._reported = counts
+            self._next_overflow_notice = time.monotonic() + REMINDER_SECONDS / 6
+
+    def _recover(self, stop: threading.Event, reason: str) -> None:
+        """The stream died (USB microphone unplugged?): reopen it with backoff until it works or we stop."""
         if not self.reconnect:
-            raise SourceError(f"input {self.device['name']!r} stopped delivering audio")
+            raise SourceError(f"input {self.device['name']!r} stopped delivering audio ({reason})")
         self.close()
-        self._notice("device_lost", device=self.device["name"])
+        self.stats.lost += 1
+        lost_at = time.monotonic()
+        self._notice("device_lost", device=self.device["name"], reason=reason)
+        wait, attempts, remind_at = RECONNECT_FIRST_WAIT, 0, lost_at + REMINDER_SECONDS
         while not stop.is_set():
+            attempts += 1
             try:
-                self.device = resolve_device(self.device["name"])
-                self._open()
-            except SourceError:
-                stop.wait(1.0)
+                with quiet_c_stderr():  # PortAudio and ALSA print several lines per failed attempt
+                    _reinitialize_portaudio()
+                    self.device = resolve_device(self.device["name"])
+                    self._open()
+            except SourceError as exc:
+                if time.monotonic() >= remind_at:
+                    down = round(time.monotonic() - lost_at, 1)
+                    self._notice(
+                        "reconnect_waiting",
+                        device=self.device["name"],
+                        attempts=attempts,
+                        down_seconds=down,
+                        error=str(exc),
+                    )
+                    remind_at = time.monotonic() + REMINDER_SECONDS
+                stop.wait(wait)
+                wait = min(2 * wait, RECONNECT_MAX_WAIT)
                 continue
             self.stats.reconnects += 1
-            self._notice("reconnect", device=self.device["name"])
+            down = round(time.monotonic() - lost_at, 2)
+            self._notice("reconnect", device=self.device["name"], attempts=attempts, down_seconds=down)
             return
+
+
+def _reinitialize_portaudio() -> None:
+    """Make PortAudio enumerate devices again (it lists them once, at initialisation); only with no stream open."""
+    sd = _sounddevice()
+    terminate, initialize = getattr(sd, "_terminate", None), getattr(sd, "_initialize", None)
+    if terminate is None or initialize is None:
+        return
+    with contextlib.suppress(Exception):
+        terminate()
+    with contextlib.suppress(Exception):
+        initialize()
+
+
+@contextlib.contextmanager
+def quiet_c_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for a moment: C libraries write there directly, past sys.stderr.
+
+    Used only around reconnection attempts, where PortAudio and ALSA print a
+    block of "Expression ... failed" lines per try; the outcome is reported
+    as a notice instead.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
