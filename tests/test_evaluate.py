@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -16,11 +17,9 @@ from instrument_ai.train import evaluate as ev
 from instrument_ai.train.evaluate_cli import evaluate as evaluate_cmd
 from instrument_ai.train.report import is_png
 
-toy = __import__("importlib").util.spec_from_file_location(
-    "toy_eval", Path(__file__).with_name("test_evaluate_toycorpus.py")
-)
-_module = __import__("importlib").util.module_from_spec(toy)
-toy.loader.exec_module(_module)
+_spec = importlib.util.spec_from_file_location("toy_eval", Path(__file__).with_name("test_evaluate_toycorpus.py"))
+_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
 make_corpus, make_run = _module.make_corpus, _module.make_run
 
 REQUIRED_KEYS = {"note_accuracy", "window_accuracy", "macro_f1", "per_family", "per_source", "n_notes", "reversed"}

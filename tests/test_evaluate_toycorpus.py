@@ -4,15 +4,13 @@ Each family gets its own timbre (harmonic slope, odd-only harmonics, percussive
 or held envelope), each instrument a small variation of it, so a model can
 learn the families from MFCC windows in a few epochs while the corpus stays
 small enough (a few hundred KB) to build in well under a second. Other test
-files load this module by path (`load_toycorpus()`), so it works whether or not
-tests/ is a package.
+files load this module by path (importlib), so it works whether or not tests/
+is a package.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import zlib
 from pathlib import Path
 
@@ -175,18 +173,6 @@ def make_run(
     np.savez(run_dir / "calibration.npz", train_x=x, valid_x=x, valid_y=np.array(ys, dtype=np.int64), valid_note=owners)
     (run_dir / "history.json").write_text(json.dumps({k: [float(v) for v in vals] for k, vals in history.items()}))
     return run_dir
-
-
-def load_toycorpus():
-    """This module, loaded by path from another test file."""
-    name = "instrument_ai_test_toycorpus"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_toy_corpus_reads_back_through_the_data_module(tmp_path: Path) -> None:
