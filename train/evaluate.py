@@ -144,7 +144,7 @@ def _keras_predictor(model_path: Path, batch_size: int) -> Predictor:
         return np.concatenate(out, axis=0) if out else np.zeros((0, len(labels)), np.float32)
 
     return Predictor(
-        name=str(model_path.parent.name if model_path.name == "model.keras" else model_path.name),
+        name=_run_name(model_path),
         kind="keras",
         labels=labels,
         spec=spec,
@@ -155,6 +155,14 @@ def _keras_predictor(model_path: Path, batch_size: int) -> Predictor:
         stage=stage,
         silence_db=float(config["silence_dbfs"]) if "silence_dbfs" in config else None,
     )
+
+
+def _run_name(model_path: Path) -> str:
+    """A readable name for figures: the run folder, with its parent when the folder is just "run" (holdout folds)."""
+    if model_path.name != "model.keras":
+        return model_path.name
+    run = model_path.resolve().parent
+    return f"{run.parent.name}/{run.name}" if run.name == "run" else run.name
 
 
 def _bundle_predictor(path: Path) -> Predictor:
