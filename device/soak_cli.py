@@ -345,6 +345,7 @@ def run_soak(
     warm_samples = round(warmup * 60 * audio.rate)
     checker = Checker()
     swaps, refused, requested, swap_ms = 0, 0, 0, []
+    swapped_in: dict[str, int] = {}
     next_swap = swap_samples
     next_progress, start_figures, interrupted = total // 10, None, None
     watcher = ModelWatcher(paths[0], prepare, poll_seconds=None).start()
@@ -374,6 +375,8 @@ def run_soak(
                         engine.swap_bundle(candidate.bundle)
                         swaps += 1
                         swap_ms.append(candidate.load_ms)
+                        name = f"{candidate.bundle.name} {candidate.bundle.version}"
+                        swapped_in[name] = swapped_in.get(name, 0) + 1
                 if start_figures is None and done >= warm_samples:
                     start_figures = {**process_figures(), "stream_seconds": round(done / audio.rate, 1)}
                 if progress and done >= next_progress:
@@ -407,6 +410,7 @@ def run_soak(
         "error_messages": checker.messages,
         "swaps": swaps,
         "swaps_refused": refused,
+        "swapped_in": swapped_in,
         "swap_load_ms_median": round(sorted(swap_ms)[len(swap_ms) // 2], 1) if swap_ms else None,
         "wall_seconds": round(wall, 1),
         "speed_x_realtime": round(stream_seconds / wall, 1) if wall > 0 else None,
