@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from instrument_ai.device.bundle import (
     model_digest,
     signing_message,
 )
+from instrument_ai.device.lifecycle import atomic_write_bytes
 
 Signer = Callable[[bytes], tuple[bytes, bytes]]
 """message -> (ed25519 public key, 32 bytes; signature, 64 bytes)."""
@@ -292,14 +291,4 @@ def build_bundle(
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and a rename: never a half-written bundle."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)

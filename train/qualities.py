@@ -51,18 +51,9 @@ from __future__ import annotations
 
 import numpy as np
 
-QUALITY_NAMES: tuple[str, ...] = (
-    "bright",
-    "dark",
-    "distortion",
-    "fast_decay",
-    "long_release",
-    "multiphonic",
-    "nonlinear_env",
-    "percussive",
-    "reverb",
-    "tempo-synced",
-)
+from instrument_ai.train.data import QUALITIES
+
+QUALITY_NAMES: tuple[str, ...] = tuple(QUALITIES)
 """NSynth's quality names, in NSynth's index order."""
 
 MEASURED: tuple[str, ...] = ("bright", "dark", "fast_decay", "long_release", "nonlinear_env", "percussive")
