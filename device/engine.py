@@ -43,6 +43,30 @@ from instrument_ai.device.resample import StreamResampler, as_float_frames
 SILENCE = "silence"
 UNKNOWN = "unknown"
 LEVEL_FLOOR_DB = -120.0
+INPUT_RATE_RANGE = (1000, 384000)
+"""Input rates the engine accepts (the range of `run --samplerate`)."""
+MAX_RESAMPLE_PHASES = 1024
+"""Largest upsampling factor L of the rational resampler (L = model rate / gcd). Standard rates need at most 640
+(11025 Hz -> 16 kHz); a rate sharing no factor with the model's (44101 Hz: L = 16000) would build a polyphase bank
+of hundreds of MB - on a Pi, the out-of-memory killer - so it is refused."""
+
+
+class UnsupportedRate(ValueError):
+    """An input rate the engine will not convert (absurd, or needing a huge filter bank); one line."""
+
+
+def check_input_rate(input_rate: int, model_rate: int) -> None:
+    """UnsupportedRate unless `input_rate` is in range and converts to `model_rate` with a small filter bank."""
+    low, high = INPUT_RATE_RANGE
+    if not low <= input_rate <= high:
+        raise UnsupportedRate(f"sample rate {input_rate} Hz is outside {low}-{high} Hz")
+    phases = model_rate // math.gcd(input_rate, model_rate)
+    if phases > MAX_RESAMPLE_PHASES:
+        raise UnsupportedRate(
+            f"sample rate {input_rate} Hz shares too small a factor with the model's {model_rate} Hz to be converted "
+            f"exactly ({phases} filter phases, limit {MAX_RESAMPLE_PHASES}); resample it to a standard rate "
+            "(e.g. 44100 or 48000 Hz)"
+        )
 
 
 class BundleLike(Protocol):
@@ -179,6 +203,7 @@ class Classifier:
             raise ValueError(
                 f"bundle sample_rate {bundle.sample_rate} differs from its frontend's {bundle.spec.sample_rate}"
             )
+        check_input_rate(self.input_rate, int(bundle.sample_rate))
         self.bundle = bundle
         self.labels = list(bundle.labels)
         self.top_k = min(self._top_k_wanted, len(self.labels))

@@ -140,8 +140,8 @@ def _model_options(func: Any) -> Any:
     return func
 
 
-def _engine(bundle: Any, rate: int, channels: int, opts: dict[str, Any]) -> Any:
-    from instrument_ai.device.engine import Classifier
+def _engine(bundle: Any, rate: int, channels: int, opts: dict[str, Any], source: str = "input") -> Any:
+    from instrument_ai.device.engine import Classifier, UnsupportedRate
 
     try:
         return Classifier(
@@ -155,6 +155,8 @@ def _engine(bundle: Any, rate: int, channels: int, opts: dict[str, Any]) -> Any:
             channels=channels,
             align_onsets=opts["onset_align"],
         )
+    except UnsupportedRate as exc:  # the audio's fault, not the options'
+        raise RunError(f"{source}: {exc}") from None
     except ValueError as exc:
         raise RunError(str(exc), EXIT_USAGE) from None
 
@@ -365,7 +367,7 @@ def run(
         model_path = resolve_model(model, model_dir)
         loaded = fingerprint(model_path)  # before the load: a change during it is seen by the first poll
         bundle = load_bundle(model_path, threads, trusted_key)
-        engine = _engine(bundle, audio.rate, audio.channels, engine_opts)
+        engine = _engine(bundle, audio.rate, audio.channels, engine_opts, audio.name)
         report = report_to_stderr(as_json=as_json)
         with contextlib.ExitStack() as stack:
             if output is not None:
@@ -598,7 +600,12 @@ def classify_file(
             f"{path}: {seconds / 3600:.1f} h of audio, longer than --max-seconds {max_seconds:g} "
             "(classify names one family per file; stream long recordings with `instrument-ai run --source FILE`)"
         )
-    engine = _engine(bundle, source.rate, source.channels, opts)
+    try:
+        engine = _engine(bundle, source.rate, source.channels, opts, path)
+    except RunError as exc:
+        if exc.exit_code == EXIT_USAGE:
+            raise
+        raise SourceError(exc.format_message()) from None  # this file's rate: the other files still run
     hops = []
     for block in source.blocks(threading.Event()):
         hops += engine.process_hops(block)

@@ -9,6 +9,7 @@ with `BundleError`, never crashes the loader.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import struct
@@ -166,6 +167,11 @@ def _directory(path: Path) -> Path:
     return path
 
 
+def _absurd_rate_wav() -> bytes:
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 2**31 - 1, 0, 2, 16)
+    return b"RIFF" + struct.pack("<I", 36 + 3200) + b"WAVE" + fmt + b"data" + struct.pack("<I", 3200) + bytes(3200)
+
+
 def _empty_wav() -> bytes:
     fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
     return b"RIFF" + struct.pack("<I", 36) + b"WAVE" + fmt + b"data" + struct.pack("<I", 0)
@@ -188,6 +194,9 @@ BAD_AUDIO = {
     "sparse 2 GB": (_sparse, "not a readable audio file"),
     "directory": (_directory, "is a directory"),
     "missing": (lambda p: p, "no such file"),
+    # found by the property test below: a 44101 Hz file would build a 500 MB resampler (the Pi's OOM killer)
+    "co-prime rate": (lambda p: write_tone(p, 44101), "sample rate 44101 Hz shares too small a factor"),
+    "absurd rate": (lambda p: _bytes(_absurd_rate_wav())(p), "sample rate 2147483647 Hz is outside 1000-384000 Hz"),
 }
 
 
@@ -367,26 +376,22 @@ FIELDS = [
     ("golden", "vectors"),
     ("golden", "tolerance"),
     ("input",),
-    ("input", "scale"),
     ("output", "dtype"),
     ("output", "zero_point"),
 ]
 
 
-@pytest.fixture(scope="module")
+@functools.cache
 def tiny_parts() -> tuple[bytes, dict[str, Any]]:
     data = tiny_bundle_bytes()
     return data, device_bundle.parse_bundle(data)[0]
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(field=st.sampled_from(FIELDS), value=json_values, delete=st.booleans())
-def test_random_metadata_members_are_refused_with_bundle_error_only(
-    tiny_parts: tuple[bytes, dict[str, Any]], field: tuple[str, ...], value: Any, delete: bool
-) -> None:
+def with_member(field: tuple[str, ...], value: Any, delete: bool = False) -> bytes:
+    """The tiny bundle with one metadata member replaced (or deleted), re-digested so the parser reads it."""
     from instrument_ai.convert.bundle_writer import attach_metadata
 
-    data, metadata = tiny_parts
+    data, metadata = tiny_parts()
     edited = copy.deepcopy(metadata)
     parent = edited
     for key in field[:-1]:
@@ -395,7 +400,15 @@ def test_random_metadata_members_are_refused_with_bundle_error_only(
         parent.pop(field[-1], None)
     else:
         parent[field[-1]] = value
-    bundle_bytes = attach_metadata(data, edited)  # fresh, valid digests: the field checks are what is tested
+    return attach_metadata(data, edited)
+
+
+@settings(max_examples=50, deadline=None)
+@given(field=st.sampled_from(FIELDS), value=json_values, delete=st.booleans())
+def test_random_metadata_members_are_refused_with_bundle_error_only(
+    field: tuple[str, ...], value: Any, delete: bool
+) -> None:
+    bundle_bytes = with_member(field, value, delete)  # fresh, valid digests: the field checks are what is tested
     try:
         loaded = device_bundle.load_bytes(bundle_bytes, "edited")
     except device_bundle.BundleError as exc:
@@ -404,13 +417,34 @@ def test_random_metadata_members_are_refused_with_bundle_error_only(
     assert loaded.predict(np.zeros((loaded.n_mfcc, loaded.window_frames), np.float32)).shape == (3,)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("value", [None, "0.004", [1]])
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_a_non_numeric_quantisation_scale_is_one_line_in_run(tmp_path: Path, side: str, value: Any) -> None:
+    """The daemon's loader turns any loader failure into one line (and a reload into a refusal)."""
+    path = tmp_path / "scale.tflite"
+    path.write_bytes(with_member((side, "scale"), value))
+    with pytest.raises(run_cli.RunError) as info:
+        run_cli.load_bundle(path, 1)
+    assert str(path) in info.value.format_message() and "\n" not in info.value.format_message()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=(TypeError, ValueError),
+    reason="device/bundle.py _check_tensors: float(declared scale) of a non-number escapes as TypeError/ValueError "
+    "instead of BundleError (found by the property test above; reported to the bundle's owner)",
+)
+@pytest.mark.parametrize("value", [None, "abc"])
+def test_a_non_numeric_quantisation_scale_is_a_bundle_error(value: Any) -> None:
+    with pytest.raises(device_bundle.BundleError):
+        device_bundle.load_bytes(with_member(("input", "scale"), value), "edited")
+
+
+@settings(max_examples=80, deadline=None)
 @given(payload=st.binary(min_size=1, max_size=64), where=st.floats(0.0, 1.0))
-def test_random_bytes_in_the_metadata_payload_are_refused(
-    tiny_parts: tuple[bytes, dict[str, Any]], payload: bytes, where: float
-) -> None:
+def test_random_bytes_in_the_metadata_payload_are_refused(payload: bytes, where: float) -> None:
     """Overwrite part of the metadata JSON in place (the file stays a valid flatbuffer): always refused."""
-    data, _ = tiny_parts
+    data, _ = tiny_parts()
     model = device_bundle.tflite_file.parse(data, tensors=False)
     start, length = model.buffers[model.metadata_buffer(device_bundle.METADATA_NAME)]
     offset = start + int(where * max(0, length - len(payload)))
