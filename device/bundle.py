@@ -446,10 +446,13 @@ def _check_tensors(path: str, bundle: Bundle) -> None:
         declared = bundle.metadata.get(side)
         if not isinstance(declared, dict):
             raise _fail(path, f"metadata field {side!r} is missing")
+        scale = declared.get("scale")
         same = (
             declared.get("dtype") == codec.dtype
             and declared.get("zero_point") == codec.zero_point
-            and math.isclose(float(declared.get("scale", -1)), codec.scale, rel_tol=1e-6, abs_tol=1e-12)
+            and isinstance(scale, (int, float))
+            and not isinstance(scale, bool)
+            and math.isclose(float(scale), codec.scale, rel_tol=1e-6, abs_tol=1e-12)
         )
         if not same:
             raise _fail(

@@ -428,12 +428,6 @@ def test_a_non_numeric_quantisation_scale_is_one_line_in_run(tmp_path: Path, sid
     assert str(path) in info.value.format_message() and "\n" not in info.value.format_message()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(TypeError, ValueError),
-    reason="device/bundle.py _check_tensors: float(declared scale) of a non-number escapes as TypeError/ValueError "
-    "instead of BundleError (found by the property test above; reported to the bundle's owner)",
-)
 @pytest.mark.parametrize("value", [None, "abc"])
 def test_a_non_numeric_quantisation_scale_is_a_bundle_error(value: Any) -> None:
     with pytest.raises(device_bundle.BundleError):

@@ -194,7 +194,7 @@ def test_wheel_builds_and_installs_into_a_fresh_venv(tmp_path: Path) -> None:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    for folder in ("device", "train", "convert"):
+    for folder in ("device", "train", "convert", "models"):
         shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     wheels = tmp_path / "wheels"
     build = subprocess.run(
