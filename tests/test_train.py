@@ -412,3 +412,14 @@ def test_ctrl_c_is_held_back_while_a_checkpoint_is_written() -> None:
         finished.append(True)  # still runs: the interrupt waits for the end of the block
     assert finished == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_evaluate_reads_the_run_and_scores_its_training_notes(edge_run: Path, corpus: Path) -> None:
+    """The evaluation side consumes the run folder as written: sane numbers, above chance on training notes."""
+    from instrument_ai.train.evaluate import evaluate
+
+    config = json.loads((edge_run / "config.json").read_text())
+    result = evaluate(edge_run, corpus, instruments=config["data"]["instruments"]["train"])
+    assert result["n_notes"] == config["data"]["counts"]["train"]["notes"]
+    assert 0.25 < result["note_accuracy"] <= 1.0  # 4 families: chance is 0.25
+    assert 0.0 <= result["macro_f1"] <= 1.0

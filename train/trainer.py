@@ -291,10 +291,12 @@ def _say(config: TrainConfig, message: str) -> None:
 
 
 def _warn(config: TrainConfig, message: str, warnings: list[str]) -> None:
+    """Record a warning in the run (config.json data.warnings) and show it once."""
     warnings.append(message)
-    log.warning(message)
     if config.verbose:
         print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+        log.warning(message)
 
 
 def _read_splits_file(path: Path) -> tuple[dict[str, list[str]], str | None]:
@@ -484,7 +486,7 @@ def prepare_data(config: TrainConfig, *, labels: Sequence[str] | None = None) ->
         raise TrainError(str(exc)) from None
     for name, features in (("training", train), ("validation", valid)):
         if features.n_silent:
-            _warn(config, f"{features.n_silent} {name} note(s) are silent (no window above -100 dBFS), skipped", [])
+            _warn(config, f"{features.n_silent} {name} note(s) silent (nothing above -100 dBFS), skipped", warnings)
         if features.meta.get("failed"):
             _warn(config, f"{len(features.meta['failed'])} {name} note(s) could not be read, skipped", warnings)
     label_of = {f: i for i, f in enumerate(family_ids)}
