@@ -210,8 +210,14 @@ def test_cache_hit_and_invalidation(tmp_path: Path) -> None:
     ):
         cache.get_or_build(notes, settings, progress=False, **variant)
         assert cache.last_hit is False
-    cache.get_or_build(notes, dataclasses.replace(settings, augment=AudioAugment(copies=2)), data_hash="d1",
-                       split="train", progress=False)  # fmt: skip
+    more = dataclasses.replace(settings, augment=AudioAugment(copies=2))
+    cache.get_or_build(notes, more, data_hash="d1", split="train", progress=False)
+    assert cache.last_hit is False and cache.last_key == key  # more copies than stored: rebuilt in place
+    fewer = cache.get_or_build(notes, settings, data_hash="d1", split="train", progress=False)
+    assert cache.last_hit is True and set(fewer.seg_rendition.tolist()) == {0, 1}
+    np.testing.assert_array_equal(fewer.gather(fewer.seg_offset), first.gather(first.seg_offset))
+    reseeded = dataclasses.replace(settings, augment=AudioAugment(copies=1, seed=9))
+    cache.get_or_build(notes, reseeded, data_hash="d1", split="train", progress=False)
     assert cache.last_hit is False
     # no temporary folder is left behind, and a damaged entry is rebuilt, not trusted
     entries = list((tmp_path / "features").iterdir())
@@ -229,3 +235,24 @@ def test_feature_set_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.frames, features.frames)
     np.testing.assert_array_equal(loaded.seg_note, features.seg_note)
     assert loaded.window_frames == 59 and loaded.notes == features.notes
+
+
+def test_subset_is_a_view_with_its_own_tables() -> None:
+    features = extract_features(
+        _notes(4), ExtractSettings(DEFAULT_SPEC, augment=AudioAugment(copies=1)), progress=False
+    )
+    part = features.subset([3, 1], renditions=(0,))
+    assert part.frames is features.frames  # no copy of the frames
+    assert [n["note_str"] for n in part.notes] == [features.notes[1]["note_str"], features.notes[3]["note_str"]]
+    assert part.seg_note.tolist() == [0, 1] and set(part.seg_rendition.tolist()) == {0}
+    own = np.concatenate([features.frames[o : o + n] for o, n in zip(part.seg_offset, part.seg_length, strict=True)])
+    assert part.n_frames_used == own.shape[0]
+    mean, std = part.feature_stats()
+    np.testing.assert_allclose(mean, own.astype(np.float64).mean(axis=0), rtol=1e-4, atol=1e-3)
+    windows, owner = part.device_windows(16)
+    assert set(owner.tolist()) == {0, 1}
+    starts = part.sample_starts(np.random.default_rng(0), np.array([0, 1, 1]))
+    inside = [
+        any(o <= s and s + 59 <= o + n for o, n in zip(part.seg_offset, part.seg_length, strict=True)) for s in starts
+    ]
+    assert all(inside)

@@ -243,18 +243,28 @@ def test_feature_cache_hit_on_second_run_and_miss_on_spec_change(corpus: Path, t
 
     cache = tmp_path / "cache"
     first = prepare_data(_config(corpus, cache, tmp_path / "a"))
-    assert first.info["features"]["train"]["cache_hit"] is False
+    assert first.info["features"]["cache_hit"] is False
     second = prepare_data(_config(corpus, cache, tmp_path / "b"))
-    assert second.info["features"]["train"]["cache_hit"] is True
-    assert second.info["features"]["valid"]["cache_hit"] is True
-    np.testing.assert_array_equal(first.train.frames, second.train.frames)
-    spec = {**json.loads(json.dumps(first_spec())), "n_mfcc": 20}
+    assert second.info["features"]["cache_hit"] is True
+    np.testing.assert_array_equal(
+        first.train.gather(first.train.seg_offset), second.train.gather(second.train.seg_offset)
+    )
+    # one store per corpus: another split, holdout or family filter reuses it
+    fold = prepare_data(_config(corpus, cache, tmp_path / "f", holdout=["libB"], families=["bass", "organ", "flute"]))
+    assert fold.info["features"]["cache_hit"] is True
+    # what decides the numbers is in the key: the frontend spec, the augmentation
+    spec = {**first_spec(), "n_mfcc": 20}
     changed = prepare_data(_config(corpus, cache, tmp_path / "c", frontend_spec=spec))
-    assert changed.info["features"]["train"]["cache_hit"] is False
+    assert changed.info["features"]["cache_hit"] is False
     assert changed.train.n_features == 20
-    fewer = prepare_data(_config(corpus, cache, tmp_path / "d", augment_copies=1))
-    assert fewer.info["features"]["train"]["cache_hit"] is False  # augmentation settings are in the key
-    assert fewer.info["features"]["valid"]["cache_hit"] is True  # validation is never augmented
+    reseeded = prepare_data(_config(corpus, cache, tmp_path / "r", audio_augment={"seed": 5}))
+    assert reseeded.info["features"]["cache_hit"] is False
+    # a store with more augmented copies serves a request for fewer (the baseline uses the clean rendition only)
+    fewer = prepare_data(_config(corpus, cache, tmp_path / "d", augment_copies=1, seed=3))
+    assert fewer.info["features"]["cache_hit"] is True
+    assert set(fewer.train.seg_rendition.tolist()) == {0, 1} and set(fewer.valid.seg_rendition.tolist()) == {0}
+    clean = prepare_data(_config(corpus, cache, tmp_path / "e", preset="baseline"))
+    assert clean.info["features"]["cache_hit"] is True and set(clean.train.seg_rendition.tolist()) == {0}
 
 
 def first_spec() -> dict:

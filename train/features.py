@@ -19,8 +19,9 @@ Why it looks like this:
 * **Cached, keyed by what decides the numbers.** `FeatureCache` keys a feature
   set by the frontend spec, the feature stage, the window length, the gate, the
   audio augmentation settings, a hash of the corpus index (examples.json) and
-  the exact list of notes (so the split and any filter); a change of any of them
-  is a miss and a new extraction. Audio files are assumed immutable beside
+  the exact list of notes; a change of any of them is a miss and a new
+  extraction. (The trainer asks for every note of a corpus and takes splits as
+  `FeatureSet.subset` views, so all splits and folds share one entry.) Audio files are assumed immutable beside
   their index. Sets are written to a temporary folder and renamed into place,
   so an interrupted extraction never leaves a half-written cache entry.
 * **float16 storage** for MFCC/log-mel (resolution 0.5 at |c0| ~ 600, far below
@@ -156,13 +157,17 @@ class ExtractSettings:
     augment: AudioAugment = field(default_factory=AudioAugment)
 
     def key_material(self) -> dict[str, Any]:
+        """What the cache key hashes. Not the number of copies: rendition r of a note depends only on
+        (seed, note, r) and the other settings, so a store with more copies serves a request for fewer."""
+        augment = self.augment.to_dict()
+        augment.pop("copies")
         return {
             "format": CACHE_FORMAT,
             "spec": self.spec.to_dict(),
             "stage": self.stage,
             "window_frames": self.window_frames,
             "silence_dbfs": self.silence_dbfs,
-            "augment": self.augment.to_dict(),
+            "augment": augment,
         }
 
 
@@ -297,21 +302,53 @@ class FeatureSet:
             return np.zeros((0, self.n_features, self.window_frames), np.float32), np.zeros(0, np.int64)
         return np.concatenate(xs), np.concatenate(owners)
 
-    def feature_stats(self, chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
-        """Per-feature mean and std over all stored frames (float64 accumulation, std floored at 1e-3)."""
+    def feature_stats(self, group: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature mean and std over the frames of this set's segments (float64 sums, std floored at 1e-3)."""
         total = np.zeros(self.n_features)
         square = np.zeros(self.n_features)
         count = 0
-        for i in range(0, self.frames.shape[0], chunk):
-            block = self.frames[i : i + chunk].astype(np.float64)
+        for first in range(0, len(self.seg_offset), group):
+            part = slice(first, first + group)
+            pieces = [self.frames[o : o + n] for o, n in zip(self.seg_offset[part], self.seg_length[part], strict=True)]
+            block = np.concatenate(pieces).astype(np.float64) if pieces else np.zeros((0, self.n_features))
             total += block.sum(axis=0)
-            square += (block**2).sum(axis=0)
+            square += np.einsum("ij,ij->j", block, block)
             count += block.shape[0]
         if count == 0:
             raise FeatureError("no feature frames to compute a normalisation from")
         mean = total / count
         std = np.sqrt(np.maximum(square / count - mean**2, 0.0))
         return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+    @property
+    def n_frames_used(self) -> int:
+        """Frames of this set's own segments (a subset shares the frames array of its whole set)."""
+        return int(self.seg_length.sum())
+
+    def subset(self, note_indices: Sequence[int] | np.ndarray, renditions: Sequence[int] | None = None) -> FeatureSet:
+        """The notes `note_indices` (in increasing order), optionally only some renditions, without copying frames.
+
+        Note i of the subset is the i-th selected note; notes left with no
+        segment (e.g. only rendition 0 asked and none stored) are dropped.
+        """
+        chosen = np.unique(np.asarray(note_indices, dtype=np.int64))
+        keep = np.isin(self.seg_note, chosen)
+        if renditions is not None:
+            keep &= np.isin(self.seg_rendition, np.asarray(renditions))
+        kept_notes = np.unique(self.seg_note[keep])
+        remap = np.full(self.n_notes, -1, dtype=np.int64)
+        remap[kept_notes] = np.arange(kept_notes.size)
+        return FeatureSet(
+            frames=self.frames,
+            seg_offset=self.seg_offset[keep],
+            seg_length=self.seg_length[keep],
+            seg_note=remap[self.seg_note[keep]],
+            seg_rendition=self.seg_rendition[keep],
+            notes=[self.notes[i] for i in kept_notes],
+            window_frames=self.window_frames,
+            n_silent=0,
+            meta={"parent": self.meta.get("key")},
+        )
 
     # -- storage --
     def save(self, folder: Path) -> None:
@@ -600,13 +637,15 @@ class FeatureCache:
         key = self.key(notes, settings, data_hash, split)
         self.last_key = key
         folder = self.folder(key)
+        wanted = settings.augment.copies
         if (folder / "notes.json").is_file():
             try:
-                features = FeatureSet.load(folder)
-                self.last_hit = True
-                return features
+                stored = FeatureSet.load(folder)
             except (OSError, ValueError, KeyError):  # a damaged entry: rebuild it
-                shutil.rmtree(folder, ignore_errors=True)
+                stored = None
+            if stored is not None and int(stored.meta.get("copies", -1)) >= wanted:
+                self.last_hit = True
+                return _keep_renditions(stored, wanted)
         self.last_hit = False
         started = time.perf_counter()
         features = extract_features(
@@ -617,18 +656,33 @@ class FeatureCache:
             "key": key,
             "split": split,
             "data": data_hash,
+            "copies": wanted,
             "settings": settings.key_material(),
             "seconds": round(time.perf_counter() - started, 2),
         }
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=folder.parent))
+        old = folder.parent / f".old-{key}-{os.getpid()}"
         try:
             features.save(tmp)
+            if folder.exists():  # damaged, or fewer copies than now wanted: set it aside, then swap
+                os.replace(folder, old)
             with contextlib.suppress(OSError):  # another process finished the same entry first: keep theirs
                 os.replace(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
         return features
+
+
+def _keep_renditions(features: FeatureSet, copies: int) -> FeatureSet:
+    """The set with renditions 0..copies only (a view; the set itself when nothing is dropped)."""
+    if int(features.seg_rendition.max(initial=0)) <= copies:
+        return features
+    part = features.subset(np.arange(features.n_notes), renditions=list(range(copies + 1)))
+    part.n_silent = features.n_silent
+    part.meta = {**features.meta, "copies": copies}
+    return part
 
 
 def settings_dict(settings: ExtractSettings) -> dict[str, Any]:

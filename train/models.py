@@ -26,7 +26,10 @@ Two presets, both on one model window of MFCCs, input ``(n_mfcc, frames, 1)``
   training throughput an accuracy lever (more windows seen = more accuracy).
   Measured with batch 256 on the loaded shared machine: the 2D separable
   design (4.6 M MACs) 33-77 windows/s, this one 290-550 windows/s, the
-  baseline 120-200 windows/s.
+  baseline 120-200 windows/s. A small probe of generalisation (train on the
+  161 TimGM6mb + AlexsGM instruments, validate on all 86 Airfont380
+  instruments, 300 steps of 256 windows each, presets' defaults otherwise):
+  edge 46.9 % note accuracy, baseline 35.0 %.
 
 TensorFlow/Keras is imported inside the functions: importing this module is light.
 """

@@ -27,6 +27,11 @@ How a run sees the data, and why:
   note uniformly within the family, then a random rendition (clean or
   augmented) and a random window of it. Long sustained notes and crowded
   families do not dominate. ``balance="sqrt"`` or ``"none"`` soften it.
+* **One feature store per corpus**: every usable note of the corpus is
+  extracted once (clean + augmented renditions, features.py) and cached;
+  splits, family filters and holdout folds are views of it, and validation
+  uses its clean rendition. So the ten folds of leave-one-library-out and every
+  rerun share one extraction.
 * **One epoch = `windows_per_note` windows per training note**, all freshly
   cropped and feature-augmented (augment.py explains the split between cached
   audio renditions and per-batch feature augmentation).
@@ -200,7 +205,8 @@ class TrainConfig:
     def audio_augment_settings(self) -> AudioAugment:
         copies = self.defaults.augment_copies if self.augment_copies is None else self.augment_copies
         try:
-            return AudioAugment.from_dict({**self.audio_augment, "copies": copies, "seed": self.seed})
+            # the renditions' seed is not the run's: runs with other seeds share one cached extraction
+            return AudioAugment.from_dict({**self.audio_augment, "copies": copies})
         except (ValueError, TypeError) as exc:
             raise TrainError(f"audio augmentation: {exc}") from None
 
@@ -332,7 +338,10 @@ def _auto_split(
 
 
 def _load_notes(config: TrainConfig, spec: FrontendSpec) -> tuple[list[Any], Any, dict[str, Any]]:
-    """All usable notes of the corpus (metadata only for json/wav folders), its CorpusInfo and read report."""
+    """All usable notes of the corpus (metadata only for json/wav folders), its CorpusInfo and read report.
+
+    Every note, whatever the split or family filter: the feature store is per corpus (see `prepare_data`).
+    """
     from instrument_ai.train import data
 
     path = Path(config.data)
@@ -342,7 +351,6 @@ def _load_notes(config: TrainConfig, spec: FrontendSpec) -> tuple[list[Any], Any
         notes = list(
             data.iter_notes(
                 path,
-                families=config.families,
                 report=report,
                 audio="none",
                 sample_rate=spec.sample_rate,
@@ -372,7 +380,15 @@ def prepare_data(config: TrainConfig, *, labels: Sequence[str] | None = None) ->
 
     spec = config.spec()
     warnings: list[str] = []
-    notes, info, read_report = _load_notes(config, spec)
+    all_notes, info, read_report = _load_notes(config, spec)
+    notes = all_notes
+    if config.families:
+        unknown = sorted(set(config.families) - set(FAMILIES))
+        if unknown:
+            raise TrainError(f"unknown family {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+        notes = [n for n in all_notes if n.family_str in set(config.families)]
+        if not notes:
+            raise TrainError(f"{config.data}: no notes of the families {', '.join(config.families)}")
     libraries = sorted({info.library_of(n.instrument_str) for n in notes})
 
     held: set[str] = set()
@@ -449,46 +465,42 @@ def prepare_data(config: TrainConfig, *, labels: Sequence[str] | None = None) ->
     if not valid_notes:
         raise TrainError(f"{config.data}: no validation notes left in the trained families")
 
-    # features
+    # Features: one store per corpus (every usable note, clean + augmented renditions), keyed by the
+    # extraction settings and the corpus index, whatever the split, family filter or holdout. Every
+    # split, fold and run over the same corpus shares one extraction; validation uses rendition 0
+    # (the clean note) of the same store.
     wf = window_frames(spec, config.window_seconds)
     max_bytes = None if config.max_memory_gb is None else int(config.max_memory_gb * 2**30)
     cache = FeatureCache(config.cache)
     fingerprint = data_fingerprint(config.data)
     jobs = config.jobs or os.cpu_count() or 1
-    train_settings = ExtractSettings(spec, config.stage, wf, config.silence_dbfs, config.audio_augment_settings())
-    valid_settings = dataclasses.replace(train_settings, augment=dataclasses.replace(train_settings.augment, copies=0))
-    timings: dict[str, Any] = {}
+    settings = ExtractSettings(spec, config.stage, wf, config.silence_dbfs, config.audio_augment_settings())
+    started = time.perf_counter()
     try:
-        started = time.perf_counter()
-        train = cache.get_or_build(
-            train_notes,
-            train_settings,
+        store = cache.get_or_build(
+            all_notes,
+            settings,
             data_hash=fingerprint,
-            split="train",
+            split="all",
             jobs=jobs,
             max_bytes=max_bytes,
             progress=bool(config.verbose),
         )
-        timings["train"] = {"seconds": round(time.perf_counter() - started, 2), "cache_hit": cache.last_hit}
-        started = time.perf_counter()
-        remaining = None if max_bytes is None else max(1, max_bytes - train.nbytes())
-        valid = cache.get_or_build(
-            valid_notes,
-            valid_settings,
-            data_hash=fingerprint,
-            split="valid",
-            jobs=jobs,
-            max_bytes=remaining,
-            progress=bool(config.verbose),
-        )
-        timings["valid"] = {"seconds": round(time.perf_counter() - started, 2), "cache_hit": cache.last_hit}
     except FeatureError as exc:
         raise TrainError(str(exc)) from None
-    for name, features in (("training", train), ("validation", valid)):
-        if features.n_silent:
-            _warn(config, f"{features.n_silent} {name} note(s) silent (nothing above -100 dBFS), skipped", warnings)
-        if features.meta.get("failed"):
-            _warn(config, f"{len(features.meta['failed'])} {name} note(s) could not be read, skipped", warnings)
+    timings = {"seconds": round(time.perf_counter() - started, 2), "cache_hit": cache.last_hit, "key": cache.last_key}
+    position = {n["note_str"]: i for i, n in enumerate(store.notes)}
+    failed = {line.split(": ", 1)[0] for line in store.meta.get("failed", [])}
+    train = store.subset([position[n.note_str] for n in train_notes if n.note_str in position])
+    valid = store.subset([position[n.note_str] for n in valid_notes if n.note_str in position], renditions=(0,))
+    for name, notes_of_split, features in (("training", train_notes, train), ("validation", valid_notes, valid)):
+        unread = sum(n.note_str in failed for n in notes_of_split)
+        silent = len(notes_of_split) - features.n_notes - unread
+        features.n_silent = silent
+        if silent:
+            _warn(config, f"{silent} {name} note(s) silent (nothing above -100 dBFS), skipped", warnings)
+        if unread:
+            _warn(config, f"{unread} {name} note(s) could not be read, skipped (first: {min(failed)})", warnings)
     label_of = {f: i for i, f in enumerate(family_ids)}
     train_y = np.array([label_of[n["family"]] for n in train.notes], dtype=np.int64)
     valid_y = np.array([label_of[n["family"]] for n in valid.notes], dtype=np.int64)
@@ -503,7 +515,7 @@ def prepare_data(config: TrainConfig, *, labels: Sequence[str] | None = None) ->
             "instruments": len({n["instrument_str"] for n in fs.notes}),
             "silent_notes": fs.n_silent,
             "families": {FAMILIES[f]: families[FAMILIES[f]] for f in sorted({n["family"] for n in fs.notes})},
-            "windows_stored": int(fs.frames.shape[0]),
+            "frames_stored": fs.n_frames_used,
         }
 
     data_info = {
@@ -514,7 +526,7 @@ def prepare_data(config: TrainConfig, *, labels: Sequence[str] | None = None) ->
         "split": {"source": split_source, "scheme": scheme, "holdout": list(config.holdout)},
         "instruments": {"train": sorted(train_set), "valid": sorted(valid_set)},
         "read_report": read_report,
-        "features": {**timings, "cache": str(cache.root)},
+        "features": {**timings, "cache": str(cache.root), "store_notes": store.n_notes, "store_bytes": store.nbytes()},
         "warnings": warnings,
     }
     return PreparedData(
