@@ -131,6 +131,7 @@ def test_edge_run_folder_follows_the_contract(edge_run: Path) -> None:
     for name in ("config.json", "model.keras", "history.json", "metrics.json", "calibration.npz", "report.md"):
         assert (edge_run / name).is_file(), name
     assert is_png(edge_run / "training_curves.png")
+    assert is_png(edge_run / "confusion_valid_notes.png")
     assert not list(edge_run.rglob(".tmp-*"))
     config = json.loads((edge_run / "config.json").read_text())
     assert config["status"] == "complete"
@@ -153,7 +154,7 @@ def test_edge_run_folder_follows_the_contract(edge_run: Path) -> None:
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_note_accuracy"):
         assert len(history[key]) == 2, key
     report = (edge_run / "report.md").read_text()
-    assert "training_curves.png" in report
+    assert "training_curves.png" in report and "confusion_valid_notes.png" in report
 
 
 def test_edge_run_learned_something(edge_run: Path) -> None:

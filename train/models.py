@@ -81,7 +81,7 @@ PRESETS: dict[str, PresetDefaults] = {
     # Ours: the microphone augmentations, label smoothing against over-confident
     # features of one library, and a cosine learning-rate decay.
     "edge": PresetDefaults(
-        epochs=30,
+        epochs=24,
         batch_size=256,
         learning_rate=3e-3,
         label_smoothing=0.1,

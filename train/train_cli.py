@@ -29,7 +29,7 @@ def _families(value: str | None) -> list[str] | None:
     help="Continue an interrupted run from its last checkpoint (takes the run's own settings).",
 )
 @click.option("--preset", type=click.Choice(["baseline", "edge"]), default="edge", show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the preset's: baseline 72, edge 30).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the preset's: baseline 72, edge 24).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--split", "split_file", type=click.Path(path_type=Path), help="A splits.json to use instead of DIR's.")
 @click.option(
@@ -145,7 +145,8 @@ def train(
             resume = False
         run_dir = train_model(config, resume=resume)
     except TrainingInterrupted as exc:
-        click.echo(f"Interrupted: {exc}", err=True)
+        message = str(exc)
+        click.echo(message[:1].upper() + message[1:], err=True)
         raise click.exceptions.Exit(130) from None
     except TrainError as exc:
         raise click.ClickException(str(exc)) from None

@@ -1035,6 +1035,12 @@ def _finish(
     try:
         from instrument_ai.train import report
 
+        n = len(prepared.labels)
+        matrix = np.zeros((n, n), dtype=np.int64)
+        np.add.at(matrix, (valid_note_y[has], scores["note_pred"][has]), 1)
+        report.plot_confusion(
+            matrix, prepared.labels, run_dir / "confusion_valid_notes.png", "Validation notes (unseen instruments)"
+        )
         report.write_run_report(run_dir)
     except Exception as exc:  # a plotting failure must not lose a finished run
         log.warning("report: %s", exc)
