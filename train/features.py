@@ -665,6 +665,7 @@ class FeatureCache:
         old = folder.parent / f".old-{key}-{os.getpid()}"
         try:
             features.save(tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it private; a cache entry is readable like any cache file
             if folder.exists():  # damaged, or fewer copies than now wanted: set it aside, then swap
                 os.replace(folder, old)
             with contextlib.suppress(OSError):  # another process finished the same entry first: keep theirs
