@@ -37,8 +37,9 @@ $(VENV)/.installed: pyproject.toml .stamp-apt
 	$(PIP) install -q --no-deps 'tinysoundfont==0.3.7'
 	@touch $@
 
+# The main job: the daemon on the shipped recording with the shipped model (models/default.tflite).
 demo: venv
-	$(VENV)/bin/instrument-ai features --demo
+	$(VENV)/bin/instrument-ai run --source demo --plain
 
 test: venv
 	$(VENV)/bin/ruff check .

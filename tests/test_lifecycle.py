@@ -105,6 +105,7 @@ def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
     lifecycle.atomic_write_bytes(target, b"defg")
     assert target.read_bytes() == b"defg"
     assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+    assert target.stat().st_mode & 0o044, "readable by the daemon's user, not 0600 like mkstemp's files"
 
 
 def test_corrupt_history_is_a_clear_error(tmp_path: Path) -> None:
