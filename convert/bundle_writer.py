@@ -17,6 +17,7 @@ device would refuse.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -181,6 +182,17 @@ def training_summary(config: dict[str, Any], run_name: str) -> dict[str, Any]:
     """What the bundle says about its training: preset, data (libraries, counts), seed, epochs."""
     keys = ("preset", "data", "seed", "epochs", "window_seconds", "model")
     summary = {key: config[key] for key in keys if key in config}
+    data = summary.get("data")
+    if isinstance(data, dict) and isinstance(data.get("instruments"), dict):
+        # the full instrument lists (tens of KB) stay in the run's config.json; the bundle, which must stay
+        # small on the device, carries their counts and a digest that identifies them
+        listed = data["instruments"]
+        data = dict(data)
+        data["instruments"] = {
+            "counts": {split: len(names) for split, names in listed.items()},
+            "sha256": hashlib.sha256(json.dumps(listed, sort_keys=True).encode()).hexdigest(),
+        }
+        summary["data"] = data
     summary["run"] = run_name
     return summary
 
