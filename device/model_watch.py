@@ -128,6 +128,18 @@ class ModelWatcher:
         """A load is running or requested."""
         return not self._idle.is_set() or self._wake.is_set()
 
+    @property
+    def settled(self) -> bool:
+        """No load running or requested and no finished load waiting to be taken (a quiet point to measure at)."""
+        return not self.busy and self._result is None
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no load is running or requested; True when that happened within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            self._idle.wait(0.01)
+        return not self.busy
+
     def close(self, timeout: float = 2.0) -> bool:
         """Stop watching; wait up to `timeout` for a load in progress (a daemon thread: exit never hangs on it)."""
         self._closed = True

@@ -377,7 +377,7 @@ def run_soak(
                         swap_ms.append(candidate.load_ms)
                         name = f"{candidate.bundle.name} {candidate.bundle.version}"
                         swapped_in[name] = swapped_in.get(name, 0) + 1
-                if start_figures is None and done >= warm_samples:
+                if start_figures is None and done >= warm_samples and watcher.settled:
                     start_figures = {**process_figures(), "stream_seconds": round(done / audio.rate, 1)}
                 if progress and done >= next_progress:
                     click.echo(
@@ -390,6 +390,9 @@ def run_soak(
             if interrupted is None:
                 checker.check(engine.flush(), engine.labels)
         wall = time.perf_counter() - started
+        # measure at a quiet point, as at the start: a load in flight holds the file and interpreter open
+        watcher.wait_idle()
+        watcher.take()
         end = process_figures()  # with the watcher's thread still there, as at the start
     finally:
         watcher.close()
