@@ -267,6 +267,17 @@ def _open_source(source: str, device: str | None, samplerate: int | None, channe
         raise RunError(str(exc), EXIT_NO_AUDIO if source == "mic" else EXIT_ERROR) from None
 
 
+def _set_later(event: threading.Event) -> None:
+    """Set `event` from a signal handler without deadlocking.
+
+    A handler runs in the main thread between two bytecodes, possibly while
+    that thread holds the event's internal lock inside `event.wait()`;
+    `event.set()` right there would wait for that lock forever (the daemon then
+    ignores SIGTERM). A helper thread takes the lock once the main thread lets go.
+    """
+    threading.Thread(target=event.set, name="signal-set", daemon=True).start()
+
+
 class _Signals:
     """SIGINT/SIGTERM set `stop`, SIGHUP sets `reload`; the previous handlers come back on exit."""
 
@@ -282,12 +293,12 @@ class _Signals:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._on_stop)
         if hasattr(signal, "SIGHUP"):
-            self._old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: self.reload.set())
+            self._old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: _set_later(self.reload))
         return self
 
     def _on_stop(self, signum: int, frame: Any) -> None:
         self.received = signal.Signals(signum).name
-        self.stop.set()
+        _set_later(self.stop)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._old.items():
