@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from instrument_ai.device.lifecycle import atomic_write_bytes
+
 UNIT_NAME = "instrument-ai.service"
 DEFAULT_MODEL_DIR = "/var/lib/instrument-ai"
 
@@ -82,10 +84,7 @@ def install(
         return
     target = unit_dir / UNIT_NAME
     try:
-        unit_dir.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        atomic_write_bytes(target, text.encode())
     except PermissionError:
         raise click.ClickException(f"{target}: permission denied (run as root, or use --print)") from None
     click.echo(f"wrote {target}")

@@ -22,12 +22,13 @@ instrument is its own group. ``holdout`` needs library information.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from instrument_ai.device.lifecycle import atomic_write_bytes
 
 SPLITS = ("train", "valid", "test")
 SCHEMES = ("holdout", "nsynth")
@@ -159,7 +160,5 @@ def write_splits(folder: str | Path, content: dict[str, Any], out: str | Path | 
     """Write splits.json (default: in the corpus folder), atomically; returns its path."""
     check_disjoint(content["splits"])
     path = Path(out) if out is not None else Path(folder) / "splits.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(content, indent=1) + "\n").encode("utf-8"))
     return path

@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device.frontend import DEFAULT_SPEC, FrontendSpec
+from instrument_ai.device.lifecycle import atomic_write_bytes
 from instrument_ai.train.augment import AudioAugment, FeatureAugment, augment_features, band_to_feature_matrix
 from instrument_ai.train.features import (
     DEFAULT_HOP_SECONDS,
@@ -246,9 +247,7 @@ def _tmp_name(path: Path) -> Path:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary file in the same folder and rename it over `path`."""
-    tmp = _tmp_name(path)
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(data, indent=1, default=_json_default).encode())
 
 
 def _json_default(value: Any) -> Any:
