@@ -114,10 +114,11 @@ class StandInTrainer:
     def __init__(self) -> None:
         self.calls: list[dict[str, object]] = []
 
-    def __call__(self, data: Path, out: Path, *, holdout, preset, epochs, seed, jobs=0) -> Path:
+    def __call__(self, data: Path, out: Path, *, holdout, preset, epochs, seed, jobs=0, overrides=None) -> Path:
         info = toy.data_module.corpus_info(data)
         train = sorted(i for i, row in info.instruments.items() if row.library not in holdout)
-        self.calls.append({"out": out, "holdout": list(holdout), "train": train, "preset": preset})
+        self.calls.append({"out": out, "holdout": list(holdout), "train": train, "preset": preset,
+                           "overrides": overrides})  # fmt: skip
         run = toy.make_run(out, data, instruments=train, epochs=0, seed=seed)
         config = json.loads((run / "config.json").read_text())
         config["data"]["instruments"] = {"train": train, "valid": []}  # as the trainer records them
@@ -171,6 +172,22 @@ def test_holdout_cli_with_stand_in_trainer(monkeypatch, two_library_corpus: Path
                                           "--libraries", "FluidR3", "--epochs", "30"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "FluidR3+MuseScoreGeneral" in res.output and "mean note accuracy" in res.output
+
+
+def test_holdout_cli_overrides_reach_every_fold_and_are_part_of_the_settings(
+    monkeypatch, two_library_corpus: Path, tmp_path: Path
+) -> None:
+    trainer = StandInTrainer()
+    monkeypatch.setattr(ho, "train_with_trainer", trainer)
+    out = tmp_path / "o"
+    args = ["holdout", "--data", str(two_library_corpus), "--out", str(out), "--epochs", "30"]
+    res = CliRunner().invoke(experiment, [*args, "--augment-copies", "0", "--no-feature-augment"])
+    assert res.exit_code == 0, res.output
+    want = {"augment_copies": 0, "feature_augment": {"enabled": False}}
+    assert [c["overrides"] for c in trainer.calls] == [want, want]
+    assert json.loads((out / "holdout-settings.json").read_text())["overrides"] == want
+    # Resuming without the same overrides would mix two recipes in one table: refused.
+    assert "other settings (overrides=" in _one_line_error(CliRunner().invoke(experiment, args))
 
 
 def test_holdout_bad_inputs(two_library_corpus: Path, tmp_path: Path) -> None:

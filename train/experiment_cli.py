@@ -76,16 +76,24 @@ def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--jobs", type=click.IntRange(min=0), default=0, show_default=True,
               help="Feature-extraction processes per training (0: one per CPU).")  # fmt: skip
+@click.option("--augment-copies", type=click.IntRange(0, 16), default=None,
+              help="Augmented renditions per note [default: the preset's].")  # fmt: skip
+@click.option("--no-feature-augment", is_flag=True, help="Turn off the per-batch gain/EQ augmentation.")
 def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ...], epochs: int | None,
-            seed: int, jobs: int) -> None:  # fmt: skip
+            seed: int, jobs: int, augment_copies: int | None, no_feature_augment: bool) -> None:  # fmt: skip
     """Leave-one-library-out: train on all libraries but one, test on it; the mean note accuracy is the headline."""
     from instrument_ai.train.evaluate import EvaluationError
     from instrument_ai.train.holdout import HoldoutConfig, run_holdout
 
     _quiet_tensorflow()
     names = [n.strip() for item in libraries for n in item.split(",") if n.strip()]
+    overrides: dict[str, object] = {}
+    if augment_copies is not None:
+        overrides["augment_copies"] = augment_copies
+    if no_feature_augment:
+        overrides["feature_augment"] = {"enabled": False}
     cfg = HoldoutConfig(data=data_dir, out=out_dir, preset=preset, epochs=epochs, seed=seed, libraries=names,
-                        jobs=jobs)  # fmt: skip
+                        jobs=jobs, overrides=overrides)  # fmt: skip
     try:
         summary = run_holdout(cfg, progress=_say)
     except EvaluationError as exc:

@@ -36,7 +36,7 @@ SHARED_LINEAGES = {"FluidR3+MuseScoreGeneral": ("fluidr3", "musescore")}
 """Libraries that share samples: any library whose normalised name starts with one of these is one fold."""
 TRAIN_ONLY = ("WAF-small",)
 """Libraries too small to hold out alone (36 single-instrument files): always in training unless asked for."""
-SETTINGS_KEYS = ("preset", "epochs", "seed", "data")
+SETTINGS_KEYS = ("preset", "epochs", "seed", "data", "overrides")
 
 
 class HoldoutError(EvaluationError):
@@ -47,7 +47,16 @@ class TrainFn(Protocol):
     """Train on `data` without the `holdout` libraries (nor their lineage); write (or resume) a run folder at `out`."""
 
     def __call__(
-        self, data: Path, out: Path, *, holdout: list[str], preset: str, epochs: int | None, seed: int
+        self,
+        data: Path,
+        out: Path,
+        *,
+        holdout: list[str],
+        preset: str,
+        epochs: int | None,
+        seed: int,
+        jobs: int = 0,
+        overrides: dict[str, Any] | None = None,
     ) -> Path: ...
 
 
@@ -125,9 +134,12 @@ class HoldoutConfig:
     seed: int = 0
     libraries: list[str] = field(default_factory=list)
     jobs: int = 0  # feature-extraction processes for the trainer (0: one per CPU); not a result-changing setting
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """TrainConfig fields that differ from the preset's defaults (e.g. augment_copies), the same for every fold."""
 
     def settings(self) -> dict[str, Any]:
-        return {"preset": self.preset, "epochs": self.epochs, "seed": self.seed, "data": str(Path(self.data).resolve())}
+        return {"preset": self.preset, "epochs": self.epochs, "seed": self.seed, "data": str(Path(self.data).resolve()),
+                "overrides": dict(sorted(self.overrides.items()))}  # fmt: skip
 
 
 def run_holdout(
@@ -153,7 +165,7 @@ def run_holdout(
                  f"{len(fold.instruments)} instruments")  # fmt: skip
         started = time.monotonic()
         run_dir = train_fn(cfg.data, fold_dir / "run", holdout=list(fold.libraries), preset=cfg.preset,
-                           epochs=cfg.epochs, seed=cfg.seed, jobs=cfg.jobs)  # fmt: skip
+                           epochs=cfg.epochs, seed=cfg.seed, jobs=cfg.jobs, overrides=cfg.overrides)  # fmt: skip
         train_seconds = time.monotonic() - started
         used = _run_instruments(run_dir)
         if used & held:
@@ -197,6 +209,7 @@ def _claim_out_dir(out: Path, settings: dict[str, Any]) -> None:
     path = out / "holdout-settings.json"
     if path.is_file():
         previous = json.loads(path.read_text())
+        previous.setdefault("overrides", {})  # folders written before overrides existed used none
         changed = [k for k in SETTINGS_KEYS if previous.get(k) != settings[k]]
         if changed:
             was = ", ".join(f"{k}={previous.get(k)}" for k in changed)
@@ -263,7 +276,15 @@ def _run_instruments(run_dir: Path) -> set[str]:
 
 
 def train_with_trainer(
-    data: Path, out: Path, *, holdout: list[str], preset: str, epochs: int | None, seed: int, jobs: int = 0
+    data: Path,
+    out: Path,
+    *,
+    holdout: list[str],
+    preset: str,
+    epochs: int | None,
+    seed: int,
+    jobs: int = 0,
+    overrides: dict[str, Any] | None = None,
 ) -> Path:
     """The real trainer with `--holdout`; a fold's unfinished run is resumed from its last checkpoint."""
     from instrument_ai.train import trainer
@@ -276,7 +297,7 @@ def train_with_trainer(
                 return out
             return Path(trainer.train_model(trainer.resume_config(out, jobs=jobs or None), resume=True))
         config = trainer.TrainConfig(data=str(data), out=str(out), preset=preset, epochs=epochs, seed=seed,
-                                     holdout=list(holdout), jobs=jobs)  # fmt: skip
+                                     holdout=list(holdout), jobs=jobs, **(overrides or {}))  # fmt: skip
         return Path(trainer.train_model(config))
     except trainer.TrainingInterrupted as exc:
         raise HoldoutError(f"{exc} (or rerun the same experiment command: finished folds are kept)") from None
