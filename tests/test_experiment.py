@@ -213,3 +213,28 @@ def test_experiment_subprocess_errors_have_no_traceback(tmp_path: Path) -> None:
         assert proc.returncode != 0
         assert "Traceback" not in proc.stdout + proc.stderr
         assert proc.stderr.strip().splitlines() == [f"Error: {tmp_path / 'none'}: no such data folder"]
+
+
+def test_holdout_with_the_real_trainer_runs_each_fold_in_its_own_process(tmp_path: Path) -> None:
+    """The real trainer, one spawned process per fold (the memory of a fold is given back when it ends)."""
+    from test_train import FAST, render_tiny_corpus
+
+    # Two libraries with two instruments per family each, so every fold's training side has a validation split.
+    instruments = [(family, "acoustic", program, library)
+                   for family, programs in (("bass", (32, 33, 34, 35)), ("flute", (73, 72, 75, 74)),
+                                            ("organ", (16, 19, 17, 18)))
+                   for program, library in zip(programs, ("libA", "libA", "libB", "libB"), strict=True)]  # fmt: skip
+    corpus = render_tiny_corpus(tmp_path / "corpus", seconds=1.5, instruments=instruments)
+    overrides = {**{k: v for k, v in FAST.items() if k != "jobs"}, "cache": str(tmp_path / "cache")}
+    cfg = ho.HoldoutConfig(data=corpus, out=tmp_path / "h", preset="edge", epochs=1, jobs=1, overrides=overrides)
+    summary = ho.run_holdout(cfg)
+    assert sorted(f["name"] for f in summary["folds"]) == ["libA", "libB"]
+    for fold in summary["folds"]:
+        config = json.loads((Path(fold["run_dir"]) / "config.json").read_text())
+        assert config["status"] == "complete" and config["data"]["split"]["holdout"] == [fold["name"]]
+        assert 0.0 <= fold["note_accuracy"] <= 1.0 and fold["n_notes"] > 0
+    # An error inside the child comes back as the usual one-line HoldoutError, not a lost process.
+    bad = ho.HoldoutConfig(data=corpus, out=tmp_path / "bad", preset="edge", epochs=1, jobs=1,
+                           overrides={**overrides, "augment_copies": 99})  # fmt: skip
+    with pytest.raises(ho.HoldoutError, match="augment copies must be in 0..16"):
+        ho.run_holdout(bad)

@@ -193,6 +193,7 @@ def run_holdout(
             "run_dir": str(run_dir),
         }
         _write_json(done, entry)
+        _release_fold_memory()
         progress(f"{fold.name}: note accuracy {100 * entry['note_accuracy']:.1f}%")
     order = {f.name: i for i, f in enumerate(all_folds)}
     finished = [json.loads(p.read_text()) for p in (cfg.out / "folds").glob("*/fold.json")]
@@ -286,10 +287,82 @@ def train_with_trainer(
     jobs: int = 0,
     overrides: dict[str, Any] | None = None,
 ) -> Path:
-    """The real trainer with `--holdout`; a fold's unfinished run is resumed from its last checkpoint."""
+    """The real trainer with `--holdout`, in a fresh process per fold; an unfinished run is resumed.
+
+    One process training fold after fold grew by 1-2 GB per fold (Keras and
+    TensorFlow keep references to each fold's data pipeline that
+    `clear_session` does not release), and the kernel's OOM killer stopped it
+    at the fourth of ten folds on a 24 GB machine. A spawned child per fold
+    gives every byte back when the fold ends.
+    """
+    import multiprocessing
+
+    kwargs = dict(holdout=list(holdout), preset=preset, epochs=epochs, seed=seed, jobs=jobs, overrides=overrides)
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    # Not a Pool: pool workers are daemonic and may not start the feature-extraction processes.
+    child = context.Process(target=_fold_child, args=(send, Path(data), Path(out), kwargs), name="holdout fold")
+    child.start()
+    send.close()
+    try:
+        outcome = _wait_for_child(receive, child)
+    except KeyboardInterrupt:
+        # The child got the same Ctrl-C: let it finish its epoch and checkpoint, then stop.
+        try:
+            outcome = _wait_for_child(receive, child)
+        except KeyboardInterrupt:
+            child.terminate()
+            outcome = None
+        if not isinstance(outcome, HoldoutError):
+            raise HoldoutError(
+                f"{out}: interrupted; rerun the same experiment command to resume (finished folds are kept)"
+            ) from None
+    finally:
+        child.join(timeout=60)
+    if isinstance(outcome, HoldoutError):
+        raise outcome
+    if not isinstance(outcome, Path):
+        raise HoldoutError(f"{out}: the training process ended without a result (exit code {child.exitcode})")
+    return outcome
+
+
+def _wait_for_child(receive: Any, child: Any) -> Path | HoldoutError | None:
+    """The child's one message (its run folder or its error), or None if it died without sending one."""
+    while not receive.poll(1.0):
+        if not child.is_alive() and not receive.poll(0):
+            return None
+    try:
+        return receive.recv()
+    except EOFError:
+        return None
+
+
+def _fold_child(send: Any, data: Path, out: Path, kwargs: dict[str, Any]) -> None:
+    """Entry point of the spawned process: train one fold and send back its run folder or its one-line error."""
+    try:
+        result: Path | HoldoutError = _train_fold(data, out, **kwargs)
+    except HoldoutError as exc:
+        result = exc
+    except Exception as exc:  # anything else still reaches the user as one line, not a lost child
+        result = HoldoutError(f"{out}: training failed: {type(exc).__name__}: {exc}")
+    send.send(result)
+    send.close()
+
+
+def _train_fold(
+    data: Path,
+    out: Path,
+    *,
+    holdout: list[str],
+    preset: str,
+    epochs: int | None,
+    seed: int,
+    jobs: int = 0,
+    overrides: dict[str, Any] | None = None,
+) -> Path:
+    """One fold's training (in the child process): a new run, or the resumption of an unfinished one."""
     from instrument_ai.train import trainer
 
-    _release_fold_memory()  # the previous fold's evaluation
     try:
         if (out / "config.json").is_file():
             status = json.loads((out / "config.json").read_text()).get("status")
@@ -303,16 +376,10 @@ def train_with_trainer(
         raise HoldoutError(f"{exc} (or rerun the same experiment command: finished folds are kept)") from None
     except trainer.TrainError as exc:
         raise HoldoutError(str(exc)) from None
-    finally:
-        _release_fold_memory()
 
 
 def _release_fold_memory() -> None:
-    """Drop the finished fold's Keras graph and feature arrays before the next fold loads its own.
-
-    Without this one process's memory grew fold by fold (15 GB by the fourth fold of the default
-    corpus, where the kernel's OOM killer stopped it on a 24 GB machine).
-    """
+    """Drop the evaluated fold's Keras model before the next fold (the parent only evaluates)."""
     import gc
     import sys
 
