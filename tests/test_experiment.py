@@ -186,6 +186,7 @@ def test_holdout_cli_overrides_reach_every_fold_and_are_part_of_the_settings(
     want = {"augment_copies": 0, "feature_augment": {"enabled": False}}
     assert [c["overrides"] for c in trainer.calls] == [want, want]
     assert json.loads((out / "holdout-settings.json").read_text())["overrides"] == want
+    assert 'augment_copies 0, feature_augment {"enabled": false}' in (out / "holdout.md").read_text()
     # Resuming without the same overrides would mix two recipes in one table: refused.
     assert "other settings (overrides=" in _one_line_error(CliRunner().invoke(experiment, args))
 

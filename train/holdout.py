@@ -256,8 +256,9 @@ def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, An
                  *(pct(summary["mean_family_recall"][k]) for k in families)])  # fmt: skip
     untrained = [f"{f['name']}: {', '.join(f['families_not_trained'])}" for f in folds if f["families_not_trained"]]
     body = (
-        f"Preset `{settings['preset']}`, epochs {settings['epochs'] or 'preset default'}, seed {settings['seed']}; "
-        f"data `{settings['data']}`. Per-family columns are recall on the held-out library. "
+        f"Preset `{settings['preset']}`, epochs {settings['epochs'] or 'preset default'}, seed {settings['seed']}"
+        + "".join(f", {k} {json.dumps(v)}" for k, v in settings.get("overrides", {}).items())
+        + f"; data `{settings['data']}`. Per-family columns are recall on the held-out library. "
         f"The headline figure is the mean note accuracy: **{pct(summary['mean_note_accuracy'])}**."
     )
     sections = [("Protocol", body), ("Folds", report.markdown_table(header, rows)),
