@@ -147,7 +147,7 @@ def _alive(pid: int) -> bool:
 def test_shipped_model_names_a_demo_note_through_the_fake_microphone(fake_mic: PulseFakeMic, tmp_path: Path) -> None:
     """The shipped bundle, the real audio path: the demo's bass note (22-24 s of demo.ogg) played at 48 kHz.
 
-    The bass note is one of the two demo notes the shipped model names (models/README.md, "Known weaknesses").
+    The bass note is one of the six demo notes the shipped model names (models/README.md, "Known weaknesses").
     """
     import numpy as np
 
