@@ -64,11 +64,11 @@ import numpy as np
 
 from instrument_ai.device.frontend import DEFAULT_SPEC, dct_matrix
 from instrument_ai.train.augment import FeatureAugment, augment_features, band_to_feature_matrix
+from instrument_ai.train.data import FAMILIES
 from instrument_ai.train.features import FeatureSet, default_cache_dir
 from instrument_ai.train.holdout import fold_name
-from instrument_ai.train.trainer import note_sampling_probs
+from instrument_ai.train.trainer import note_sampling_probs, window_note_scores
 
-FAMILIES = ["bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string", "synth_lead", "vocal"]
 TEST_HOP = 16  # frames between the starts of two test windows
 
 
@@ -107,16 +107,6 @@ def folds_of_store(store: FeatureSet, corpus: str | Path) -> np.ndarray:
     return np.array(
         [fold_name(info[n["instrument_str"]]["library"], info[n["instrument_str"]]["lineage"]) for n in store.notes]
     )
-
-
-def note_scores(probs, owner, y):
-    """Note accuracy (argmax of the summed window probabilities), window accuracy, note predictions, scored notes."""
-    n = len(y)
-    sums = np.zeros((n, probs.shape[1]))
-    np.add.at(sums, owner, probs)
-    has = np.bincount(owner, minlength=n) > 0
-    pred = sums.argmax(1)
-    return float(np.mean(pred[has] == y[has])), float(np.mean(probs.argmax(1) == y[owner])), pred, has
 
 
 # ---------------------------------------------------------------- models
@@ -397,7 +387,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def on_epoch_end(self, epoch, logs=None):
             if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
                 p = fam_model.predict(tx_n, batch_size=1024, verbose=0)
-                na, wa, _, _ = note_scores(p[keep], towner[keep], sy)
+                scores = window_note_scores(p[keep], towner[keep], sy)
+                na, wa = scores["note_accuracy"], scores["window_accuracy"]
                 log.append((epoch + 1, round(logs["loss"], 4), round(na, 4), round(wa, 4)))
                 print(
                     f"[{tag}] {test_fold} ep {epoch + 1} loss {logs['loss']:.3f} note {na:.3f} win {wa:.3f} "
@@ -407,12 +398,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     model.fit(ds, epochs=epochs, verbose=0, callbacks=[CB()])
     p = fam_model.predict(tx_n, batch_size=1024, verbose=0)
-    na, wa, pred, has = note_scores(p[keep], towner[keep], sy)
-    per_fam = {}
-    for k, f in enumerate(labels):
-        m = has & (sy == k)
-        if m.any():
-            per_fam[FAMILIES[f]] = round(float(np.mean(pred[m] == k)), 3)
+    scores = window_note_scores(p[keep], towner[keep], sy)
+    na, wa = scores["note_accuracy"], scores["window_accuracy"]
+    per_fam = {FAMILIES[labels[k]]: round(recall, 3) for k, recall in scores["recall"].items()}
     res = {
         "tag": tag,
         "fold": test_fold,
