@@ -21,6 +21,7 @@ from instrument_ai.train.features import (
     extract_note,
     hop_frames,
     note_windows,
+    onset_prefix,
     silence_frame,
     window_frames,
     window_levels_dbfs,
@@ -160,6 +161,26 @@ def test_feature_set_sampling_and_device_windows() -> None:
     frames = features.frames.astype(np.float64)
     np.testing.assert_allclose(mean, frames.mean(axis=0), rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(std, np.maximum(frames.std(axis=0), 1e-3), rtol=1e-3, atol=1e-3)
+
+
+def test_onset_windows_are_the_engines_first_windows_of_a_note() -> None:
+    """After an onset the device classifies the frames heard so far, then silence frames (Classifier._window)."""
+    notes = _notes(2)
+    features = extract_features(notes, ExtractSettings(DEFAULT_SPEC, augment=AudioAugment(copies=1)), progress=False)
+    pad = silence_frame(DEFAULT_SPEC)
+    x, owner = features.onset_windows(16, pad)
+    assert x.shape == (2, 40, 59) and owner.tolist() == [0, 1]  # one per note: its clean rendition only
+    clean = np.flatnonzero(features.seg_rendition == 0)
+    for row, seg in enumerate(clean):
+        block = features.frames[features.seg_offset[seg] : features.seg_offset[seg] + 16].T.astype(np.float32)
+        np.testing.assert_array_equal(x[row, :, :16], block)  # the note's first 16 frames ...
+        np.testing.assert_array_equal(x[row, :, 16:], np.repeat(pad[:, None].astype(np.float32), 43, axis=1))
+    starts = features.onset_starts(np.random.default_rng(0), np.array([0, 0, 1, 1, 1, 0]))
+    assert set(starts.tolist()) <= set(features.seg_offset.tolist())  # every draw is a segment's first frame
+    windows = np.ones((3, 2, 4), np.float32)
+    onset_prefix(windows, np.array([1, 4, 3]), np.array([-5.0, -6.0]))
+    assert windows[0].tolist() == [[1, -5, -5, -5], [1, -6, -6, -6]]
+    assert windows[1].tolist() == [[1, 1, 1, 1], [1, 1, 1, 1]] and windows[2, :, 3].tolist() == [-5, -6]
 
 
 def test_unreadable_notes_are_counted_not_fatal() -> None:

@@ -18,8 +18,10 @@ from instrument_ai.train.models import (  # noqa: E402
     estimate_int8_bytes,
 )
 
-INT8_FRIENDLY_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN",
-                     "FULLY_CONNECTED", "SOFTMAX", "RESHAPE", "QUANTIZE", "DEQUANTIZE", "DELEGATE"}  # fmt: skip
+# int8 builtins that XNNPACK also runs (qs8 slice, subtract and concatenate for the level-invariant front)
+INT8_FRIENDLY_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "SUB", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN",
+                     "FULLY_CONNECTED", "SOFTMAX", "RESHAPE", "STRIDED_SLICE", "CONCATENATION", "QUANTIZE",
+                     "DEQUANTIZE", "DELEGATE"}  # fmt: skip
 
 
 def _int8_flatbuffer(model: object) -> bytes:
@@ -94,3 +96,16 @@ def test_build_model_refuses_bad_requests() -> None:
         build_model("huge", 4)
     with pytest.raises(ValueError, match="2 classes"):
         build_model("edge", 1)
+
+
+def test_edge_model_does_not_hear_the_input_gain() -> None:
+    """A gain adds a constant to c0 only (orthonormal DCT of a dB shift): the edge model's answer is unchanged."""
+    model = build_model("edge", 11, (40, 59, 1), compile=False)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 40, 59, 1)).astype(np.float32)
+    louder = x.copy()
+    louder[:, 0] += 2.5
+    np.testing.assert_allclose(model.predict(louder, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    other = x.copy()
+    other[:, 1] += 2.5  # the spectral shape is still heard
+    assert np.abs(model.predict(other, verbose=0) - model.predict(x, verbose=0)).max() > 1e-3

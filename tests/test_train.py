@@ -165,6 +165,9 @@ def test_edge_run_learned_something(edge_run: Path) -> None:
     assert 0.0 <= metrics["note_accuracy"] <= 1.0 and 0.0 <= metrics["window_accuracy"] <= 1.0
     assert metrics["n_notes"] == json.loads((edge_run / "config.json").read_text())["data"]["counts"]["valid"]["notes"]
     assert set(metrics["per_family"]) == {"bass", "flute", "keyboard", "organ"}
+    # the device's first three decisions after an onset, on the validation notes
+    assert set(metrics["onset_window_accuracy"]) == {"0.25", "0.5", "0.75"}
+    assert all(0.0 <= v <= 1.0 for v in metrics["onset_window_accuracy"].values())
 
 
 def test_calibration_and_load_run(edge_run: Path) -> None:
@@ -349,6 +352,11 @@ def test_bad_input_gives_one_line_errors(corpus: Path, cache: Path, tmp_path: Pa
         (["--resume", str(tmp_path / "nope")], "not a training run"),
         (["--resume", str(edge_run), "--data", str(corpus)], "--resume takes"),
         (["--data", str(corpus)], "--out"),
+        (["--data", str(corpus), "--out", out, "--audio-augment", "{noise", *c], "not JSON"),
+        (["--data", str(corpus), "--out", out, "--audio-augment", "[1]", *c], "JSON object"),
+        (["--data", str(corpus), "--out", out, "--audio-augment", '{"hiss": 1}', *c], "hiss"),
+        (["--data", str(corpus), "--out", out, "--audio-augment", '{"noise_prob": 2}', *c], "probability"),
+        (["--data", str(corpus), "--out", out, "--onset-fraction", "1.5", *c], "onset-fraction"),
     ]
     for args, message in cases:
         code, output = _cli(*args)
@@ -409,6 +417,53 @@ def test_window_sampler_batches_are_reproducible(corpus: Path, cache: Path, tmp_
     b.epoch = 1
     assert not np.array_equal(x, b.batch(1)[0])
     assert abs(float(x.mean())) < 1.0  # normalised
+
+
+def test_edge_preset_renders_pitch_filling_copies_and_an_override_wins() -> None:
+    from instrument_ai.train.models import PITCH_FILL
+    from instrument_ai.train.trainer import TrainConfig
+
+    edge = TrainConfig(data="d", out="o").audio_augment_settings()
+    assert edge.copies == 2 and edge.pitch_prob == 1.0 and edge.pitch_cents == PITCH_FILL["pitch_cents"] == 150.0
+    assert edge.noise_prob == edge.reverb_prob == edge.bandlimit_prob == 0.0
+    mic = TrainConfig(data="d", out="o", audio_augment={"noise_prob": 0.8}, augment_copies=1).audio_augment_settings()
+    assert mic.noise_prob == 0.8 and mic.pitch_cents == 150.0 and mic.copies == 1
+    baseline = TrainConfig(data="d", out="o", preset="baseline").resolved()
+    assert baseline.augment_copies == 0 and baseline.onset_fraction == 0.0  # the study's recipe stays the study's
+
+
+def test_window_sampler_cuts_its_onset_share_like_the_device(corpus: Path, cache: Path, tmp_path: Path) -> None:
+    from instrument_ai.device.frontend import DEFAULT_SPEC
+    from instrument_ai.train.augment import FeatureAugment
+    from instrument_ai.train.features import silence_frame
+    from instrument_ai.train.trainer import WindowSampler, prepare_data
+
+    prepared = prepare_data(_config(corpus, cache, tmp_path / "o"))
+    zero, one = np.zeros(40, np.float32), np.ones(40, np.float32)  # no normalisation: raw frames come out
+    pad = silence_frame(DEFAULT_SPEC).astype(np.float32)
+
+    def batch(fraction: float) -> np.ndarray:
+        sampler = WindowSampler(prepared.train, prepared.train_y, len(prepared.labels), mean=zero, std=one,
+                                batch_size=400, steps=1, seed=3, balance="balanced",
+                                feature_augment=FeatureAugment(enabled=False), band_matrix=None,
+                                onset_fraction=fraction, silence=pad)  # fmt: skip
+        return sampler.batch(0)[0][..., 0]
+
+    def padded_frames(x: np.ndarray) -> np.ndarray:
+        """Trailing silence frames of each window."""
+        silent = np.all(np.isclose(x, pad[None, :, None], atol=1e-3), axis=1)  # (B, W)
+        return np.cumprod(silent[:, ::-1], axis=1).sum(axis=1)
+
+    natural = np.mean(padded_frames(batch(0.0)) > 0)  # a release that ends in digital zeros, now and then
+    assert natural < 0.25
+    cut = padded_frames(batch(0.5))
+    assert 0.35 < np.mean(cut > 0) - natural < 0.65
+    assert len(set(cut[cut > 0].tolist())) > 20  # 1..58 frames heard, widely spread
+    np.testing.assert_array_equal(batch(0.5), batch(0.5))
+    with pytest.raises(ValueError, match="silence frame"):
+        WindowSampler(prepared.train, prepared.train_y, 4, mean=zero, std=one, batch_size=8, steps=1, seed=0,
+                      balance="balanced", feature_augment=FeatureAugment(enabled=False), band_matrix=None,
+                      onset_fraction=0.2)  # fmt: skip
 
 
 def test_ctrl_c_is_held_back_while_a_checkpoint_is_written() -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from instrument_ai.train.train_cli import AUDIO_AUGMENT_HELP, parse_audio_augment
+
 
 def _say(message: str) -> None:
     click.echo(message, err=True)
@@ -79,8 +81,12 @@ def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train
 @click.option("--augment-copies", type=click.IntRange(0, 16), default=None,
               help="Augmented renditions per note [default: the preset's].")  # fmt: skip
 @click.option("--no-feature-augment", is_flag=True, help="Turn off the per-batch gain/EQ augmentation.")
+@click.option("--audio-augment", callback=parse_audio_augment, metavar="JSON", help=AUDIO_AUGMENT_HELP)
+@click.option("--onset-fraction", type=click.FloatRange(0, 1), default=None,
+              help="Share of training windows cut as a note's first second [default: the preset's].")  # fmt: skip
 def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ...], epochs: int | None,
-            seed: int, jobs: int, augment_copies: int | None, no_feature_augment: bool) -> None:  # fmt: skip
+            seed: int, jobs: int, augment_copies: int | None, no_feature_augment: bool,
+            audio_augment: dict | None, onset_fraction: float | None) -> None:  # fmt: skip
     """Leave-one-library-out: train on all libraries but one, test on it; the mean note accuracy is the headline."""
     from instrument_ai.train.evaluate import EvaluationError
     from instrument_ai.train.holdout import HoldoutConfig, run_holdout
@@ -92,6 +98,10 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
         overrides["augment_copies"] = augment_copies
     if no_feature_augment:
         overrides["feature_augment"] = {"enabled": False}
+    if onset_fraction is not None:
+        overrides["onset_fraction"] = onset_fraction
+    if audio_augment:
+        overrides["audio_augment"] = audio_augment
     cfg = HoldoutConfig(data=data_dir, out=out_dir, preset=preset, epochs=epochs, seed=seed, libraries=names,
                         jobs=jobs, overrides=overrides)  # fmt: skip
     try:

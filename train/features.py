@@ -115,6 +115,23 @@ def silence_frame(spec: FrontendSpec, stage: str = "mfcc") -> np.ndarray:
     return _stage_fn(stage)(np.zeros(spec.win_length), spec)[:, 0]
 
 
+def onset_prefix(windows: np.ndarray, heard: np.ndarray, pad: np.ndarray) -> np.ndarray:
+    """Cut windows that start at a note's onset to their first `heard` frames, the rest `pad` (in place).
+
+    This is the device engine's window right after an onset (`Classifier._window`):
+    until a whole window has passed, it holds the frames heard since the onset
+    followed by silence frames. A model that never saw such windows in training
+    answers the first hops of every note from inputs unlike any it learned
+    from, which is what delays the first decision. `windows` is (B, F, W),
+    `heard` (B,) in 1..W, `pad` the silence frame (F,).
+    """
+    width = windows.shape[2]
+    cut = np.arange(width)[None, :] >= np.asarray(heard)[:, None]  # (B, W)
+    mask = np.broadcast_to(cut[:, None, :], windows.shape)
+    windows[mask] = np.broadcast_to(np.asarray(pad, dtype=windows.dtype)[None, :, None], windows.shape)[mask]
+    return windows
+
+
 def window_levels_dbfs(signal: np.ndarray, spec: FrontendSpec, window_frames: int) -> np.ndarray:
     """RMS level in dBFS of every window start k (samples [k*hop, k*hop + window_samples)), via a cumulative sum."""
     n_samples = spec.window_samples(window_frames)
@@ -288,6 +305,19 @@ class FeatureSet:
         segments = lo[note_ids] + rng.integers(0, count[note_ids])
         room = self.seg_length[segments].astype(np.int64) - self.window_frames + 1
         return self.seg_offset[segments] + rng.integers(0, room)
+
+    def onset_starts(self, rng: np.random.Generator, note_ids: np.ndarray) -> np.ndarray:
+        """For each note id, a random rendition's first frame (the note's onset): global frame starts."""
+        lo, count = self.note_seg_lo, self.note_seg_count
+        segments = lo[note_ids] + rng.integers(0, count[note_ids])
+        return self.seg_offset[segments].astype(np.int64)
+
+    def onset_windows(self, heard: int, pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each clean note's window `heard` frames after its onset, padded as the device pads it: (x, note)."""
+        segments = np.flatnonzero(self.seg_rendition == 0)
+        x = self.gather(self.seg_offset[segments])
+        onset_prefix(x, np.full(segments.size, min(heard, self.window_frames)), pad)
+        return x, self.seg_note[segments].astype(np.int64)
 
     def device_windows(self, hop: int, renditions: Sequence[int] = (0,)) -> tuple[np.ndarray, np.ndarray]:
         """All device-like windows (every `hop` frames) of the given renditions: (x, note index)."""

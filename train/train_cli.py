@@ -13,6 +13,27 @@ from pathlib import Path
 import click
 
 
+def parse_audio_augment(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> dict | None:
+    """--audio-augment: a JSON object of AudioAugment fields (e.g. '{"noise_prob": 0.8}'), checked by the trainer."""
+    import json
+
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc.msg})") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("want a JSON object such as '{\"noise_prob\": 0.8}'")
+    return parsed
+
+
+AUDIO_AUGMENT_HELP = (
+    "JSON object of audio-augmentation fields over the preset's (noise_prob, snr_db, reverb_prob, pitch_prob, "
+    "pitch_cents, ...; see train/augment.py AudioAugment)."
+)
+
+
 def _families(value: str | None) -> list[str] | None:
     if not value:
         return None
@@ -29,7 +50,7 @@ def _families(value: str | None) -> list[str] | None:
     help="Continue an interrupted run from its last checkpoint (takes the run's own settings).",
 )
 @click.option("--preset", type=click.Choice(["baseline", "edge"]), default="edge", show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the preset's: baseline 72, edge 24).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the preset's: baseline 72, edge 48).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--split", "split_file", type=click.Path(path_type=Path), help="A splits.json to use instead of DIR's.")
 @click.option(
@@ -64,6 +85,10 @@ def _families(value: str | None) -> list[str] | None:
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="Stop after this much training.")
 @click.option("--max-memory", "max_memory_gb", type=click.FloatRange(min=0, min_open=True), help="GB for features.")
 @click.option("--no-feature-augment", is_flag=True, help="Turn off the per-batch gain/EQ augmentation.")
+@click.option("--audio-augment", callback=parse_audio_augment, metavar="JSON", help=AUDIO_AUGMENT_HELP)
+@click.option("--onset-fraction", type=click.FloatRange(0, 1),
+              help="Share of windows cut to a note's first frames then silence, as the device's first hops see them "
+              "[default: the preset's].")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def train(
     data_dir: Path | None,
@@ -89,6 +114,8 @@ def train(
     max_minutes: float | None,
     max_memory_gb: float | None,
     no_feature_augment: bool,
+    audio_augment: dict | None,
+    onset_fraction: float | None,
     quiet: bool,
 ) -> None:
     """Train the PRESET model on DIR's training instruments and write RUNDIR.
@@ -135,9 +162,11 @@ def train(
                 jobs=jobs,
                 cache=str(cache_dir) if cache_dir else None,
                 augment_copies=augment_copies,
+                audio_augment=audio_augment or {},
                 feature_augment={"enabled": False} if no_feature_augment else None,
                 balance=balance,
                 windows_per_note=windows_per_note,
+                onset_fraction=onset_fraction,
                 max_minutes=max_minutes,
                 max_memory_gb=max_memory_gb,
                 verbose=0 if quiet else 1,

@@ -77,6 +77,8 @@ from instrument_ai.train.features import (
     data_fingerprint,
     hop_frames,
     n_features,
+    onset_prefix,
+    silence_frame,
     window_frames,
 )
 from instrument_ai.train.models import PRESETS, build_model, model_summary
@@ -134,12 +136,15 @@ class TrainConfig:
     silence_dbfs: float = SILENCE_DBFS
     augment_copies: int | None = None
     audio_augment: dict[str, Any] = field(default_factory=dict)
-    """Overrides of AudioAugment fields (copies comes from augment_copies)."""
+    """Overrides of the preset's AudioAugment fields (copies comes from augment_copies)."""
     feature_augment: dict[str, Any] | None = None
     """FeatureAugment fields; None = enabled as the preset says, with default ranges."""
     balance: str = "balanced"
     windows_per_note: float | None = None
     """Training windows per training note per epoch; None = the preset's."""
+    onset_fraction: float | None = None
+    """Share of training windows cut as the device sees a note's first second (onset, then silence frames);
+    None = the preset's."""
     max_minutes: float | None = None
     """Stop after the epoch that crosses this wall-clock budget (counted from the start of training)."""
     max_valid_windows: int = 8000
@@ -166,6 +171,8 @@ class TrainConfig:
             raise TrainError(f"valid fraction must be between 0 and 1, got {self.valid_fraction}")
         if self.windows_per_note is not None and not self.windows_per_note > 0:
             raise TrainError("windows per note must be positive")
+        if self.onset_fraction is not None and not 0.0 <= self.onset_fraction <= 1.0:
+            raise TrainError(f"onset fraction must be between 0 and 1, got {self.onset_fraction}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise TrainError("max minutes must be positive")
         if self.augment_copies is not None and not 0 <= self.augment_copies <= 16:
@@ -192,6 +199,7 @@ class TrainConfig:
             mixup_alpha=d.mixup_alpha if self.mixup_alpha is None else self.mixup_alpha,
             patience=self.patience or d.patience,
             windows_per_note=self.windows_per_note or d.windows_per_note,
+            onset_fraction=d.onset_fraction if self.onset_fraction is None else self.onset_fraction,
             augment_copies=d.augment_copies if self.augment_copies is None else self.augment_copies,
             feature_augment=self.feature_augment_settings().to_dict(),
             frontend_spec=self.spec().to_dict(),
@@ -207,7 +215,7 @@ class TrainConfig:
         copies = self.defaults.augment_copies if self.augment_copies is None else self.augment_copies
         try:
             # the renditions' seed is not the run's: runs with other seeds share one cached extraction
-            return AudioAugment.from_dict({**self.audio_augment, "copies": copies})
+            return AudioAugment.from_dict({**self.defaults.audio_augment, **self.audio_augment, "copies": copies})
         except (ValueError, TypeError) as exc:
             raise TrainError(f"audio augmentation: {exc}") from None
 
@@ -558,6 +566,10 @@ def note_sampling_probs(labels: np.ndarray, n_classes: int, balance: str) -> np.
 class WindowSampler:
     """Builds training batches: balanced notes -> random rendition and crop -> feature augmentation -> normalise.
 
+    With `onset_fraction`, that share of the windows starts at a note's onset
+    and keeps only its first 1..W-1 frames, the rest silence (`onset_prefix`):
+    the windows the device classifies in the first second of every note.
+
     Deterministic per (seed, epoch, batch index), so a resumed run draws the
     same batches as an uninterrupted one would.
     """
@@ -577,7 +589,13 @@ class WindowSampler:
         feature_augment: FeatureAugment,
         band_matrix: np.ndarray | None,
         mixup_alpha: float = 0.0,
+        onset_fraction: float = 0.0,
+        silence: np.ndarray | None = None,
     ) -> None:
+        if onset_fraction > 0 and silence is None:
+            raise ValueError("onset windows need the silence frame to pad with")
+        self.onset_fraction = float(onset_fraction)
+        self.silence = None if silence is None else np.asarray(silence, dtype=np.float32)
         self.features = features
         self.labels = labels
         self.n_classes = n_classes
@@ -595,9 +613,17 @@ class WindowSampler:
     def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         notes = rng.choice(len(self.labels), size=self.batch_size, p=self.probs)
-        x = self.features.gather(self.features.sample_starts(rng, notes))
+        starts = self.features.sample_starts(rng, notes)
+        onset = np.zeros(self.batch_size, dtype=bool)
+        if self.onset_fraction > 0:
+            onset = rng.random(self.batch_size) < self.onset_fraction
+            starts[onset] = self.features.onset_starts(rng, notes[onset])
+        x = self.features.gather(starts)
         if self.band_matrix is not None:
             augment_features(x, rng, self.band_matrix, self.feature_augment)
+        if onset.any():  # after the EQ/gain: the device pads with the silence frame itself, not an augmented one
+            heard = rng.integers(1, self.features.window_frames, size=int(onset.sum()))
+            x[onset] = onset_prefix(x[onset], heard, self.silence)
         x -= self.mean
         x /= self.std
         y = np.eye(self.n_classes, dtype=np.float32)[self.labels[notes]]
@@ -926,6 +952,8 @@ def train_model(config: TrainConfig, *, resume: bool = False, callbacks: Sequenc
         feature_augment=feature_aug,
         band_matrix=band,
         mixup_alpha=float(config.mixup_alpha or 0.0),
+        onset_fraction=float(config.onset_fraction or 0.0),
+        silence=silence_frame(spec, config.stage).astype(np.float32),
     )
     last = checkpoints / "last.keras"
     if resume and last.is_file():
@@ -1007,6 +1035,12 @@ def _finish(
     train_raw, train_owner, train_note_y = _subset_windows(prepared.train, hop, prepared.train_y, 4000, rng)
     train_scores = window_note_scores(predict_windows(model, norm(train_raw)), train_owner, train_note_y)
     has = scores["has"]
+    onset_accuracy = {}
+    for k in (1, 2, 3):  # the device's first decisions after an onset on a hop boundary
+        onset_x, onset_note = prepared.valid.onset_windows(k * hop, silence_frame(config.spec(), config.stage))
+        if len(onset_x):
+            pred = predict_windows(model, norm(onset_x)).argmax(axis=1)
+            onset_accuracy[f"{k * config.hop_seconds:g}"] = float(np.mean(pred == prepared.valid_y[onset_note]))
     metrics = {
         "split": "valid",
         "note_accuracy": scores["note_accuracy"],
@@ -1016,6 +1050,7 @@ def _finish(
         "n_notes": int(has.sum()),
         "n_windows": len(valid_raw),
         "per_family": {prepared.labels[k]: {"recall": v} for k, v in scores["recall"].items()},
+        "onset_window_accuracy": onset_accuracy,
         "train_note_accuracy": train_scores["note_accuracy"],
         "train_window_accuracy": train_scores["window_accuracy"],
         "chance": 1.0 / len(prepared.labels),
@@ -1066,8 +1101,14 @@ def _write_calibration(
         members = np.flatnonzero(labels == label)
         if members.size:
             chosen.extend(rng.choice(members, size=per_family, replace=members.size < per_family).tolist())
-    starts = prepared.train.sample_starts(rng, np.asarray(chosen, dtype=np.int64))
+    chosen_notes = np.asarray(chosen, dtype=np.int64)
+    starts = prepared.train.sample_starts(rng, chosen_notes)
+    onset = rng.random(chosen_notes.size) < float(config.onset_fraction or 0.0)
+    starts[onset] = prepared.train.onset_starts(rng, chosen_notes[onset])
     train_x = prepared.train.gather(starts)
+    if onset.any():  # the int8 input range must cover the silence frames the device pads onset windows with
+        heard = rng.integers(1, prepared.train.window_frames, size=int(onset.sum()))
+        train_x[onset] = onset_prefix(train_x[onset], heard, silence_frame(config.spec(), config.stage))
     keep_x, keep_owner, keep_y = valid_raw, valid_owner, valid_note_y
     if len(valid_raw) > config.calibration_valid_windows:
         per_note = np.bincount(valid_owner, minlength=len(valid_note_y))
