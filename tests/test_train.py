@@ -432,6 +432,21 @@ def test_edge_preset_renders_pitch_filling_copies_and_an_override_wins() -> None
     assert baseline.augment_copies == 0 and baseline.onset_fraction == 0.0  # the study's recipe stays the study's
 
 
+def test_a_config_saved_before_the_0_3_recipe_resumes_with_what_it_was_trained_with() -> None:
+    from instrument_ai.train.augment import AudioAugment
+    from instrument_ai.train.trainer import TrainConfig
+
+    new = TrainConfig(data="d", out="o").resolved()
+    again = TrainConfig.from_dict(new.to_dict())
+    assert again == new and again.onset_fraction == 0.25 and again.audio_augment_settings().pitch_cents == 150.0
+    old = new.to_dict()
+    del old["onset_fraction"]
+    old["audio_augment"] = {}
+    was = TrainConfig.from_dict(old)
+    assert was.onset_fraction == 0.0
+    assert was.audio_augment_settings() == AudioAugment(copies=new.augment_copies)  # the old defaults
+
+
 def test_window_sampler_cuts_its_onset_share_like_the_device(corpus: Path, cache: Path, tmp_path: Path) -> None:
     from instrument_ai.device.frontend import DEFAULT_SPEC
     from instrument_ai.train.augment import FeatureAugment

@@ -81,7 +81,7 @@ from instrument_ai.train.features import (
     silence_frame,
     window_frames,
 )
-from instrument_ai.train.models import PRESETS, build_model, model_summary
+from instrument_ai.train.models import PITCH_FILL, PRESETS, build_model, model_summary
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,11 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise TrainError(f"train config: unknown field(s) {', '.join(unknown)}")
+        if "onset_fraction" not in data:
+            # Written before the 0.3.0 recipe: keep what that run was trained with (no onset windows, and
+            # AudioAugment's own defaults where the presets now set the pitch-filling ones).
+            old_audio = {k: v for k, v in AudioAugment().to_dict().items() if k in PITCH_FILL}
+            data = {**data, "onset_fraction": 0.0, "audio_augment": {**old_audio, **data.get("audio_augment", {})}}
         try:
             return cls(**data)
         except TypeError as exc:
