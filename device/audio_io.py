@@ -14,7 +14,7 @@ class AudioFileError(ValueError):
 
 def demo_path() -> Path:
     """The demo recording that ships with the package."""
-    return Path(str(resources.files("instrument_ai.device") / "assets" / "demo.ogg"))
+    return Path(str(resources.files("instrument_ai.device") / "assets" / "demo.flac"))
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:

@@ -59,7 +59,7 @@ def test_unknown_command_is_a_usage_error() -> None:
 def test_features_demo_text() -> None:
     result = run("features", "--demo")
     assert result.returncode == 0, result.stderr
-    assert "demo.ogg" in result.stdout and "-> MFCC 40 x" in result.stdout
+    assert "demo.flac" in result.stdout and "-> MFCC 40 x" in result.stdout
     assert "c0" in result.stdout
 
 
@@ -67,7 +67,7 @@ def test_features_demo_json() -> None:
     result = run("features", "--demo", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    n_samples = soundfile.info(str(REPO / "device" / "assets" / "demo.ogg")).frames
+    n_samples = soundfile.info(str(REPO / "device" / "assets" / "demo.flac")).frames
     assert summary["shape"] == [40, DEFAULT_SPEC.n_frames(n_samples)]
     assert summary["preset"] == "default"
     assert len(summary["mean"]) == len(summary["std"]) == 40

@@ -145,7 +145,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_shipped_model_names_a_demo_note_through_the_fake_microphone(fake_mic: PulseFakeMic, tmp_path: Path) -> None:
-    """The shipped bundle, the real audio path: the demo's bass note (22-24 s of demo.ogg) played at 48 kHz.
+    """The shipped bundle, the real audio path: the demo's bass note (22-24 s of demo.flac) played at 48 kHz.
 
     The bass note is one of the six demo notes the shipped model names (models/README.md, "Known weaknesses").
     """
@@ -153,7 +153,7 @@ def test_shipped_model_names_a_demo_note_through_the_fake_microphone(fake_mic: P
 
     model = REPO / "models" / "default.tflite"
     assert model.is_file(), "the shipped model is missing"
-    audio, rate = soundfile.read(str(REPO / "device" / "assets" / "demo.ogg"), dtype="float32")
+    audio, rate = soundfile.read(str(REPO / "device" / "assets" / "demo.flac"), dtype="float32")
     note = audio[int(21.7 * rate) : int(24.8 * rate)]
     upsampled = np.interp(np.arange(0, len(note), rate / 48000), np.arange(len(note)), note).astype(np.float32)
     clip = tmp_path / "bass.wav"

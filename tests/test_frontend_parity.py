@@ -25,7 +25,7 @@ import soundfile
 from instrument_ai.device.frontend import FrontendSpec, librosa_preset, log_mel, mel_power, mfcc, psf_preset
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "device" / "assets" / "demo.ogg"
+DEMO = REPO / "device" / "assets" / "demo.flac"
 
 LIBROSA_TOL = 1e-3  # dB-scaled absolute error, from the issue
 PSF_TOL = 1e-4

@@ -210,7 +210,7 @@ def test_wheel_builds_and_installs_into_a_fresh_venv(tmp_path: Path) -> None:
         "instrument_ai/device/frontend.py",
         "instrument_ai/device/cli.py",
         "instrument_ai/device/bench_cli.py",
-        "instrument_ai/device/assets/demo.ogg",
+        "instrument_ai/device/assets/demo.flac",
         "instrument_ai/train/__init__.py",
         "instrument_ai/train/demo_clip.py",
         "instrument_ai/convert/__init__.py",

@@ -3,7 +3,10 @@
 Notes of several families, one after another with silences between them, from
 the TimGM6mb SoundFont that the PyPI package pretty_midi ships (so anyone can
 rebuild it: ``python -m instrument_ai.train.demo_clip``). Stored as 16 kHz mono
-Ogg Vorbis to stay small.
+16-bit FLAC (~300 KB), lossless: the demo is what the SoundFont renders. It was
+Ogg Vorbis at ~22 kbit/s (66 KB) until model 0.3.0, and that codec's artefacts
+changed the answers for several notes (`tests/research/README.md`), so the main
+job measured the codec as much as the model.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ DEMO_NOTES: list[tuple[str, int, int]] = [
     ("reed", 65, 62),  # alto sax
     ("bass", 32, 36),  # acoustic bass
 ]
-DEMO_ASSET = Path(__file__).resolve().parents[1] / "device" / "assets" / "demo.ogg"
+DEMO_ASSET = Path(__file__).resolve().parents[1] / "device" / "assets" / "demo.flac"
 
 
 def timgm6mb_path() -> Path:
@@ -73,7 +76,7 @@ def main() -> None:
     import soundfile
 
     signal, notes = render_demo()
-    soundfile.write(args.out, signal, SAMPLE_RATE, format="OGG", subtype="VORBIS")
+    soundfile.write(args.out, signal, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     args.out.with_suffix(".json").write_text(json.dumps({"sample_rate": SAMPLE_RATE, "notes": notes}, indent=1))
     print(f"wrote {args.out} ({len(signal) / SAMPLE_RATE:.1f} s, {args.out.stat().st_size // 1024} KB)")
     for note in notes:
