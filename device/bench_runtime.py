@@ -160,10 +160,17 @@ def end_to_end(model: Path, *, input_rate: int, block_seconds: float, repeats: i
 def decision_latency(model: Path, *, align_onsets: bool = True) -> dict[str, Any]:
     """Onset to first family event for each demo note (fast, in-process; stream time, not wall time)."""
     from instrument_ai.device.bundle import load
+
+    audio, rate, notes = _demo_audio()
+    return note_latencies(load(model), audio, rate, notes, align_onsets=align_onsets)
+
+
+def note_latencies(
+    bundle: Any, audio: np.ndarray, rate: int, notes: list[dict[str, Any]], *, align_onsets: bool = True
+) -> dict[str, Any]:
+    """`decision_latency` of any mono recording whose `notes` (onset s, family) are known."""
     from instrument_ai.device.engine import SILENCE, UNKNOWN, Classifier
 
-    bundle = load(model)
-    audio, rate, notes = _demo_audio()
     engine = Classifier(bundle, input_rate=rate, align_onsets=align_onsets)
     hops = engine.process_hops(audio) + engine.flush()
     events = [h for h in hops if h.changed]

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from instrument_ai.device.bench_runtime import note_latencies
 from instrument_ai.device.bundle import load
-from instrument_ai.device.engine import SILENCE, UNKNOWN, Classifier
 from instrument_ai.train.demo_clip import SAMPLE_RATE, render_demo
 
 
@@ -29,19 +29,6 @@ def _through(signal: np.ndarray, fmt: str, subtype: str, **options: float) -> np
     soundfile.write(buffer, signal, SAMPLE_RATE, format=fmt, subtype=subtype, **options)
     buffer.seek(0)
     return soundfile.read(buffer, dtype="float32")[0]
-
-
-def latencies(bundle: object, audio: np.ndarray, notes: list[dict]) -> list[float | None]:
-    """Onset to the first event naming each note's family (None: never before the next note)."""
-    engine = Classifier(bundle, input_rate=SAMPLE_RATE)
-    events = engine.process(audio) + [e for e in engine.flush() if e.changed]
-    out: list[float | None] = []
-    for i, note in enumerate(notes):
-        end = notes[i + 1]["onset"] if i + 1 < len(notes) else float("inf")
-        named = [e for e in events if note["onset"] < e.time <= end and e.label not in (SILENCE, UNKNOWN)]
-        right = next((e for e in named if e.label == note["family"]), None)
-        out.append(None if right is None else round(right.time - note["onset"], 3))
-    return out
 
 
 def main() -> None:
@@ -59,7 +46,8 @@ def main() -> None:
         bundle = load(path)
         for name, audio in variants.items():
             for gain in (0.25, 1.0):
-                found = latencies(bundle, audio * gain, notes)
+                rows = note_latencies(bundle, audio * gain, SAMPLE_RATE, notes)["notes"]
+                found = [r["correct_latency_s"] for r in rows]
                 named = [t for t in found if t is not None]
                 cells = " | ".join("--" if t is None else f"{t:g}" for t in found)
                 print(f"{path.name} | {name} | {gain:g} | {len(named)}/8 | {sum(t <= 1.0 for t in named)} | {cells}")
