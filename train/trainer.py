@@ -57,7 +57,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -619,16 +619,12 @@ class WindowSampler:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         notes = rng.choice(len(self.labels), size=self.batch_size, p=self.probs)
         starts = self.features.sample_starts(rng, notes)
-        onset = np.zeros(self.batch_size, dtype=bool)
-        if self.onset_fraction > 0:
-            onset = rng.random(self.batch_size) < self.onset_fraction
-            starts[onset] = self.features.onset_starts(rng, notes[onset])
+        onset = choose_onsets(rng, self.features, notes, starts, self.onset_fraction)
         x = self.features.gather(starts)
         if self.band_matrix is not None:
             augment_features(x, rng, self.band_matrix, self.feature_augment)
-        if onset.any():  # after the EQ/gain: the device pads with the silence frame itself, not an augmented one
-            heard = rng.integers(1, self.features.window_frames, size=int(onset.sum()))
-            x[onset] = onset_prefix(x[onset], heard, self.silence)
+        # after the EQ/gain: the device pads with the silence frame itself, not an augmented one
+        cut_onsets(rng, x, onset, self.silence)
         x -= self.mean
         x /= self.std
         y = np.eye(self.n_classes, dtype=np.float32)[self.labels[notes]]
@@ -639,6 +635,47 @@ class WindowSampler:
             x = lam[:, None, None] * x + (1.0 - lam[:, None, None]) * x[partner]
             y = lam[:, None] * y + (1.0 - lam[:, None]) * y[partner]
         return x[..., None], y
+
+
+def choose_onsets(
+    rng: np.random.Generator, features: FeatureSet, notes: np.ndarray, starts: np.ndarray, fraction: float
+) -> np.ndarray:
+    """Mark about `fraction` of the windows as onset windows and move their `starts` to the note's onset (in place).
+
+    Returns the mask; draws nothing from `rng` when `fraction` is 0.
+    """
+    if fraction <= 0:
+        return np.zeros(len(notes), dtype=bool)
+    onset = rng.random(len(notes)) < fraction
+    starts[onset] = features.onset_starts(rng, notes[onset])
+    return onset
+
+
+def cut_onsets(rng: np.random.Generator, x: np.ndarray, onset: np.ndarray, silence: np.ndarray | None) -> None:
+    """Keep 1..W-1 random frames of the `onset` windows of `x` (B, F, W), the rest `silence` (in place)."""
+    if onset.any():
+        heard = rng.integers(1, x.shape[2], size=int(onset.sum()))
+        x[onset] = onset_prefix(x[onset], heard, silence)
+
+
+def onset_window_accuracy(
+    predict: Callable[[np.ndarray], np.ndarray],
+    features: FeatureSet,
+    note_y: np.ndarray,
+    hop: int,
+    silence: np.ndarray,
+    hop_seconds: float,
+) -> dict[str, float]:
+    """Window accuracy of the device's first three decisions after each clean note's onset (on hop boundaries).
+
+    `predict` maps raw windows to probabilities; keys are the seconds heard ("0.25", "0.5", "0.75").
+    """
+    accuracy: dict[str, float] = {}
+    for k in (1, 2, 3):
+        x, note = features.onset_windows(k * hop, silence)
+        if len(x):
+            accuracy[f"{k * hop_seconds:g}"] = float(np.mean(predict(x).argmax(axis=1) == note_y[note]))
+    return accuracy
 
 
 def _make_dataset(sampler: WindowSampler) -> Any:
@@ -1040,12 +1077,14 @@ def _finish(
     train_raw, train_owner, train_note_y = _subset_windows(prepared.train, hop, prepared.train_y, 4000, rng)
     train_scores = window_note_scores(predict_windows(model, norm(train_raw)), train_owner, train_note_y)
     has = scores["has"]
-    onset_accuracy = {}
-    for k in (1, 2, 3):  # the device's first decisions after an onset on a hop boundary
-        onset_x, onset_note = prepared.valid.onset_windows(k * hop, silence_frame(config.spec(), config.stage))
-        if len(onset_x):
-            pred = predict_windows(model, norm(onset_x)).argmax(axis=1)
-            onset_accuracy[f"{k * config.hop_seconds:g}"] = float(np.mean(pred == prepared.valid_y[onset_note]))
+    onset_accuracy = onset_window_accuracy(
+        lambda raw: predict_windows(model, norm(raw)),
+        prepared.valid,
+        prepared.valid_y,
+        hop,
+        silence_frame(config.spec(), config.stage),
+        config.hop_seconds,
+    )
     metrics = {
         "split": "valid",
         "note_accuracy": scores["note_accuracy"],
@@ -1108,12 +1147,10 @@ def _write_calibration(
             chosen.extend(rng.choice(members, size=per_family, replace=members.size < per_family).tolist())
     chosen_notes = np.asarray(chosen, dtype=np.int64)
     starts = prepared.train.sample_starts(rng, chosen_notes)
-    onset = rng.random(chosen_notes.size) < float(config.onset_fraction or 0.0)
-    starts[onset] = prepared.train.onset_starts(rng, chosen_notes[onset])
+    onset = choose_onsets(rng, prepared.train, chosen_notes, starts, float(config.onset_fraction or 0.0))
     train_x = prepared.train.gather(starts)
-    if onset.any():  # the int8 input range must cover the silence frames the device pads onset windows with
-        heard = rng.integers(1, prepared.train.window_frames, size=int(onset.sum()))
-        train_x[onset] = onset_prefix(train_x[onset], heard, silence_frame(config.spec(), config.stage))
+    # the int8 input range must cover the silence frames the device pads onset windows with
+    cut_onsets(rng, train_x, onset, silence_frame(config.spec(), config.stage))
     keep_x, keep_owner, keep_y = valid_raw, valid_owner, valid_note_y
     if len(valid_raw) > config.calibration_valid_windows:
         per_note = np.bincount(valid_owner, minlength=len(valid_note_y))

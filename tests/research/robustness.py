@@ -19,7 +19,13 @@ import json
 import numpy as np
 
 from instrument_ai.train.features import silence_frame
-from instrument_ai.train.trainer import _subset_windows, load_run, prepare_data, window_note_scores
+from instrument_ai.train.trainer import (
+    _subset_windows,
+    load_run,
+    onset_window_accuracy,
+    prepare_data,
+    window_note_scores,
+)
 
 
 def robustness(run_dir: str, max_windows: int = 30000) -> dict[str, float]:
@@ -35,11 +41,15 @@ def robustness(run_dir: str, max_windows: int = 30000) -> dict[str, float]:
         shifted[:, 0] += gain_db * np.sqrt(run.spec.n_mels)
         scores = window_note_scores(run.predict(shifted, model), owner, note_y)
         row[f"note_accuracy_{gain_db:+d}dB"] = round(100 * scores["note_accuracy"], 1)
-    pad = silence_frame(run.spec, "mfcc")
-    for k in (1, 2, 3):
-        windows, notes = prepared.valid.onset_windows(k * run.hop_frames, pad)
-        pred = run.predict(windows, model).argmax(axis=1)
-        row[f"onset_window_accuracy_{0.25 * k:g}s"] = round(100 * float(np.mean(pred == prepared.valid_y[notes])), 1)
+    onsets = onset_window_accuracy(
+        lambda raw: run.predict(raw, model),
+        prepared.valid,
+        prepared.valid_y,
+        run.hop_frames,
+        silence_frame(run.spec, "mfcc"),
+        run.train_config.hop_seconds,
+    )
+    row.update({f"onset_window_accuracy_{seconds}s": round(100 * value, 1) for seconds, value in onsets.items()})
     return row
 
 
