@@ -490,8 +490,8 @@ def runtime(
     no_tensorflow: bool,
 ) -> None:
     """Interpreter latency (int8/float, 1/N threads), end-to-end cost per hop, decision latency, RSS and start-up."""
-    from instrument_ai.device.bench_cli import resolve_common
-    from instrument_ai.device.run_cli import RunError, default_model_candidates
+    from instrument_ai.device.commands.bench import resolve_common
+    from instrument_ai.device.commands.run import RunError, default_model_candidates
 
     as_json, repeats = resolve_common(ctx, as_json, repeats)
     if model is None:

@@ -17,23 +17,26 @@ import click
 # name -> ("module:attribute", one-line help). The help is kept here so that
 # listing the commands does not import any of them.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("instrument_ai.device.bench_cli:bench", "Measure frontend, interpreter and end-to-end cost."),
+    "bench": ("instrument_ai.device.commands.bench:bench", "Measure frontend, interpreter and end-to-end cost."),
     "data": ("instrument_ai.train.data_cli:data", "Build, split and inspect NSynth-format corpora."),
     "train": ("instrument_ai.train.train_cli:train", "Train a model on an NSynth-format corpus."),
     "evaluate": ("instrument_ai.train.evaluate_cli:evaluate", "Evaluate a Keras model or a bundle on a corpus."),
     "experiment": ("instrument_ai.train.experiment_cli:experiment", "Rerun the study and the holdout protocol."),
     "convert": ("instrument_ai.convert.cli:convert", "Convert a training run into an int8 TFLite bundle."),
-    "inspect": ("instrument_ai.device.bundle_cli:inspect_bundle", "Print a bundle's metadata and self-test."),
-    "classify": ("instrument_ai.device.run_cli:classify", "Name the instrument family of audio files."),
-    "run": ("instrument_ai.device.run_cli:run", "Classify a live stream continuously (the daemon)."),
-    "devices": ("instrument_ai.device.run_cli:devices", "List audio input devices and their native rates."),
-    "flash": ("instrument_ai.device.lifecycle_cli:flash", "Install a verified bundle on devices (dir or ssh)."),
-    "models": ("instrument_ai.device.lifecycle_cli:models", "List the bundles installed in a model directory."),
-    "rollback": ("instrument_ai.device.lifecycle_cli:rollback", "Point a model directory back one version."),
+    "inspect": ("instrument_ai.device.commands.inspect:inspect_bundle", "Print a bundle's metadata and self-test."),
+    "classify": ("instrument_ai.device.commands.run:classify", "Name the instrument family of audio files."),
+    "run": ("instrument_ai.device.commands.run:run", "Classify a live stream continuously (the daemon)."),
+    "devices": ("instrument_ai.device.commands.run:devices", "List audio input devices and their native rates."),
+    "flash": ("instrument_ai.device.commands.lifecycle:flash", "Install a verified bundle on devices (dir or ssh)."),
+    "models": ("instrument_ai.device.commands.lifecycle:models", "List the bundles installed in a model directory."),
+    "rollback": ("instrument_ai.device.commands.lifecycle:rollback", "Point a model directory back one version."),
     "keygen": ("instrument_ai.convert.signing_cli:keygen", "Make an ed25519 key pair for signing bundles."),
-    "service": ("instrument_ai.device.service_cli:service", "Install or print the systemd unit for the daemon."),
-    "soak": ("instrument_ai.device.soak_cli:soak", "Stream hours of audio through the pipeline, report leaks."),
-    "features": ("instrument_ai.device.frontend_cli:features", "Compute MFCC features of a file and summarise them."),
+    "service": ("instrument_ai.device.commands.service:service", "Install or print the systemd unit for the daemon."),
+    "soak": ("instrument_ai.device.commands.soak:soak", "Stream hours of audio through the pipeline, report leaks."),
+    "features": (
+        "instrument_ai.device.commands.features:features",
+        "Compute MFCC features of a file and summarise them.",
+    ),
 }
 
 

@@ -27,8 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from instrument_ai.device import bundle as device_bundle
-from instrument_ai.device import run_cli, sources
+from instrument_ai.device import sources
 from instrument_ai.device.cli import cli
+from instrument_ai.device.commands import run as run_cli
 
 GIB2 = 2 * 1024**3
 

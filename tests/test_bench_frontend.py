@@ -16,8 +16,8 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-from instrument_ai.device import bench_cli
-from instrument_ai.device.bench_cli import bench, bench_frontend, format_frontend_report, run_frontend_benchmark
+from instrument_ai.device.commands import bench as bench_cli
+from instrument_ai.device.commands.bench import bench, bench_frontend, format_frontend_report, run_frontend_benchmark
 
 ROWS = ("ours_batch", "ours_stream", "librosa", "python_speech_features")
 

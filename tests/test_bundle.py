@@ -22,7 +22,7 @@ from test_bundle_support import FRAMES, LABELS, N_MFCC, artifacts, normalised, r
 
 from instrument_ai.device import bundle as B
 from instrument_ai.device import tflite_file
-from instrument_ai.device.bundle_cli import inspect_bundle
+from instrument_ai.device.commands.inspect import inspect_bundle
 from instrument_ai.device.frontend import DEFAULT_SPEC
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,7 +23,8 @@ import soundfile
 from fakemic import REPO, FakeBundle, sequence, tiny_bundle_bytes, tone
 
 from instrument_ai.device import bundle as device_bundle
-from instrument_ai.device import model_watch, run_cli
+from instrument_ai.device import model_watch
+from instrument_ai.device.commands import run as run_cli
 from instrument_ai.device.engine import Classifier
 from instrument_ai.device.frontend import DEFAULT_SPEC
 
@@ -373,7 +374,7 @@ def test_daemon_refuses_unsigned_and_corrupt_bundles_keeps_classifying_then_swap
 
 SLOW_SECOND_LOAD = """
 import sys, time
-from instrument_ai.device import run_cli
+from instrument_ai.device.commands import run as run_cli
 _load = run_cli.load_bundle
 _calls = []
 def slow_load(*args, **kwargs):

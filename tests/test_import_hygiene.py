@@ -127,8 +127,8 @@ def test_console_script_help_via_importtime() -> None:
 def test_every_device_module_imports_light(tmp_path: Path) -> None:
     import instrument_ai.device as device
 
-    names = sorted(f"instrument_ai.device.{m.name}" for m in pkgutil.iter_modules(device.__path__))
-    assert "instrument_ai.device.frontend" in names and "instrument_ai.device.bench_cli" in names
+    names = sorted(m.name for m in pkgutil.walk_packages(device.__path__, "instrument_ai.device."))
+    assert "instrument_ai.device.frontend" in names and "instrument_ai.device.commands.bench" in names
     out = tmp_path / "report.json"
     env = {
         **os.environ,
@@ -209,7 +209,7 @@ def test_wheel_builds_and_installs_into_a_fresh_venv(tmp_path: Path) -> None:
     for required in (
         "instrument_ai/device/frontend.py",
         "instrument_ai/device/cli.py",
-        "instrument_ai/device/bench_cli.py",
+        "instrument_ai/device/commands/bench.py",
         "instrument_ai/device/assets/demo.flac",
         "instrument_ai/train/__init__.py",
         "instrument_ai/train/demo_clip.py",

@@ -19,8 +19,9 @@ import soundfile
 from click.testing import CliRunner
 from fakemic import REPO, sequence, write_tiny_bundle
 
-from instrument_ai.device import run_cli, sources
+from instrument_ai.device import sources
 from instrument_ai.device.cli import cli
+from instrument_ai.device.commands import run as run_cli
 from instrument_ai.device.engine import Event
 from instrument_ai.device.live_view import LiveView
 

@@ -16,8 +16,8 @@ import soundfile
 from click.testing import CliRunner
 from fakemic import REPO, FakeBundle, sequence, tiny_bundle_bytes, write_tiny_bundle
 
-from instrument_ai.device import soak_cli
 from instrument_ai.device.cli import cli
+from instrument_ai.device.commands import soak as soak_cli
 from instrument_ai.device.engine import Event
 
 

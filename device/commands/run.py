@@ -58,7 +58,7 @@ def default_model_candidates() -> list[Path]:
     if os.environ.get(MODEL_ENV):
         out.append(Path(os.environ[MODEL_ENV]))
     out.append(Path.cwd() / "models" / "default.tflite")
-    out.append(Path(__file__).resolve().parents[1] / "models" / "default.tflite")  # a source checkout
+    out.append(Path(__file__).resolve().parents[2] / "models" / "default.tflite")  # a source checkout
     return out
 
 

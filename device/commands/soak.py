@@ -32,7 +32,7 @@ from typing import Any
 
 import click
 
-from instrument_ai.device.run_cli import (
+from instrument_ai.device.commands.run import (
     RunError,
     _engine,
     _Signals,
