@@ -339,7 +339,7 @@ def test_filtered_notes_need_no_wav(nsynth_folder: Path) -> None:
     ("filters", "match"),
     [
         ({"families": ["piano"]}, "unknown family 'piano'"),
-        ({"families": [11]}, "unknown family 11"),
+        ({"families": [12]}, "unknown family 12"),
         ({"sources": ["wooden"]}, "unknown source"),
         ({"pitch_range": (80, 20)}, "low <= high"),
         ({"pitch_range": (0, 128)}, "<= 127"),
@@ -406,7 +406,7 @@ def _break_unknown_family(f: Path) -> None:
 
 
 def _break_unknown_family_id(f: Path) -> None:
-    _edit_entry(f, BASS, lambda e: e.update(instrument_family=11))
+    _edit_entry(f, BASS, lambda e: e.update(instrument_family=12))
 
 
 def _break_unknown_source(f: Path) -> None:
@@ -465,7 +465,7 @@ BREAKS = {
     "stereo_wav": (_break_stereo, "bad_audio", "2 channels"),
     "json_rate": (_break_json_rate, "bad_rate", "sample_rate 44100"),
     "unknown_family": (_break_unknown_family, "unknown_label", "'piano'"),
-    "unknown_family_id": (_break_unknown_family_id, "unknown_label", "instrument_family 11"),
+    "unknown_family_id": (_break_unknown_family_id, "unknown_label", "instrument_family 12"),
     "unknown_source": (_break_unknown_source, "unknown_label", "'wooden'"),
     "family_id_vs_str": (_break_family_mismatch, "inconsistent_label", "means 'guitar'"),
     "source_id_vs_str": (_break_source_mismatch, "inconsistent_label", "means 'acoustic'"),

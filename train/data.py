@@ -53,6 +53,12 @@ FAMILIES: list[str] = [
 ]
 """NSynth instrument families; the index is NSynth's `instrument_family` id."""
 
+OTHER = "other"
+"""Our 12th label (id 11, after NSynth's 0-10): a sound that is no instrument (speech, noise, drums, rooms)."""
+
+LABELS: list[str] = [*FAMILIES, OTHER]
+"""Every family id a corpus entry may carry: NSynth's 11, then `other`. Real NSynth uses only the first 11."""
+
 SOURCES: list[str] = ["acoustic", "electronic", "synthetic"]
 """NSynth instrument sources; the index is NSynth's `instrument_source` id."""
 
@@ -142,8 +148,8 @@ def format_instrument_str(family_str: str, source_str: str, number: int) -> str:
 
     `number` counts instruments within one family+source, as in NSynth.
     """
-    if family_str not in FAMILIES:
-        raise DataError(f"unknown family {family_str!r}; known: {', '.join(FAMILIES)}")
+    if family_str not in LABELS:
+        raise DataError(f"unknown family {family_str!r}; known: {', '.join(LABELS)}")
     if source_str not in SOURCES:
         raise DataError(f"unknown source {source_str!r}; known: {', '.join(SOURCES)}")
     if number < 0:
@@ -159,7 +165,7 @@ def format_note_str(instrument_str: str, pitch: int, velocity: int) -> str:
 def parse_note_str(note_str: str) -> tuple[str, str, int, int, int]:
     """(family_str, source_str, instrument number, pitch, velocity) of an NSynth note_str."""
     match = _NOTE_STR.match(note_str)
-    if not match or match["family"] not in FAMILIES:
+    if not match or match["family"] not in LABELS:
         raise DataError(f"not an NSynth note_str: {note_str!r} (expected <family>_<source>_<NNN>-<pitch>-<velocity>)")
     return match["family"], match["source"], int(match["number"]), int(match["pitch"]), int(match["velocity"])
 
@@ -192,6 +198,9 @@ class Note:
     """NSynth's running note id (the `note` field)."""
     path: Path | None = None
     """The wav this note's audio comes from (json/wav folders), for `load_audio`."""
+    sounding_seconds: float | None = None
+    """How long the note really sounds (our extra `sounding_seconds` field: real recordings are often 0.25-1 s);
+    None where the corpus does not say (real NSynth: every note is held 3 s)."""
 
     @property
     def qualities_str(self) -> list[str]:
@@ -224,7 +233,7 @@ class Note:
             "instrument_family_str": self.family_str,
             "instrument_source": self.source,
             "instrument_source_str": self.source_str,
-        }
+        } | ({} if self.sounding_seconds is None else {"sounding_seconds": self.sounding_seconds})
 
     @classmethod
     def from_entry(cls, entry: Any, *, key: str | None = None) -> Note:
@@ -282,7 +291,7 @@ def _note_from_entry(entry: Any, key: str | None) -> Note:
     missing = [name for name in FIELDS if name not in entry]
     if missing:
         raise _Skip("missing_field", f"{where}: missing field(s) {', '.join(missing)}")
-    family, family_str = _label(entry, "family", FAMILIES, where)
+    family, family_str = _label(entry, "family", LABELS, where)
     source, source_str = _label(entry, "source", SOURCES, where)
     note_str = _str_field(entry, "note_str", where)
     instrument_str = _str_field(entry, "instrument_str", where)
@@ -308,6 +317,11 @@ def _note_from_entry(entry: Any, key: str | None) -> Note:
         )
     if key is not None and key != note_str:
         raise _Skip("inconsistent_label", f"{where}: entry is keyed {key!r} but its note_str is {note_str!r}")
+    sounding = entry.get("sounding_seconds")
+    if sounding is not None and (
+        isinstance(sounding, bool) or not isinstance(sounding, (int, float)) or not 0 <= sounding <= 3600
+    ):
+        raise _Skip("bad_field", f"{where}: sounding_seconds must be a number of seconds, got {sounding!r}")
     prefix = f"{family_str}_{source_str}_"
     if not instrument_str.startswith(prefix) or len(instrument_str) == len(prefix):
         raise _Skip(
@@ -332,6 +346,7 @@ def _note_from_entry(entry: Any, key: str | None) -> Note:
         source_str=source_str,
         qualities=qualities,
         note=note_id,
+        sounding_seconds=None if sounding is None else float(sounding),
     )
 
 
@@ -706,7 +721,7 @@ def _make_filters(
         if len(strs) + len(ids) != len(set(items)):
             raise DataError("instruments must be instrument_str names or integer instrument ids")
     return _Filters(
-        families=_label_ids(families, FAMILIES, "family"),
+        families=_label_ids(families, LABELS, "family"),
         sources=_label_ids(sources, SOURCES, "source"),
         pitch_range=pitch_range,
         velocities=vel,
@@ -924,7 +939,7 @@ def corpus_info(folder: str | Path) -> CorpusInfo:
             if not isinstance(row, dict) or not isinstance(row.get("library"), str) or not row["library"]:
                 raise DataError(f"{inst_path}: {name!r} needs a non-empty string 'library'")
             fam, src = row.get("family_str"), row.get("source_str")
-            if fam is not None and fam not in FAMILIES:
+            if fam is not None and fam not in LABELS:
                 raise DataError(f"{inst_path}: {name!r} has unknown family_str {fam!r}")
             if src is not None and src not in SOURCES:
                 raise DataError(f"{inst_path}: {name!r} has unknown source_str {src!r}")
@@ -1010,7 +1025,7 @@ def describe(path: str | Path, *, report: ReadReport | None = None) -> dict[str,
         pitch_lo, pitch_hi = min(pitch_lo, note.pitch), max(pitch_hi, note.pitch)
 
     def family_order(name: str) -> int:
-        return FAMILIES.index(name)
+        return LABELS.index(name)
 
     return {
         "path": str(path),
