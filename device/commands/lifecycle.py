@@ -105,6 +105,7 @@ def models(directory: Path, as_json: bool) -> None:
     """List the bundles installed in a model directory (oldest first, * = current)."""
     if not directory.is_dir():
         raise click.ClickException(f"{directory}: no such model directory")
+    lifecycle.repair_if_possible(directory)
     try:
         rows = lifecycle.list_installed(directory)
     except lifecycle.LifecycleError as exc:

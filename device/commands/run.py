@@ -69,6 +69,9 @@ def resolve_model(model: Path | None, model_dir: Path | None) -> Path:
     if model is not None:
         return model
     if model_dir is not None:
+        from instrument_ai.device.lifecycle import repair_if_possible
+
+        repair_if_possible(model_dir)  # finish a flash or rollback that was interrupted
         current = model_dir / CURRENT
         if not current.exists():
             raise RunError(f"{model_dir}: no model installed ({CURRENT} missing; use `instrument-ai flash`)")
