@@ -59,9 +59,12 @@ def flash(
     if metadata is None:
         raise click.ClickException(f"{bundle}: no such bundle file")
 
+    try:
+        parsed = [parse_target(spec) for spec in destinations]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     results: list[FlashResult] = []
-    for spec in destinations:
-        target = parse_target(spec)
+    for spec, target in zip(destinations, parsed, strict=True):
         if target.is_remote:
             results.append(
                 flash_remote(

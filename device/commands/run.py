@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 
+from instrument_ai.device.commands.options import FiniteFloat
 from instrument_ai.device.line_output import LineOutput, OutputOpenError, report_to_stderr
 from instrument_ai.device.model_watch import ModelRefused, ModelWatcher, check_runnable, fingerprint
 
@@ -86,6 +87,13 @@ def load_bundle(path: Path, threads: int, trusted_key: str | None = None) -> Any
     """Load and self-test a bundle (and check its signature with a trusted key); any refusal is a one-line RunError."""
     from instrument_ai.device.bundle import BundleError, load
 
+    if trusted_key is not None:  # a bad key is configuration (exit 2: systemd does not restart on it)
+        from instrument_ai.device.ed25519 import load_public_key
+
+        try:
+            load_public_key(trusted_key)
+        except (ValueError, OSError) as exc:
+            raise RunError(f"--trusted-key: {exc}; give 64 hex characters or a file holding them", EXIT_USAGE) from None
     try:
         return load(path, num_threads=threads, trusted_key=trusted_key)
     except BundleError as exc:
@@ -113,19 +121,19 @@ def _model_options(func: Any) -> Any:
                 "--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Interpreter threads."
             ),
             click.option(
-                "--hop", type=click.FloatRange(0.01, 10.0), default=None, help="Seconds between decisions [bundle's]."
+                "--hop", type=FiniteFloat(0.01, 10.0), default=None, help="Seconds between decisions [bundle's]."
             ),
             click.option("--smooth", type=click.IntRange(1, 100), default=3, show_default=True, help="Hops averaged."),
             click.option(
                 "--silence-db",
-                type=click.FloatRange(-200.0, 0.0),
+                type=FiniteFloat(-200.0, 0.0),
                 default=-60.0,
                 show_default=True,
                 help="Hops quieter than this RMS level (dBFS) are silence.",
             ),
             click.option(
                 "--min-confidence",
-                type=click.FloatRange(0.0, 1.0),
+                type=FiniteFloat(0.0, 1.0),
                 default=0.4,
                 show_default=True,
                 help="Below this smoothed probability the label is 'unknown'.",
@@ -324,7 +332,7 @@ class _Signals:
 @_model_options
 @click.option(
     "--reload-poll",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=1.0,
     show_default=True,
     help="With --model-dir: seconds between looks at current.tflite for a new model (0: only on SIGHUP).",
@@ -338,9 +346,9 @@ class _Signals:
 )
 @click.option("--plain", is_flag=True, help="Plain lines even on a terminal (no live view).")
 @click.option(
-    "--stats", "stats_every", type=click.FloatRange(min=0), default=0, help="Summary every N seconds (0: off)."
+    "--stats", "stats_every", type=FiniteFloat(min=0), default=0, help="Summary every N seconds (0: off)."
 )
-@click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop after N seconds of stream time.")
+@click.option("--duration", type=FiniteFloat(min=0), default=None, help="Stop after N seconds of stream time.")
 def run(
     source: str,
     device: str | None,
@@ -611,7 +619,7 @@ def classify_file(
     seconds = source.frames / source.rate
     if max_seconds is not None and seconds > max_seconds:
         raise SourceError(
-            f"{path}: {seconds / 3600:.1f} h of audio, longer than --max-seconds {max_seconds:g} "
+            f"{path}: {seconds:.1f} s of audio, longer than --max-seconds {max_seconds:g} s "
             "(classify names one family per file; stream long recordings with `instrument-ai run --source FILE`)"
         )
     try:
@@ -653,7 +661,7 @@ def classify_file(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
 @click.option(
     "--max-seconds",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=DEFAULT_MAX_SECONDS,
     show_default=True,
     help="Refuse files longer than this (checked from the header, before reading).",
@@ -675,10 +683,23 @@ def classify(
     multichannel; any rate). Refused with one line each: empty, non-audio, truncated WAV,
     NaN/Inf samples, directories, devices, files over --max-seconds.
     """
+    bundle = load_bundle(resolve_model(model, model_dir), threads, trusted_key)
+    try:
+        failed = _classify_all(files, bundle, engine_opts, max_seconds, timeline, as_json)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted; stop quietly like `run`
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    if failed:
+        raise RunError(f"{failed} of {len(files)} file(s) could not be classified")
+
+
+def _classify_all(
+    files: tuple[str, ...], bundle: Any, engine_opts: dict[str, Any], max_seconds: float, timeline: bool, as_json: bool
+) -> int:
     from instrument_ai.device.live_view import change_line
     from instrument_ai.device.sources import SourceError
 
-    bundle = load_bundle(resolve_model(model, model_dir), threads, trusted_key)
     failed = 0
     for path in files:
         try:
@@ -702,8 +723,7 @@ def classify(
         if timeline:
             for event in events:
                 click.echo("  " + change_line(event))
-    if failed:
-        raise RunError(f"{failed} of {len(files)} file(s) could not be classified")
+    return failed
 
 
 # -- devices --------------------------------------------------------------------------------------

@@ -1,0 +1,106 @@
+"""Defects found by trying every command as a new user (issue 15): each one's input now gets the answer it should."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+from fakemic import write_tiny_bundle
+
+from instrument_ai.device.cli import cli
+from instrument_ai.device.remote import parse_target
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("audio") / "tone.wav"
+    t = np.arange(16000 * 2) / 16000
+    soundfile.write(path, (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 16000)
+    return path
+
+
+@pytest.mark.parametrize("spec", ["nobody@127.0.0.1:", "", ":/tmp/x", "   "])
+def test_malformed_flash_target_is_a_usage_error(model: Path, tmp_path: Path, spec: str, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError):
+        parse_target(spec)
+    result = CliRunner().invoke(cli, ["flash", str(model), "--to", spec])
+    assert result.exit_code == 2, result.output
+    assert not list(tmp_path.iterdir()), "nothing installed anywhere"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("option", ["--reload-poll", "--stats", "--duration"])
+def test_run_float_options_refuse_non_finite(model: Path, tone: Path, option: str, value: str) -> None:
+    result = CliRunner().invoke(cli, ["run", "--model", str(model), "--source", str(tone), "--fast", option, value])
+    assert result.exit_code == 2, result.output
+    assert "finite" in result.output or "range" in result.output
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_classify_max_seconds_refuses_non_finite(model: Path, tone: Path, value: str) -> None:
+    result = CliRunner().invoke(cli, ["classify", "--model", str(model), "--max-seconds", value, str(tone)])
+    assert result.exit_code == 2, result.output
+
+
+def test_max_seconds_message_says_seconds(model: Path, tone: Path) -> None:
+    result = CliRunner().invoke(cli, ["classify", "--model", str(model), "--max-seconds", "0.5", str(tone)])
+    assert result.exit_code == 1
+    assert "2.0 s of audio, longer than --max-seconds 0.5 s" in result.output
+    assert " h of audio" not in result.output
+
+
+def test_bad_trusted_key_is_a_configuration_error(model: Path, tone: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["run", "--model", str(model), "--source", str(tone), "--fast", "--trusted-key", "zzzz"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--trusted-key" in result.output and "Traceback" not in result.output
+
+
+def test_service_unit_does_not_restart_on_configuration_errors() -> None:
+    result = CliRunner().invoke(cli, ["service", "install", "--print"])
+    assert result.exit_code == 0, result.output
+    assert "RestartPreventExitStatus=2" in result.output
+
+
+def test_classify_into_a_closed_pipe_stops_cleanly(model: Path, tone: Path) -> None:
+    files = [str(tone)] * 40
+    done = subprocess.run(
+        f"{sys.executable} -m instrument_ai.device.cli classify --model {model} --timeline "
+        + " ".join(files)
+        + " | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        executable="/bin/bash",
+        timeout=120,
+    )
+    assert done.returncode == 0
+    assert len(done.stdout.splitlines()) == 1
+    check = subprocess.run(
+        f"set -o pipefail; {sys.executable} -m instrument_ai.device.cli classify --model {model} --timeline "
+        + " ".join(files)
+        + " | head -1 >/dev/null",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        executable="/bin/bash",
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "Traceback" not in check.stderr and "Error" not in check.stderr
