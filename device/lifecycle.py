@@ -132,9 +132,11 @@ def _parse_history(path: Path) -> tuple[list[InstalledModel], str | None]:
 def _rebuild_history(directory: Path) -> tuple[list[InstalledModel], str | None]:
     """A history made from the files in versions/ (oldest first by mtime) when installed.json is damaged."""
     folder = directory / VERSIONS
-    files = sorted(
-        (p for p in folder.glob("*.tflite") if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime
-    ) if folder.is_dir() else []
+    files = (
+        sorted((p for p in folder.glob("*.tflite") if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)
+        if folder.is_dir()
+        else []
+    )
     entries = []
     for path in files:
         parts = path.stem.rsplit("-", 2)

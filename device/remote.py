@@ -47,7 +47,9 @@ def parse_target(spec: str) -> Target:
     if match and not local:
         return Target(spec, match["host"], match["dir"])
     if ":" in spec and not local:  # `host:` (no DIR), `:DIR` (no host): a typo, not a folder name
-        raise ValueError(f"{spec!r} is not a valid target; give a directory or [user@]host:DIR (./NAME for a local one)")
+        raise ValueError(
+            f"{spec!r} is not a valid target; give a directory or [user@]host:DIR (./NAME for a local one)"
+        )
     return Target(spec, None, spec)
 
 

@@ -345,9 +345,7 @@ class _Signals:
     help="Append events to FILE, not stdout (a failing write - full disk - is counted and reported on stderr).",
 )
 @click.option("--plain", is_flag=True, help="Plain lines even on a terminal (no live view).")
-@click.option(
-    "--stats", "stats_every", type=FiniteFloat(min=0), default=0, help="Summary every N seconds (0: off)."
-)
+@click.option("--stats", "stats_every", type=FiniteFloat(min=0), default=0, help="Summary every N seconds (0: off).")
 @click.option("--duration", type=FiniteFloat(min=0), default=None, help="Stop after N seconds of stream time.")
 def run(
     source: str,
