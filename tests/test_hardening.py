@@ -104,3 +104,26 @@ def test_classify_into_a_closed_pipe_stops_cleanly(model: Path, tone: Path) -> N
     )
     assert check.returncode == 0, check.stderr
     assert "Traceback" not in check.stderr and "Error" not in check.stderr
+
+
+def test_xnnpack_info_line_is_silent_unless_verbose(model: Path, tone: Path) -> None:
+    base = [sys.executable, "-m", "instrument_ai.device.cli"]
+    args = ["classify", "--model", str(model), str(tone)]
+    quiet = subprocess.run([*base, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "XNNPACK" not in quiet.stderr and "INFO:" not in quiet.stderr
+    loud = subprocess.run([*base, "--verbose", *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert loud.returncode == 0, loud.stderr
+    from instrument_ai.device.interpreter import interpreter_class
+
+    if "litert" in interpreter_class()[1].lower():  # the runtime that prints it
+        assert "XNNPACK" in loud.stderr
+
+
+def test_features_refuses_a_truncated_wav_like_classify(model: Path, tone: Path, tmp_path: Path) -> None:
+    trunc = tmp_path / "trunc.wav"
+    trunc.write_bytes(tone.read_bytes()[:3000])
+    for args in (["features", str(trunc)], ["classify", "--model", str(model), str(trunc)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "Traceback" not in result.output
