@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -127,3 +128,34 @@ def test_features_refuses_a_truncated_wav_like_classify(model: Path, tone: Path,
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 1, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def _hop(label: str, probs: list[float] | None, i: int) -> Any:
+    from instrument_ai.device.engine import Event
+
+    top = [] if probs is None else [(label, max(probs))]
+    arr = None if probs is None else np.array(probs, dtype=np.float32)
+    return Event(i * 0.1, label, max(probs or [0.0]), top, -20.0, 0.0, 0.0, i, probs=arr)
+
+
+def test_file_answer_agrees_with_the_timeline() -> None:
+    """A loud guitar-like attack then a long keyboard hold: the mean favours guitar, the timeline says keyboard."""
+    from instrument_ai.device.file_answer import file_answer
+
+    labels = ["guitar", "keyboard", "flute"]
+    hops = [_hop("guitar", [0.99, 0.01, 0.0], 0), _hop("guitar", [0.99, 0.01, 0.0], 1)]
+    hops += [_hop("keyboard", [0.45, 0.5, 0.05], i) for i in range(2, 5)]
+    hops += [_hop("silence", None, 5)]
+    mean = np.mean([h.probs for h in hops if h.probs is not None], axis=0)
+    assert labels[int(np.argmax(mean))] == "guitar", "the old answer (mean) disagrees with the timeline"
+    answer = file_answer(hops, labels, 3)
+    assert answer["label"] == "keyboard"
+    assert answer["share"] == pytest.approx(0.6)
+    assert answer["top_k"][0]["label"] == "guitar"  # the detail still shows the mean
+
+
+def test_file_answer_of_silence_and_of_only_unknown() -> None:
+    from instrument_ai.device.file_answer import file_answer
+
+    assert file_answer([_hop("silence", None, 0)], ["a"], 3)["label"] == "silence"
+    assert file_answer([_hop("unknown", [0.3, 0.3], 0)], ["a", "b"], 3)["label"] == "unknown"

@@ -608,9 +608,7 @@ def classify_file(
     A file longer than `max_seconds` (by its header) is refused before a sample is read: one answer for an
     hour of audio means little, and a 2 GB file would take minutes.
     """
-    import numpy as np
-
-    from instrument_ai.device.engine import SILENCE, UNKNOWN
+    from instrument_ai.device.file_answer import file_answer
     from instrument_ai.device.sources import FileSource, SourceError
 
     source = FileSource(path, realtime=False)
@@ -630,7 +628,6 @@ def classify_file(
     for block in source.blocks(threading.Event()):
         hops += engine.process_hops(block)
     hops += engine.flush()
-    sounding = [e.probs for e in hops if e.probs is not None]
     result: dict[str, Any] = {
         "file": path,
         "seconds": round(engine.stream_time, 3),
@@ -638,16 +635,7 @@ def classify_file(
         "channels": source.channels,
         "hops": len(hops),
     }
-    if not sounding:
-        result.update(label=SILENCE, confidence=0.0, top_k=[])
-    else:
-        mean = np.mean(sounding, axis=0)
-        order = np.argsort(-mean, kind="stable")[: engine.top_k]
-        top = [(engine.labels[i], float(mean[i])) for i in order]
-        label = top[0][0] if top[0][1] >= engine.min_confidence else UNKNOWN
-        result.update(
-            label=label, confidence=round(top[0][1], 4), top_k=[{"label": n, "p": round(p, 4)} for n, p in top]
-        )
+    result.update(file_answer(hops, list(engine.labels), engine.top_k))
     result["timeline"] = hops
     return result
 
@@ -717,7 +705,8 @@ def _classify_all(
             click.echo(json.dumps(result))
             continue
         top = "  ".join(f"{t['label']} {t['p']:.2f}" for t in result["top_k"])
-        click.echo(f"{path}: {result['label']} {result['confidence']:.2f}  [{top}]  ({result['seconds']} s)")
+        held = f", held {result['share']:.0%} of sounding hops" if result["share"] else ""
+        click.echo(f"{path}: {result['label']} {result['confidence']:.2f}  [{top}]  ({result['seconds']} s{held})")
         if timeline:
             for event in events:
                 click.echo("  " + change_line(event))
