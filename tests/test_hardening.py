@@ -159,3 +159,27 @@ def test_file_answer_of_silence_and_of_only_unknown() -> None:
 
     assert file_answer([_hop("silence", None, 0)], ["a"], 3)["label"] == "silence"
     assert file_answer([_hop("unknown", [0.3, 0.3], 0)], ["a", "b"], 3)["label"] == "unknown"
+
+
+def test_service_unit_quotes_paths_warns_about_hidden_ones_and_links_real_docs() -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "service",
+            "install",
+            "--print",
+            "--executable",
+            "/home/pi/my venv/bin/instrument-ai",
+            "--model-dir",
+            "/srv/a b",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert 'ExecStart="/home/pi/my venv/bin/instrument-ai" run --source mic --model-dir "/srv/a b"' in result.output
+    assert 'ReadWritePaths="/srv/a b"' in result.output
+    assert "ProtectHome=yes hides" in result.output  # the warning (stderr, mixed in by CliRunner)
+    docs = next(line for line in result.output.splitlines() if line.startswith("Documentation="))
+    for link in docs.removeprefix("Documentation=").split():
+        assert link.startswith("man:") or Path(link.removeprefix("file://")).is_file(), link
+    plain = CliRunner().invoke(cli, ["service", "install", "--print", "--executable", "/opt/ia/bin/instrument-ai"])
+    assert "warning" not in plain.output and "ExecStart=/opt/ia/bin/instrument-ai run" in plain.output
