@@ -32,7 +32,7 @@ import json
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -53,6 +53,12 @@ of hundreds of MB - on a Pi, the out-of-memory killer - so it is refused."""
 
 class UnsupportedRate(ValueError):
     """An input rate the engine will not convert (absurd, or needing a huge filter bank); one line."""
+
+
+def _no_label(event: Event) -> Event:
+    if event.label == SILENCE:
+        return event
+    return replace(event, label=UNKNOWN, confidence=0.0, top_k=[], probs=None)
 
 
 def check_input_rate(input_rate: int, model_rate: int) -> None:
@@ -323,7 +329,12 @@ class Classifier:
         events = self._consume(tail)
         pending = self._samples - self._hop_index * self.hop_samples
         if pending > 0:  # the padding is silence: the level is that of the `pending` real samples
-            events += self._consume(np.zeros(self.hop_samples - pending), level_samples=pending)
+            only_padding = self._hop_index == 0 and pending < self.hop_samples / 2
+            padded = self._consume(np.zeros(self.hop_samples - pending), level_samples=pending)
+            if only_padding:  # a stream shorter than half a hop: mostly padding, no family to name
+                padded = [_no_label(e) for e in padded]
+                self.label = UNKNOWN if padded else self.label
+            events += padded
         return events
 
     def _consume(self, samples: np.ndarray, *, level_samples: int | None = None) -> list[Event]:

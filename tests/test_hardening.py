@@ -183,3 +183,23 @@ def test_service_unit_quotes_paths_warns_about_hidden_ones_and_links_real_docs()
         assert link.startswith("man:") or Path(link.removeprefix("file://")).is_file(), link
     plain = CliRunner().invoke(cli, ["service", "install", "--print", "--executable", "/opt/ia/bin/instrument-ai"])
     assert "warning" not in plain.output and "ExecStart=/opt/ia/bin/instrument-ai run" in plain.output
+
+
+@pytest.mark.parametrize("bundle", ["tiny", "shipped"])
+def test_no_label_from_padding_alone(model: Path, tmp_path: Path, bundle: str) -> None:
+    import json
+
+    chosen = model if bundle == "tiny" else REPO / "models" / "default.tflite"
+    result = CliRunner().invoke(
+        cli, ["run", "--model", str(chosen), "--source", "-", "--samplerate", "16000", "--json"], input=b"abc"
+    )
+    assert result.exit_code in (0, 3), result.output
+    rows = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    labels = {row["label"] for row in rows if "label" in row}
+    assert labels <= {"silence", "unknown"}, labels
+    clip = tmp_path / "short.wav"
+    t = np.arange(1600) / 16000
+    soundfile.write(clip, (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    answer = CliRunner().invoke(cli, ["classify", "--model", str(chosen), "--json", str(clip)])
+    assert answer.exit_code == 0, answer.output
+    assert json.loads(answer.output.splitlines()[-1])["label"] in ("silence", "unknown")
