@@ -42,6 +42,8 @@ from instrument_ai.device.resample import StreamResampler, as_float_frames
 
 SILENCE = "silence"
 UNKNOWN = "unknown"
+MIN_SOUND_SECONDS = 0.05
+"""A whole stream shorter than this is named by no family: its one hop would be almost all padding."""
 LEVEL_FLOOR_DB = -120.0
 INPUT_RATE_RANGE = (1000, 384000)
 """Input rates the engine accepts (the range of `run --samplerate`)."""
@@ -329,9 +331,9 @@ class Classifier:
         events = self._consume(tail)
         pending = self._samples - self._hop_index * self.hop_samples
         if pending > 0:  # the padding is silence: the level is that of the `pending` real samples
-            only_padding = self._hop_index == 0 and pending < self.hop_samples / 2
+            only_padding = self._hop_index == 0 and pending < MIN_SOUND_SECONDS * self.model_rate
             padded = self._consume(np.zeros(self.hop_samples - pending), level_samples=pending)
-            if only_padding:  # a stream shorter than half a hop: mostly padding, no family to name
+            if only_padding:  # a stream of a few samples: the window is padding, no family to name
                 padded = [_no_label(e) for e in padded]
                 self.label = UNKNOWN if padded else self.label
             events += padded
