@@ -203,3 +203,16 @@ def test_no_label_from_padding_alone(model: Path, tmp_path: Path, bundle: str) -
     answer = CliRunner().invoke(cli, ["classify", "--model", str(chosen), "--json", str(clip)])
     assert answer.exit_code == 0, answer.output
     assert json.loads(answer.output.splitlines()[-1])["label"] in ("silence", "unknown")
+
+
+def test_inspect_metrics_line_is_whole_json() -> None:
+    import json
+
+    from instrument_ai.device.commands.inspect import _metrics_line
+
+    metrics = {f"key{i}": {"accuracy": i / 100, "notes": list(range(5))} for i in range(40)}
+    line = _metrics_line(metrics)
+    head = line.split(" (+")[0]
+    assert json.loads(head) and len(head) <= 300
+    assert "more; --json for all" in line
+    assert json.loads(_metrics_line({"a": 1})) == {"a": 1}
