@@ -216,3 +216,20 @@ def test_inspect_metrics_line_is_whole_json() -> None:
     assert json.loads(head) and len(head) <= 300
     assert "more; --json for all" in line
     assert json.loads(_metrics_line({"a": 1})) == {"a": 1}
+
+
+def test_live_panel_has_no_literal_markup() -> None:
+    import io
+
+    from rich.console import Console
+
+    from instrument_ai.device.engine import Event
+    from instrument_ai.device.live_view import LiveView
+
+    view = LiveView(io.StringIO())
+    event = Event(0.5, "silence", 0.0, [], -80.0, 0.1, 0.0, 1)
+    panel = view._render(event, {})
+    for console in (Console(file=io.StringIO(), force_terminal=True), Console(file=io.StringIO(), color_system=None)):
+        console.print(panel)
+        text = console.file.getvalue()
+        assert "SILENCE" in text and "[dim]" not in text and "[/]" not in text
