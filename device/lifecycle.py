@@ -59,7 +59,8 @@ def verify_bundle(path: Path, trusted_key: str | None = None) -> dict[str, Any]:
     try:
         loaded = bundle.load(path, self_test=True, trusted_key=trusted_key)
     except bundle.BundleError as exc:
-        raise LifecycleError(f"{path}: refused: {exc}") from None
+        reason = str(exc).removeprefix(f"{path}: ")  # the bundle reader names the file too: say it once
+        raise LifecycleError(f"{path}: refused: {reason}") from None
     return dict(loaded.metadata)
 
 
@@ -255,6 +256,8 @@ def install(
     if keep < 1:
         raise LifecycleError("--keep must be at least 1")
     bundle_path = Path(bundle_path)
+    if bundle_path.is_dir():
+        raise LifecycleError(f"{bundle_path}: is a directory, not a bundle file; give the .tflite file")
     if not bundle_path.is_file():
         raise LifecycleError(f"{bundle_path}: no such bundle file")
     metadata = (verifier or verify_bundle)(bundle_path)

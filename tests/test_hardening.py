@@ -233,3 +233,16 @@ def test_live_panel_has_no_literal_markup() -> None:
         console.print(panel)
         text = console.file.getvalue()
         assert "SILENCE" in text and "[dim]" not in text and "[/]" not in text
+
+
+def test_messages_name_the_path_once_and_give_the_right_reason(tmp_path: Path, model: Path) -> None:
+    trunc = tmp_path / "trunc.tflite"
+    trunc.write_bytes(model.read_bytes()[:2000])
+    result = CliRunner().invoke(cli, ["flash", str(trunc), "--to", str(tmp_path / "d")])
+    assert result.exit_code == 1 and result.output.count(str(trunc)) == 1, result.output
+    adir = tmp_path / "adir.tflite"
+    adir.mkdir()
+    result = CliRunner().invoke(cli, ["flash", str(adir), "--to", str(tmp_path / "d")])
+    assert "is a directory" in result.output, result.output
+    result = CliRunner().invoke(cli, ["run", "--model-dir", str(tmp_path / "nosuchdir"), "--source", "demo"])
+    assert result.exit_code != 0 and "no such model directory" in result.output, result.output

@@ -57,7 +57,8 @@ def flash(
     except lifecycle.LifecycleError as exc:
         raise click.ClickException(str(exc)) from None
     if metadata is None:
-        raise click.ClickException(f"{bundle}: no such bundle file")
+        what = "is a directory, not a bundle file; give the .tflite file" if bundle.is_dir() else "no such bundle file"
+        raise click.ClickException(f"{bundle}: {what}")
 
     try:
         parsed = [parse_target(spec) for spec in destinations]

@@ -72,6 +72,8 @@ def resolve_model(model: Path | None, model_dir: Path | None) -> Path:
     if model_dir is not None:
         from instrument_ai.device.lifecycle import repair_if_possible
 
+        if not model_dir.is_dir():
+            raise RunError(f"{model_dir}: no such model directory; give the --to DIR of `instrument-ai flash`")
         repair_if_possible(model_dir)  # finish a flash or rollback that was interrupted
         current = model_dir / CURRENT
         if not current.exists():
