@@ -246,3 +246,11 @@ def test_messages_name_the_path_once_and_give_the_right_reason(tmp_path: Path, m
     assert "is a directory" in result.output, result.output
     result = CliRunner().invoke(cli, ["run", "--model-dir", str(tmp_path / "nosuchdir"), "--source", "demo"])
     assert result.exit_code != 0 and "no such model directory" in result.output, result.output
+
+
+def test_stdin_at_an_unsupported_samplerate_is_a_configuration_error(model: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["run", "--model", str(model), "--source", "-", "--samplerate", "44101"], input=b"\0\0" * 1000
+    )
+    assert result.exit_code == 2, result.output
+    assert "--samplerate" in result.output

@@ -168,7 +168,9 @@ def _engine(bundle: Any, rate: int, channels: int, opts: dict[str, Any], source:
             channels=channels,
             align_onsets=opts["onset_align"],
         )
-    except UnsupportedRate as exc:  # the audio's fault, not the options'
+    except UnsupportedRate as exc:  # a file's fault (1), but stdin's rate is the --samplerate option (2)
+        if source == "stdin":
+            raise RunError(f"--samplerate: {exc}; give a common rate such as 16000 or 44100", EXIT_USAGE) from None
         raise RunError(f"{source}: {exc}") from None
     except ValueError as exc:
         raise RunError(str(exc), EXIT_USAGE) from None
