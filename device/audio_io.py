@@ -28,6 +28,12 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         raise AudioFileError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise AudioFileError(f"{path}: file is empty")
+    from instrument_ai.device.sources import SourceError, check_wav_header  # the one file check classify/run use
+
+    try:
+        check_wav_header(path, path.stat().st_size)
+    except SourceError as exc:
+        raise AudioFileError(str(exc)) from None
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for unreadable input

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 
 import click
@@ -79,8 +80,11 @@ def _module_exists(target: str) -> bool:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="instrument-ai")
-def cli() -> None:
+@click.option("--verbose", is_flag=True, help="Keep the TFLite runtime's own INFO lines on stderr.")
+def cli(verbose: bool) -> None:
     """instrument-ai: hear a note, name the instrument family, on a Raspberry Pi."""
+    if verbose:
+        os.environ["INSTRUMENT_AI_VERBOSE"] = "1"  # read by interpreter.quiet_native_stderr
 
 
 def main(argv: list[str] | None = None) -> None:

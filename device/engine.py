@@ -32,7 +32,7 @@ import json
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,6 +42,8 @@ from instrument_ai.device.resample import StreamResampler, as_float_frames
 
 SILENCE = "silence"
 UNKNOWN = "unknown"
+MIN_SOUND_SECONDS = 0.05
+"""A whole stream shorter than this is named by no family: its one hop would be almost all padding."""
 LEVEL_FLOOR_DB = -120.0
 INPUT_RATE_RANGE = (1000, 384000)
 """Input rates the engine accepts (the range of `run --samplerate`)."""
@@ -53,6 +55,12 @@ of hundreds of MB - on a Pi, the out-of-memory killer - so it is refused."""
 
 class UnsupportedRate(ValueError):
     """An input rate the engine will not convert (absurd, or needing a huge filter bank); one line."""
+
+
+def _no_label(event: Event) -> Event:
+    if event.label == SILENCE:
+        return event
+    return replace(event, label=UNKNOWN, confidence=0.0, top_k=[], probs=None)
 
 
 def check_input_rate(input_rate: int, model_rate: int) -> None:
@@ -323,7 +331,12 @@ class Classifier:
         events = self._consume(tail)
         pending = self._samples - self._hop_index * self.hop_samples
         if pending > 0:  # the padding is silence: the level is that of the `pending` real samples
-            events += self._consume(np.zeros(self.hop_samples - pending), level_samples=pending)
+            only_padding = self._hop_index == 0 and pending < MIN_SOUND_SECONDS * self.model_rate
+            padded = self._consume(np.zeros(self.hop_samples - pending), level_samples=pending)
+            if only_padding:  # a stream of a few samples: the window is padding, no family to name
+                padded = [_no_label(e) for e in padded]
+                self.label = UNKNOWN if padded else self.label
+            events += padded
         return events
 
     def _consume(self, samples: np.ndarray, *, level_samples: int | None = None) -> list[Event]:

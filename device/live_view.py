@@ -93,13 +93,15 @@ class LiveView:
     def _render(self, event: Event, stats: dict[str, Any]) -> Any:
         from rich.panel import Panel
         from rich.table import Table
+        from rich.text import Text
 
         table = Table.grid(padding=(0, 1))
         table.add_column(justify="left", min_width=12)
         table.add_column()
         table.add_column(justify="right")
         style = "bold green" if event.label not in (SILENCE, UNKNOWN) else "dim"
-        table.add_row(f"[{style}]{event.label.upper()}[/]", f"t = {event.time:.2f} s", f"{event.confidence:.2f}")
+        # a Text with a style, not markup: nothing for a console to print literally
+        table.add_row(Text(event.label.upper(), style=style), f"t = {event.time:.2f} s", f"{event.confidence:.2f}")
         names = event.top_k or [(SILENCE, 0.0)]
         for name, p in names[: self.top_k]:
             table.add_row(name, _bar(p), f"{p:.2f}")

@@ -40,9 +40,16 @@ class FlashResult:
 
 def parse_target(spec: str) -> Target:
     """`user@host:/var/lib/instrument-ai` is remote; `/path` or `./dir` is local."""
+    if not spec.strip():
+        raise ValueError("an empty --to target; give a directory or [user@]host:DIR")
+    local = spec.startswith(("/", ".", "~"))
     match = _REMOTE.match(spec)
-    if match and not spec.startswith(("/", ".", "~")):
+    if match and not local:
         return Target(spec, match["host"], match["dir"])
+    if ":" in spec and not local:  # `host:` (no DIR), `:DIR` (no host): a typo, not a folder name
+        raise ValueError(
+            f"{spec!r} is not a valid target; give a directory or [user@]host:DIR (./NAME for a local one)"
+        )
     return Target(spec, None, spec)
 
 

@@ -161,13 +161,13 @@ def test_remote_refusal_is_reported_per_device(art: dict[str, Any], tmp_path: Pa
     _fake_openssh(bin_dir)
     pi = tmp_path / "pi"
     pi.mkdir()
-    (pi / lifecycle.HISTORY).write_text("{broken")  # the device's own install step refuses
+    (pi / lifecycle.VERSIONS).write_text("a file, not a folder")  # the device's own install step refuses
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [*CLI, "flash", str(art["bundle"]), "--to", f"pi@kitchen:{pi}"], capture_output=True, text=True, env=env
     )
     assert done.returncode == 3
-    assert "refused" in done.stdout and "unreadable install history" in done.stdout
+    assert "refused" in done.stdout and "File exists" in done.stdout
 
 
 def test_sigkill_during_flash_never_breaks_the_current_model(

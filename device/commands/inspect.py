@@ -97,7 +97,7 @@ def inspect_bundle(path: Path, as_json: bool, threads: int, trusted_key: str | N
         f"{', '.join(map(str, data.get('libraries', []))) or '?'}"
     )
     if meta.get("metrics"):
-        click.echo(f"  metrics: {json.dumps(meta['metrics'])[:300]}")
+        click.echo(f"  metrics: {_metrics_line(meta['metrics'])}")
     check = meta.get("conversion_check")
     if check:
         click.echo(
@@ -112,3 +112,18 @@ def inspect_bundle(path: Path, as_json: bool, threads: int, trusted_key: str | N
         f"  self-test: {test['vectors']} golden vectors passed on {info['runtime']} (max error {test['max_error']:g}, "
         f"tolerance {test['tolerance']:g}); load + self-test {info['load_ms']:.1f} ms"
     )
+
+
+def _metrics_line(metrics: object, limit: int = 300) -> str:
+    """The metrics as JSON, shortened by whole top-level keys (never cut mid-JSON); --json shows them all."""
+    if not isinstance(metrics, dict):
+        return json.dumps(metrics)
+    text = json.dumps(metrics)
+    if len(text) <= limit:
+        return text
+    kept: dict[str, object] = {}
+    for key, value in metrics.items():
+        if len(json.dumps({**kept, key: value})) > limit:
+            continue
+        kept[key] = value
+    return f"{json.dumps(kept)} (+{len(metrics) - len(kept)} more; --json for all)"

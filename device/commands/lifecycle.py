@@ -57,11 +57,15 @@ def flash(
     except lifecycle.LifecycleError as exc:
         raise click.ClickException(str(exc)) from None
     if metadata is None:
-        raise click.ClickException(f"{bundle}: no such bundle file")
+        what = "is a directory, not a bundle file; give the .tflite file" if bundle.is_dir() else "no such bundle file"
+        raise click.ClickException(f"{bundle}: {what}")
 
+    try:
+        parsed = [parse_target(spec) for spec in destinations]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     results: list[FlashResult] = []
-    for spec in destinations:
-        target = parse_target(spec)
+    for spec, target in zip(destinations, parsed, strict=True):
         if target.is_remote:
             results.append(
                 flash_remote(
@@ -105,6 +109,7 @@ def models(directory: Path, as_json: bool) -> None:
     """List the bundles installed in a model directory (oldest first, * = current)."""
     if not directory.is_dir():
         raise click.ClickException(f"{directory}: no such model directory")
+    lifecycle.repair_if_possible(directory)
     try:
         rows = lifecycle.list_installed(directory)
     except lifecycle.LifecycleError as exc:

@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 
+from instrument_ai.device.commands.options import FiniteFloat
 from instrument_ai.device.line_output import LineOutput, OutputOpenError, report_to_stderr
 from instrument_ai.device.model_watch import ModelRefused, ModelWatcher, check_runnable, fingerprint
 
@@ -69,6 +70,11 @@ def resolve_model(model: Path | None, model_dir: Path | None) -> Path:
     if model is not None:
         return model
     if model_dir is not None:
+        from instrument_ai.device.lifecycle import repair_if_possible
+
+        if not model_dir.is_dir():
+            raise RunError(f"{model_dir}: no such model directory; give the --to DIR of `instrument-ai flash`")
+        repair_if_possible(model_dir)  # finish a flash or rollback that was interrupted
         current = model_dir / CURRENT
         if not current.exists():
             raise RunError(f"{model_dir}: no model installed ({CURRENT} missing; use `instrument-ai flash`)")
@@ -83,6 +89,13 @@ def load_bundle(path: Path, threads: int, trusted_key: str | None = None) -> Any
     """Load and self-test a bundle (and check its signature with a trusted key); any refusal is a one-line RunError."""
     from instrument_ai.device.bundle import BundleError, load
 
+    if trusted_key is not None:  # a bad key is configuration (exit 2: systemd does not restart on it)
+        from instrument_ai.device.ed25519 import load_public_key
+
+        try:
+            load_public_key(trusted_key)
+        except (ValueError, OSError) as exc:
+            raise RunError(f"--trusted-key: {exc}; give 64 hex characters or a file holding them", EXIT_USAGE) from None
     try:
         return load(path, num_threads=threads, trusted_key=trusted_key)
     except BundleError as exc:
@@ -110,19 +123,19 @@ def _model_options(func: Any) -> Any:
                 "--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Interpreter threads."
             ),
             click.option(
-                "--hop", type=click.FloatRange(0.01, 10.0), default=None, help="Seconds between decisions [bundle's]."
+                "--hop", type=FiniteFloat(0.01, 10.0), default=None, help="Seconds between decisions [bundle's]."
             ),
             click.option("--smooth", type=click.IntRange(1, 100), default=3, show_default=True, help="Hops averaged."),
             click.option(
                 "--silence-db",
-                type=click.FloatRange(-200.0, 0.0),
+                type=FiniteFloat(-200.0, 0.0),
                 default=-60.0,
                 show_default=True,
                 help="Hops quieter than this RMS level (dBFS) are silence.",
             ),
             click.option(
                 "--min-confidence",
-                type=click.FloatRange(0.0, 1.0),
+                type=FiniteFloat(0.0, 1.0),
                 default=0.4,
                 show_default=True,
                 help="Below this smoothed probability the label is 'unknown'.",
@@ -155,7 +168,9 @@ def _engine(bundle: Any, rate: int, channels: int, opts: dict[str, Any], source:
             channels=channels,
             align_onsets=opts["onset_align"],
         )
-    except UnsupportedRate as exc:  # the audio's fault, not the options'
+    except UnsupportedRate as exc:  # a file's fault (1), but stdin's rate is the --samplerate option (2)
+        if source == "stdin":
+            raise RunError(f"--samplerate: {exc}; give a common rate such as 16000 or 44100", EXIT_USAGE) from None
         raise RunError(f"{source}: {exc}") from None
     except ValueError as exc:
         raise RunError(str(exc), EXIT_USAGE) from None
@@ -321,7 +336,7 @@ class _Signals:
 @_model_options
 @click.option(
     "--reload-poll",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=1.0,
     show_default=True,
     help="With --model-dir: seconds between looks at current.tflite for a new model (0: only on SIGHUP).",
@@ -334,10 +349,8 @@ class _Signals:
     help="Append events to FILE, not stdout (a failing write - full disk - is counted and reported on stderr).",
 )
 @click.option("--plain", is_flag=True, help="Plain lines even on a terminal (no live view).")
-@click.option(
-    "--stats", "stats_every", type=click.FloatRange(min=0), default=0, help="Summary every N seconds (0: off)."
-)
-@click.option("--duration", type=click.FloatRange(min=0), default=None, help="Stop after N seconds of stream time.")
+@click.option("--stats", "stats_every", type=FiniteFloat(min=0), default=0, help="Summary every N seconds (0: off).")
+@click.option("--duration", type=FiniteFloat(min=0), default=None, help="Stop after N seconds of stream time.")
 def run(
     source: str,
     device: str | None,
@@ -599,16 +612,14 @@ def classify_file(
     A file longer than `max_seconds` (by its header) is refused before a sample is read: one answer for an
     hour of audio means little, and a 2 GB file would take minutes.
     """
-    import numpy as np
-
-    from instrument_ai.device.engine import SILENCE, UNKNOWN
+    from instrument_ai.device.file_answer import file_answer
     from instrument_ai.device.sources import FileSource, SourceError
 
     source = FileSource(path, realtime=False)
     seconds = source.frames / source.rate
     if max_seconds is not None and seconds > max_seconds:
         raise SourceError(
-            f"{path}: {seconds / 3600:.1f} h of audio, longer than --max-seconds {max_seconds:g} "
+            f"{path}: {seconds:.1f} s of audio, longer than --max-seconds {max_seconds:g} s "
             "(classify names one family per file; stream long recordings with `instrument-ai run --source FILE`)"
         )
     try:
@@ -621,7 +632,6 @@ def classify_file(
     for block in source.blocks(threading.Event()):
         hops += engine.process_hops(block)
     hops += engine.flush()
-    sounding = [e.probs for e in hops if e.probs is not None]
     result: dict[str, Any] = {
         "file": path,
         "seconds": round(engine.stream_time, 3),
@@ -629,16 +639,7 @@ def classify_file(
         "channels": source.channels,
         "hops": len(hops),
     }
-    if not sounding:
-        result.update(label=SILENCE, confidence=0.0, top_k=[])
-    else:
-        mean = np.mean(sounding, axis=0)
-        order = np.argsort(-mean, kind="stable")[: engine.top_k]
-        top = [(engine.labels[i], float(mean[i])) for i in order]
-        label = top[0][0] if top[0][1] >= engine.min_confidence else UNKNOWN
-        result.update(
-            label=label, confidence=round(top[0][1], 4), top_k=[{"label": n, "p": round(p, 4)} for n, p in top]
-        )
+    result.update(file_answer(hops, list(engine.labels), engine.top_k))
     result["timeline"] = hops
     return result
 
@@ -650,7 +651,7 @@ def classify_file(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
 @click.option(
     "--max-seconds",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=DEFAULT_MAX_SECONDS,
     show_default=True,
     help="Refuse files longer than this (checked from the header, before reading).",
@@ -672,10 +673,23 @@ def classify(
     multichannel; any rate). Refused with one line each: empty, non-audio, truncated WAV,
     NaN/Inf samples, directories, devices, files over --max-seconds.
     """
+    bundle = load_bundle(resolve_model(model, model_dir), threads, trusted_key)
+    try:
+        failed = _classify_all(files, bundle, engine_opts, max_seconds, timeline, as_json)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted; stop quietly like `run`
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    if failed:
+        raise RunError(f"{failed} of {len(files)} file(s) could not be classified")
+
+
+def _classify_all(
+    files: tuple[str, ...], bundle: Any, engine_opts: dict[str, Any], max_seconds: float, timeline: bool, as_json: bool
+) -> int:
     from instrument_ai.device.live_view import change_line
     from instrument_ai.device.sources import SourceError
 
-    bundle = load_bundle(resolve_model(model, model_dir), threads, trusted_key)
     failed = 0
     for path in files:
         try:
@@ -695,12 +709,12 @@ def classify(
             click.echo(json.dumps(result))
             continue
         top = "  ".join(f"{t['label']} {t['p']:.2f}" for t in result["top_k"])
-        click.echo(f"{path}: {result['label']} {result['confidence']:.2f}  [{top}]  ({result['seconds']} s)")
+        held = f", held {result['share']:.0%} of sounding hops" if result["share"] else ""
+        click.echo(f"{path}: {result['label']} {result['confidence']:.2f}  [{top}]  ({result['seconds']} s{held})")
         if timeline:
             for event in events:
                 click.echo("  " + change_line(event))
-    if failed:
-        raise RunError(f"{failed} of {len(files)} file(s) could not be classified")
+    return failed
 
 
 # -- devices --------------------------------------------------------------------------------------

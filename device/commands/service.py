@@ -21,12 +21,50 @@ UNIT_NAME = "instrument-ai.service"
 DEFAULT_MODEL_DIR = "/var/lib/instrument-ai"
 
 
+HIDDEN = {
+    "/tmp": "PrivateTmp=yes",
+    "/var/tmp": "PrivateTmp=yes",
+    "/home": "ProtectHome=yes",
+    "/root": "ProtectHome=yes",
+    "/run/user": "ProtectHome=yes",
+}
+"""Where the unit's sandbox hides files, and the setting that hides them."""
+
+
+def quote(path: str) -> str:
+    """A path as one systemd word: double-quoted (backslash and quote escaped) when it holds spaces or quotes."""
+    if not any(c in path for c in " \t\"'\\"):
+        return path
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def sandbox_warnings(executable: str, model_dir: str) -> list[str]:
+    """One line per path the service could not see (the daemon would fail to start with a puzzling error)."""
+    out = []
+    for label, path in (("executable", executable), ("--model-dir", model_dir)):
+        resolved = os.path.abspath(path)
+        for prefix, setting in HIDDEN.items():
+            if resolved == prefix or resolved.startswith(prefix + "/"):
+                out.append(
+                    f"instrument-ai service install: {path}: the {label} is under {prefix}, which the unit's "
+                    f"{setting} hides; install the venv (or the models) elsewhere, e.g. /opt/instrument-ai"
+                )
+    return out
+
+
+def _documentation() -> str:
+    """A Documentation= line naming a file that exists (the source checkout's Pi guide), else the man page."""
+    guide = Path(__file__).resolve().parents[2] / "docs" / "raspberry-pi.md"
+    link = f"file://{guide}" if guide.is_file() else ""
+    return " ".join(x for x in (link, "man:systemd.exec(5)") if x)
+
+
 def render_unit(executable: str, model_dir: str, user: str, extra_args: str) -> str:
     """The text of the systemd unit."""
     args = f" {extra_args.strip()}" if extra_args.strip() else ""
     return f"""[Unit]
 Description=instrument-ai: name the instrument family heard by the microphone
-Documentation=file://{model_dir}/README
+Documentation={_documentation()}
 After=sound.target network-online.target
 Wants=network-online.target
 
@@ -35,7 +73,7 @@ Type=simple
 User={user}
 Group={user}
 SupplementaryGroups=audio
-ExecStart={executable} run --source mic --model-dir {model_dir} --json --stats 60{args}
+ExecStart={quote(executable)} run --source mic --model-dir {quote(model_dir)} --json --stats 60{args}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=5
@@ -47,7 +85,7 @@ Environment=PYTHONUNBUFFERED=1
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
-ReadWritePaths={model_dir}
+ReadWritePaths={quote(model_dir)}
 PrivateTmp=yes
 
 [Install]
@@ -78,7 +116,10 @@ def install(
     print_only: bool, model_dir: str, user: str, executable: str | None, extra_args: str, unit_dir: Path
 ) -> None:
     """Write the systemd unit (or print it with --print); see docs/raspberry-pi.md for the rest."""
-    text = render_unit(executable or _default_executable(), model_dir, user, extra_args)
+    executable = executable or _default_executable()
+    for line in sandbox_warnings(executable, model_dir):
+        click.echo(f"warning: {line}", err=True)
+    text = render_unit(executable, model_dir, user, extra_args)
     if print_only:
         click.echo(text, nl=False)
         return

@@ -32,6 +32,7 @@ from typing import Any
 
 import click
 
+from instrument_ai.device.commands.options import FiniteFloat
 from instrument_ai.device.commands.run import (
     RunError,
     _engine,
@@ -236,7 +237,7 @@ def process_figures() -> dict[str, Any]:
     epilog="Exit codes: 0 no error and RSS growth within the limit; 1 errors, too much growth, interrupted or a "
     "bad model/file; 2 usage error."
 )
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), required=True, help="Stream time to process.")
+@click.option("--hours", type=FiniteFloat(min=0, min_open=True), required=True, help="Stream time to process.")
 @click.option(
     "--model",
     "models",
@@ -256,18 +257,18 @@ def process_figures() -> dict[str, Any]:
 )
 @click.option(
     "--swap-every",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=5.0,
     show_default=True,
     help="Minutes of stream time between model swaps (0: never).",
 )
 @click.option(
     "--warmup",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=None,
     help="Minutes of stream time before the start RSS is read [10 % of the stream or 1.5 swaps, at most 10].",
 )
-@click.option("--max-rss-growth-mb", type=click.FloatRange(min=0), default=5.0, show_default=True)
+@click.option("--max-rss-growth-mb", type=FiniteFloat(min=0), default=5.0, show_default=True)
 @click.option("--trusted-key", default=None, help="Require bundles signed by this ed25519 public key (as run does).")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Interpreter threads.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated source.")
