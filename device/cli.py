@@ -87,13 +87,38 @@ def cli(verbose: bool) -> None:
         os.environ["INSTRUMENT_AI_VERBOSE"] = "1"  # read by interpreter.quiet_native_stderr
 
 
+def command_name(argv: list[str]) -> str | None:
+    """The subcommand named in `argv` (the first word that is one), for the error prefix."""
+    return next((word for word in argv if word in COMMANDS), None)
+
+
+def error_line(command: str | None, message: str) -> str:
+    """The one wording of every runtime error: `instrument-ai CMD: PATH: what is wrong; what to do`."""
+    return f"instrument-ai {command}: {message}" if command else f"instrument-ai: {message}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point. Errors the user can fix exit non-zero with one line, never a traceback."""
+    """Console entry point. Errors the user can fix exit non-zero with one line, never a traceback.
+
+    Usage errors keep click's usage text (exit 2); every other error the commands raise is printed as
+    one `instrument-ai CMD: ...` line with its own exit status (1 runtime, 2 configuration).
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        cli.main(args=argv, prog_name="instrument-ai", standalone_mode=True)
+        code = cli.main(args=args, prog_name="instrument-ai", standalone_mode=False)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(error_line(command_name(args), exc.format_message()), err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:  # pragma: no cover - interactive (Ctrl-C inside a prompt)
+        click.echo("interrupted", err=True)
+        sys.exit(130)
     except KeyboardInterrupt:  # pragma: no cover - interactive
         click.echo("interrupted", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -398,5 +398,5 @@ def test_inspect_refuses_with_one_line(tmp_path: Path, content: bytes) -> None:
     target.write_bytes(content)
     result = CliRunner().invoke(inspect_bundle, [str(target)])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: refused: ") and result.output.count("\n") == 1
+    assert result.output.startswith(f"Error: {target}: refused: ") and result.output.count("\n") == 1
     assert "Traceback" not in result.output

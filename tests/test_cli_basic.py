@@ -110,7 +110,7 @@ def test_random_binary_bytes(tmp_path: Path) -> None:
     path.write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     result = run("features", str(path))
     assert result.returncode != 0 and "Traceback" not in result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("instrument-ai features: ")]
     assert len(errors) == 1 and "noise.wav: not a readable audio file" in errors[0]
 
 

@@ -254,3 +254,22 @@ def test_stdin_at_an_unsupported_samplerate_is_a_configuration_error(model: Path
     )
     assert result.exit_code == 2, result.output
     assert "--samplerate" in result.output
+
+
+def test_every_runtime_error_has_one_wording(model: Path, tmp_path: Path) -> None:
+    """Defect 11: the installed command prints `instrument-ai CMD: PATH: what is wrong` once, with no `Error:`."""
+    script = Path(sys.executable).parent / "instrument-ai"
+    missing = tmp_path / "nosuch.wav"
+    trunc = tmp_path / "trunc.tflite"
+    trunc.write_bytes(model.read_bytes()[:100])
+    cases = [
+        (["classify", str(missing), "--model", str(model)], "classify", str(missing)),
+        (["inspect", str(trunc)], "inspect", str(trunc)),
+        (["flash", str(trunc), "--to", str(tmp_path / "dev")], "flash", str(trunc)),
+    ]
+    for args, command, path in cases:
+        done = subprocess.run([str(script), *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0 and len(lines) == 1, (args, done.stderr)
+        assert lines[0].startswith(f"instrument-ai {command}: {path}"), lines[0]
+        assert "Error" not in lines[0] and lines[0].count(path) == 1, lines[0]

@@ -61,7 +61,8 @@ def inspect_bundle(path: Path, as_json: bool, threads: int, trusted_key: str | N
     try:
         info = describe(path, num_threads=threads, trusted_key=trusted_key)
     except bundle_module.BundleError as exc:
-        raise click.ClickException(f"refused: {exc}") from None
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise click.ClickException(f"{path}: refused: {reason}") from None
     if as_json:
         click.echo(json.dumps(info))
         return

@@ -700,7 +700,7 @@ def _classify_all(
             failed += 1
             if as_json:
                 click.echo(json.dumps({"file": path, "error": str(exc)}))
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"instrument-ai classify: {exc}", err=True)
             continue
         events = result.pop("timeline")
         if as_json:
