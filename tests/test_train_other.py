@@ -27,8 +27,15 @@ SUBSET = [
 
 def _add_other_notes(folder: Path, n_instruments: int = 2, per_instrument: int = 5) -> None:
     """Noise, hum and clicks as `other` instruments of their own library (an other-source)."""
-    from instrument_ai.train.data import LABELS, OTHER, Note, format_instrument_str, format_note_str
-    from instrument_ai.train.data import write_examples_json, write_note_wav
+    from instrument_ai.train.data import (
+        LABELS,
+        OTHER,
+        Note,
+        format_instrument_str,
+        format_note_str,
+        write_examples_json,
+        write_note_wav,
+    )
 
     rate, rng = 16000, np.random.default_rng(0)
     entries = list(json.loads((folder / "examples.json").read_text()).values())

@@ -75,9 +75,7 @@ def length_bucket(sounding_seconds: float | None) -> str:
     return "short" if sounding_seconds < 0.5 else "medium"
 
 
-def other_figures(
-    window_labels: Sequence[str], window_clip: np.ndarray, hop_seconds: float
-) -> dict[str, float | int]:
+def other_figures(window_labels: Sequence[str], window_clip: np.ndarray, hop_seconds: float) -> dict[str, float | int]:
     """Share of hops named an instrument and false instrument events per minute, over non-instrument clips.
 
     `window_labels` are the per-hop labels in time order within each clip (`window_clip` gives the clip); a
