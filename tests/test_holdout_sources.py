@@ -80,3 +80,24 @@ def test_holdout_by_source_kinds_lengths_one_family_and_no_leak(mixed_corpus: Pa
     assert summary["by_kind"]["real"]["mean_note_accuracy"] == pytest.approx(real["note_accuracy"])
     md = (tmp_path / "h" / "holdout.md").read_text()
     assert "real-recording folds (1)" in md and "one family only" in md
+
+
+def test_an_other_source_fold_reports_hops_named_and_false_events(mixed_corpus: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from test_train_other import _add_other_notes
+
+    corpus = tmp_path / "c"
+    shutil.copytree(mixed_corpus, corpus)
+    _add_other_notes(corpus)  # library "noises": every note `other`
+    folds, _ = ho.folds_of(corpus, ["noises"])
+    assert [(f.name, f.kind) for f in folds] == [("noises", "other")]
+    summary = ho.run_holdout(ho.HoldoutConfig(data=corpus, out=tmp_path / "h", epochs=1, libraries=["noises"]),
+                             train_fn=RecordingTrainer())  # fmt: skip
+    fold = summary["folds"][0]
+    assert fold["kind"] == "other" and fold["note_accuracy"] is None
+    o = fold["other"]
+    assert o["n_clips"] == 10 and o["hops"] > 0 and 0 <= o["hops_named_instrument"] <= 1
+    assert o["false_events"] >= 1  # the toy model has no `other` output: every clip names an instrument
+    assert summary["by_kind"]["other"]["false_events_per_minute"] == pytest.approx(o["false_events_per_minute"])
+    assert "Held-out other sources" in (tmp_path / "h" / "holdout.md").read_text()

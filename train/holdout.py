@@ -291,12 +291,19 @@ def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, An
     }
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "holdout.json", summary)
-    png = report.plot_holdout(
-        instrument_folds, out / "holdout.png", f"Leave-one-source-out, {settings['preset']} preset"
-    )
-    recalls = {f["name"]: f["per_family_recall"] for f in instrument_folds}
-    title = "Recall per family on the held-out library"
-    recall_png = report.plot_recall_table(recalls, families, out / "holdout_recall.png", title)
+    figures = ""
+    if instrument_folds and families:  # only `other` folds: no accuracy to plot
+        png = report.plot_holdout(
+            instrument_folds, out / "holdout.png", f"Leave-one-source-out, {settings['preset']} preset"
+        )
+        recalls = {f["name"]: f["per_family_recall"] for f in instrument_folds}
+        title = "Recall per family on the held-out library"
+        recall_png = report.plot_recall_table(recalls, families, out / "holdout_recall.png", title)
+        figures = (
+            report.image_link(png.name, out, "holdout")
+            + "\n\n"
+            + report.image_link(recall_png.name, out, "recall per family")
+        )
     pct = report.pct
     header = ["held-out library", "notes", "note acc.", "window acc.", "macro-F1", *families]
     header.insert(1, "kind")
@@ -315,9 +322,9 @@ def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, An
         + f"; data `{settings['data']}`. Per-family columns are recall on the held-out library. "
         f"The headline figure is the mean note accuracy: **{pct(summary['mean_note_accuracy'])}**."
     )
-    sections = [("Protocol", body), ("Folds", report.markdown_table(header, rows)),
-                ("Figures", report.image_link(png.name, out, "holdout") + "\n\n"
-                 + report.image_link(recall_png.name, out, "recall per family"))]  # fmt: skip
+    sections = [("Protocol", body), ("Folds", report.markdown_table(header, rows))]
+    if figures:
+        sections.append(("Figures", figures))
     by_kind = summary["by_kind"]
     sf, real, synth, oth = (by_kind[k] for k in ("soundfont", "real", "synth", "other"))
     kind_lines = [
