@@ -64,3 +64,12 @@ def test_without_other_notes_the_threshold_stays_off() -> None:
     cal = calibrate(probs[:, :2] / probs[:, :2].sum(1, keepdims=True), owner, note_y, LABELS[:2])
     assert cal.threshold == 0.0 and cal.temperature != 1.0
     assert len(cal.notes) == 1 and "rejection threshold not calibrated" in cal.notes[0]
+
+
+def test_the_bundle_writer_copies_the_calibrated_field_only() -> None:
+    from instrument_ai.convert.bundle_writer import _open_set
+
+    field = {"score": "max_calibrated_probability", "temperature": 1.7, "threshold": 0.42}
+    assert _open_set({"open_set": {"bundle": field, "notes": []}}) == {"open_set": field}
+    assert _open_set({"open_set": {"bundle": None, "notes": ["skipped"]}}) == {}
+    assert _open_set({"note_accuracy": 0.5}) == {}  # a 0.3.0 run: no field, the device default
