@@ -234,7 +234,14 @@ def base_metadata(
         },
         "training": training_summary(config, run_name),
         "metrics": headline_metrics(metrics),
+        **_open_set(metrics),
     }
+
+
+def _open_set(metrics: Any) -> dict[str, Any]:
+    """The run's calibrated open-set rejection (train/openset.py), when there is one: {"open_set": {...}}."""
+    field = metrics.get("open_set", {}).get("bundle") if isinstance(metrics, dict) else None
+    return {"open_set": dict(field)} if isinstance(field, dict) else {}
 
 
 def tensor_metadata(model_bytes: bytes) -> dict[str, Any]:

@@ -43,6 +43,7 @@ import numpy as np
 from instrument_ai.device import tflite_file
 from instrument_ai.device.frontend import FrontendSpec, MfccStream
 from instrument_ai.device.interpreter import RuntimeUnavailable, make_interpreter
+from instrument_ai.device.openset import OpenSetError, rejection_from_metadata
 
 BUNDLE_SCHEMA_VERSION = 1
 """Bumped whenever the meaning of a metadata field changes; a device refuses versions it does not know."""
@@ -422,6 +423,10 @@ def _check_fields(path: str, metadata: dict[str, Any]) -> FrontendSpec:
         raise _fail(path, f"input_normalization mean/std must have {spec.n_mfcc} values (one per MFCC)")
     if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
         raise _fail(path, "input_normalization must be finite with positive std")
+    try:
+        rejection_from_metadata(metadata)
+    except OpenSetError as exc:
+        raise _fail(path, str(exc)) from None
     golden = metadata["golden"]
     if not isinstance(golden.get("vectors"), list) or not isinstance(golden.get("tolerance"), (int, float)):
         raise _fail(path, "golden test vectors are missing")

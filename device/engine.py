@@ -22,7 +22,11 @@ feature frames. At every hop boundary (hop ``h`` ends at model-rate sample
    (frames before the stream began count as digital silence, so the first
    decision comes after one hop, not after a whole window);
 3. averages the probabilities of the last ``smooth`` non-silent hops; the
-   label is the top class, or "unknown" under ``min_confidence``;
+   label is the top class, or "unknown" under ``min_confidence`` or under the
+   bundle's open-set threshold on the temperature-calibrated maximum
+   probability (`openset.Rejection`; none in a bundle without ``open_set``).
+   A bundle with an ``other`` output reports it like silence: the hop's label
+   is ``other`` and no instrument is named (`Event.is_instrument`);
 4. emits an `Event` when the label changes (and, from `process_hops`, every hop).
 """
 
@@ -38,12 +42,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from instrument_ai.device.frontend import FrontendSpec, MfccStream, mfcc
+from instrument_ai.device.openset import OTHER, Rejection, rejection_from_metadata
 from instrument_ai.device.resample import StreamResampler, as_float_frames
 
 SILENCE = "silence"
 UNKNOWN = "unknown"
 MIN_SOUND_SECONDS = 0.05
 """A whole stream shorter than this is named by no family: its one hop would be almost all padding."""
+# Labels that name no instrument: `other` (a bundle's 12th output) is reported like silence - no instrument event.
+NOT_INSTRUMENT = frozenset({SILENCE, UNKNOWN, OTHER})
 LEVEL_FLOOR_DB = -120.0
 INPUT_RATE_RANGE = (1000, 384000)
 """Input rates the engine accepts (the range of `run --samplerate`)."""
@@ -94,7 +101,7 @@ class Event:
     """One decision of the engine: the state of the stream at the end of a hop."""
 
     time: float  # stream time (s) at the end of the hop: input samples / input rate
-    label: str  # a family, "silence" or "unknown"
+    label: str  # a family, "other", "silence" or "unknown"
     confidence: float  # smoothed probability of the top class (0 for silence)
     top_k: list[tuple[str, float]]  # the k most probable classes, smoothed, best first
     level_db: float  # RMS level of the hop, dBFS
@@ -105,6 +112,11 @@ class Event:
     previous: str | None = None  # the label before this hop
     kind: str = "change"  # "change", or "hop" for an unchanged hop
     probs: np.ndarray | None = field(default=None, repr=False, compare=False)  # this hop's raw model output
+
+    @property
+    def is_instrument(self) -> bool:
+        """True when the hop names an instrument family (not silence, unknown or other)."""
+        return self.label not in NOT_INSTRUMENT
 
     @property
     def compute_ms(self) -> float:
@@ -167,6 +179,12 @@ class FeatureRing:
         return np.ascontiguousarray(self._data[:, idx])
 
 
+def _rejection(bundle: BundleLike) -> Rejection:
+    """The bundle's open-set settings (none for a bundle without them, e.g. 0.3.0, or a test double)."""
+    metadata = getattr(bundle, "metadata", None)
+    return rejection_from_metadata(metadata if isinstance(metadata, dict) else None)
+
+
 def _check(name: str, value: Any, ok: bool, want: str) -> None:
     if not ok:
         raise ValueError(f"{name} must be {want}, got {value!r}")
@@ -214,6 +232,7 @@ class Classifier:
         check_input_rate(self.input_rate, int(bundle.sample_rate))
         self.bundle = bundle
         self.labels = list(bundle.labels)
+        self.rejection = _rejection(bundle)
         self.top_k = min(self._top_k_wanted, len(self.labels))
         self.spec = bundle.spec
         self.model_rate = int(bundle.sample_rate)
@@ -279,6 +298,7 @@ class Classifier:
             same_labels = list(bundle.labels) == self.labels
             self.bundle = bundle
             self.labels = list(bundle.labels)
+            self.rejection = _rejection(bundle)
             self.top_k = min(self._top_k_wanted, len(self.labels))
             if not same_labels:
                 self._history.clear()
@@ -424,6 +444,10 @@ class Classifier:
             top = [(self.labels[i], float(smoothed[i])) for i in order]
             confidence = top[0][1]
             label = top[0][0] if confidence >= self.min_confidence else UNKNOWN
+            # open-set rejection: the calibrated maximum probability of the smoothed hop (device/openset.py)
+            rejection = self.rejection
+            if label not in (UNKNOWN, OTHER) and float(rejection.calibrate(smoothed).max()) < rejection.threshold:
+                label = UNKNOWN
         frontend_ms = self._hop_frontend_s * 1e3
         self._hop_times.append(frontend_ms + inference_ms)
         event = Event(

@@ -29,11 +29,15 @@ def file_answer(hops: list[Event], labels: list[str], top_k: int) -> dict[str, A
     held = Counter(e.label for e in sounding if e.label not in (SILENCE, UNKNOWN))
     if not held:
         return {"label": UNKNOWN, "confidence": top[0]["p"], "share": 0.0, "top_k": top}
+
+    def mean_of(name: str) -> float:  # a rejected hop may carry `other` that the bundle has no output for
+        return float(mean[labels.index(name)]) if name in labels else 0.0
+
     # longest held; ties go to the higher mean probability
-    label = max(held, key=lambda name: (held[name], float(mean[labels.index(name)])))
+    label = max(held, key=lambda name: (held[name], mean_of(name)))
     return {
         "label": label,
-        "confidence": round(float(mean[labels.index(label)]), 4),
+        "confidence": round(mean_of(label), 4),
         "share": round(held[label] / len(sounding), 4),
         "top_k": top,
     }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from instrument_ai.device.engine import SILENCE, UNKNOWN, Event
+from instrument_ai.device.engine import NOT_INSTRUMENT, SILENCE, Event
 
 BAR_WIDTH = 28
 LEVEL_RANGE_DB = (-80.0, 0.0)
@@ -29,7 +29,7 @@ def change_line(event: Event) -> str:
         detail = f"level {event.level_db:6.1f} dBFS"
     else:
         detail = "  ".join(f"{name} {p:.2f}" for name, p in event.top_k)
-    name = event.label if event.label not in (SILENCE, UNKNOWN) else f"({event.label})"
+    name = event.label if event.label not in NOT_INSTRUMENT else f"({event.label})"
     return f"{event.time:8.2f} s  {name:<12s} {event.confidence:4.2f}  [{detail}]"
 
 
@@ -99,7 +99,7 @@ class LiveView:
         table.add_column(justify="left", min_width=12)
         table.add_column()
         table.add_column(justify="right")
-        style = "bold green" if event.label not in (SILENCE, UNKNOWN) else "dim"
+        style = "bold green" if event.label not in NOT_INSTRUMENT else "dim"
         # a Text with a style, not markup: nothing for a console to print literally
         table.add_row(Text(event.label.upper(), style=style), f"t = {event.time:.2f} s", f"{event.confidence:.2f}")
         names = event.top_k or [(SILENCE, 0.0)]

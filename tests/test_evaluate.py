@@ -282,5 +282,7 @@ def test_subprocess_error_has_no_traceback(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert proc.stderr.strip().splitlines() == [f"instrument-ai evaluate: {tmp_path / 'none'}: no such model (give a run folder, a "
-                                                "model.keras or a .tflite bundle)"]  # fmt: skip
+    assert proc.stderr.strip().splitlines() == [
+        f"instrument-ai evaluate: {tmp_path / 'none'}: no such model "
+        "(give a run folder, a model.keras or a .tflite bundle)"
+    ]

@@ -31,6 +31,7 @@ from instrument_ai.device.frontend import FrontendSpec, log_mel, mel_power, mfcc
 NSYNTH_FAMILIES = (
     "bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string", "synth_lead", "vocal",
 )  # fmt: skip
+OTHER = "other"  # family id 11: sounds that are no instrument (train/data.py LABELS)
 NSYNTH_SOURCES = ("acoustic", "electronic", "synthetic")
 DEFAULT_SILENCE_DB = -60.0
 """Windows quieter than this (RMS, dBFS) are not classified, as on the device."""
@@ -151,10 +152,25 @@ def _keras_predictor(model_path: Path, batch_size: int) -> Predictor:
         window_frames=window_frames,
         hop_seconds=float(config.get("default_hop_seconds", 0.25)),
         predict=predict,
-        info={"path": str(model_path), "preset": config.get("preset"), "stage": stage},
+        info={"path": str(model_path), "preset": config.get("preset"), "stage": stage,
+              **_run_open_set(model_path.parent)},  # fmt: skip
         stage=stage,
         silence_db=float(config["silence_dbfs"]) if "silence_dbfs" in config else None,
     )
+
+
+def _bundle_open_set(bundle: Any) -> dict[str, Any]:
+    meta = getattr(bundle, "metadata", None)
+    return {"open_set": meta["open_set"]} if isinstance(meta, dict) and "open_set" in meta else {}
+
+
+def _run_open_set(run_dir: Path) -> dict[str, Any]:
+    """{"open_set": ...} from the run's metrics.json when its calibration set a rejection (train/openset.py)."""
+    try:
+        field = json.loads((run_dir / "metrics.json").read_text()).get("open_set", {}).get("bundle")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {"open_set": field} if isinstance(field, dict) else {}
 
 
 def _run_name(model_path: Path) -> str:
@@ -182,7 +198,8 @@ def _bundle_predictor(path: Path) -> Predictor:
         window_frames=int(bundle.window_frames),
         hop_seconds=float(bundle.default_hop_seconds),
         predict=lambda windows: np.asarray(bundle.predict_batch(np.ascontiguousarray(windows, dtype=np.float32))),
-        info={"path": str(path), "runtime": getattr(bundle, "runtime", ""), "version": getattr(bundle, "version", "")},
+        info={"path": str(path), "runtime": getattr(bundle, "runtime", ""), "version": getattr(bundle, "version", ""),
+              **_bundle_open_set(bundle)},  # fmt: skip
     )
 
 
@@ -198,6 +215,7 @@ class NoteRecord:
     family_str: str
     source_str: str
     library: str = "nsynth"
+    sounding_seconds: float | None = None  # how long the note sounds, when the corpus says (note-length buckets)
 
 
 def split_instruments(data: str | Path, split: str) -> list[str]:
@@ -373,6 +391,7 @@ def predict_notes(
                 note.family_str,
                 note.source_str,
                 libraries.get(note.instrument_str, "nsynth"),
+                getattr(note, "sounding_seconds", None),
             )  # fmt: skip
         )
         pending.append(windows[loud])
@@ -448,8 +467,32 @@ def note_probabilities(probs: np.ndarray, window_note: np.ndarray, n_notes: int)
     return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 
-def score(pred: Predictions) -> dict[str, Any]:
-    """Every figure `evaluate` reports, from predictions (no model needed)."""
+def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_confidence: float = 0.0) -> list[str]:
+    """The label the device would give each window: top class, `unknown` under the calibrated threshold."""
+    from instrument_ai.device.openset import rejection_from_metadata
+
+    rejection = rejection_from_metadata({"open_set": open_set} if open_set else None)
+    if not len(pred.probs):
+        return []
+    top = pred.probs.argmax(axis=1)
+    conf = pred.probs.max(axis=1)
+    calibrated = rejection.calibrate(pred.probs).max(axis=1)
+    out = []
+    for k, i in enumerate(top):
+        label = pred.labels[i]
+        if conf[k] < min_confidence or (label != OTHER and calibrated[k] < rejection.threshold):
+            label = "unknown"
+        out.append(label)
+    return out
+
+
+def score(pred: Predictions, *, open_set: dict[str, Any] | None = None, hop_seconds: float = 0.25) -> dict[str, Any]:
+    """Every figure `evaluate` reports, from predictions (no model needed).
+
+    Notes of family `other` (or of no instrument the model knows, when it has no `other` output and
+    `other_clips` asks for it) also give the `other` figures: share of hops named an instrument and false
+    instrument events per minute, with the model's open-set threshold applied as on the device.
+    """
     labels = pred.labels
     index = {name: i for i, name in enumerate(labels)}
     n_notes_all = len(pred.notes)
@@ -503,6 +546,18 @@ def score(pred: Predictions) -> dict[str, Any]:
 
     result["per_source"] = group_scores([r.source_str for r in pred.notes])
     result["per_library"] = group_scores([r.library for r in pred.notes])
+    from instrument_ai.train.sources import length_bucket, other_figures
+
+    result["per_length"] = group_scores([length_bucket(r.sounding_seconds) for r in pred.notes])
+    other_notes = np.array([r.family_str == OTHER for r in pred.notes], dtype=bool)
+    if other_notes.any() and len(pred.window_note):
+        hops = hop_labels(pred, open_set)
+        chosen = other_notes[pred.window_note]
+        result["other"] = other_figures(
+            [h for h, c in zip(hops, chosen, strict=True) if c], pred.window_note[chosen], hop_seconds
+        )
+        result["other"]["n_clips"] = int(other_notes.sum())
+        result["other"]["open_set"] = open_set
 
     for family in sorted({r.family_str for r in pred.notes if r.family_str not in index}):
         mask = np.array([r.family_str == family for r in pred.notes])
@@ -521,14 +576,70 @@ def score(pred: Predictions) -> dict[str, Any]:
     return result
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+
+@dataclass
+class _Clip:
+    note_str: str
+    instrument_str: str
+    audio: np.ndarray
+    sample_rate: int
+    family_str: str = OTHER
+    source_str: str = "acoustic"
+    sounding_seconds: float | None = None
+
+
+def other_folder_clips(folder: str | Path, sample_rate: int) -> list[_Clip]:
+    """Every audio file under `folder` as an `other` clip (mono, resampled to the model's rate)."""
+    import soundfile
+
+    from instrument_ai.device.resample import resample
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: no such folder of non-instrument audio")
+    clips = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
+        try:
+            audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        except (RuntimeError, OSError) as exc:
+            raise EvaluationError(f"{path}: cannot read ({_one_line(exc)})") from None
+        mono = audio.mean(axis=1)
+        if rate != sample_rate:
+            mono = resample(mono, int(rate), sample_rate).astype(np.float32)
+        name = str(path.relative_to(folder))
+        clips.append(_Clip(note_str=name, instrument_str=f"other-folder:{name}", audio=mono, sample_rate=sample_rate))
+    if not clips:
+        raise EvaluationError(f"{folder}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    return clips
+
+
+def evaluate_other_folder(predictor: Predictor, folder: str | Path, silence_db: float | None = None) -> dict[str, Any]:
+    """The `other` figures (hops named an instrument, false events per minute) on a folder of non-instrument audio.
+
+    Silent hops (below the gate) count as hops that name nothing, as on the device.
+    """
+    gate = DEFAULT_SILENCE_DB if silence_db is None else silence_db
+    clips = other_folder_clips(folder, predictor.spec.sample_rate)
+    pred = predict_notes(predictor, clips, silence_db=gate, reversed_test=False)
+    from instrument_ai.train.sources import other_figures
+
+    hops = hop_labels(pred, predictor.info.get("open_set"))
+    figures = other_figures(hops, pred.window_note, predictor.hop_seconds) if hops else other_figures([], [], 1)
+    figures.update(n_clips=len(clips), n_silent_clips=len(pred.silent_notes), folder=str(folder),
+                   open_set=predictor.info.get("open_set"))  # fmt: skip
+    return figures
+
+
 def check_labels(predictor_labels: Sequence[str], data_families: Iterable[str]) -> None:
     """Refuse a model whose labels are not NSynth families, or that shares no family with the data."""
-    foreign = [x for x in predictor_labels if x not in NSYNTH_FAMILIES]
+    foreign = [x for x in predictor_labels if x not in (*NSYNTH_FAMILIES, OTHER)]
     if foreign:
         raise EvaluationError(
             f"model/data label mismatch: the model's labels {', '.join(foreign)} are not NSynth family names"
         )
-    families = sorted(set(data_families))
+    families = sorted(set(data_families) - {OTHER})  # `other` audio is scored by its own figures, by any model
     if families and not set(families) & set(predictor_labels):
         raise EvaluationError(
             f"model/data label mismatch: the model knows {', '.join(predictor_labels)}; "
@@ -551,6 +662,7 @@ def evaluate(
     silence_db: float | None = None,
     title: str | None = None,
     progress: Callable[[int], None] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model on an NSynth json/wav folder, a .tfrecord file or a folder of them.
 
@@ -587,7 +699,7 @@ def evaluate(
     check_labels(predictor.labels, [r.family_str for r in pred.notes])
     if not pred.notes:
         raise EvaluationError(f"{data}: every note is below the silence gate ({silence_db} dBFS)")
-    result = score(pred)
+    result = score(pred, open_set=predictor.info.get("open_set"), hop_seconds=predictor.hop_seconds)
     result.update(
         model={"name": predictor.name, "kind": predictor.kind, **predictor.info},
         data=str(data),
@@ -596,6 +708,7 @@ def evaluate(
         hop_frames=predictor.hop_frames,
         window_frames=predictor.window_frames,
         silence_db=silence_db,
+        **(extra or {}),
     )
     if out_dir is not None:
         write_outputs(result, out_dir, title=title or f"Evaluation of {predictor.name} on {data.name}")

@@ -51,20 +51,31 @@ import click
     default=None,
     help="Windows quieter than this (dBFS RMS) are not classified, as on the device [default: the run's, else -60].",
 )
+@click.option(
+    "--other-folder",
+    "other_folder",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A folder of non-instrument audio (speech, rain, noise...): also report the share of its hops named an "
+    "instrument and the false instrument events per minute.",
+)
 @click.option("--quiet", is_flag=True, help="Print only the one-line summary.")
 def evaluate(model_path: Path, data_dir: Path, split: str | None, json_path: Path | None, out_dir: Path | None,
-             limit: int | None, silence_db: float | None, quiet: bool) -> None:  # fmt: skip
+             limit: int | None, silence_db: float | None, other_folder: Path | None,
+             quiet: bool) -> None:  # fmt: skip
     """Accuracy and macro-F1 per note and per window, per family, per source, and the time-reversed test."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
-    from instrument_ai.train.evaluate import EvaluationError, load_predictor
+    from instrument_ai.train.evaluate import EvaluationError, evaluate_other_folder, load_predictor
     from instrument_ai.train.evaluate import evaluate as run_evaluation
 
     if out_dir is None:
         out_dir = default_out_dir(model_path, data_dir, split)
     try:
         predictor = load_predictor(model_path)
+        other = evaluate_other_folder(predictor, other_folder, silence_db) if other_folder is not None else None
         result = run_evaluation(predictor, data_dir, split=split, out_dir=out_dir, json_path=json_path, limit=limit,
-                                silence_db=silence_db, progress=None if quiet else _progress)  # fmt: skip
+                                silence_db=silence_db, progress=None if quiet else _progress,
+                                extra={"other_folder": other} if other else None)  # fmt: skip
     except EvaluationError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(summary_text(result, verbose=not quiet))
@@ -109,6 +120,13 @@ def summary_text(result: dict[str, Any], verbose: bool = True) -> str:
     for name, e in result.get("unknown_labels", {}).items():
         top = ", ".join(f"{k} {v}" for k, v in list(e["predicted_as"].items())[:3])
         lines.append(f"not known to the model: {name} ({e['n_notes']} notes, predicted as {top})")
+    for key, what in (("other", "'other' notes of the corpus"), ("other_folder", "--other-folder")):
+        o = result.get(key)
+        if o:
+            lines.append(f"{what}: {pct(o['hops_named_instrument'])} of {o['hops']} hops named an instrument, "
+                         f"{o['false_events_per_minute']:.1f} false instrument events per minute")  # fmt: skip
+    for name, e in result.get("per_length", {}).items():
+        lines.append(f"notes {name:<7} {e['n_notes']:>6} {pct(e['note_accuracy'])}")
     if result.get("n_silent_notes"):
         lines.append(f"{result['n_silent_notes']} notes below the silence gate were skipped")
     return "\n".join(lines)

@@ -109,6 +109,16 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
     except EvaluationError as exc:
         raise click.ClickException(str(exc)) from None
     for fold in summary["folds"]:
-        click.echo(f"{fold['name']:<26} note {100 * fold['note_accuracy']:5.1f}%  "
-                   f"window {100 * fold['window_accuracy']:5.1f}%  ({fold['n_notes']} notes)")  # fmt: skip
-    click.echo(f"mean note accuracy {100 * summary['mean_note_accuracy']:.1f}%; table: {out_dir / 'holdout.md'}")
+        if fold["note_accuracy"] is None:  # an `other` source: its figures are hops named and false events
+            o = fold.get("other") or {}
+            click.echo(f"{fold['name']:<26} other: {100 * o.get('hops_named_instrument', 0):5.1f}% of hops named an "
+                       f"instrument, {o.get('false_events_per_minute', 0):.1f} false events/min")  # fmt: skip
+            continue
+        click.echo(f"{fold['name']:<26} note {100 * fold['note_accuracy']:5.1f}%  window "
+                   f"{100 * fold['window_accuracy']:5.1f}%  ({fold['n_notes']} notes, {fold.get('kind')})")  # fmt: skip
+    for kind, entry in summary.get("by_kind", {}).items():
+        if entry.get("folds") and entry.get("mean_note_accuracy") is not None:
+            click.echo(f"mean over {kind} folds ({entry['folds']}): {100 * entry['mean_note_accuracy']:.1f}%")
+    mean = summary["mean_note_accuracy"]
+    shown = "n/a" if mean is None else f"{100 * mean:.1f}%"
+    click.echo(f"mean note accuracy {shown}; table: {out_dir / 'holdout.md'}")

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from instrument_ai.train.evaluate import NSYNTH_FAMILIES, EvaluationError, corpus, evaluate, iter_corpus
+from instrument_ai.train.sources import declared_kinds, kind_means
 
 INDEPENDENT_LIBRARIES = (
     "TimGM6mb", "GeneralUserGS", "JCLive", "Aspirin", "SoundBlasterOld", "32MbGMStereo", "90sRetroVintage",
@@ -82,6 +83,28 @@ class Fold:
     name: str
     libraries: list[str]
     instruments: list[str]
+    kind: str = "soundfont"  # train/sources.py: soundfont | real | other | synth
+
+
+def _fold_kinds(data: Path, info: Any, members: dict[str, list[str]], libraries: dict[str, set[str]]) -> dict[str, str]:
+    """Each fold's kind: a library's declared `kind`, else derived from its notes (train/sources.source_kind)."""
+    from instrument_ai.train.sources import source_kind
+
+    declared = declared_kinds(data)
+    fams: dict[str, list[str]] = defaultdict(list)
+    sounding: dict[str, list[float | None]] = defaultdict(list)
+    for note in iter_corpus(data, audio="none"):
+        fams[note.instrument_str].append(note.family_str)
+        sounding[note.instrument_str].append(getattr(note, "sounding_seconds", None))
+    kinds = {}
+    for name, instruments in members.items():
+        field = next((declared[lib] for lib in sorted(libraries[name]) if lib in declared), None)
+        try:
+            kinds[name] = source_kind([f for i in instruments for f in fams[i]],
+                                      [x for i in instruments for x in sounding[i]], field)  # fmt: skip
+        except ValueError as exc:
+            raise HoldoutError(f"{data}: {name}: {exc}") from None
+    return kinds
 
 
 def folds_of(data: Path, only: Sequence[str] | None = None) -> tuple[list[Fold], dict[str, str]]:
@@ -109,7 +132,9 @@ def folds_of(data: Path, only: Sequence[str] | None = None) -> tuple[list[Fold],
         members[name].append(instrument)
         libraries[name].add(library)
     order = {n: i for i, n in enumerate(INDEPENDENT_LIBRARIES)}
-    folds = [Fold(n, sorted(libraries[n]), members[n]) for n in sorted(members, key=lambda n: (order.get(n, 99), n))]
+    kinds = _fold_kinds(data, info, members, libraries)
+    folds = [Fold(n, sorted(libraries[n]), members[n], kinds[n])
+             for n in sorted(members, key=lambda n: (order.get(n, 99), n))]  # fmt: skip
     if only:
         wanted = {_norm(x) for x in only}
         chosen = [f for f in folds if _norm(f.name) in wanted or wanted & {_norm(lib) for lib in f.libraries}]
@@ -173,6 +198,11 @@ def run_holdout(
                 f"{fold.name}: the run at {run_dir} trained on held-out instruments; delete it and rerun"
             )
         trained = {families[i] for i in used if i in families}
+        held_families = sorted({families[i] for i in fold.instruments})
+        note = None
+        if len(held_families) == 1 and fold.kind != "other":
+            note = f"{fold.name}: one family only ({held_families[0]}): its note accuracy is that family's recall"
+            progress(note)
         result = evaluate(run_dir, cfg.data, instruments=fold.instruments, out_dir=fold_dir / "eval",
                           title=f"Held out: {fold.name}")  # fmt: skip
         entry = {
@@ -191,10 +221,24 @@ def run_holdout(
             "unknown_labels": result["unknown_labels"],
             "train_seconds": round(train_seconds, 1),
             "run_dir": str(run_dir),
+            "kind": fold.kind,
+            "per_length": {k: v["note_accuracy"] for k, v in result.get("per_length", {}).items()},
+            "per_length_notes": {k: v["n_notes"] for k, v in result.get("per_length", {}).items()},
+            "other": result.get("other"),
+            "note": note,
+            "open_set": json.loads((Path(run_dir) / "metrics.json").read_text()).get("open_set", {}).get("bundle")
+            if (Path(run_dir) / "metrics.json").is_file()
+            else None,
         }
+        if fold.kind == "other":  # no instrument to name: its figures are the `other` ones
+            entry["note_accuracy"] = entry["window_accuracy"] = entry["macro_f1"] = None
         _write_json(done, entry)
         _release_fold_memory()
-        progress(f"{fold.name}: note accuracy {100 * entry['note_accuracy']:.1f}%")
+        if entry["note_accuracy"] is not None:
+            progress(f"{fold.name}: note accuracy {100 * entry['note_accuracy']:.1f}%")
+        elif entry["other"]:
+            progress(f"{fold.name}: {100 * entry['other']['hops_named_instrument']:.1f}% of hops named an instrument, "
+                     f"{entry['other']['false_events_per_minute']:.1f} false events per minute")  # fmt: skip
     order = {f.name: i for i, f in enumerate(all_folds)}
     finished = [json.loads(p.read_text()) for p in (cfg.out / "folds").glob("*/fold.json")]
     finished.sort(key=lambda f: (order.get(f["name"], len(order)), f["name"]))
@@ -223,8 +267,9 @@ def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, An
     """holdout.json (every fold + means), holdout.md (the table) and holdout.png."""
     from instrument_ai.train import report
 
-    notes = [f["note_accuracy"] for f in folds]
-    windows = [f["window_accuracy"] for f in folds]
+    instrument_folds = [f for f in folds if f.get("note_accuracy") is not None]
+    notes = [f["note_accuracy"] for f in instrument_folds]
+    windows = [f["window_accuracy"] for f in instrument_folds]
     family_recall: dict[str, list[float]] = defaultdict(list)
     for f in folds:
         for family, value in f["per_family_recall"].items():
@@ -234,24 +279,40 @@ def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, An
         "settings": settings,
         "mean_note_accuracy": float(np.mean(notes)) if notes else None,
         "mean_window_accuracy": float(np.mean(windows)) if windows else None,
-        "mean_macro_f1": float(np.mean([f["macro_f1"] for f in folds])) if folds else None,
+        "mean_macro_f1": float(np.mean([f["macro_f1"] for f in instrument_folds])) if instrument_folds else None,
+        "by_kind": kind_means(folds),
+        "mean_per_length": {
+            k: float(np.mean(v))
+            for k in ("short", "medium", "long")
+            if (v := [f["per_length"][k] for f in instrument_folds if k in f.get("per_length", {})])
+        },
         "mean_family_recall": {k: float(np.mean(family_recall[k])) for k in families},
         "folds": folds,
     }
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "holdout.json", summary)
-    png = report.plot_holdout(folds, out / "holdout.png", f"Leave-one-library-out, {settings['preset']} preset")
-    recalls = {f["name"]: f["per_family_recall"] for f in folds}
-    title = "Recall per family on the held-out library"
-    recall_png = report.plot_recall_table(recalls, families, out / "holdout_recall.png", title)
+    figures = ""
+    if instrument_folds and families:  # only `other` folds: no accuracy to plot
+        png = report.plot_holdout(
+            instrument_folds, out / "holdout.png", f"Leave-one-source-out, {settings['preset']} preset"
+        )
+        recalls = {f["name"]: f["per_family_recall"] for f in instrument_folds}
+        title = "Recall per family on the held-out library"
+        recall_png = report.plot_recall_table(recalls, families, out / "holdout_recall.png", title)
+        figures = (
+            report.image_link(png.name, out, "holdout")
+            + "\n\n"
+            + report.image_link(recall_png.name, out, "recall per family")
+        )
     pct = report.pct
     header = ["held-out library", "notes", "note acc.", "window acc.", "macro-F1", *families]
+    header.insert(1, "kind")
     rows = [
-        [f["name"], f["n_notes"], pct(f["note_accuracy"]), pct(f["window_accuracy"]), pct(f["macro_f1"]),
-         *(pct(f["per_family_recall"].get(k)) for k in families)]
-        for f in folds
+        [f["name"], f.get("kind", "soundfont"), f["n_notes"], pct(f["note_accuracy"]), pct(f["window_accuracy"]),
+         pct(f["macro_f1"]), *(pct(f["per_family_recall"].get(k)) for k in families)]
+        for f in instrument_folds
     ]  # fmt: skip
-    rows.append(["**mean**", sum(f["n_notes"] for f in folds), f"**{pct(summary['mean_note_accuracy'])}**",
+    rows.append(["**mean**", "", sum(f["n_notes"] for f in folds), f"**{pct(summary['mean_note_accuracy'])}**",
                  pct(summary["mean_window_accuracy"]), pct(summary["mean_macro_f1"]),
                  *(pct(summary["mean_family_recall"][k]) for k in families)])  # fmt: skip
     untrained = [f"{f['name']}: {', '.join(f['families_not_trained'])}" for f in folds if f["families_not_trained"]]
@@ -261,9 +322,32 @@ def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, An
         + f"; data `{settings['data']}`. Per-family columns are recall on the held-out library. "
         f"The headline figure is the mean note accuracy: **{pct(summary['mean_note_accuracy'])}**."
     )
-    sections = [("Protocol", body), ("Folds", report.markdown_table(header, rows)),
-                ("Figures", report.image_link(png.name, out, "holdout") + "\n\n"
-                 + report.image_link(recall_png.name, out, "recall per family"))]  # fmt: skip
+    sections = [("Protocol", body), ("Folds", report.markdown_table(header, rows))]
+    if figures:
+        sections.append(("Figures", figures))
+    by_kind = summary["by_kind"]
+    sf, real, synth, oth = (by_kind[k] for k in ("soundfont", "real", "synth", "other"))
+    kind_lines = [
+        f"- SoundFont/WebAudioFont folds ({sf['folds']}): {pct(sf['mean_note_accuracy'])}",
+        f"- real-recording folds ({real['folds']}): {pct(real['mean_note_accuracy'])}",
+        f"- synthesiser folds ({synth['folds']}): {pct(synth['mean_note_accuracy'])}",
+        f"- `other` folds ({oth['folds']}): {pct(oth['hops_named_instrument'])} of hops named "
+        f"an instrument, {oth['false_events_per_minute'] or 0:.1f} false instrument events per minute",
+        "- per note length (mean over instrument folds): "
+        + ", ".join(f"{k} {pct(v)}" for k, v in summary["mean_per_length"].items()),
+    ]
+    sections.insert(1, ("By kind of source", "\n".join(kind_lines)))
+    others = [f for f in folds if f.get("kind") == "other" and f.get("other")]
+    if others:
+        lines = [
+            f"- {f['name']}: {pct(f['other']['hops_named_instrument'])} of {f['other']['hops']} hops named an "
+            f"instrument, {f['other']['false_events_per_minute']:.1f} false events per minute"
+            for f in others
+        ]
+        sections.append(("Held-out other sources", "\n".join(lines)))
+    notes_lines = [f["note"] for f in folds if f.get("note")]
+    if notes_lines:
+        sections.append(("Notes", "\n".join(f"- {n}" for n in notes_lines)))
     if untrained:
         sections.append(("Families with no training instrument in a fold", "\n".join(f"- {u}" for u in untrained)))
     report.write_markdown(out / "holdout.md", "Leave-one-library-out", sections)

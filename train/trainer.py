@@ -388,7 +388,8 @@ def prepare_data(config: TrainConfig, *, labels: Sequence[str] | None = None) ->
 
     `labels` (on resume) forces the label set of the run being continued.
     """
-    from instrument_ai.train.data import FAMILIES
+    from instrument_ai.train.data import LABELS as FAMILIES  # the 11 NSynth families + `other` (id 11)
+    from instrument_ai.train.data import OTHER
 
     spec = config.spec()
     warnings: list[str] = []
@@ -472,6 +473,9 @@ def prepare_data(config: TrainConfig, *, labels: Sequence[str] | None = None) ->
     unvalidated = [FAMILIES[f] for f in family_ids if f not in valid_families]
     if unvalidated:
         _warn(config, f"no validation notes for {', '.join(unvalidated)}: trained, not validated", warnings)
+    if labels is None and FAMILIES.index(OTHER) not in family_ids:
+        message = f"no '{OTHER}' notes in the training split: an {len(family_ids)}-family model, no '{OTHER}' output"
+        _warn(config, message, warnings)
     if labels is not None:
         train_notes = [n for n in train_notes if n.family in family_ids]
     if not valid_notes:
@@ -1073,7 +1077,8 @@ def _finish(
     rng = np.random.default_rng([config.seed, 11])
     hop = hop_frames(config.spec(), config.hop_seconds)
     valid_raw, valid_owner, valid_note_y = _subset_windows(prepared.valid, hop, prepared.valid_y, FINAL_WINDOWS, rng)
-    scores = window_note_scores(predict_windows(model, norm(valid_raw)), valid_owner, valid_note_y)
+    valid_probs = predict_windows(model, norm(valid_raw))
+    scores = window_note_scores(valid_probs, valid_owner, valid_note_y)
     train_raw, train_owner, train_note_y = _subset_windows(prepared.train, hop, prepared.train_y, 4000, rng)
     train_scores = window_note_scores(predict_windows(model, norm(train_raw)), train_owner, train_note_y)
     has = scores["has"]
@@ -1105,6 +1110,15 @@ def _finish(
         "monitor": config.monitor,
         "model": summary,
     }
+    from instrument_ai.train.openset import calibrate
+
+    open_set = calibrate(valid_probs, valid_owner, valid_note_y, list(prepared.labels))
+    for note in open_set.notes:
+        _say(config, note)
+    metrics["other_output"] = "other" in prepared.labels
+    if not metrics["other_output"]:
+        metrics["other_note"] = f"no 'other' notes in the training corpus: {len(prepared.labels)} families trained"
+    metrics["open_set"] = open_set.to_dict()
     write_json_atomic(run_dir / "metrics.json", metrics)
     _write_calibration(run_dir, config, prepared, valid_raw, valid_owner, valid_note_y)
     write_json_atomic(
