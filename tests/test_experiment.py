@@ -213,7 +213,8 @@ def test_experiment_subprocess_errors_have_no_traceback(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=120)  # fmt: skip
         assert proc.returncode != 0
         assert "Traceback" not in proc.stdout + proc.stderr
-        assert proc.stderr.strip().splitlines() == [f"instrument-ai experiment: {tmp_path / 'none'}: no such data folder"]
+        expected = f"instrument-ai experiment: {tmp_path / 'none'}: no such data folder"
+        assert proc.stderr.strip().splitlines() == [expected]
 
 
 def test_holdout_with_the_real_trainer_runs_each_fold_in_its_own_process(tmp_path: Path) -> None:
