@@ -362,7 +362,8 @@ def _run_imported(
                 raise CorpusError(outcome)
             results[unit.name] = outcome
             state = "rendered" if outcome.rendered_now else "up to date"
-            extra = f"; problems: {', '.join(f'{k} {v}' for k, v in outcome.problems.items())}" if outcome.problems else ""
+            listed = ", ".join(f"{k} {v}" for k, v in outcome.problems.items())
+            extra = f"; problems: {listed}" if listed else ""
             say(f"unit {unit.name} ({unit.kind}): {outcome.notes} notes, {state}{extra}")
     finally:
         if pool is not None:
