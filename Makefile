@@ -45,9 +45,19 @@ test: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
+# The whole corpus in one command: fetch every catalogue source (pinned commits, resumable) into
+# SOURCES_CACHE, then build SoundFonts + recorded notes + SFZ + `other` + synth notes into CORPUS.
+# SOURCES_FROM=DIR reads existing clones or bare mirrors instead of the internet; SHARED=DIR adds the
+# shared sample libraries when that folder exists (a user's machine has none: the apt fonts are used).
+SOURCES_FROM ?=
+SOURCES_CACHE ?= $(HOME)/.cache/instrument-ai/sources
+SYNTH_INSTRUMENTS ?= 60
+SOURCE_ARGS = $(if $(SOURCES_FROM),--from $(SOURCES_FROM)) --cache $(SOURCES_CACHE)
 corpus: venv
 	@dpkg -s $(CORPUS_APT_PACKAGES) >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CORPUS_APT_PACKAGES) >/dev/null
-	$(VENV)/bin/instrument-ai data build --out $(CORPUS) --shared-libraries $(SHARED) --jobs 2
+	$(VENV)/bin/instrument-ai data fetch $(SOURCE_ARGS)
+	$(VENV)/bin/instrument-ai data build --out $(CORPUS) $(if $(wildcard $(SHARED)),--shared-libraries $(SHARED)) \
+	  --sources all $(SOURCE_ARGS) --other --synth $(SYNTH_INSTRUMENTS) --jobs 2
 
 lint: venv
 	$(VENV)/bin/ruff check .
