@@ -92,7 +92,7 @@ def print_composition(counts: dict[str, Any]) -> None:
     for name in ("library", "kind", "lineage", "notes", "families"):
         libs.add_column(name, justify="right" if name == "notes" else "left")
     for name, row in sorted(counts["libraries"].items(), key=lambda kv: (kv[1]["kind"], kv[0])):
-        fams = ", ".join(f"{f} {n}" for f, n in lib_fams[name].most_common())
+        fams = ", ".join(f"{f} {n}" for f, n in lib_fams[name].most_common(6))
         libs.add_row(name, row["kind"], row["lineage"], str(row["notes"]), fams)
     console = Console(width=max(Console().width, 160))
     console.print(table)
