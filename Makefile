@@ -11,7 +11,7 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins fluid-soundfont-gm
 
 # The full default corpus also renders MuseScore General (86 MB); only `make corpus` needs it.
-CORPUS_APT_PACKAGES := musescore-general-soundfont
+CORPUS_APT_PACKAGES := musescore-general-soundfont espeak-ng
 SHARED ?= ../shared/sample-libraries
 CORPUS ?= data/corpus
 
