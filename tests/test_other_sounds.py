@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,3 +79,13 @@ def test_drum_clips_from_timgm6mb():
         assert x.family == "other" and x.source == "acoustic" and x.instrument.startswith("timgm6mb-drums-")
         assert np.max(np.abs(x.audio)) > 0.01
         assert np.max(np.abs(x.audio)) <= 1.0
+
+
+_SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+_MELODIC = _SHARED / "sample-libraries" / "sf3" / "32MbGMStereo" / "000.sf3"
+
+
+@pytest.mark.skipif(not _MELODIC.exists() and not os.environ.get("CI"), reason="../shared sample libraries absent")
+def test_font_without_drum_kit_is_a_clear_error():
+    with pytest.raises(other_sounds.OtherError, match="no drum kit"):
+        next(other_sounds.drum_clips(_MELODIC, "32mb", 1, seed=0))
