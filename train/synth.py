@@ -153,7 +153,7 @@ class Patch:
             if k == "pwm-lead":
                 w = 0.5 + (p["width"] - 0.5) * np.sin(2 * np.pi * p["pwmrate"] * t)
                 # PWM as the difference of two saws, one phase-shifted by the moving width
-                x = additive(f0, saw) - additive(f0, saw, phase_mod=2 * np.pi * f0 * 0 + 2 * np.pi * w)
+                x = additive(f0, saw) - additive(f0, saw, phase_mod=2 * np.pi * w)
             else:
                 shape = square if k == "square-lead" else saw
                 voices = 3 if k == "synth-strings" else p["voices"]
@@ -180,7 +180,7 @@ class Patch:
             if k == "fm-epiano":  # 1:1 body plus a 14:1 tine that dies fast
                 body = fm(f0, [1, 1], [p["index"] * bright], [idx_env])
                 tine = fm(f0, [1, 14], [1.5 * bright], [adsr(0.001, 0.05, 0.0, 0.05)])
-                x = (body + 0.3 * tine) * adsr(0.002, 1.5, 0.0, 0.3) + 0 * t
+                x = (body + 0.3 * tine) * adsr(0.002, 1.5, 0.0, 0.3)
                 x *= np.exp(-t * 0.3)
             elif k == "fm-bass":
                 x = fm(f0, [1, 1, p["ratio"] if p["ratio"] < 4 else 2], [p["index"] * bright, 1.0],
