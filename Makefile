@@ -8,10 +8,10 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # System pieces: PortAudio + PulseAudio for the fake-microphone tests, libsndfile
 # for soundfile, FluidR3 for the corpus builder's SoundFont path.
-APT_PACKAGES := libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins fluid-soundfont-gm
+APT_PACKAGES := libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins fluid-soundfont-gm espeak-ng
 
 # The full default corpus also renders MuseScore General (86 MB); only `make corpus` needs it.
-CORPUS_APT_PACKAGES := musescore-general-soundfont
+CORPUS_APT_PACKAGES := musescore-general-soundfont espeak-ng
 SHARED ?= ../shared/sample-libraries
 CORPUS ?= data/corpus
 
