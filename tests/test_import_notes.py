@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from instrument_ai.train.imported import NUM_SAMPLES, Problems
 from instrument_ai.train.import_notes import ImportProblem, import_note_file, prepare_recording
+from instrument_ai.train.imported import NUM_SAMPLES, Problems
 from instrument_ai.train.pitch import midi_to_hz
 
 

@@ -18,7 +18,9 @@ def tone(midi: float, amps: list[float], seconds: float = 1.5, decay: float = 1.
 
 
 @pytest.mark.parametrize("midi", [28.0, 40.3, 52.0, 60.0, 69.49, 76.0, 88.2, 98.0])
-@pytest.mark.parametrize("amps", [[1.0], [1.0, 0.5, 0.33, 0.25], [0.05, 1.0, 0.7, 0.5, 0.3]], ids=["sine", "saw4", "weakf0"])
+@pytest.mark.parametrize(
+    "amps", [[1.0], [1.0, 0.5, 0.33, 0.25], [0.05, 1.0, 0.7, 0.5, 0.3]], ids=["sine", "saw4", "weakf0"]
+)
 def test_harmonic_tones_within_two_cents(midi: float, amps: list[float]) -> None:
     est = estimate_pitch(tone(midi, amps), SR)
     assert est is not None

@@ -124,7 +124,9 @@ def finish_note(x: np.ndarray, name: str, sr: int = SAMPLE_RATE) -> tuple[np.nda
         raise ImportProblem("silent", f"{name}: peak {20 * math.log10(peak + 1e-30):.0f} dBFS, below {SILENT_DBFS:.0f}")
     onset, sounding = onset_and_length(x, sr)
     if sounding < MIN_SOUNDING_SECONDS:
-        raise ImportProblem("too_short", f"{name}: sounds {sounding * 1000:.0f} ms, under {MIN_SOUNDING_SECONDS * 1000:.0f}")
+        raise ImportProblem(
+            "too_short", f"{name}: sounds {sounding * 1000:.0f} ms, under {MIN_SOUNDING_SECONDS * 1000:.0f}"
+        )
     out = np.zeros(NUM_SAMPLES, dtype=np.float32)
     piece = x[onset : onset + NUM_SAMPLES]
     out[: len(piece)] = piece

@@ -150,7 +150,9 @@ def _refine(x: np.ndarray, sr: int, starts: list[int], f0: float) -> float:
     return refined if abs(cents_between(refined, f0)) < 40.0 else f0
 
 
-def estimate_pitch(audio: np.ndarray, sr: int = 16000, fmin: float = 27.5, fmax: float = 4200.0) -> PitchEstimate | None:
+def estimate_pitch(
+    audio: np.ndarray, sr: int = 16000, fmin: float = 27.5, fmax: float = 4200.0
+) -> PitchEstimate | None:
     """The pitch of a single note's steady part, or None if it has none (see the module docstring)."""
     x = np.asarray(audio, dtype=np.float64)
     if x.ndim > 1:
@@ -178,7 +180,7 @@ def estimate_pitch(audio: np.ndarray, sr: int = 16000, fmin: float = 27.5, fmax:
     confidence = float(np.clip(1.0 - np.median(aperiodic), 0.0, 1.0))
     if confidence < MIN_CONFIDENCE:
         return None
-    good = [p for p, a in zip(periods, aperiodic) if a <= np.median(aperiodic)]
+    good = [p for p, a in zip(periods, aperiodic, strict=False) if a <= np.median(aperiodic)]
     f0 = float(sr / np.exp(np.median(np.log(good))))
     f0 = _refine(x, sr, starts, f0)
     return PitchEstimate(midi=hz_to_midi(f0), hz=f0, confidence=confidence)
