@@ -125,3 +125,37 @@ def test_cli_unit_build_and_report(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = CliRunner().invoke(cli, ["data", "report", str(tmp_path / "nope")])
     assert bad.exit_code != 0 and len(bad.output.strip().splitlines()) == 1
+
+
+def test_recorded_catalogue_files_become_notes_and_problems_are_counted() -> None:
+    """The notes/other path of catalogue_units on an in-memory tree: labelled, estimated, unlabelled, broken."""
+    import io
+    from types import SimpleNamespace
+
+    import soundfile
+
+    from instrument_ai.train import catalogue_units
+
+    t = np.arange(22050) / 44100
+    files = {}
+    for name, hz in (("flute/A4.wav", 440.0), ("flute/x.wav", 261.63)):
+        buf = io.BytesIO()
+        soundfile.write(buf, (0.5 * np.sin(2 * np.pi * hz * t) * np.exp(-4 * t)).astype(np.float32), 44100,
+                        format="WAV")  # fmt: skip
+        files[name] = buf.getvalue()
+    files["flute/broken.wav"] = b"RIFF0000WAVEjunk"
+    files["README.txt"] = b"no note"
+
+    def label(path: str) -> SimpleNamespace | None:
+        if not path.startswith("flute/"):
+            return None
+        pitch = 69 if path.endswith("A4.wav") else None  # None: estimate it
+        return SimpleNamespace(family="flute", source="acoustic", instrument="flute", pitch=pitch, velocity=100)
+
+    entry = SimpleNamespace(name="toyflute", label=label)
+    tree = SimpleNamespace(read=files.__getitem__)
+    problems = Problems()
+    notes = list(catalogue_units._recorded(problems, entry, tree, sorted(files)))
+    assert [(n.pitch, n.pitch_estimated) for n in notes] == [(69, False), (60, True)]
+    assert all(n.origin.startswith("toyflute:flute/") and 0.2 < n.sounding_seconds <= 0.5 for n in notes)
+    assert problems.counts == {"no_rule": 1, "unreadable": 1}
