@@ -53,11 +53,13 @@ SOURCES_FROM ?=
 SOURCES_CACHE ?= $(HOME)/.cache/instrument-ai/sources
 SYNTH_INSTRUMENTS ?= 60
 SOURCE_ARGS = $(if $(SOURCES_FROM),--from $(SOURCES_FROM)) --cache $(SOURCES_CACHE)
+# (Until the catalogue train/sources.toml exists, the build has no catalogue sources to fetch.)
+CATALOGUE := $(wildcard train/sources.toml)
 corpus: venv
 	@dpkg -s $(CORPUS_APT_PACKAGES) >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CORPUS_APT_PACKAGES) >/dev/null
-	$(VENV)/bin/instrument-ai data fetch $(SOURCE_ARGS)
+	$(if $(CATALOGUE),$(VENV)/bin/instrument-ai data fetch $(SOURCE_ARGS))
 	$(VENV)/bin/instrument-ai data build --out $(CORPUS) $(if $(wildcard $(SHARED)),--shared-libraries $(SHARED)) \
-	  --sources all $(SOURCE_ARGS) --other --synth $(SYNTH_INSTRUMENTS) --jobs 2
+	  $(if $(CATALOGUE),--sources all $(SOURCE_ARGS)) --other --synth $(SYNTH_INSTRUMENTS) --jobs 2
 
 lint: venv
 	$(VENV)/bin/ruff check .
