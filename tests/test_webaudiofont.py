@@ -116,6 +116,7 @@ def sine_zone(freq: float, rate: int, periods: int, root: int, **extra: object) 
 # --------------------------------------------------------------------------- listing and parsing real banks
 
 
+@pytest.mark.needs_shared
 def test_list_bank_files_names_libraries_programs_and_dedupes(banks: Path) -> None:
     files = waf.list_bank_files(banks)
     libraries = {f.library for f in files}
@@ -131,6 +132,7 @@ def test_list_bank_files_names_libraries_programs_and_dedupes(banks: Path) -> No
     assert (first.program, first.variant, first.encoding) == (98, 3, "file")
 
 
+@pytest.mark.needs_shared
 def test_real_banks_parse_with_both_audio_encodings(presets: dict[str, waf.WafPreset]) -> None:
     piano = presets["0000_GeneralUserGS_sf2_file"]
     assert (piano.library, piano.program, piano.variant) == ("GeneralUserGS", 0, 0)
@@ -152,6 +154,7 @@ def test_soundfile_decodes_mp3() -> None:
     assert "MP3" in soundfile.available_formats(), "libsndfile without MP3: the `file` banks cannot be decoded"
 
 
+@pytest.mark.needs_shared
 def test_arithmetic_in_a_real_bank_is_computed(banks: Path) -> None:
     preset = waf.parse_bank_file(banks / "0253_Acoustic_Guitar_sf2_file.js")  # originalPitch:4200-140
     assert preset.zones[0].original_pitch == 4060
@@ -160,6 +163,7 @@ def test_arithmetic_in_a_real_bank_is_computed(banks: Path) -> None:
 # --------------------------------------------------------------------------- zone choice
 
 
+@pytest.mark.needs_shared
 def test_zone_for_pitch_holds_the_pitch_and_spans_zones(presets: dict[str, waf.WafPreset]) -> None:
     piano = presets["0000_GeneralUserGS_sf2_file"]
     used = set()
@@ -189,6 +193,7 @@ def test_zone_for_pitch_overlap_takes_last_and_gap_takes_nearest(tmp_path: Path)
 # --------------------------------------------------------------------------- pitch
 
 
+@pytest.mark.needs_shared
 @pytest.mark.parametrize(
     ("name", "pitches"),
     [
@@ -254,6 +259,7 @@ def test_pitching_up_does_not_alias(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- loop, length, envelope, release
 
 
+@pytest.mark.needs_shared
 def test_looped_note_is_held_and_released(presets: dict[str, waf.WafPreset]) -> None:
     organ = presets["0190_SoundBlasterOld_sf2"]
     zone = waf.zone_for_pitch(organ, 60)
@@ -268,6 +274,7 @@ def test_looped_note_is_held_and_released(presets: dict[str, waf.WafPreset]) -> 
     assert not np.any(audio[int(3.05 * SR) + 1 :])
 
 
+@pytest.mark.needs_shared
 def test_non_looped_sample_is_silent_after_it_ends(presets: dict[str, waf.WafPreset]) -> None:
     guitar = presets["0280_LesPaul_sf2"]
     pitch = 64
@@ -281,6 +288,7 @@ def test_non_looped_sample_is_silent_after_it_ends(presets: dict[str, waf.WafPre
     assert not np.any(audio[int(np.ceil(ends * SR)) :])
 
 
+@pytest.mark.needs_shared
 def test_release_seconds_lengthens_the_tail(presets: dict[str, waf.WafPreset]) -> None:
     flute = presets["0730_JCLive_sf2_file"]
     audio = waf.render_note(flute, 72, 100, release_seconds=0.5)
@@ -315,6 +323,7 @@ def test_explicit_envelope_points(tmp_path: Path) -> None:
     assert np.abs(audio[int(2.0 * SR) : int(2.01 * SR)]).max() == pytest.approx(0.5 * (1 - 1 / 2.05), abs=0.01)
 
 
+@pytest.mark.needs_shared
 @pytest.mark.parametrize(("total", "hold", "sr"), [(4.0, 3.0, 16000), (1.5, 1.0, 22050), (0.3, 0.0, 16000)])
 def test_exact_length_and_dtype(presets: dict[str, waf.WafPreset], total: float, hold: float, sr: int) -> None:
     audio = waf.render_note(
@@ -324,6 +333,7 @@ def test_exact_length_and_dtype(presets: dict[str, waf.WafPreset], total: float,
     assert np.all(np.isfinite(audio)) and np.abs(audio).max() < 1.0
 
 
+@pytest.mark.needs_shared
 def test_deterministic_across_parses_and_cache(banks: Path) -> None:
     path = banks / "0400_GeneralUserGS_sf2_file.js"
     a = waf.parse_bank_file(path)
@@ -334,6 +344,7 @@ def test_deterministic_across_parses_and_cache(banks: Path) -> None:
         assert x.tobytes() == y.tobytes() == z.tobytes()
 
 
+@pytest.mark.needs_shared
 def test_louder_at_higher_velocity(presets: dict[str, waf.WafPreset]) -> None:
     piano = presets["0000_GeneralUserGS_sf2_file"]
     loud, soft = waf.render_note(piano, 60, 127), waf.render_note(piano, 60, 25)
@@ -411,6 +422,7 @@ def test_damaged_fixture_never_escapes_as_another_exception(tmp_path: Path) -> N
             assert "\n" not in str(exc) and str(exc).startswith(path.name)
 
 
+@pytest.mark.needs_shared
 def test_truncated_real_bank_fails_clearly(banks: Path, tmp_path: Path) -> None:
     data = (banks / "0730_JCLive_sf2_file.js").read_text()
     path = tmp_path / "0730_JCLive_sf2_file.js"
@@ -430,6 +442,7 @@ def test_undecodable_audio_fails_at_decode_with_one_line(tmp_path: Path) -> None
     assert "\n" not in str(err.value) and "BytesIO" not in str(err.value)
 
 
+@pytest.mark.needs_shared
 def test_the_one_undecodable_real_zone_fails_only_its_keys(banks: Path) -> None:
     preset = waf.parse_bank_file(banks / "0110_JCLive_sf2_file.js")  # zone 3 is a 225-byte MP3
     assert np.abs(waf.render_note(preset, 60, 100)).max() > 0.01

@@ -59,8 +59,19 @@ def libraries_cmd(shared: str | None) -> None:
 @click.option("--jobs", default=None, type=int, help="Worker processes [default: number of CPUs].")
 @click.option("--limit", default=None, type=int, help="Keep only N notes, spread over every instrument (tests).")
 @click.option("--shared-libraries", "shared", default=None, help="Shared sample libraries [default: ../shared/...].")
-@click.option("--strict", is_flag=True, help="Stop at an unreadable bank file instead of skipping it.")
+@click.option("--strict", is_flag=True, help="Make any counted problem (unreadable bank, bad file) fatal.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no tables.")
+@click.option("--units", "use_units", is_flag=True, help="One folder per source under OUT/units (implied below).")
+@click.option("--sources", default=None, help="Catalogue sources: comma-separated names, or 'all'.")
+@click.option("--from", "from_dir", default=None, help="Folder of clones or bare mirrors (OWNER+NAME, OWNER/NAME).")
+@click.option("--cache", default=None, help="Clone cache of `data fetch` [default: ~/.cache/instrument-ai/sources].")
+@click.option("--catalogue", default=None, help="Source catalogue [default: the shipped train/sources.toml].")
+@click.option("--other", "other", is_flag=True, help="Add the `other` class: noise, speech and drum-kit clips.")
+@click.option("--other-clips", default=None, type=int, help="numpy noise/hum/click clips [default: 3000].")
+@click.option("--speech-clips", default=None, type=int, help="espeak-ng speech clips [default: 1200].")
+@click.option("--drum-clips", default=None, type=int, help="Drum-kit clips per single-file SoundFont [default: 400].")
+@click.option("--synth", default=0, type=int, help="Add N synthesiser instruments.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the generators (other, synth).")
 def build_cmd(
     out: Path,
     libraries: str | None,
@@ -71,8 +82,23 @@ def build_cmd(
     shared: str | None,
     strict: bool,
     quiet: bool,
+    use_units: bool,
+    sources: str | None,
+    from_dir: str | None,
+    cache: str | None,
+    catalogue: str | None,
+    other: bool,
+    other_clips: int | None,
+    speech_clips: int | None,
+    drum_clips: int | None,
+    synth: int,
+    seed: int,
 ) -> None:
-    """Render notes from the sample libraries into an NSynth-format corpus in OUT (resumable)."""
+    """Render notes from the sample libraries (and catalogue sources, `other` clips, synth notes) into OUT.
+
+    With --sources, --other, --synth or --units every library and source is its own unit under OUT/units
+    (a rebuild renders only new or changed units) and OUT is their merge in NSynth's layout.
+    """
     from instrument_ai.train import corpus
 
     found = corpus.locate_libraries(_shared_root(shared))
@@ -86,9 +112,22 @@ def build_cmd(
     jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     if jobs < 1:
         raise click.BadParameter(f"must be >= 1, got {jobs}", param_hint="--jobs")
+    for value, hint in ((other_clips, "--other-clips"), (speech_clips, "--speech-clips"), (drum_clips, "--drum-clips"),
+                        (synth, "--synth")):  # fmt: skip
+        if value is not None and value < 0:
+            raise click.BadParameter(f"must be >= 0, got {value}", param_hint=hint)
     missing = [n for n in corpus.LIBRARIES if n not in found]
     if not quiet and missing and libraries is None:
         click.echo(f"not found (skipped): {', '.join(missing)}", err=True)
+    if use_units or sources or other or synth:
+        from instrument_ai.train.unit_build import run_unit_build
+
+        run_unit_build(
+            out, options, found, jobs=jobs, strict=strict, quiet=quiet, sources=sources, from_dir=from_dir,
+            cache=cache, catalogue=catalogue, other=other, other_clips=other_clips, speech_clips=speech_clips,
+            drum_clips=drum_clips, synth=synth, seed=seed,
+        )  # fmt: skip
+        return
 
     def progress(total: int, done: int) -> Any:
         from tqdm import tqdm
@@ -235,3 +274,26 @@ def info_cmd(path: Path, as_json: bool) -> None:
     velocities = ", ".join(f"{v}: {n}" for v, n in counts["velocities"].items())
     console.print(f"pitch range {counts['pitch_range']}; velocities {velocities}")
     console.print(counts["summary"])
+
+
+@data.command("report")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--png", default=None, type=click.Path(dir_okay=False, path_type=Path), help="Also draw a PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def report_cmd(folder: Path, png: Path | None, as_json: bool) -> None:
+    """Composition of a corpus: notes per family x kind x library, sounding lengths, estimated-pitch share."""
+    from instrument_ai.train.composition import composition, plot_composition, print_composition
+    from instrument_ai.train.data import DataError
+
+    if not (folder / "examples.json").is_file():
+        raise click.ClickException(f"{folder}: no examples.json (not a corpus folder)")
+    try:
+        counts = composition(folder)
+    except (DataError, ValueError, OSError) as exc:
+        raise click.ClickException(f"{folder}: {' '.join(str(exc).split())}") from None
+    if as_json:
+        click.echo(json.dumps(counts))
+    else:
+        print_composition(counts)
+    if png is not None:
+        click.echo(f"wrote {plot_composition(counts, png)}")
