@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 NOTE = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 
@@ -89,7 +90,8 @@ def main(argv: list[str]) -> int:
         print(f"{src['name']}: {src['kind']} selected={len(sel)} no_rule={norule} pitch_fail={len(fails)}{rng} {fams}")
         for f in fails[: (50 if verbose else 3)]:
             print(f"    pitch fail: {f}")
-        bad += len(fails) + norule + (len(sel) == 0)
+        # a SoundFont program without a GM label is skipped on purpose (gm_programs.py leaves it out)
+        bad += len(fails) + (norule if src["kind"] != "soundfont" else 0) + (len(sel) == 0)
     return 1 if bad else 0
 
 
