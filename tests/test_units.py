@@ -146,9 +146,11 @@ def test_recorded_catalogue_files_become_notes_and_problems_are_counted() -> Non
     files["flute/broken.wav"] = b"RIFF0000WAVEjunk"
     files["README.txt"] = b"no note"
 
-    def label(path: str) -> SimpleNamespace | None:
+    from instrument_ai.train.catalogue import Skip
+
+    def label(path: str) -> SimpleNamespace | Skip:
         if not path.startswith("flute/"):
-            return None
+            return Skip("no_rule", f"toyflute: {path}: matches no rule")
         pitch = 69 if path.endswith("A4.wav") else None  # None: estimate it
         return SimpleNamespace(family="flute", source="acoustic", instrument="flute", pitch=pitch, velocity=100)
 

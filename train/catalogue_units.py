@@ -112,12 +112,13 @@ def produce_source(
 
 def _recorded(problems: Problems, entry: Any, tree: Any, paths: list[str]) -> Iterator[ImportedNote]:
     """One note (or `other` clip) per selected file; a label without pitch is estimated (and marked)."""
+    from instrument_ai.train.catalogue import Skip
     from instrument_ai.train.import_notes import import_note_file
 
     for path in paths:
         label = entry.label(path)
-        if label is None:
-            problems.add("no_rule", f"{entry.name}: {path} matches no rule (or no pitch in its name)")
+        if isinstance(label, Skip):
+            problems.add(label.reason, label.message)
             continue
         note = import_note_file(
             tree.read, path, family=label.family, source=label.source, instrument=label.instrument,

@@ -204,6 +204,37 @@ def _print_build_tables(counts: dict[str, Any]) -> None:
     console.print(skipped)
 
 
+@data.command("fetch")
+@click.argument("names", nargs=-1)
+@click.option("--from", "from_dir", default=None, type=click.Path(file_okay=False), help="Existing clones/mirrors.")
+@click.option("--cache", default=None, type=click.Path(file_okay=False), help="Clone cache [default: ~/.cache/...].")
+@click.option("--catalogue", default=None, type=click.Path(dir_okay=False), help="Source catalogue file.")
+def fetch_cmd(names: tuple[str, ...], from_dir: str | None, cache: str | None, catalogue: str | None) -> None:
+    """Fetch catalogue sources at their pinned commits (all, or NAMES), one line per source."""
+    from tqdm import tqdm
+
+    from instrument_ai.train import catalogue as cat
+    from instrument_ai.train import fetch
+
+    try:
+        sources = cat.load(catalogue)
+    except cat.CatalogueError as exc:
+        raise click.UsageError(str(exc)) from None
+    by_name = {s.name: s for s in sources}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise click.UsageError(f"unknown source {unknown[0]!r}; known: {', '.join(by_name)}")
+    chosen = [by_name[n] for n in names] if names else sources
+    results = []
+    for source in tqdm(chosen, desc="fetch", unit="source", disable=None):
+        result = fetch.fetch_one(source, from_dir=from_dir, cache=cache)
+        tqdm.write(result.line())
+        results.append(result)
+    failed = sum(r.status == "failed" for r in results)
+    if failed:
+        raise click.ClickException(f"{failed} of {len(results)} sources could not be fetched (lines above)")
+
+
 @data.command("split")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--scheme", type=click.Choice(["holdout", "nsynth"]), required=True, help="How to split.")
