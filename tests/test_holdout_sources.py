@@ -101,3 +101,34 @@ def test_an_other_source_fold_reports_hops_named_and_false_events(mixed_corpus: 
     assert o["false_events"] >= 1  # the toy model has no `other` output: every clip names an instrument
     assert summary["by_kind"]["other"]["false_events_per_minute"] == pytest.approx(o["false_events_per_minute"])
     assert "Held-out other sources" in (tmp_path / "h" / "holdout.md").read_text()
+
+
+def test_grouped_folds_train_once_per_group_and_still_hold_every_source_out(mixed_corpus: Path,
+                                                                             tmp_path: Path) -> None:  # fmt: skip
+    folds, _ = ho.folds_of(mixed_corpus)
+    units = ho.training_units(folds, 2)
+    assert len(units) == 2 and sorted(f.name for u in units for f in u) == sorted(f.name for f in folds)
+    assert all(any(f.kind == "soundfont" for f in u) for u in units)  # the big kind is spread over every group
+    trainer = RecordingTrainer()
+    cfg = ho.HoldoutConfig(data=mixed_corpus, out=tmp_path / "g", epochs=1, groups=2)
+    summary = ho.run_holdout(cfg, train_fn=trainer)
+    assert len(trainer.runs) == 2  # two trainings for four sources
+    table = json.loads((mixed_corpus / "instruments.json").read_text())
+    for held, used in trainer.runs:
+        held_instruments = {n for n, r in table.items() if r["library"] in held}
+        assert not (set(used["train"]) | set(used["valid"])) & held_instruments
+    assert sorted(f["name"] for f in summary["folds"]) == sorted(f.name for f in folds)
+    assert all(f["trained_as"].startswith("group-") for f in summary["folds"])
+    again = RecordingTrainer()  # resumed: every fold.json is there, nothing is trained again
+    ho.run_holdout(cfg, train_fn=again)
+    assert again.runs == []
+    with pytest.raises(ho.HoldoutError, match="other settings"):
+        ho.run_holdout(ho.HoldoutConfig(data=mixed_corpus, out=tmp_path / "g", epochs=1, groups=3), train_fn=again)
+
+
+def test_train_kinds_keeps_other_kinds_out_of_every_training(mixed_corpus: Path, tmp_path: Path) -> None:
+    trainer = RecordingTrainer()
+    cfg = ho.HoldoutConfig(data=mixed_corpus, out=tmp_path / "k", epochs=1, train_kinds=["soundfont"])
+    summary = ho.run_holdout(cfg, train_fn=trainer)
+    assert all("OrchReal" in held for held, _ in trainer.runs)  # the real source never trains, in any fold
+    assert {f["name"] for f in summary["folds"]} >= {"OrchReal", "TimGM6mb"}  # ...yet it is still tested

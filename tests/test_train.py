@@ -504,3 +504,17 @@ def test_evaluate_reads_the_run_and_scores_its_training_notes(edge_run: Path, co
     assert result["n_notes"] == config["data"]["counts"]["train"]["notes"]
     assert 0.25 < result["note_accuracy"] <= 1.0  # 4 families: chance is 0.25
     assert 0.0 <= result["macro_f1"] <= 1.0
+
+
+def test_real_weight_reweights_notes_inside_a_family_not_the_family_share() -> None:
+    import numpy as np
+
+    from instrument_ai.train.trainer import note_sampling_probs
+
+    labels = np.array([0, 0, 0, 1, 1])
+    weights = np.array([1.0, 1.0, 4.0, 1.0, 1.0])  # the third note of family 0 is a real recording
+    probs = note_sampling_probs(labels, 2, "balanced", weights)
+    assert probs[:3].sum() == pytest.approx(0.5) and probs[3:].sum() == pytest.approx(0.5)
+    assert probs[2] == pytest.approx(4 * probs[0])
+    assert np.allclose(note_sampling_probs(labels, 2, "balanced"), note_sampling_probs(labels, 2, "balanced",
+                                                                                      np.ones(5)))  # fmt: skip

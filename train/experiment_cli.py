@@ -84,9 +84,23 @@ def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train
 @click.option("--audio-augment", callback=parse_audio_augment, metavar="JSON", help=AUDIO_AUGMENT_HELP)
 @click.option("--onset-fraction", type=click.FloatRange(0, 1), default=None,
               help="Share of training windows cut as a note's first second [default: the preset's].")  # fmt: skip
+@click.option("--groups", type=click.IntRange(min=2), default=None,
+              help="Train once per group of K source groups (every kind spread over them) instead of once per "
+              "source; each source is still tested by a model that never heard it.")  # fmt: skip
+@click.option("--train-kinds", default=None, metavar="KINDS",
+              help="Train only on these kinds of source (comma-separated: soundfont, real, other, synth); "
+              "the 0.3.0 recipe is `soundfont`.")  # fmt: skip
+@click.option("--real-weight", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Draw real-recording notes this many times as often as rendered ones within a family.")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Training budget per fold in minutes.")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None)
+@click.option("--mixup", "mixup_alpha", type=click.FloatRange(min=0), default=None, help="Mixup alpha (0: off).")
 def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ...], epochs: int | None,
             seed: int, jobs: int, augment_copies: int | None, no_feature_augment: bool,
-            audio_augment: dict | None, onset_fraction: float | None) -> None:  # fmt: skip
+            audio_augment: dict | None, onset_fraction: float | None, groups: int | None,
+            train_kinds: str | None, real_weight: float | None, max_minutes: float | None,
+            label_smoothing: float | None, mixup_alpha: float | None) -> None:  # fmt: skip
     """Leave-one-library-out: train on all libraries but one, test on it; the mean note accuracy is the headline."""
     from instrument_ai.train.evaluate import EvaluationError
     from instrument_ai.train.holdout import HoldoutConfig, run_holdout
@@ -102,8 +116,16 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
         overrides["onset_fraction"] = onset_fraction
     if audio_augment:
         overrides["audio_augment"] = audio_augment
+    for key, value in (("real_weight", real_weight), ("max_minutes", max_minutes),
+                       ("label_smoothing", label_smoothing), ("mixup_alpha", mixup_alpha)):  # fmt: skip
+        if value is not None:
+            overrides[key] = value
+    kinds = [k.strip() for k in (train_kinds or "").split(",") if k.strip()]
+    unknown = sorted(set(kinds) - {"soundfont", "real", "other", "synth"})
+    if unknown:
+        raise click.UsageError(f"unknown source kind {', '.join(unknown)}; choose from soundfont, real, other, synth")
     cfg = HoldoutConfig(data=data_dir, out=out_dir, preset=preset, epochs=epochs, seed=seed, libraries=names,
-                        jobs=jobs, overrides=overrides)  # fmt: skip
+                        jobs=jobs, overrides=overrides, groups=groups, train_kinds=kinds)  # fmt: skip
     try:
         summary = run_holdout(cfg, progress=_say)
     except EvaluationError as exc:

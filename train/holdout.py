@@ -37,7 +37,7 @@ SHARED_LINEAGES = {"FluidR3+MuseScoreGeneral": ("fluidr3", "musescore")}
 """Libraries that share samples: any library whose normalised name starts with one of these is one fold."""
 TRAIN_ONLY = ("WAF-small",)
 """Libraries too small to hold out alone (36 single-instrument files): always in training unless asked for."""
-SETTINGS_KEYS = ("preset", "epochs", "seed", "data", "overrides")
+SETTINGS_KEYS = ("preset", "epochs", "seed", "data", "overrides", "groups", "train_kinds")
 
 
 class HoldoutError(EvaluationError):
@@ -161,10 +161,34 @@ class HoldoutConfig:
     jobs: int = 0  # feature-extraction processes for the trainer (0: one per CPU); not a result-changing setting
     overrides: dict[str, Any] = field(default_factory=dict)
     """TrainConfig fields that differ from the preset's defaults (e.g. augment_copies), the same for every fold."""
+    groups: int | None = None
+    """Train once per group of held-out sources (K groups, every kind spread over them) instead of once per
+    source: each source is still tested only by a model that never heard it, at a K-th of the cost."""
+    train_kinds: list[str] = field(default_factory=list)
+    """Train only on sources of these kinds (soundfont, real, other, synth); empty: every kind. The 0.3.0
+    recipe is `["soundfont"]`."""
 
     def settings(self) -> dict[str, Any]:
         return {"preset": self.preset, "epochs": self.epochs, "seed": self.seed, "data": str(Path(self.data).resolve()),
-                "overrides": dict(sorted(self.overrides.items()))}  # fmt: skip
+                "overrides": dict(sorted(self.overrides.items())), "groups": self.groups,
+                "train_kinds": sorted(self.train_kinds)}  # fmt: skip
+
+
+def training_units(folds: list[Fold], groups: int | None) -> list[list[Fold]]:
+    """The trainings a protocol needs: one per fold, or `groups` groups of folds with every kind spread evenly.
+
+    Within each kind the folds go round-robin, largest first, so each group holds a share of the SoundFont,
+    real and `other` sources and no group's training set loses a whole kind.
+    """
+    if not groups or groups >= len(folds):
+        return [[f] for f in folds]
+    units: list[list[Fold]] = [[] for _ in range(groups)]
+    turn = 0
+    for kind in sorted({f.kind for f in folds}):
+        for fold in sorted((f for f in folds if f.kind == kind), key=lambda f: (-len(f.instruments), f.name)):
+            units[turn % groups].append(fold)
+            turn += 1
+    return [u for u in units if u]
 
 
 def run_holdout(
@@ -179,70 +203,85 @@ def run_holdout(
     folds = folds_of(cfg.data, cfg.libraries)[0] if cfg.libraries else all_folds
     settings = cfg.settings()
     _claim_out_dir(cfg.out, settings)
-    for fold in folds:
-        fold_dir = cfg.out / "folds" / fold.name
-        done = fold_dir / "fold.json"
-        if done.is_file():
-            progress(f"{fold.name}: done before, skipped")
+    excluded = sorted({lib for f in all_folds if f.kind not in cfg.train_kinds for lib in f.libraries}) \
+        if cfg.train_kinds else []
+    for unit in training_units(folds, cfg.groups):
+        todo = [f for f in unit if not (cfg.out / "folds" / f.name / "fold.json").is_file()]
+        for fold in unit:
+            if fold not in todo:
+                progress(f"{fold.name}: done before, skipped")
+        if not todo:
             continue
-        held = set(fold.instruments)
-        progress(f"{fold.name}: training without {', '.join(fold.libraries)}, then testing on its "
-                 f"{len(fold.instruments)} instruments")  # fmt: skip
+        held_libraries = sorted({lib for f in unit for lib in f.libraries})
+        unit_name = unit[0].name if len(unit) == 1 else f"group-{_norm('-'.join(f.name for f in unit))[:40]}"
+        run_dir_of = (cfg.out / "folds" / unit[0].name / "run") if len(unit) == 1 else (cfg.out / "groups" / unit_name)
+        progress(f"{unit_name}: training without {', '.join(held_libraries)}, then testing on its "
+                 f"{sum(len(f.instruments) for f in unit)} instruments")  # fmt: skip
         started = time.monotonic()
-        run_dir = train_fn(cfg.data, fold_dir / "run", holdout=list(fold.libraries), preset=cfg.preset,
+        run_dir = train_fn(cfg.data, run_dir_of, holdout=sorted({*held_libraries, *excluded}), preset=cfg.preset,
                            epochs=cfg.epochs, seed=cfg.seed, jobs=cfg.jobs, overrides=cfg.overrides)  # fmt: skip
         train_seconds = time.monotonic() - started
         used = _run_instruments(run_dir)
-        if used & held:
-            raise HoldoutError(
-                f"{fold.name}: the run at {run_dir} trained on held-out instruments; delete it and rerun"
-            )
-        trained = {families[i] for i in used if i in families}
-        held_families = sorted({families[i] for i in fold.instruments})
-        note = None
-        if len(held_families) == 1 and fold.kind != "other":
-            note = f"{fold.name}: one family only ({held_families[0]}): its note accuracy is that family's recall"
-            progress(note)
-        result = evaluate(run_dir, cfg.data, instruments=fold.instruments, out_dir=fold_dir / "eval",
-                          title=f"Held out: {fold.name}")  # fmt: skip
-        entry = {
-            "name": fold.name,
-            "libraries": fold.libraries,
-            "settings": settings,
-            "n_train_instruments": len(used),
-            "n_test_instruments": len(fold.instruments),
-            "n_notes": result["n_notes"],
-            "note_accuracy": result["note_accuracy"],
-            "window_accuracy": result["window_accuracy"],
-            "macro_f1": result["macro_f1"],
-            "reversed_note_accuracy": result.get("reversed", {}).get("note_accuracy"),
-            "per_family_recall": {k: v["recall"] for k, v in result["per_family"].items() if v["support"]},
-            "families_not_trained": sorted({families[i] for i in fold.instruments} - trained),
-            "unknown_labels": result["unknown_labels"],
-            "train_seconds": round(train_seconds, 1),
-            "run_dir": str(run_dir),
-            "kind": fold.kind,
-            "per_length": {k: v["note_accuracy"] for k, v in result.get("per_length", {}).items()},
-            "per_length_notes": {k: v["n_notes"] for k, v in result.get("per_length", {}).items()},
-            "other": result.get("other"),
-            "note": note,
-            "open_set": json.loads((Path(run_dir) / "metrics.json").read_text()).get("open_set", {}).get("bundle")
-            if (Path(run_dir) / "metrics.json").is_file()
-            else None,
-        }
-        if fold.kind == "other":  # no instrument to name: its figures are the `other` ones
-            entry["note_accuracy"] = entry["window_accuracy"] = entry["macro_f1"] = None
-        _write_json(done, entry)
-        _release_fold_memory()
-        if entry["note_accuracy"] is not None:
-            progress(f"{fold.name}: note accuracy {100 * entry['note_accuracy']:.1f}%")
-        elif entry["other"]:
-            progress(f"{fold.name}: {100 * entry['other']['hops_named_instrument']:.1f}% of hops named an instrument, "
-                     f"{entry['other']['false_events_per_minute']:.1f} false events per minute")  # fmt: skip
+        if used & {i for f in unit for i in f.instruments}:
+            raise HoldoutError(f"{unit_name}: the run at {run_dir} trained on held-out instruments; "
+                               "delete it and rerun")
+        for fold in todo:
+            _evaluate_fold(cfg, fold, run_dir, used, families, settings, train_seconds, unit_name, progress)
     order = {f.name: i for i, f in enumerate(all_folds)}
     finished = [json.loads(p.read_text()) for p in (cfg.out / "folds").glob("*/fold.json")]
     finished.sort(key=lambda f: (order.get(f["name"], len(order)), f["name"]))
     return write_summary(finished, cfg.out, settings)
+
+
+def _evaluate_fold(cfg: HoldoutConfig, fold: Fold, run_dir: Path, used: set[str], families: dict[str, str],
+                   settings: dict[str, Any], train_seconds: float, unit_name: str,
+                   progress: Callable[[str], None]) -> None:  # fmt: skip
+    """Test one held-out source on the run trained without it, and write its fold.json (the resume marker)."""
+    fold_dir = cfg.out / "folds" / fold.name
+    done = fold_dir / "fold.json"
+    trained = {families[i] for i in used if i in families}
+    held_families = sorted({families[i] for i in fold.instruments})
+    note = None
+    if len(held_families) == 1 and fold.kind != "other":
+        note = f"{fold.name}: one family only ({held_families[0]}): its note accuracy is that family's recall"
+        progress(note)
+    result = evaluate(run_dir, cfg.data, instruments=fold.instruments, out_dir=fold_dir / "eval",
+                      title=f"Held out: {fold.name}")  # fmt: skip
+    entry = {
+        "name": fold.name,
+        "libraries": fold.libraries,
+        "settings": settings,
+        "n_train_instruments": len(used),
+        "n_test_instruments": len(fold.instruments),
+        "n_notes": result["n_notes"],
+        "note_accuracy": result["note_accuracy"],
+        "window_accuracy": result["window_accuracy"],
+        "macro_f1": result["macro_f1"],
+        "reversed_note_accuracy": result.get("reversed", {}).get("note_accuracy"),
+        "per_family_recall": {k: v["recall"] for k, v in result["per_family"].items() if v["support"]},
+        "families_not_trained": sorted({families[i] for i in fold.instruments} - trained),
+        "unknown_labels": result["unknown_labels"],
+        "train_seconds": round(train_seconds, 1),
+        "trained_as": unit_name,
+        "run_dir": str(run_dir),
+        "kind": fold.kind,
+        "per_length": {k: v["note_accuracy"] for k, v in result.get("per_length", {}).items()},
+        "per_length_notes": {k: v["n_notes"] for k, v in result.get("per_length", {}).items()},
+        "other": result.get("other"),
+        "note": note,
+        "open_set": json.loads((Path(run_dir) / "metrics.json").read_text()).get("open_set", {}).get("bundle")
+        if (Path(run_dir) / "metrics.json").is_file()
+        else None,
+    }
+    if fold.kind == "other":  # no instrument to name: its figures are the `other` ones
+        entry["note_accuracy"] = entry["window_accuracy"] = entry["macro_f1"] = None
+    _write_json(done, entry)
+    _release_fold_memory()
+    if entry["note_accuracy"] is not None:
+        progress(f"{fold.name}: note accuracy {100 * entry['note_accuracy']:.1f}%")
+    elif entry["other"]:
+        progress(f"{fold.name}: {100 * entry['other']['hops_named_instrument']:.1f}% of hops named an instrument, "
+                 f"{entry['other']['false_events_per_minute']:.1f} false events per minute")  # fmt: skip
 
 
 def _claim_out_dir(out: Path, settings: dict[str, Any]) -> None:
@@ -255,6 +294,8 @@ def _claim_out_dir(out: Path, settings: dict[str, Any]) -> None:
     if path.is_file():
         previous = json.loads(path.read_text())
         previous.setdefault("overrides", {})  # folders written before overrides existed used none
+        previous.setdefault("groups", None)
+        previous.setdefault("train_kinds", [])
         changed = [k for k in SETTINGS_KEYS if previous.get(k) != settings[k]]
         if changed:
             was = ", ".join(f"{k}={previous.get(k)}" for k in changed)

@@ -74,6 +74,8 @@ def _families(value: str | None) -> list[str] | None:
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True))
 @click.option("--mixup", "mixup_alpha", type=click.FloatRange(min=0), help="Mixup alpha (0: off).")
 @click.option("--balance", type=click.Choice(["balanced", "sqrt", "none"]), default="balanced", show_default=True)
+@click.option("--real-weight", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Within a family, draw real-recording notes this many times as often as rendered ones.")
 @click.option(
     "--monitor",
     type=click.Choice(["val_note_accuracy", "val_accuracy", "val_loss"]),
@@ -109,6 +111,7 @@ def train(
     label_smoothing: float | None,
     mixup_alpha: float | None,
     balance: str,
+    real_weight: float,
     monitor: str,
     patience: int | None,
     max_minutes: float | None,
@@ -165,6 +168,7 @@ def train(
                 audio_augment=audio_augment or {},
                 feature_augment={"enabled": False} if no_feature_augment else None,
                 balance=balance,
+                real_weight=real_weight,
                 windows_per_note=windows_per_note,
                 onset_fraction=onset_fraction,
                 max_minutes=max_minutes,

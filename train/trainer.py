@@ -140,6 +140,9 @@ class TrainConfig:
     feature_augment: dict[str, Any] | None = None
     """FeatureAugment fields; None = enabled as the preset says, with default ranges."""
     balance: str = "balanced"
+    real_weight: float = 1.0
+    """Within each family, a note from a real-recording source is drawn this many times as often as a
+    rendered one: real notes are few beside thousands of SoundFont renders and would otherwise barely count."""
     windows_per_note: float | None = None
     """Training windows per training note per epoch; None = the preset's."""
     onset_fraction: float | None = None
@@ -171,6 +174,8 @@ class TrainConfig:
             raise TrainError(f"valid fraction must be between 0 and 1, got {self.valid_fraction}")
         if self.windows_per_note is not None and not self.windows_per_note > 0:
             raise TrainError("windows per note must be positive")
+        if not self.real_weight > 0:
+            raise TrainError(f"real weight must be positive, got {self.real_weight}")
         if self.onset_fraction is not None and not 0.0 <= self.onset_fraction <= 1.0:
             raise TrainError(f"onset fraction must be between 0 and 1, got {self.onset_fraction}")
         if self.max_minutes is not None and not self.max_minutes > 0:
@@ -559,17 +564,42 @@ def prepare_data(config: TrainConfig, *, labels: Sequence[str] | None = None) ->
 # -- batches ----------------------------------------------------------------------------------
 
 
-def note_sampling_probs(labels: np.ndarray, n_classes: int, balance: str) -> np.ndarray:
-    """Probability of drawing each training note: families weighted uniformly / by sqrt / by count."""
+def note_sampling_probs(
+    labels: np.ndarray, n_classes: int, balance: str, note_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Probability of drawing each training note: families weighted uniformly / by sqrt / by count.
+
+    `note_weights` reweights notes inside their family (the family's share stays what `balance` says).
+    """
+    weights = np.ones(len(labels)) if note_weights is None else np.asarray(note_weights, dtype=np.float64)
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    mass = np.bincount(labels, weights=weights, minlength=n_classes)
     if balance == "none":
         family_weight = counts
     elif balance == "sqrt":
         family_weight = np.sqrt(counts)
     else:
         family_weight = (counts > 0).astype(np.float64)
-    per_note = np.where(counts[labels] > 0, family_weight[labels] / np.maximum(counts[labels], 1), 0.0)
+    per_note = np.where(mass[labels] > 0, family_weight[labels] * weights / np.maximum(mass[labels], 1e-12), 0.0)
     return per_note / per_note.sum()
+
+
+def real_note_weights(notes: list[dict[str, Any]], data: str, real_weight: float) -> np.ndarray | None:
+    """`real_weight` for notes of real-recording libraries (corpus.json/instruments.json `kind`), else 1."""
+    if real_weight == 1.0:
+        return None
+    from instrument_ai.train.evaluate import corpus as corpus_info
+    from instrument_ai.train.sources import KIND_OF_FIELD, REAL, declared_kinds
+
+    kinds = declared_kinds(Path(data))
+    info = corpus_info(Path(data))
+    weights = np.ones(len(notes))
+    for i, note in enumerate(notes):
+        row = info.instruments.get(note["instrument_str"])
+        kind = kinds.get(row.library) if row else None
+        if KIND_OF_FIELD.get(kind or "") == REAL:
+            weights[i] = real_weight
+    return weights
 
 
 class WindowSampler:
@@ -600,6 +630,7 @@ class WindowSampler:
         mixup_alpha: float = 0.0,
         onset_fraction: float = 0.0,
         silence: np.ndarray | None = None,
+        note_weights: np.ndarray | None = None,
     ) -> None:
         if onset_fraction > 0 and silence is None:
             raise ValueError("onset windows need the silence frame to pad with")
@@ -613,7 +644,7 @@ class WindowSampler:
         self.batch_size = batch_size
         self.steps = steps
         self.seed = seed
-        self.probs = note_sampling_probs(labels, n_classes, balance)
+        self.probs = note_sampling_probs(labels, n_classes, balance, note_weights)
         self.feature_augment = feature_augment
         self.band_matrix = band_matrix
         self.mixup_alpha = mixup_alpha
@@ -1000,6 +1031,7 @@ def train_model(config: TrainConfig, *, resume: bool = False, callbacks: Sequenc
         mixup_alpha=float(config.mixup_alpha or 0.0),
         onset_fraction=float(config.onset_fraction or 0.0),
         silence=silence_frame(spec, config.stage).astype(np.float32),
+        note_weights=real_note_weights(prepared.train.notes, config.data, config.real_weight),
     )
     last = checkpoints / "last.keras"
     if resume and last.is_file():
