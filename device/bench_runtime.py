@@ -36,11 +36,11 @@ import numpy as np
 
 HEAVY_MODULES = ("tensorflow", "librosa", "scipy", "numba", "keras")
 TARGETS = {
-    "hop_median_ms": 3.0,
+    "hop_median_ms": 2.0,  # model 0.4's budget (issue 14); 0.3's was 3 ms
     "hop_p99_ms": 6.0,
     "rss_mb": 120.0,
     "startup_s": 1.5,
-    "decision_latency_s": 1.0,
+    "decision_latency_s": 0.5,  # the first right answer within 0.5 s of an onset
 }
 
 

@@ -144,3 +144,40 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
     mean = summary["mean_note_accuracy"]
     shown = "n/a" if mean is None else f"{100 * mean:.1f}%"
     click.echo(f"mean note accuracy {shown}; table: {out_dir / 'holdout.md'}")
+
+
+@experiment.command("model-card")
+@click.option("--bundle", required=True, type=click.Path(path_type=Path),
+              help="The int8 bundle (its -float twin beside it is described too).")  # fmt: skip
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="The run it was converted from.")
+@click.option("--holdout", "holdout_dir", required=True, type=click.Path(path_type=Path),
+              help="The holdout folder (or holdout.json) of the same recipe.")  # fmt: skip
+@click.option("--compare", multiple=True, metavar="LABEL=DIR",
+              help="Another recipe's holdout under the same protocol, for the recipe table; repeatable.")
+@click.option("--bench", "bench_file", type=click.Path(path_type=Path),
+              help="`instrument-ai bench runtime --json` output for the cost section.")  # fmt: skip
+@click.option("--command", "commands", multiple=True, metavar="WHAT=COMMAND",
+              help="The command that made an input (train, convert, holdout), printed in the card; repeatable.")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), default=Path("models/README.md"), show_default=True)
+def model_card(bundle: Path, run_dir: Path, holdout_dir: Path, compare: tuple[str, ...], bench_file: Path | None,
+               commands: tuple[str, ...], out_file: Path) -> None:  # fmt: skip
+    """Write the model card (models/README.md) from the run's, the holdout's, the bundle's and the bench's JSON."""
+    from instrument_ai.train.model_card import CardError, load_inputs, write_card
+
+    def pairs(items: tuple[str, ...], option: str) -> list[tuple[str, str]]:
+        out = []
+        for item in items:
+            label, sep, value = item.partition("=")
+            if not sep or not label.strip() or not value.strip():
+                raise click.UsageError(f"{option} takes LABEL=VALUE, got {item!r}")
+            out.append((label.strip(), value.strip()))
+        return out
+
+    comparisons = [(label, Path(p)) for label, p in pairs(compare, "--compare")]
+    try:
+        inputs = load_inputs(bundle, run_dir, holdout_dir, comparisons=comparisons, bench=bench_file)
+        inputs.commands = dict(pairs(commands, "--command"))
+        written = write_card(inputs, out_file)
+    except CardError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {written}")

@@ -1,0 +1,80 @@
+"""The model card is generated from JSON (issue 14): its figures are the files' figures, targets say met/missed,
+the credits come from the catalogue, and a missing input is one line, with the old card left as it was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from instrument_ai.device.cli import cli
+from instrument_ai.train import holdout as ho
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fold(name: str, kind: str, acc: float | None, short: float | None = None, other: dict | None = None) -> dict:
+    per_length = {"long": acc} if acc is not None else {}
+    if short is not None:
+        per_length["short"] = short
+    return {"name": name, "libraries": [name], "kind": kind, "n_notes": 40, "note_accuracy": acc,
+            "window_accuracy": acc, "macro_f1": acc, "per_family_recall": {"brass": acc or 0.0},
+            "families_not_trained": [], "per_length": per_length, "other": other}  # fmt: skip
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    folds = [
+        _fold("AlexsGM", "soundfont", 0.612),
+        _fold("karoryfer-war-tuba", "real", 0.734, short=0.41),
+        _fold("fsdd", "other", None, other={"hops": 1200, "hops_named_instrument": 0.031,
+                                            "false_events_per_minute": 2.4}),  # fmt: skip
+    ]
+    ho.write_summary(folds, tmp_path / "holdout", {"preset": "edge", "epochs": 24, "seed": 0, "data": "/data/c",
+                                                  "overrides": {"real_weight": 3}})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({
+        "window_seconds": 1.0, "default_hop_seconds": 0.25, "model": {"params": 123456, "macs": 7_890_000},
+        "data": {"path": "/data/c", "libraries": ["AlexsGM", "karoryfer-war-tuba", "fsdd"],
+                 "counts": {"train": {"notes": 5000, "instruments": 300, "families": {"brass": 5000}},
+                            "valid": {"notes": 700, "instruments": 40}}},
+        "train_config": {"preset": "edge", "real_weight": 3.0, "epochs": 24}}))  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps({"note_accuracy": 0.8, "epochs_run": 20, "best_epoch": 17,
+                                                  "train_seconds": 1500, "other_output": True,
+                                                  "open_set": {"bundle": {"threshold": 0.42}}}))  # fmt: skip
+    old = tmp_path / "README.md"
+    old.write_text("the previous card\n")
+    return {"holdout": tmp_path / "holdout", "run": run, "out": old}
+
+
+def test_the_card_carries_the_json_figures_and_says_which_targets_are_missed(inputs: dict[str, Path]) -> None:
+    result = CliRunner().invoke(cli, ["experiment", "model-card", "--bundle", str(REPO / "models" / "default.tflite"),
+                                      "--run", str(inputs["run"]), "--holdout", str(inputs["holdout"]),
+                                      "--compare", f"0.3.0 recipe={inputs['holdout']}",
+                                      "--command", "train=instrument-ai train --data X --out Y",
+                                      "--out", str(inputs["out"])])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    card = inputs["out"].read_text()
+    assert "61.2 %" in card and "73.4 %" in card and "41.0 %" in card  # SoundFont mean, real mean, short real notes
+    assert "2.4" in card and "3.1 %" in card  # the `other` figures
+    assert card.count("**missed**") >= 3  # 61.2 < 75, 41 < 60, 2.4 > 1 false events per minute
+    assert "threshold 0.42" in card and "123,456 parameters" in card and "7.89 M multiply-adds" in card
+    assert "instrument-ai train --data X --out Y" in card
+    assert "0.3.0 recipe" in card  # the recipe table
+    assert "https://github.com/sfzinstruments/karoryfer.war-tuba" in card and "CC0" in card  # credits, catalogue
+    assert "labels, in output order" in card and "bass, brass" in card  # read from the bundle itself
+
+
+def test_a_missing_input_is_one_line_and_the_old_card_stays(inputs: dict[str, Path]) -> None:
+    result = CliRunner().invoke(cli, ["experiment", "model-card", "--bundle", str(REPO / "models" / "default.tflite"),
+                                      "--run", str(inputs["run"]), "--holdout", str(inputs["run"] / "nothing"),
+                                      "--out", str(inputs["out"])])  # fmt: skip
+    assert result.exit_code == 1
+    assert "nothing: no such file (the holdout summary)" in result.output and "Traceback" not in result.output
+    assert inputs["out"].read_text() == "the previous card\n"
+    bad = CliRunner().invoke(cli, ["experiment", "model-card", "--bundle", "x", "--run", "y", "--holdout", "z",
+                                   "--compare", "no-equals-sign"])  # fmt: skip
+    assert bad.exit_code == 2 and "LABEL=VALUE" in bad.output
