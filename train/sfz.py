@@ -57,7 +57,8 @@ _IGNORED = {
     "direction", "loop_crossfade", "image", "md5",
 }  # fmt: skip
 _IGNORED_PREFIXES = ("label_cc", "set_cc", "set_hdcc", "amp_velcurve_", "fil", "pitchlfo", "amplfo",
-                     "fillfo", "lfo", "cutoff", "resonance", "pitcheg", "fileg", "eq", "v", "ampeg_vel", "ampeg_release_",
+                     "fillfo", "lfo", "cutoff", "resonance",
+                     "pitcheg", "fileg", "eq", "v", "ampeg_vel", "ampeg_release_",
                      "ampeg_attack_", "ampeg_decay_", "ampeg_hold_", "ampeg_sustain_", "ampeg_delay_",
                      "locc", "hicc", "start_locc", "start_hicc", "on_locc", "on_hicc", "xf", "pitch_",
                      "amp_veltrack_", "amplitude_", "volume_", "pan_", "offset_", "tune_", "gain_")  # fmt: skip
@@ -258,7 +259,7 @@ class _Parser:
                 return
             self.cc[int(match.group(2))] = number * 127 if match.group(1) else number
             return
-        known = (name in _KNOWN or name in _IGNORED or re.fullmatch(r"(lo|hi)cc\d+", name)
+        known = (name in _KNOWN or name in _IGNORED or re.search(r"cc\d+$", name)
                  or name.startswith(_IGNORED_PREFIXES))  # fmt: skip
         if not known:
             self._count(name, path)
