@@ -73,7 +73,7 @@ def test_inheritance_includes_defines_comments_and_paths(tmp_path: Path) -> None
                       "<region> sample=sine a4.$EXT lokey=c#4 hikey=a4 pitch_keycenter=a4\n"
                       "<region> sample=sub\\sine a4.$EXT key=72 volume=-3 tune=-5 /* block\n lokey=1 */\n"
                       "<group> lovel=64\n#include \"parts/loud.txt\"\n",
-        "inst/parts/loud.txt": "<region> sample=sine a4.$EXT lokey=57 hikey=69 pitch_keycenter=69 pan=20\n",
+        "inst/parts/loud.txt": "<region> Sample=sine a4.$EXT lokey=57 hikey=69 pitch_keycenter=69 pan=20\n",
     })  # fmt: skip
     assert not problems, problems.summary()
     first, second, third = inst.regions

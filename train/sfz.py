@@ -226,7 +226,7 @@ class _Parser:
                 continue
             stop = matches[i + 1].start() if i + 1 < len(matches) else len(line)
             value = line[match.end() : stop].strip()
-            name = match.group(2)
+            name = match.group(2).lower()  # some files write Sample=, as players accept
             if name not in ("sample", "default_path"):
                 value = value.split()[0] if value.split() else ""
             self._opcode(name, value, path)
@@ -431,7 +431,9 @@ def _voice(region: Region, sample: Sample, pitch: int, velocity: int, n: int, re
     if region.loop_start is not None or region.loop_end is not None:
         loop = (region.loop_start or 0, region.loop_end if region.loop_end is not None else len(sample.audio) - 1)
     mode = region.loop_mode or ("loop_continuous" if sample.loop is not None else "no_loop")
-    looping = mode in ("loop_continuous", "loop_sustain") and loop is not None
+    if mode in ("loop_continuous", "loop_sustain") and loop is None:
+        loop = (0, len(sample.audio) - 1)  # a loop mode with no loop points loops the whole sample
+    looping = mode in ("loop_continuous", "loop_sustain")
     audio = play(sample, step, n, offset=region.offset, loop=loop if looping else None,
                  loop_until=release_at if mode == "loop_sustain" else None)  # fmt: skip
     ampeg = region.ampeg
