@@ -252,7 +252,7 @@ def _tree(tmp_path: Path) -> tuple[SimpleNamespace, dict[str, bytes]]:
     return SimpleNamespace(read=files.__getitem__, paths=lambda: list(files)), files
 
 
-def test_render_source_through_the_catalogue_units(tmp_path: Path) -> None:
+def test_render_source_through_the_catalogue_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from instrument_ai.train import catalogue_units
     from instrument_ai.train.catalogue import Skip
 
@@ -265,6 +265,12 @@ def test_render_source_through_the_catalogue_units(tmp_path: Path) -> None:
         return SimpleNamespace(family=family, source="acoustic", instrument="x", pitch=0, velocity=100)
 
     entry = SimpleNamespace(name="toy", label=label)
+    every = list(catalogue_units._sfz(Problems(), entry, tree, sorted(files), 3, (50, 100)))
+    flute_points = sfz.parse("flute/Flute One.sfz", tree.read, Problems()).points()
+    assert len(flute_points) <= sfz.MAX_POINTS  # a small instrument: every key, layer and round robin is rendered
+    assert sorted((n.pitch, n.velocity) for n in every if n.family == "flute") == sorted(
+        (p, v) for p, v, _ in flute_points)  # fmt: skip
+    monkeypatch.setattr(sfz, "MAX_POINTS", 1)  # a big one: the corpus grid
     problems = Problems()
     notes = list(catalogue_units._sfz(problems, entry, tree, sorted(files), 3, (50, 100)))
     assert problems.counts == {"no_rule": 1}

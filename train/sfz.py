@@ -506,6 +506,12 @@ def _layer_of(layers: list[tuple[int, int]], v: int) -> tuple[int, int]:
     return next((layer for layer in layers if layer[0] <= v <= layer[1]), layers[-1])
 
 
+MAX_POINTS = 1500
+"""An instrument with at most this many (key, velocity layer, round robin) points renders all of them: each is a
+recorded sample played at most a few keys from where it was recorded, so every real note it holds counts. Bigger
+instruments (or a catalogue typo mapping thousands) render the corpus grid instead."""
+
+
 def render_source(problems: Problems, entry: Any, tree: Any, paths: list[str], step: int,
                   velocities: tuple[int, ...]) -> Iterator[ImportedNote]:  # fmt: skip
     """Each selected .sfz instrument on the pitch grid (every `step` keys, rotated per instrument) and layers."""
@@ -529,19 +535,20 @@ def render_source(problems: Problems, entry: Any, tree: Any, paths: list[str], s
         grid = [k for k in keys if (k - position) % max(1, step) == 0]
         position += 1
         chosen = choose_velocities(instrument.velocity_layers(), velocities)
-        for i, pitch in enumerate(grid):
-            variant = i % instrument.variants + 1
-            for velocity in chosen:
-                audio = instrument.render(pitch, velocity, variant, tree.read, problems, HOLD_SECONDS, TOTAL_SECONDS)
-                if audio is None:
-                    problems.add("silent", f"{entry.name}: {path} key {pitch} vel {velocity}: no region plays")
-                    continue
-                peak = float(np.max(np.abs(audio)))
-                if peak < silent or peak >= 1.0:
-                    problems.add("silent" if peak < silent else "clipped",
-                                 f"{entry.name}: {path} key {pitch} vel {velocity}")  # fmt: skip
-                    continue
-                loud = np.nonzero(np.abs(audio) >= peak * 0.01)[0]  # -40 dB below the peak
-                sounding = min(TOTAL_SECONDS, (int(loud[-1]) + 1) / RATE)
-                yield ImportedNote(audio, label.family, label.source, Path(path).stem, pitch, velocity,
-                                   round(sounding, 3), f"{entry.name}:{path} key {pitch} vel {velocity}")  # fmt: skip
+        every = instrument.points()
+        plan = every if len(every) <= MAX_POINTS else [
+            (pitch, velocity, i % instrument.variants + 1) for i, pitch in enumerate(grid) for velocity in chosen]
+        for pitch, velocity, variant in plan:
+            audio = instrument.render(pitch, velocity, variant, tree.read, problems, HOLD_SECONDS, TOTAL_SECONDS)
+            if audio is None:
+                problems.add("silent", f"{entry.name}: {path} key {pitch} vel {velocity}: no region plays")
+                continue
+            peak = float(np.max(np.abs(audio)))
+            if peak < silent or peak >= 1.0:
+                problems.add("silent" if peak < silent else "clipped",
+                             f"{entry.name}: {path} key {pitch} vel {velocity}")  # fmt: skip
+                continue
+            loud = np.nonzero(np.abs(audio) >= peak * 0.01)[0]  # -40 dB below the peak
+            sounding = min(TOTAL_SECONDS, (int(loud[-1]) + 1) / RATE)
+            yield ImportedNote(audio, label.family, label.source, Path(path).stem, pitch, velocity,
+                               round(sounding, 3), f"{entry.name}:{path} key {pitch} vel {velocity}")  # fmt: skip
