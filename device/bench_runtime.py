@@ -159,25 +159,39 @@ def end_to_end(model: Path, *, input_rate: int, block_seconds: float, repeats: i
 
 def decision_latency(model: Path, *, align_onsets: bool = True) -> dict[str, Any]:
     """Onset to first family event for each demo note (fast, in-process; stream time, not wall time)."""
+    from instrument_ai.device.audio_io import demo_path
     from instrument_ai.device.bundle import load
 
     audio, rate, notes = _demo_audio()
-    return note_latencies(load(model), audio, rate, notes, align_onsets=align_onsets)
+    quiet = json.loads(demo_path().with_suffix(".json").read_text()).get("no_instrument", [])
+    return note_latencies(load(model), audio, rate, notes, align_onsets=align_onsets, no_instrument=quiet)
 
 
 def note_latencies(
-    bundle: Any, audio: np.ndarray, rate: int, notes: list[dict[str, Any]], *, align_onsets: bool = True
+    bundle: Any,
+    audio: np.ndarray,
+    rate: int,
+    notes: list[dict[str, Any]],
+    *,
+    align_onsets: bool = True,
+    no_instrument: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """`decision_latency` of any mono recording whose `notes` (onset s, family) are known."""
-    from instrument_ai.device.engine import SILENCE, UNKNOWN, Classifier
+    """`decision_latency` of any mono recording whose `notes` (onset s, family) are known.
+
+    `no_instrument` spans (onset, offset) hold sounds that are no instrument: every hop there that names a
+    family is counted, and every event that names one is listed (the model should stay quiet there).
+    """
+    from instrument_ai.device.engine import NOT_INSTRUMENT, SILENCE, Classifier
 
     engine = Classifier(bundle, input_rate=rate, align_onsets=align_onsets)
     hops = engine.process_hops(audio) + engine.flush()
     events = [h for h in hops if h.changed]
+    quiet = no_instrument or []
     rows = []
     for i, note in enumerate(notes):
-        end = notes[i + 1]["onset"] if i + 1 < len(notes) else float("inf")
-        named = [e for e in events if note["onset"] < e.time <= end and e.label not in (SILENCE, UNKNOWN)]
+        later = [n["onset"] for n in [*notes[i + 1 :], *quiet] if n["onset"] > note["onset"]]
+        end = min(later) if later else float("inf")
+        named = [e for e in events if note["onset"] < e.time <= end and e.label not in NOT_INSTRUMENT]
         first = named[0] if named else None
         right = next((e for e in named if e.label == note["family"]), None)
         # every hop's label while the note sounds (its release included), not only the changes
@@ -195,9 +209,18 @@ def note_latencies(
         )
     latencies = [r["correct_latency_s"] for r in rows if r["correct_latency_s"] is not None]
     sounding_total = sum(r["sounding_hops"] for r in rows)
+    spans = []
+    for span in quiet:
+        inside = [h for h in hops if span["onset"] < h.time <= span["offset"] + 1.0]  # its last window too
+        spans.append({
+            "onset": span["onset"], "offset": span["offset"], "kind": span.get("kind", "other"), "hops": len(inside),
+            "hops_named_instrument": sum(h.label not in NOT_INSTRUMENT for h in inside),
+            "instrument_events": [h.label for h in inside if h.changed and h.label not in NOT_INSTRUMENT],
+        })  # fmt: skip
     return {
         "align_onsets": align_onsets,
         "notes": rows,
+        "no_instrument": spans,
         "named_correctly": sum(r["correct_latency_s"] is not None for r in rows),
         "max_correct_latency_s": max(latencies) if latencies else None,
         "right_hop_share": sum(r["right_hops"] for r in rows) / sounding_total if sounding_total else 0.0,
@@ -431,6 +454,10 @@ def format_runtime_report(report: dict[str, Any]) -> str:
             f"decision latency, demo, {how} ({d['named_correctly']}/{len(d['notes'])} named): {named}",
             f"  sounding hops labelled with the note's family: {100 * d['right_hop_share']:.0f} %",
         ]
+        for span in d.get("no_instrument", []):
+            said = ", ".join(span["instrument_events"]) or "no instrument event"
+            lines.append(f"  {span['kind']} at {span['onset']:.0f}-{span['offset']:.0f} s (no instrument): "
+                         f"{span['hops_named_instrument']} of {span['hops']} hops named an instrument; {said}")
     procs = [("LiteRT path", report.get("process")), ("tensorflow.lite", report.get("tensorflow_lite"))]
     rows = [
         ("run --source demo --fast", "runtime", "start to 1st hop", "peak RSS", "hop median", "p99", "heavy imports")
