@@ -132,3 +132,12 @@ def test_train_kinds_keeps_other_kinds_out_of_every_training(mixed_corpus: Path,
     summary = ho.run_holdout(cfg, train_fn=trainer)
     assert all("OrchReal" in held for held, _ in trainer.runs)  # the real source never trains, in any fold
     assert {f["name"] for f in summary["folds"]} >= {"OrchReal", "TimGM6mb"}  # ...yet it is still tested
+
+
+def test_a_soundfont_only_recipe_also_leaves_out_a_soundfont_folds_drum_kit(tmp_path: Path) -> None:
+    (tmp_path / "corpus.json").write_text(json.dumps({"libraries": {
+        "FluidR3": {"kind": "soundfont"}, "FluidR3-drums": {"kind": "other"}, "tuba": {"kind": "notes"}}}))  # fmt: skip
+    folds = [ho.Fold("FluidR3+MuseScoreGeneral", ["FluidR3", "FluidR3-drums"], [], "soundfont"),
+             ho.Fold("tuba", ["tuba"], [], "real"), ho.Fold("Aspirin", ["Aspirin"], [], "soundfont")]  # fmt: skip
+    assert ho._excluded_libraries(tmp_path, folds, ["soundfont"]) == ["FluidR3-drums", "tuba"]
+    assert ho._excluded_libraries(tmp_path, folds, []) == []

@@ -191,6 +191,18 @@ def training_units(folds: list[Fold], groups: int | None) -> list[list[Fold]]:
     return [u for u in units if u]
 
 
+def _excluded_libraries(data: Path, folds: list[Fold], train_kinds: list[str]) -> list[str]:
+    """Libraries whose kind is not among `train_kinds` (by their own declared kind, else their fold's): a
+    SoundFont fold's drum kit (`other`) is left out of a SoundFont-only recipe too."""
+    if not train_kinds:
+        return []
+    from instrument_ai.train.sources import KIND_OF_FIELD
+
+    declared = declared_kinds(data)
+    return sorted({lib for f in folds for lib in f.libraries
+                   if KIND_OF_FIELD.get(declared.get(lib, ""), f.kind) not in train_kinds})  # fmt: skip
+
+
 def run_holdout(
     cfg: HoldoutConfig, train_fn: TrainFn | None = None, progress: Callable[[str], None] = lambda s: None
 ) -> dict[str, Any]:
@@ -203,8 +215,7 @@ def run_holdout(
     folds = folds_of(cfg.data, cfg.libraries)[0] if cfg.libraries else all_folds
     settings = cfg.settings()
     _claim_out_dir(cfg.out, settings)
-    excluded = sorted({lib for f in all_folds if f.kind not in cfg.train_kinds for lib in f.libraries}) \
-        if cfg.train_kinds else []
+    excluded = _excluded_libraries(cfg.data, all_folds, cfg.train_kinds)
     for unit in training_units(folds, cfg.groups):
         todo = [f for f in unit if not (cfg.out / "folds" / f.name / "fold.json").is_file()]
         for fold in unit:
