@@ -85,11 +85,35 @@ def test_a_bundle_lacking_other_on_a_device_requiring_it_is_one_line() -> None:
     require_other(["brass", "other"])
 
 
+OLD_BUNDLE = REPO / "tests" / "fixtures" / "model-0.3.0.tflite"
+"""Model 0.3.0 as it shipped: 11 families, no `other`, no open_set metadata."""
+
+
 def test_shipped_0_3_bundle_without_other_loads_and_runs_unchanged() -> None:
-    path = REPO / "models" / "default.tflite"
+    path = OLD_BUNDLE
     bundle = bundle_mod.load(path)
     assert "other" not in bundle.labels and "open_set" not in bundle.metadata
     clf = Classifier(bundle)
     assert clf.rejection == Rejection()
     events = clf.process_hops(sequence([(None, 0.5), (440.0, 1.0)])) + clf.flush()
     assert events and all(e.label in {*bundle.labels, SILENCE, UNKNOWN} for e in events)
+
+
+@pytest.mark.parametrize("command", ["run", "classify"])
+def test_require_other_refuses_an_11_family_bundle_in_one_line(command: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    wav = tmp_path / "a.wav"
+    import soundfile
+
+    soundfile.write(wav, sequence([(440.0, 1.0)]), 16000)
+    args = ["run", "--source", str(wav), "--fast"] if command == "run" else ["classify", str(wav)]
+    out = subprocess.run([sys.executable, "-m", "instrument_ai.device.cli", *args, "--model", str(OLD_BUNDLE),
+                          "--require-other"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no 'other' label" in lines[0] and "Traceback" not in out.stderr
+    ok = subprocess.run([sys.executable, "-m", "instrument_ai.device.cli", *args, "--model", str(OLD_BUNDLE)],
+                        capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr  # without the flag the old bundle still runs

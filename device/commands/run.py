@@ -85,8 +85,12 @@ def resolve_model(model: Path | None, model_dir: Path | None) -> Path:
     raise RunError(f"no model found: give --model FILE or --model-dir DIR (or set {MODEL_ENV})")
 
 
-def load_bundle(path: Path, threads: int, trusted_key: str | None = None) -> Any:
-    """Load and self-test a bundle (and check its signature with a trusted key); any refusal is a one-line RunError."""
+def load_bundle(path: Path, threads: int, trusted_key: str | None = None, require_other: bool = False) -> Any:
+    """Load and self-test a bundle (and check its signature with a trusted key); any refusal is a one-line RunError.
+
+    `require_other`: a device set up to say `other` for non-instrument sounds refuses a bundle that cannot
+    (a 0.3-style 11-family model would name an instrument for every voice and door in the room).
+    """
     from instrument_ai.device.bundle import BundleError, load
 
     if trusted_key is not None:  # a bad key is configuration (exit 2: systemd does not restart on it)
@@ -97,12 +101,21 @@ def load_bundle(path: Path, threads: int, trusted_key: str | None = None) -> Any
         except (ValueError, OSError) as exc:
             raise RunError(f"--trusted-key: {exc}; give 64 hex characters or a file holding them", EXIT_USAGE) from None
     try:
-        return load(path, num_threads=threads, trusted_key=trusted_key)
+        bundle = load(path, num_threads=threads, trusted_key=trusted_key)
     except BundleError as exc:
         raise RunError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - an interpreter's own error types: still one line, never a traceback
         reason = str(exc).splitlines()[0] if str(exc) else ""
         raise RunError(f"{path}: cannot load model ({type(exc).__name__}: {reason})") from None
+    if require_other:
+        from instrument_ai.device.openset import OpenSetError
+        from instrument_ai.device.openset import require_other as check_other
+
+        try:
+            check_other(bundle.labels, str(path))
+        except OpenSetError as exc:
+            raise RunError(f"{exc} (--require-other)", EXIT_USAGE) from None
+    return bundle
 
 
 def _model_options(func: Any) -> Any:
@@ -121,6 +134,11 @@ def _model_options(func: Any) -> Any:
             ),
             click.option(
                 "--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Interpreter threads."
+            ),
+            click.option(
+                "--require-other",
+                is_flag=True,
+                help="Refuse a bundle without an 'other' output (at start and on every reload).",
             ),
             click.option(
                 "--hop", type=FiniteFloat(0.01, 10.0), default=None, help="Seconds between decisions [bundle's]."
@@ -382,6 +400,7 @@ def run(
     Signals: SIGINT/SIGTERM stop within one hop; SIGHUP reloads the model between hops.
     """
     started = time.perf_counter()
+    require_other = bool(engine_opts.pop("require_other", False))
     if fast and source in ("mic", "-"):
         raise RunError("--fast applies only to a FILE or demo source", EXIT_USAGE)
     if model is not None and model_dir is not None:
@@ -390,7 +409,7 @@ def run(
     try:
         model_path = resolve_model(model, model_dir)
         loaded = fingerprint(model_path)  # before the load: a change during it is seen by the first poll
-        bundle = load_bundle(model_path, threads, trusted_key)
+        bundle = load_bundle(model_path, threads, trusted_key, require_other)
         engine = _engine(bundle, audio.rate, audio.channels, engine_opts, audio.name)
         report = report_to_stderr(as_json=as_json)
         with contextlib.ExitStack() as stack:
@@ -414,7 +433,8 @@ def run(
             audio.notify = sink.notice
 
             def prepare(path: Path) -> Any:
-                return prepare_bundle(path, threads, trusted_key, engine_opts, audio.rate, audio.channels)
+                return prepare_bundle(path, threads, trusted_key, engine_opts, audio.rate, audio.channels,
+                                      require_other=require_other)  # fmt: skip
 
             watcher = ModelWatcher(model_path, prepare, poll_seconds=reload_poll if model_dir else None, loaded=loaded)
             stack.callback(watcher.close)
@@ -428,14 +448,21 @@ def run(
 
 
 def prepare_bundle(
-    path: Path, threads: int, trusted_key: str | None, opts: dict[str, Any], rate: int, channels: int
+    path: Path,
+    threads: int,
+    trusted_key: str | None,
+    opts: dict[str, Any],
+    rate: int,
+    channels: int,
+    *,
+    require_other: bool = False,
 ) -> Any:
     """A reload candidate: load, verify and self-test it, then trial-run this daemon's pipeline on it.
 
     Runs in the watcher's thread; ModelRefused (one line) for every reason to keep the old model.
     """
     try:
-        bundle = load_bundle(path, threads, trusted_key)
+        bundle = load_bundle(path, threads, trusted_key, require_other)
     except RunError as exc:
         raise ModelRefused(exc.format_message()) from None
     trial_opts = {**opts, "silence_db": -200.0}  # the trial tests the model path, whatever the daemon's gate
@@ -673,7 +700,8 @@ def classify(
     multichannel; any rate). Refused with one line each: empty, non-audio, truncated WAV,
     NaN/Inf samples, directories, devices, files over --max-seconds.
     """
-    bundle = load_bundle(resolve_model(model, model_dir), threads, trusted_key)
+    require_other = bool(engine_opts.pop("require_other", False))
+    bundle = load_bundle(resolve_model(model, model_dir), threads, trusted_key, require_other)
     try:
         failed = _classify_all(files, bundle, engine_opts, max_seconds, timeline, as_json)
     except BrokenPipeError:  # `| head`: the reader has what it wanted; stop quietly like `run`
