@@ -325,3 +325,14 @@ def test_real_instrument_pitch_within_10_cents(slug: str, commit: str, path: str
             assert abs(cents(hz_near(audio, 440 * 2 ** ((key - 69) / 12), 3200), key)) < 10, key
     finally:
         tree.close()
+
+
+def test_sfz_units_carry_the_renderer_version_so_a_new_renderer_rebuilds_them() -> None:
+    """A corpus built before train/sfz.py existed holds 0 notes per SFZ source; its units must not stay 'up to date'."""
+    from instrument_ai.train import catalogue_units
+
+    options = SimpleNamespace(pitch_step=3, velocities=(50, 100), limit=None)
+    units = {u.name: u for u in catalogue_units.catalogue_units("all", options, from_dir=None, cache=None,
+                                                                catalogue=None)}  # fmt: skip
+    assert units["mtg-solosax"].fingerprint["importer"] == catalogue_units.IMPORTER_VERSION["sfz"] == 2
+    assert "importer" not in units["karoryfer-war-tuba"].fingerprint  # other kinds keep their fingerprints

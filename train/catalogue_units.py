@@ -19,6 +19,7 @@ cannot be opened is one counted problem, and the rest of the build goes on.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,9 @@ import click
 from instrument_ai.train.imported import ImportedNote, Problems
 from instrument_ai.train.units import Unit
 
+IMPORTER_VERSION = {"sfz": 2 if importlib.util.find_spec("instrument_ai.train.sfz") else 0}
+"""Bumped when an importer renders a kind differently, so `data build` re-renders those units (SFZ: 0 = no
+renderer in this build, only counted; 2 = train/sfz.py, every key/layer/round robin of small instruments)."""
 UNIT_KIND = {"notes": "notes", "sfz": "sfz", "soundfont": "soundfont", "other": "other"}
 DRUM_CLIPS_PER_FONT = 200
 
@@ -68,6 +72,8 @@ def catalogue_units(
             "velocities": list(options.velocities),
             "limit": options.limit,
         }
+        if entry.kind in IMPORTER_VERSION:
+            fingerprint["importer"] = IMPORTER_VERSION[entry.kind]
         produce = partial(
             produce_source, name=name, catalogue=catalogue, from_dir=from_dir, cache=cache,
             pitch_step=options.pitch_step, velocities=tuple(options.velocities), limit=options.limit,
