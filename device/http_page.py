@@ -198,6 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "instrument-ai"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # a malformed request still gets a status line with its error
     timeout = REQUEST_TIMEOUT
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the standard signature
@@ -295,7 +296,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             client = app.hub.connect(every_hop)
         except TooManyClients as exc:
-            self._json(503, {"error": str(exc)}, {"Retry-After": "10"})
+            self.close_connection = True
+            self._json(503, {"error": str(exc)}, {"Retry-After": "10", "Connection": "close"})
             return
         try:
             self.send_response(200)

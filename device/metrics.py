@@ -40,12 +40,11 @@ class _Writer:
         self.lines: list[str] = []
 
     def family(self, name: str, kind: str, help_text: str, samples: list[tuple[dict[str, Any], float]]) -> None:
-        full = PREFIX + name
+        full = PREFIX + name + ("_total" if kind == "counter" else "")  # as prometheus_client writes counters
         self.lines.append(f"# HELP {full} {help_text}")
         self.lines.append(f"# TYPE {full} {kind}")
-        suffix = "_total" if kind == "counter" else ""
         for labels, value in samples:
-            self.lines.append(f"{full}{suffix}{_labels(labels)} {_number(value)}")
+            self.lines.append(f"{full}{_labels(labels)} {_number(value)}")
 
     def histogram(self, name: str, help_text: str, buckets: list[int], bounds_s: list[float], sum_s: float) -> None:
         full = PREFIX + name
