@@ -138,9 +138,16 @@ def run_once(model: Path | None, pcm: bytes, rate: int, live: str | None, realti
             process.stdin.write(pcm[offset : offset + step])
             if realtime:
                 time.sleep(0.05)
-        if clients:  # the audio is in (or in the pipe): did the stuck client get dropped?
-            with urllib.request.urlopen(start["http"] + "status", timeout=10) as answer:
-                result["dropped_clients"] = json.loads(answer.read())["http"]["dropped_clients"]
+        if clients:  # once every hop is decided: was the stuck client dropped?
+            expected = len(pcm) // 2 // rate * 4 - 1
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with urllib.request.urlopen(start["http"] + "status", timeout=10) as answer:
+                    status = json.loads(answer.read())
+                if status["hops"] >= expected:
+                    break
+                time.sleep(0.05)
+            result["dropped_clients"] = status["http"]["dropped_clients"]
         process.stdin.close()
     except BrokenPipeError:
         pass

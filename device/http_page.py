@@ -37,6 +37,8 @@ REQUEST_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 15.0
 MAX_CONNECTIONS = 64
 DEFAULT_STALL_SECONDS = 5.0
+STREAM_SEND_BUFFER = 16384
+"""Kernel send buffer of a live stream (bytes): what a stuck reader can absorb before its queue fills."""
 
 
 class HttpConfigError(ValueError):
@@ -299,6 +301,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._json(503, {"error": str(exc)}, {"Retry-After": "10", "Connection": "close"})
             return
+        with contextlib.suppress(OSError):  # a reader that stops reading fills this soon, then its queue: dropped
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
         try:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")

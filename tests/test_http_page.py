@@ -261,3 +261,44 @@ def test_the_page_is_served_from_the_package() -> None:
 
     page = resources.files("instrument_ai.device.assets").joinpath("page.html").read_text()
     assert '<meta name="viewport"' in page and "<script src" not in page and "<link" not in page
+
+
+def test_service_install_turns_the_page_and_mqtt_on() -> None:
+    from click.testing import CliRunner
+
+    from instrument_ai.device.cli import cli
+
+    args = ["service", "install", "--print", "--executable", "/opt/ia/bin/instrument-ai", "--http", "0.0.0.0:8080"]
+    result = CliRunner().invoke(cli, [*args, "--http-token-file", "/etc/instrument-ai/http-token", "--mqtt", "ha.lan"])
+    assert result.exit_code == 0, result.output
+    exec_start = next(line for line in result.output.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.endswith("--http 0.0.0.0:8080 --http-token-file /etc/instrument-ai/http-token --mqtt ha.lan")
+    refused = CliRunner().invoke(cli, ["service", "install", "--print", "--http-token-file", "/etc/t"])
+    assert refused.exit_code == 2 and "applies only with --http" in refused.output
+
+
+def test_a_stuck_client_is_dropped_and_a_reader_gets_every_hop() -> None:
+    """100 s of audio on stdin as fast as the daemon goes: the client that never reads falls behind and is
+    dropped; the one that reads gets every hop; the daemon decides all 400 hops."""
+    daemon = Daemon(
+        ["--source", "-", "--samplerate", "16000", "--json", "--http", "127.0.0.1:0"], stdin=subprocess.PIPE
+    )
+    try:
+        url = daemon.url
+        stuck = SseReader(url, recv_buffer=2048)  # never read
+        reader = SseReader(url).start()
+        wait_until(lambda: get_json(url + "status")["http"]["clients"] == 2, 10, "two live clients")
+        tone = (0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(16000 * 100) / 16000)).astype("<i2")
+        assert daemon.process.stdin is not None
+        daemon.process.stdin.write(tone.tobytes())
+        daemon.process.stdin.flush()
+        status = wait_until(lambda: (s := get_json(url + "status"))["hops"] == 400 and s, 60, "400 hops")
+        assert status["http"]["dropped_clients"] == 1
+        daemon.process.stdin.close()
+        assert daemon.finish() == 0
+    finally:
+        daemon.stop()
+    stuck.close()
+    assert reader.closed.wait(10)
+    streamed = [m["hop"] for m in reader.messages if m["type"] in ("hop", "change")]
+    assert streamed == list(range(400)) and daemon.records[-1]["hops"] == 400
