@@ -177,7 +177,7 @@ def run_once(model: Path | None, pcm: bytes, rate: int, live: str | None, realti
 
 
 def run_live_benchmark(
-    model: Path | None, *, runs: int = 2, loops: int = 4, broker: str | None = None, realtime: bool = False
+    model: Path | None, *, runs: int = 2, loops: int = 8, broker: str | None = None, realtime: bool = False
 ) -> dict[str, Any]:
     """Alternate plain and live runs; the figure of each configuration is the median over its runs."""
     pcm, rate = _pcm(loops)
@@ -254,7 +254,7 @@ def format_live_report(report: dict[str, Any]) -> str:
 @click.option("--repeats", type=click.IntRange(min=5), default=None, help="Unused (the group's common option).")
 @click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="Bundle [models/default.tflite].")
 @click.option("--runs", type=click.IntRange(1, 20), default=2, show_default=True, help="Runs per configuration.")
-@click.option("--loops", type=click.IntRange(1, 100), default=4, show_default=True, help="Demo repetitions per run.")
+@click.option("--loops", type=click.IntRange(1, 100), default=8, show_default=True, help="Demo repetitions per run.")
 @click.option("--mqtt", "broker", default=None, help="Broker HOST:PORT [a private mosquitto, when installed].")
 @click.option("--realtime", is_flag=True, help="Feed the audio at real time (slower; the daemon's normal pace).")
 @click.pass_context

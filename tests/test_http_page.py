@@ -278,8 +278,9 @@ def test_service_install_turns_the_page_and_mqtt_on() -> None:
 
 
 def test_a_stuck_client_is_dropped_and_a_reader_gets_every_hop() -> None:
-    """100 s of audio on stdin as fast as the daemon goes: the client that never reads falls behind and is
-    dropped; the one that reads gets every hop; the daemon decides all 400 hops."""
+    """200 s of audio on stdin as fast as the daemon goes: the client that never reads falls behind (its queue
+    of 256 and a small socket buffer hold far fewer than 800 hops) and is dropped; the one that reads gets
+    every hop; the daemon decides all 800 hops."""
     daemon = Daemon(
         ["--source", "-", "--samplerate", "16000", "--json", "--http", "127.0.0.1:0"], stdin=subprocess.PIPE
     )
@@ -288,11 +289,11 @@ def test_a_stuck_client_is_dropped_and_a_reader_gets_every_hop() -> None:
         stuck = SseReader(url, recv_buffer=2048)  # never read
         reader = SseReader(url).start()
         wait_until(lambda: get_json(url + "status")["http"]["clients"] == 2, 10, "two live clients")
-        tone = (0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(16000 * 100) / 16000)).astype("<i2")
+        tone = (0.3 * 32767 * np.sin(2 * np.pi * 440 * np.arange(16000 * 200) / 16000)).astype("<i2")
         assert daemon.process.stdin is not None
         daemon.process.stdin.write(tone.tobytes())
         daemon.process.stdin.flush()
-        status = wait_until(lambda: (s := get_json(url + "status"))["hops"] == 400 and s, 60, "400 hops")
+        status = wait_until(lambda: (s := get_json(url + "status"))["hops"] == 800 and s, 60, "800 hops")
         assert status["http"]["dropped_clients"] == 1
         daemon.process.stdin.close()
         assert daemon.finish() == 0
@@ -301,4 +302,4 @@ def test_a_stuck_client_is_dropped_and_a_reader_gets_every_hop() -> None:
     stuck.close()
     assert reader.closed.wait(10)
     streamed = [m["hop"] for m in reader.messages if m["type"] in ("hop", "change")]
-    assert streamed == list(range(400)) and daemon.records[-1]["hops"] == 400
+    assert streamed == list(range(800)) and daemon.records[-1]["hops"] == 800

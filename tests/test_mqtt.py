@@ -186,3 +186,44 @@ def test_bad_mqtt_options_exit_2_with_one_line(tmp_path: Path) -> None:
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1, (args, result.stderr)
         assert lines[0].startswith("instrument-ai run: ") and fragment in lines[0], lines
+
+
+@pytest.mark.needs_apt("mosquitto", "mosquitto_passwd", "openssl")
+def test_tls_and_a_password_and_a_broker_that_refuses_the_login(tmp_path: Path) -> None:
+    """A TLS listener with a self-signed certificate and a password file: the right login connects, a wrong
+    one is refused by the broker - one report, and the daemon classifies on."""
+    import os
+
+    cert, key, passwords = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "passwords"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+        + ["-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run([find_program("mosquitto_passwd"), "-b", "-c", str(passwords), "pi", "s3cret"], check=True)
+    port = free_port()
+    broker = Broker(tmp_path, port)
+    broker.config.write_text(
+        f"listener {port} 127.0.0.1\ncafile {cert}\ncertfile {cert}\nkeyfile {key}\n"
+        f"allow_anonymous false\npassword_file {passwords}\npersistence false\n"
+        + ("user root\n" if os.geteuid() == 0 else "")
+    )
+    broker.start()
+    password_file = tmp_path / "mqtt-password"
+    password_file.write_text("s3cret\n")
+    password_file.chmod(0o600)
+    common = ["--source", "demo", "--json", "--duration", "2.5", "--mqtt", f"127.0.0.1:{port}", "--mqtt-tls"]
+    common += ["--mqtt-ca", str(cert), "--mqtt-user", "pi", "--mqtt-device", DEVICE]
+    try:
+        good = Daemon([*common, "--mqtt-password-file", str(password_file)])
+        bad = Daemon([*common, "--mqtt-password", "wrong"])
+        assert good.finish(timeout=60) == 0 and bad.finish(timeout=60) == 0
+    finally:
+        broker.stop()
+    assert good.records[-1]["hops"] == 10 and bad.records[-1]["hops"] == 10
+    good_reports = [json.loads(line)["type"] for line in good.stderr if line.startswith("{")]
+    assert good_reports == ["mqtt_connected"], good.stderr
+    refused = [json.loads(line) for line in bad.stderr if line.startswith("{")]
+    assert [r["type"] for r in refused] == ["mqtt_unavailable"], bad.stderr
+    assert "refused by the broker" in refused[0]["error"] and "still classifying" in refused[0]["action"]
