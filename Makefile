@@ -7,8 +7,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # System pieces: PortAudio + PulseAudio for the fake-microphone tests, libsndfile
-# for soundfile, FluidR3 for the corpus builder's SoundFont path.
-APT_PACKAGES := libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins fluid-soundfont-gm espeak-ng
+# for soundfile, FluidR3 for the corpus builder's SoundFont path; chromium + chromium-driver for the live
+# page's browser test, mosquitto for the MQTT test (the tests start their own broker on a free port; the
+# system's mosquitto service is not used and need not run).
+APT_PACKAGES := libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins fluid-soundfont-gm espeak-ng \
+  chromium chromium-driver mosquitto
 
 # The full default corpus also renders MuseScore General (86 MB); only `make corpus` needs it.
 CORPUS_APT_PACKAGES := musescore-general-soundfont espeak-ng
@@ -18,7 +21,7 @@ CORPUS ?= data/corpus
 .PHONY: demo test apt venv lint clean corpus
 
 apt: .stamp-apt
-.stamp-apt:
+.stamp-apt: Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt: installing$$missing"; \

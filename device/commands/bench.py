@@ -431,3 +431,8 @@ def bench_frontend(
 from instrument_ai.device.bench_runtime import runtime as _runtime  # noqa: E402
 
 bench.add_command(_runtime)
+
+# The live-outputs benchmark (page + SSE + MQTT against a plain run) drives real `run` processes.
+from instrument_ai.device.bench_live import live as _live  # noqa: E402
+
+bench.add_command(_live)

@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 
+from instrument_ai.device.commands.live_options import LIVE_KEYS, live_options, open_live, parse_live_options
 from instrument_ai.device.commands.options import FiniteFloat
 from instrument_ai.device.line_output import LineOutput, OutputOpenError, report_to_stderr
 from instrument_ai.device.model_watch import ModelRefused, ModelWatcher, check_runnable, fingerprint
@@ -369,6 +370,7 @@ class _Signals:
 @click.option("--plain", is_flag=True, help="Plain lines even on a terminal (no live view).")
 @click.option("--stats", "stats_every", type=FiniteFloat(min=0), default=0, help="Summary every N seconds (0: off).")
 @click.option("--duration", type=FiniteFloat(min=0), default=None, help="Stop after N seconds of stream time.")
+@live_options
 def run(
     source: str,
     device: str | None,
@@ -398,9 +400,13 @@ def run(
     A bundle that fails (digests, --trusted-key, self-test, a trial run) is refused with a
     "model_refused" event and the old model keeps running.
     Signals: SIGINT/SIGTERM stop within one hop; SIGHUP reloads the model between hops.
+    Live page: --http HOST:PORT serves it with /events, /status, /healthz and /metrics (read-only);
+    beyond loopback it needs --http-token-file (or --http-open). --mqtt HOST[:PORT] publishes events,
+    the retained state and Home Assistant discovery (see docs/raspberry-pi.md).
     """
     started = time.perf_counter()
     require_other = bool(engine_opts.pop("require_other", False))
+    live_config = parse_live_options({key: engine_opts.pop(key) for key in LIVE_KEYS})
     if fast and source in ("mic", "-"):
         raise RunError("--fast applies only to a FILE or demo source", EXIT_USAGE)
     if model is not None and model_dir is not None:
@@ -429,6 +435,11 @@ def run(
                 sink = LiveView(sys.stdout, top_k=engine.top_k)
             else:
                 sink = TextSink(out, every_hop)
+            live = stack.enter_context(open_live(live_config, audio, report))
+            if live is not None:
+                from instrument_ai.device.live_state import TeeSink
+
+                sink = TeeSink(sink, [live.state], report)
             signals = stack.enter_context(_Signals())
             audio.notify = sink.notice
 
@@ -439,7 +450,7 @@ def run(
             watcher = ModelWatcher(model_path, prepare, poll_seconds=reload_poll if model_dir else None, loaded=loaded)
             stack.callback(watcher.close)
             watcher.start()
-            daemon = _Daemon(audio, engine, sink, out, signals, watcher, report)
+            daemon = _Daemon(audio, engine, sink, out, signals, watcher, report, live)
             daemon.loop(bundle, model_path, threads, stats_every, duration, started)
     finally:
         close = getattr(audio, "close", None)
@@ -496,10 +507,22 @@ class _Daemon:
     """The main loop of `run`: blocks in, events out; model swaps and refusals between blocks; survives its output."""
 
     def __init__(
-        self, audio: Any, engine: Any, sink: Any, out: LineOutput, signals: _Signals, watcher: Any, report: Any
+        self,
+        audio: Any,
+        engine: Any,
+        sink: Any,
+        out: LineOutput,
+        signals: _Signals,
+        watcher: Any,
+        report: Any,
+        live: Any = None,
     ) -> None:
+        from instrument_ai.device.live_state import HopCosts
+
         self.audio, self.engine, self.sink, self.out = audio, engine, sink, out
         self.signals, self.watcher, self.report = signals, watcher, report
+        self.live_info = live.info if live is not None else {}
+        self.costs = live.state.costs if live is not None else HopCosts()  # main-loop time per hop, outputs included
         self.swaps = 0
         self.refused = 0
 
@@ -511,6 +534,7 @@ class _Daemon:
             "mean_ms": round(compute["mean_ms"], 3),
             "median_ms": round(compute["median_ms"], 3),
             "p99_ms": round(compute["p99_ms"], 3),
+            **{f"loop_{key}": round(value, 3) for key, value in self.costs.summary().items()},
             **_source_stats(self.audio),
             "swaps": self.swaps,
             "refused": self.refused,
@@ -580,11 +604,15 @@ class _Daemon:
             "model_rate": engine.model_rate,
             "hop_seconds": round(engine.hop_samples / engine.model_rate, 4),
             "pid": os.getpid(),
+            **self.live_info,
         }
         sink.start(info)
         first_hop_s: float | None = None
         next_stats = time.monotonic() + stats_every if stats_every else None
         ended_by = "end of source"
+
+        costs = self.costs
+        pending_s = 0.0  # main-loop time spent on blocks since the last hop
 
         def emit(events: list[Any]) -> None:
             nonlocal first_hop_s
@@ -596,7 +624,14 @@ class _Daemon:
 
         try:
             for block in audio.blocks(signals.stop):
-                emit(engine.process_hops(block))
+                block_started = time.perf_counter()
+                events = engine.process_hops(block)
+                emit(events)
+                pending_s += time.perf_counter() - block_started
+                if events:  # the cost of a hop: every block that built it, the engine and every output
+                    for _ in events:
+                        costs.add(pending_s * 1e3 / len(events))
+                    pending_s = 0.0
                 if signals.reload.is_set():
                     signals.reload.clear()
                     self.watcher.request("SIGHUP")

@@ -59,6 +59,26 @@ def _documentation() -> str:
     return " ".join(x for x in (link, "man:systemd.exec(5)") if x)
 
 
+LIVE_HELP = """\
+# Live page, /status, /healthz, /metrics (docs/raspberry-pi.md): `service install --http 0.0.0.0:8080
+# --http-token-file /etc/instrument-ai/http-token` adds them; a phone on the same network opens
+# http://<pi>.local:8080/?token=<token>. MQTT + Home Assistant discovery: `--mqtt broker.local`
+# (and --args "--mqtt-user U --mqtt-password-file /etc/instrument-ai/mqtt-password").
+"""
+
+
+def live_args(http: str | None, token_file: str | None, mqtt: str | None) -> str:
+    """The `run` arguments of the live outputs asked of `service install`."""
+    words = []
+    if http:
+        words += ["--http", http]
+    if token_file:
+        words += ["--http-token-file", quote(token_file)]
+    if mqtt:
+        words += ["--mqtt", mqtt]
+    return " ".join(words)
+
+
 def render_unit(executable: str, model_dir: str, user: str, extra_args: str) -> str:
     """The text of the systemd unit."""
     args = f" {extra_args.strip()}" if extra_args.strip() else ""
@@ -73,7 +93,7 @@ Type=simple
 User={user}
 Group={user}
 SupplementaryGroups=audio
-ExecStart={quote(executable)} run --source mic --model-dir {quote(model_dir)} --json --stats 60{args}
+{LIVE_HELP}ExecStart={quote(executable)} run --source mic --model-dir {quote(model_dir)} --json --stats 60{args}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=5
@@ -111,15 +131,29 @@ def service() -> None:
 @click.option("--user", default="instrument-ai", show_default=True)
 @click.option("--executable", default=None, help="Path of instrument-ai in the device venv (default: this one).")
 @click.option("--args", "extra_args", default="", help="Extra arguments for `instrument-ai run`.")
+@click.option("--http", default=None, metavar="HOST:PORT", help="Serve the live page (e.g. 0.0.0.0:8080 for phones).")
+@click.option("--http-token-file", default=None, help="Token file the page requires (chmod 600, owned by --user).")
+@click.option("--mqtt", default=None, metavar="HOST[:PORT]", help="Publish to this MQTT broker (Home Assistant).")
 @click.option("--unit-dir", type=click.Path(path_type=Path), default=Path("/etc/systemd/system"), show_default=True)
 def install(
-    print_only: bool, model_dir: str, user: str, executable: str | None, extra_args: str, unit_dir: Path
+    print_only: bool,
+    model_dir: str,
+    user: str,
+    executable: str | None,
+    extra_args: str,
+    http: str | None,
+    http_token_file: str | None,
+    mqtt: str | None,
+    unit_dir: Path,
 ) -> None:
     """Write the systemd unit (or print it with --print); see docs/raspberry-pi.md for the rest."""
     executable = executable or _default_executable()
     for line in sandbox_warnings(executable, model_dir):
         click.echo(f"warning: {line}", err=True)
-    text = render_unit(executable, model_dir, user, extra_args)
+    if http_token_file and not http:
+        raise click.UsageError("--http-token-file applies only with --http")
+    live = live_args(http, http_token_file, mqtt)
+    text = render_unit(executable, model_dir, user, f"{live} {extra_args}".strip())
     if print_only:
         click.echo(text, nl=False)
         return
@@ -133,3 +167,5 @@ def install(
     click.echo(f"      sudo install -d -o {user} -g {user} {model_dir}")
     click.echo(f"      instrument-ai flash models/default.tflite --to {model_dir}")
     click.echo("      sudo systemctl daemon-reload && sudo systemctl enable --now instrument-ai")
+    if http_token_file:
+        click.echo(f"      openssl rand -hex 16 | sudo install -m 600 -o {user} /dev/stdin {http_token_file}")
