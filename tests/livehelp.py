@@ -168,3 +168,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def demo_hops(hop_seconds: float = 0.25) -> int:
+    """Hops in a full pass over the shipped demo (its length changes when the demo does)."""
+    import soundfile
+
+    from instrument_ai.device.audio_io import demo_path
+
+    return round(soundfile.info(str(demo_path())).duration / hop_seconds)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from livehelp import REPO, Daemon, SseReader, get, get_json, wait_until
+from livehelp import REPO, Daemon, SseReader, demo_hops, get, get_json, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from instrument_ai.device.event_hub import EventHub, TooManyClients
@@ -207,7 +207,7 @@ def test_a_world_readable_token_file_is_a_warning(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "readable by every user" in warnings[0] and "chmod 600" in warnings[0]
-    assert json.loads(result.stdout.splitlines()[-1])["hops"] == 100
+    assert json.loads(result.stdout.splitlines()[-1])["hops"] == demo_hops()
 
 
 def test_garbage_and_hundreds_of_connections_do_not_stop_the_daemon() -> None:

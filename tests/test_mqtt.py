@@ -15,7 +15,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import find_program
-from livehelp import Daemon, free_port, get_json, wait_until
+from livehelp import Daemon, demo_hops, free_port, get_json, wait_until
 
 DEVICE = "testpi"
 BASE = f"instrument-ai/{DEVICE}"
@@ -136,7 +136,7 @@ def test_discovery_events_state_and_a_broker_restart_lose_no_hop(tmp_path: Path)
         broker.stop()
     hops = [r["hop"] for r in daemon.hops()]
     stop = daemon.records[-1]
-    assert hops == list(range(100)) and stop["hops"] == 100 and stop["reason"] == "end of source"
+    assert hops == list(range(demo_hops())) and stop["hops"] == demo_hops() and stop["reason"] == "end of source"
     reconnected = [json.loads(line) for line in daemon.stderr if '"mqtt_connected"' in line]
     assert len(reconnected) >= 2 and reconnected[-1]["down_seconds"] > 0
     status_lines = [line for line in daemon.stderr if '"mqtt_unavailable"' in line]
