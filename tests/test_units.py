@@ -161,3 +161,22 @@ def test_recorded_catalogue_files_become_notes_and_problems_are_counted() -> Non
     assert [(n.pitch, n.pitch_estimated) for n in notes] == [(69, False), (60, True)]
     assert all(n.origin.startswith("toyflute:flute/") and 0.2 < n.sounding_seconds <= 0.5 for n in notes)
     assert problems.counts == {"no_rule": 1, "unreadable": 1}
+
+
+def test_composition_counts_recorded_instrument_notes_apart_from_renders_and_other(tmp_path: Path) -> None:
+    from instrument_ai.train.composition import composition
+
+    rows = {"tuba_0": {"library": "war-tuba", "lineage": "war-tuba", "kind": "notes"},
+            "sax_0": {"library": "solosax", "lineage": "solosax", "kind": "sfz"},
+            "gm_0": {"library": "TimGM6mb", "lineage": "TimGM6mb", "kind": "soundfont"},
+            "fx_0": {"library": "war-tuba", "lineage": "war-tuba", "kind": "notes"}}  # fmt: skip
+    examples = {}
+    for i, (inst, fam) in enumerate([("tuba_0", "brass"), ("tuba_0", "brass"), ("sax_0", "reed"), ("gm_0", "reed"),
+                                     ("fx_0", "other")]):  # fmt: skip
+        examples[f"{inst}-{i}"] = {"instrument_str": inst, "instrument_family_str": fam, "note_str": f"{inst}-{i}"}
+    (tmp_path / "instruments.json").write_text(json.dumps(rows))
+    (tmp_path / "examples.json").write_text(json.dumps(examples))
+    counts = composition(tmp_path)
+    assert counts["recorded_instrument_notes"] == 3 and counts["recorded_instrument_sources"] == 2
+    assert counts["recorded_instrument_families"] == {"brass": 2, "reed": 1}
+    assert counts["other_clips"] == 1 and counts["other_sources"] == 1

@@ -12,6 +12,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+RECORDED_KINDS = ("notes", "sfz")
+"""Kinds whose notes are recordings (one note per file, SFZ samples), as opposed to renders of SoundFonts."""
 HIST_EDGES = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 4.01)
 """Sounding-length bins in seconds (short real notes, 0.25-1 s, are a case of their own)."""
 
@@ -53,6 +55,13 @@ def composition(folder: str | Path) -> dict[str, Any]:
                     break
         histogram[kind] = counts
     notes = sum(families.values())
+    real = [c for c in cells.items() if c[0][1] in RECORDED_KINDS]
+    instrument_real = [(key, n) for key, n in real if key[0] != "other"]
+    real_lineages = {libraries[lib]["lineage"] for (_, _, lib), _ in instrument_real}
+    real_families: Counter[str] = Counter()
+    for (family, _, _), n in instrument_real:
+        real_families[family] += n
+    other_sources = {lib for (family, _, lib), _ in cells.items() if family == "other"}
     return {
         "folder": str(folder),
         "notes": notes,
@@ -65,6 +74,12 @@ def composition(folder: str | Path) -> dict[str, Any]:
         "sounding_recorded": {k: len(v) for k, v in sounding.items()},
         "pitch_estimated": dict(estimated),
         "pitch_estimated_share": (sum(estimated.values()) / notes) if notes else 0.0,
+        "recorded_instrument_notes": sum(n for _, n in instrument_real),
+        "recorded_instrument_sources": len({lib for (_, _, lib), _ in instrument_real}),
+        "recorded_instrument_lineages": len(real_lineages),
+        "recorded_instrument_families": dict(real_families.most_common()),
+        "other_clips": families.get("other", 0),
+        "other_sources": len(other_sources),
     }
 
 
@@ -107,6 +122,11 @@ def print_composition(counts: dict[str, Any]) -> None:
             hist.add_row(kind, *(str(b) for b in bins))
         console.print(hist)
     console.print(f"estimated pitch: {counts['pitch_estimated_share']:.1%} of notes {counts['pitch_estimated']}")
+    families = ", ".join(f"{k} {v}" for k, v in counts["recorded_instrument_families"].items())
+    console.print(f"recorded instrument notes: {counts['recorded_instrument_notes']} from "
+                  f"{counts['recorded_instrument_sources']} sources ({counts['recorded_instrument_lineages']} "
+                  f"independent lineages): {families}")  # fmt: skip
+    console.print(f"other clips: {counts['other_clips']} from {counts['other_sources']} sources")
 
 
 def plot_composition(counts: dict[str, Any], path: str | Path) -> Path:
