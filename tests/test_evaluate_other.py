@@ -29,10 +29,14 @@ def test_score_reports_other_hops_false_events_and_note_lengths() -> None:
         [0, 1, 2, 2, 2, 3],
     )
     r = ev.score(pred, hop_seconds=0.25)
-    o = r["other"]
-    assert o["hops"] == 4 and o["n_clips"] == 2
+    o = r["other"]["raw"]  # each window alone
+    assert o["hops"] == 4 and r["other"]["n_clips"] == 2
     assert o["hops_named_instrument"] == pytest.approx(2 / 4)  # one brass hop in clip 2, one in clip 3
     assert o["false_events"] == 2 and o["false_events_per_minute"] == pytest.approx(2 / (1.0 / 60))
+    # as the daemon decides (3 hops averaged, min confidence 0.4): clip 2's one-hop brass blip averages away
+    d = r["other"]
+    assert d["decided_as"] == {"smooth": 3, "min_confidence": 0.4} and d["hops"] == 4
+    assert d["hops_named_instrument"] == pytest.approx(1 / 4) and d["false_events"] == 1
     assert r["per_length"]["short"]["n_notes"] == 1 and r["per_length"]["medium"]["note_accuracy"] == 1.0
     # a threshold of 0.7 on the (T = 1) probability rejects both uncertain brass hops: nothing named
     strict = ev.score(pred, open_set={"temperature": 1.0, "threshold": 0.7}, hop_seconds=0.25)["other"]

@@ -467,16 +467,34 @@ def note_probabilities(probs: np.ndarray, window_note: np.ndarray, n_notes: int)
     return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 
-def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_confidence: float = 0.0) -> list[str]:
-    """The label the device would give each window: top class, `unknown` under the calibrated threshold."""
+DEVICE_SMOOTH = 3
+DEVICE_MIN_CONFIDENCE = 0.4
+"""`instrument-ai run`'s defaults (--smooth, --min-confidence): the `other` figures are the daemon's, as shipped."""
+
+
+def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_confidence: float = 0.0,
+               smooth: int = 1) -> list[str]:  # fmt: skip
+    """The label the device would give each window: top class, `unknown` under the calibrated threshold.
+
+    With `smooth` > 1 each window's probabilities are averaged with the previous ones of its note (at most
+    `smooth`), and `min_confidence` applies to that average, as the engine does per hop.
+    """
     from instrument_ai.device.openset import rejection_from_metadata
 
     rejection = rejection_from_metadata({"open_set": open_set} if open_set else None)
     if not len(pred.probs):
         return []
-    top = pred.probs.argmax(axis=1)
-    conf = pred.probs.max(axis=1)
-    calibrated = rejection.calibrate(pred.probs).max(axis=1)
+    probs = pred.probs
+    if smooth > 1:
+        probs = np.empty_like(pred.probs)
+        for k in range(len(pred.probs)):
+            first = k
+            while first > 0 and k - first + 1 < smooth and pred.window_note[first - 1] == pred.window_note[k]:
+                first -= 1
+            probs[k] = pred.probs[first : k + 1].mean(axis=0)
+    top = probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    calibrated = rejection.calibrate(probs).max(axis=1)
     out = []
     for k, i in enumerate(top):
         label = pred.labels[i]
@@ -484,6 +502,22 @@ def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_co
             label = "unknown"
         out.append(label)
     return out
+
+
+def device_other_figures(pred: Predictions, chosen: np.ndarray, open_set: dict[str, Any] | None,
+                         hop_seconds: float) -> dict[str, Any]:  # fmt: skip
+    """The `other` figures two ways: as the daemon decides (smoothing, min confidence; the headline) and per
+    raw window (`raw`: top class of each window alone, only the open-set threshold)."""
+    from instrument_ai.train.sources import other_figures
+
+    def figures(hops: list[str]) -> dict[str, Any]:
+        return other_figures([h for h, c in zip(hops, chosen, strict=True) if c], pred.window_note[chosen],
+                             hop_seconds)  # fmt: skip
+
+    device = figures(hop_labels(pred, open_set, DEVICE_MIN_CONFIDENCE, DEVICE_SMOOTH))
+    device["decided_as"] = {"smooth": DEVICE_SMOOTH, "min_confidence": DEVICE_MIN_CONFIDENCE}
+    device["raw"] = figures(hop_labels(pred, open_set))
+    return device
 
 
 def score(pred: Predictions, *, open_set: dict[str, Any] | None = None, hop_seconds: float = 0.25) -> dict[str, Any]:
@@ -546,16 +580,13 @@ def score(pred: Predictions, *, open_set: dict[str, Any] | None = None, hop_seco
 
     result["per_source"] = group_scores([r.source_str for r in pred.notes])
     result["per_library"] = group_scores([r.library for r in pred.notes])
-    from instrument_ai.train.sources import length_bucket, other_figures
+    from instrument_ai.train.sources import length_bucket
 
     result["per_length"] = group_scores([length_bucket(r.sounding_seconds) for r in pred.notes])
     other_notes = np.array([r.family_str == OTHER for r in pred.notes], dtype=bool)
     if other_notes.any() and len(pred.window_note):
-        hops = hop_labels(pred, open_set)
         chosen = other_notes[pred.window_note]
-        result["other"] = other_figures(
-            [h for h, c in zip(hops, chosen, strict=True) if c], pred.window_note[chosen], hop_seconds
-        )
+        result["other"] = device_other_figures(pred, chosen, open_set, hop_seconds)
         result["other"]["n_clips"] = int(other_notes.sum())
         result["other"]["open_set"] = open_set
 
@@ -625,8 +656,11 @@ def evaluate_other_folder(predictor: Predictor, folder: str | Path, silence_db: 
     pred = predict_notes(predictor, clips, silence_db=gate, reversed_test=False)
     from instrument_ai.train.sources import other_figures
 
-    hops = hop_labels(pred, predictor.info.get("open_set"))
-    figures = other_figures(hops, pred.window_note, predictor.hop_seconds) if hops else other_figures([], [], 1)
+    if len(pred.probs):
+        everything = np.ones(len(pred.window_note), dtype=bool)
+        figures = device_other_figures(pred, everything, predictor.info.get("open_set"), predictor.hop_seconds)
+    else:
+        figures = other_figures([], [], 1)
     figures.update(n_clips=len(clips), n_silent_clips=len(pred.silent_notes), folder=str(folder),
                    open_set=predictor.info.get("open_set"))  # fmt: skip
     return figures
