@@ -1,9 +1,11 @@
 """The main job with the shipped model: how many of the demo's notes it names, and how fast.
 
 Issue 6 wants every demo note's family reported within 1.0 s of its onset. The
-shipped model 0.3.0 names all 8 notes, each within 0.5 s, and labels 75 % of
-the notes' sounding hops with the right family (`instrument-ai bench runtime`,
-"decision latency"; 0.2.0 named 6, the slowest after 1.75 s, and 59 %). This
+shipped model 0.4.0 names all 8 notes, the slowest after 0.75 s (issue 14 asked
+0.5 s: missed for the flute and the guitar), labels 77 % of the notes' sounding
+hops with the right family, and says `other` for the noise and typing at the
+demo's end (`instrument-ai bench runtime`, "decision latency"; 0.3.0 named all
+8 within 0.5 s with 75 % but called the typing synth_lead and flute). This
 test is the floor that a new shipped model must not fall below, checked on
 the real bundle and recording through the device engine, in stream time (so
 a loaded machine does not change it). The demo is rendered from TimGM6mb,
@@ -50,3 +52,23 @@ def test_the_demo_recording_is_the_lossless_render_of_its_notes() -> None:
     assert rate == 16000 and audio.shape == signal.shape
     assert float(np.abs(audio - signal).max()) <= 1.0 / 32768 + 1e-7
     assert json.loads(DEMO_ASSET.with_suffix(".json").read_text())["notes"] == notes
+
+
+def test_make_demo_says_other_or_nothing_for_the_noise_at_the_demo_end() -> None:
+    """`make demo`'s command on the shipped model: no instrument event during the demo's noise and typing tail."""
+    import re
+    import subprocess
+    import sys
+
+    demo = json.loads((REPO / "device" / "assets" / "demo.json").read_text())
+    tail = demo["no_instrument"]
+    assert tail, "the demo lost its noise tail"
+    out = subprocess.run([sys.executable, "-m", "instrument_ai.device.cli", "run", "--source", "demo", "--plain",
+                          "--fast"], capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    events = [(float(m[1]), m[2]) for m in re.finditer(r"^\s*([\d.]+) s\s+(\S+)", out.stdout, re.M)]
+    assert any(label == "keyboard" for _, label in events)  # the notes are still named
+    start, end = tail[0]["onset"], tail[-1]["offset"] + 1.0
+    during = [(t, label) for t, label in events if start < t <= end]
+    named = [(t, label) for t, label in during if label.strip("()") not in ("silence", "unknown", "other")]
+    assert not named, f"instrument events during the noise tail: {named}"

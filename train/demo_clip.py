@@ -32,6 +32,9 @@ DEMO_NOTES: list[tuple[str, int, int]] = [
     ("bass", 32, 36),  # acoustic bass
 ]
 DEMO_ASSET = Path(__file__).resolve().parents[1] / "device" / "assets" / "demo.flac"
+NOISE_TAIL: list[tuple[str, float, float]] = [("pink-noise", 2.0, 0.3), ("typing", 2.0, 0.5)]
+"""After the notes, sounds that are no instrument (kind, seconds, peak): the model must say nothing (or `other`)."""
+NOISE_SEED = 20261203
 
 
 def timgm6mb_path() -> Path:
@@ -65,8 +68,29 @@ def render_demo(sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, list[dict]]
         notes.append({"onset": t, "offset": t + NOTE_SECONDS, "family": family, "program": program, "pitch": pitch})
         t += NOTE_SECONDS + GAP_SECONDS
     signal = np.concatenate(pieces)
-    peak = float(np.abs(signal).max())
-    return (0.5 * signal / peak).astype(np.float32), notes
+    signal = 0.5 * signal / float(np.abs(signal).max())
+    tail, _ = noise_tail(t, sample_rate)
+    return np.concatenate([signal, tail]).astype(np.float32), notes
+
+
+def noise_marks(notes: list[dict]) -> list[dict]:
+    """Where the noise tail lies (onset, offset, kind), for demo.json's "no_instrument" list."""
+    return noise_tail(notes[-1]["offset"] + GAP_SECONDS, SAMPLE_RATE)[1]
+
+
+def noise_tail(start: float, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, list[dict]]:
+    """The demo's last seconds: seeded numpy noise and typing (train/other_sounds.py), then a second of silence."""
+    from instrument_ai.train.other_sounds import KINDS
+
+    pieces, marks = [], []
+    t = start
+    for i, (kind, seconds, peak) in enumerate(NOISE_TAIL):
+        x = KINDS[kind](np.random.default_rng([NOISE_SEED, i]))[: int(seconds * sample_rate)]
+        pieces.append(peak * x / float(np.abs(x).max()))
+        marks.append({"onset": t, "offset": t + seconds, "family": "other", "kind": kind})
+        t += seconds
+    pieces.append(np.zeros(int(GAP_SECONDS * sample_rate)))
+    return np.concatenate(pieces), marks
 
 
 def main() -> None:
@@ -77,7 +101,8 @@ def main() -> None:
 
     signal, notes = render_demo()
     soundfile.write(args.out, signal, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-    args.out.with_suffix(".json").write_text(json.dumps({"sample_rate": SAMPLE_RATE, "notes": notes}, indent=1))
+    meta = {"sample_rate": SAMPLE_RATE, "notes": notes, "no_instrument": noise_marks(notes)}
+    args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     print(f"wrote {args.out} ({len(signal) / SAMPLE_RATE:.1f} s, {args.out.stat().st_size // 1024} KB)")
     for note in notes:
         print(f"  {note['onset']:5.1f}-{note['offset']:5.1f} s  {note['family']}")
