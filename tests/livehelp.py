@@ -177,3 +177,10 @@ def demo_hops(hop_seconds: float = 0.25) -> int:
     from instrument_ai.device.audio_io import demo_path
 
     return round(soundfile.info(str(demo_path())).duration / hop_seconds)
+
+
+def shipped_version() -> str:
+    """The version in the shipped bundle's metadata (the page, MQTT and /status report it)."""
+    from instrument_ai.device.bundle import load
+
+    return load(REPO / "models" / "default.tflite").version

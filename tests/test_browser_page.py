@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import find_program
-from livehelp import Daemon, wait_until
+from livehelp import Daemon, shipped_version, wait_until
 
 from instrument_ai.device.audio_io import demo_path
 
@@ -68,7 +68,7 @@ def test_the_page_follows_the_demo_in_a_real_browser(tmp_path: Path) -> None:
     try:
         browser.get(daemon.url)
         wait_until(lambda: browser.execute_script("return window.__hops") > 0, 20, "the page to get hops")
-        assert browser.find_element("id", "model").text == "default v0.3.0"
+        assert browser.find_element("id", "model").text == f"default v{shipped_version()}"
         daemon.wait_for(lambda: any(r.get("time", 0) >= 14.0 for r in daemon.hops()), 30, "14 s of the demo")
         wait_until(lambda: browser.find_element("id", "family").text.lower() not in ("", "…"), 5, "a family shown")
         canvas = browser.execute_script(CANVAS_PROBE)

@@ -15,7 +15,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from conftest import find_program
-from livehelp import Daemon, demo_hops, free_port, get_json, wait_until
+from livehelp import Daemon, demo_hops, free_port, get_json, shipped_version, wait_until
 
 DEVICE = "testpi"
 BASE = f"instrument-ai/{DEVICE}"
@@ -102,10 +102,11 @@ def test_discovery_events_state_and_a_broker_restart_lose_no_hop(tmp_path: Path)
         assert config["state_topic"] == f"{BASE}/state" and config["json_attributes_topic"] == f"{BASE}/state"
         assert config["availability_topic"] == f"{BASE}/availability" and config["payload_not_available"] == "offline"
         assert config["value_template"] == "{{ value_json.family }}" and "top_3" in config["json_attributes_template"]
-        assert config["unique_id"] == f"instrument_ai_{DEVICE}_family" and config["device"]["model"] == "default 0.3.0"
+        assert config["unique_id"] == f"instrument_ai_{DEVICE}_family"
+        assert config["device"]["model"] == f"default {shipped_version()}"
         assert ("online", False) in watcher.on(f"{BASE}/availability")
         event = json.loads(watcher.on(f"{BASE}/event")[-1][0])
-        assert event["type"] == "change" and event["model_version"] == "0.3.0"
+        assert event["type"] == "change" and event["model_version"] == shipped_version()
         state = json.loads(watcher.on(f"{BASE}/state")[-1][0])
         assert set(state) >= {"family", "confidence", "top_3", "model_version"}
 

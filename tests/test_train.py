@@ -487,12 +487,16 @@ def test_ctrl_c_is_held_back_while_a_checkpoint_is_written() -> None:
 
     from instrument_ai.train.trainer import _deferred_interrupt
 
-    finished = []
-    with pytest.raises(KeyboardInterrupt), _deferred_interrupt():
-        os.kill(os.getpid(), signal.SIGINT)
-        finished.append(True)  # still runs: the interrupt waits for the end of the block
-    assert finished == [True]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal has it (nohup ignores it)
+    try:
+        finished = []
+        with pytest.raises(KeyboardInterrupt), _deferred_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append(True)  # still runs: the interrupt waits for the end of the block
+        assert finished == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_evaluate_reads_the_run_and_scores_its_training_notes(edge_run: Path, corpus: Path) -> None:
