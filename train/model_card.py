@@ -170,6 +170,11 @@ def render(inputs: CardInputs) -> str:
             f"settings {json.dumps(inputs.holdout.get('settings', {}).get('overrides', {}))}, groups "
             f"{inputs.holdout.get('settings', {}).get('groups') or 'one training per source'}. A source is only ever "
             "tested by a model that did not train, validate, calibrate or choose its threshold on it."]  # fmt: skip
+    held_data = inputs.holdout.get("settings", {}).get("data")
+    run_data = inputs.run_config.get("data", {}).get("path")
+    if held_data and run_data and Path(held_data).resolve() != Path(run_data).resolve():
+        out += ["", f"The holdout ran on `{held_data}`; the shipped model trained on `{run_data}` (the same recipe). "
+                "Sources present only in the latter are not in the tables below."]  # fmt: skip
     out += ["", "## Intended use", "",
             "Name the instrument family of one note, heard through a microphone or read from a file, on a Raspberry "
             "Pi or any machine with a TFLite runtime, and say nothing (`other`) for sounds that are no instrument: "
