@@ -196,6 +196,14 @@ def render(inputs: CardInputs) -> str:
          "per window; ops " + ", ".join(inputs.bundle["ops"])],
         ["open-set rejection", _open_set_line(inputs.run_metrics)],
     ]  # fmt: skip
+    check = meta.get("conversion_check") or {}
+    if check:
+        lost = check.get("note_accuracy_loss_points", 0)
+        rows.append(["int8 against float (`convert`'s check)",
+                     f"note accuracy {_pct(check.get('keras_note_accuracy'))} -> "
+                     f"{_pct(check.get('bundle_note_accuracy'))} on {check.get('notes')} validation notes "
+                     f"({lost:.2f} points lost, limit {check.get('max_note_loss_points')}); top-1 differs on "
+                     f"{_pct(check.get('top1_disagreement'))} of {check.get('windows')} windows"])  # fmt: skip
     if inputs.float_bundle:
         twin_bytes = inputs.float_bundle["sizes"]["file_bytes"]
         rows.append(["float twin", f"`models/{name}-float.tflite`, {twin_bytes:,} bytes"])
