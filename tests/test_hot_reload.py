@@ -408,3 +408,27 @@ def test_sigterm_during_a_model_load_stops_cleanly_and_audio_flows_during_the_lo
     assert stop["type"] == "stop" and stop["reason"] == "SIGTERM" and stop["swaps"] == 0
     assert not [r for r in daemon.records if r["type"] in ("swap", "model_refused")]
     assert "Traceback" not in "".join(daemon.stderr)
+
+
+def test_a_device_requiring_other_refuses_a_reload_to_an_11_family_bundle(tmp_path: Path, long_clip: Path) -> None:
+    """`--require-other`: a flash of model 0.3.0 (no `other` output) is refused and 0.4 keeps classifying."""
+    versions = tmp_path / "models" / "versions"
+    versions.mkdir(parents=True)
+    (versions / "new.tflite").write_bytes((REPO / "models" / "default.tflite").read_bytes())
+    (versions / "old.tflite").write_bytes((REPO / "tests" / "fixtures" / "model-0.3.0.tflite").read_bytes())
+    for path in versions.iterdir():
+        age(path)
+    directory = versions.parent
+    point(directory, "new.tflite")
+    daemon = Daemon(["run", "--source", str(long_clip), "--json", "--every-hop", "--model-dir", str(directory),
+                     "--reload-poll", "0", "--require-other"])  # fmt: skip
+    try:
+        daemon.until(lambda r: r["type"] in ("hop", "change"), "first hop")
+        point(directory, "old.tflite")
+        daemon.process.send_signal(signal.SIGHUP)
+        refused = daemon.until(lambda r: r["type"] == "model_refused", "the refusal of the 11-family bundle")
+        assert "no 'other' label" in refused["reason"] and "\n" not in refused["reason"]
+        assert len(daemon.hops_after(4)) >= 4  # still classifying after the refusal
+    finally:
+        assert daemon.stop() == 0
+    assert not [r for r in daemon.records if r["type"] == "swap"]  # the 0.4 bundle was never replaced
