@@ -19,7 +19,6 @@ cannot be opened is one counted problem, and the rest of the build goes on.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -30,9 +29,9 @@ import click
 from instrument_ai.train.imported import ImportedNote, Problems
 from instrument_ai.train.units import Unit
 
-IMPORTER_VERSION = {"sfz": 2 if importlib.util.find_spec("instrument_ai.train.sfz") else 0}
-"""Bumped when an importer renders a kind differently, so `data build` re-renders those units (SFZ: 0 = no
-renderer in this build, only counted; 2 = train/sfz.py, every key/layer/round robin of small instruments)."""
+IMPORTER_VERSION = {"sfz": 2}
+"""Bumped when an importer renders a kind differently, so `data build` re-renders those units (SFZ 2: train/sfz.py,
+every key/layer/round robin of small instruments; corpora built before it counted SFZ files without rendering)."""
 UNIT_KIND = {"notes": "notes", "sfz": "sfz", "soundfont": "soundfont", "other": "other"}
 DRUM_CLIPS_PER_FONT = 200
 
@@ -137,13 +136,7 @@ def _recorded(problems: Problems, entry: Any, tree: Any, paths: list[str]) -> It
 
 def _sfz(problems: Problems, entry: Any, tree: Any, paths: list[str], step: int,
          velocities: tuple[int, ...]) -> Iterator[ImportedNote]:  # fmt: skip
-    """SFZ instruments need `train/sfz.py` (issue 13 part 3); until it exists each file is counted, not rendered."""
-    import importlib.util
-
-    if importlib.util.find_spec("instrument_ai.train.sfz") is None:
-        for path in paths:
-            problems.add("sfz_unsupported", f"{entry.name}: {path}: no SFZ renderer in this build (train/sfz.py)")
-        return
+    """Each selected .sfz instrument rendered by `train/sfz.py` (imported here: only SFZ units need it)."""
     from instrument_ai.train import sfz
 
     yield from sfz.render_source(problems, entry, tree, paths, step, velocities)
