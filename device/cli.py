@@ -15,6 +15,8 @@ import sys
 
 import click
 
+from instrument_ai.device.errors import InstrumentAIError
+
 # name -> ("module:attribute", one-line help). The help is kept here so that
 # listing the commands does not import any of them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -111,6 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         click.echo(error_line(command_name(args), exc.format_message()), err=True)
+        sys.exit(exc.exit_code)
+    except InstrumentAIError as exc:
+        click.echo(error_line(command_name(args), " ".join(str(exc).split())), err=True)
         sys.exit(exc.exit_code)
     except click.Abort:  # pragma: no cover - interactive (Ctrl-C inside a prompt)
         click.echo("interrupted", err=True)
