@@ -851,3 +851,14 @@ class MfccStream:
         self._buffer[: self._pending] = self._buffer[consumed:total]  # numpy copes with the overlap
         self.frames_emitted += n_frames
         return out
+
+
+def normalise_windows(windows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Raw feature windows (..., n_coefficients, frames) -> `(x - mean) / std` per coefficient, float32.
+
+    The one home of the model's input normalisation: the bundle, the trainer, the evaluation and the
+    converter all call it, so training and the device cannot disagree by a rounding order.
+    """
+    mean32 = np.asarray(mean, dtype=np.float32)[:, None]
+    std32 = np.asarray(std, dtype=np.float32)[:, None]
+    return (np.asarray(windows).astype(np.float32, copy=False) - mean32) / std32
