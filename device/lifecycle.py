@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instrument_ai.device.errors import ConfigurationError
+
 CURRENT = "current.tflite"
 VERSIONS = "versions"
 HISTORY = "installed.json"
@@ -490,6 +492,18 @@ def check_bundle_file(path: Path) -> None:
     if os.path.islink(path):
         raise LifecycleError(f"{path}: a link to {os.path.realpath(path)}, {what}")
     raise LifecycleError(f"{path}: is {what}")
+
+
+def trusted_key_hex(text_or_path: str) -> str:
+    """A trusted ed25519 key (64 hex characters, or a file holding them) as its hex value; ConfigurationError."""
+    from instrument_ai.device.ed25519 import load_public_key
+
+    try:
+        return load_public_key(text_or_path).hex()
+    except OSError as exc:
+        raise ConfigurationError(f"trusted key {text_or_path}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _check_writable(directory: Path) -> None:
