@@ -132,3 +132,22 @@ def test_flash_to_a_regular_file_says_so(art: dict[str, Any], tmp_path: Path) ->
     target.write_text("x")
     done = _cli("flash", str(art["bundle"]), "--to", str(target))
     assert done.returncode == 3 and "is a file, not a directory" in done.stdout
+
+
+def test_a_daemon_records_what_it_runs_and_flash_keeps_it(art: dict[str, Any], tmp_path: Path) -> None:
+    """Defect 4: a daemon that refuses three flashed bundles keeps its own version on disk (--keep 3)."""
+    models = tmp_path / "dev"
+    assert _cli("flash", str(art["bundle"]), "--to", str(models)).returncode == 0
+    ran = _cli("run", "--model-dir", str(models), "--source", "demo", "--fast", "--json", "--duration", "1")
+    assert ran.returncode == 0, ran.stderr
+    assert [r["running"] for r in lifecycle.list_installed(models)] == [True]
+    for version in ("2.0.0", "3.0.0", "4.0.0"):
+        newer = rewrite(art["bundle"], tmp_path / f"v{version}.tflite", lambda meta, v=version: meta.update(version=v))
+        assert _cli("flash", str(newer), "--to", str(models)).returncode == 0
+    rows = lifecycle.list_installed(models)
+    assert [(r["version"], r["running"], r["present"]) for r in rows] == [
+        ("1.2.3", True, True),
+        ("2.0.0", False, True),
+        ("3.0.0", False, True),
+        ("4.0.0", False, True),
+    ]

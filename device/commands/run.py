@@ -31,6 +31,7 @@ import click
 
 from instrument_ai.device.commands.live_options import LIVE_KEYS, live_options, open_live, parse_live_options
 from instrument_ai.device.commands.options import FiniteFloat
+from instrument_ai.device.lifecycle import record_running
 from instrument_ai.device.line_output import LineOutput, OutputOpenError, report_to_stderr
 from instrument_ai.device.model_watch import ModelRefused, ModelWatcher, check_runnable, fingerprint
 
@@ -416,6 +417,8 @@ def run(
         model_path = resolve_model(model, model_dir)
         loaded = fingerprint(model_path)  # before the load: a change during it is seen by the first poll
         bundle = load_bundle(model_path, threads, trusted_key, require_other)
+        if loaded is not None:  # flash never prunes the version a daemon runs (issue 21, defect 4)
+            record_running(Path(loaded.target))
         engine = _engine(bundle, audio.rate, audio.channels, engine_opts, audio.name)
         report = report_to_stderr(as_json=as_json)
         with contextlib.ExitStack() as stack:
@@ -561,6 +564,7 @@ class _Daemon:
             self.sink.notice("model_refused", {"reason": str(exc), "keeping": _bundle_label(old), **where})
             return
         self.swaps += 1
+        record_running(Path(candidate.path))
         self.sink.notice(
             "swap",
             {
