@@ -133,7 +133,12 @@ def render(state: LiveState) -> str:
             "mqtt_connected", "gauge", "1 while connected to the MQTT broker.", [(labels, bool(status["connected"]))]
         )
         w.family("mqtt_published", "counter", "MQTT messages handed to the client.", [(labels, status["published"])])
-        w.family("mqtt_dropped", "counter", "MQTT messages dropped (queue full).", [(labels, status["dropped"])])
+        w.family(
+            "mqtt_dropped",
+            "counter",
+            "MQTT events dropped (the oldest, beyond the queue while the broker was away) or refused by the client.",
+            [(labels, status["dropped"])],
+        )
         w.family(
             "mqtt_connects",
             "counter",
