@@ -431,12 +431,17 @@ def current_file(directory: Path) -> Path | None:
     return link.resolve()
 
 
-def record_running(model_file: Path) -> None:
+def record_running(model_file: Path, *, background: bool = False) -> None:
     """Record in its model directory that a daemon loaded `model_file`, so that no flash prunes it.
 
     Best effort and silent: a file outside a model directory (a plain --model
     FILE), a read-only directory or a busy lock leave everything as it was.
+    `background`: do it in a thread, for a caller (the audio loop) that must
+    not wait for the lock or an fsync.
     """
+    if background:
+        threading.Thread(target=record_running, args=(model_file,), name="record-running", daemon=True).start()
+        return
     resolved = Path(os.path.realpath(model_file))
     directory = resolved.parent.parent
     relative = f"{VERSIONS}/{resolved.name}"

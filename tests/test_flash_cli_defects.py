@@ -151,3 +151,26 @@ def test_a_daemon_records_what_it_runs_and_flash_keeps_it(art: dict[str, Any], t
         ("3.0.0", False, True),
         ("4.0.0", False, True),
     ]
+
+
+def test_a_swapped_in_version_becomes_the_running_one(art: dict[str, Any], tmp_path: Path) -> None:
+    """Defect 4, hot reload: after a swap the history names the new version as the one that runs."""
+    from livehelp import Daemon, wait_until
+
+    models = tmp_path / "dev"
+    assert _cli("flash", str(art["bundle"]), "--to", str(models)).returncode == 0
+    daemon = Daemon(["--source", "demo", "--json", "--model-dir", str(models), "--reload-poll", "0.2"])
+    try:
+        daemon.wait_for(lambda: daemon.hops(), 60, "the first hop")
+        assert [r["running"] for r in lifecycle.list_installed(models)] == [True]
+        newer = rewrite(art["bundle"], tmp_path / "v2.tflite", lambda meta: meta.update(version="2.0.0"))
+        assert _cli("flash", str(newer), "--to", str(models)).returncode == 0
+        daemon.wait_for(lambda: any(r["type"] == "swap" for r in daemon.records), 60, "the swap")
+        wait_until(
+            lambda: [(r["version"], r["running"]) for r in lifecycle.list_installed(models)]
+            == [("1.2.3", False), ("2.0.0", True)],
+            10,
+            "the swap to be recorded",
+        )
+    finally:
+        daemon.stop()
