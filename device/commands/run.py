@@ -564,7 +564,7 @@ class _Daemon:
             self.sink.notice("model_refused", {"reason": str(exc), "keeping": _bundle_label(old), **where})
             return
         self.swaps += 1
-        record_running(Path(candidate.path), background=True)  # the audio loop never waits for the lock  # the audio loop never waits for the lock
+        record_running(Path(candidate.path), background=True)  # the audio loop never waits for the lock
         self.sink.notice(
             "swap",
             {
