@@ -371,7 +371,7 @@ def _acknowledged(info: Any) -> bool:
 def _forget_held(client: Any, topics: set[str]) -> None:
     """Drop the messages for `topics` that paho holds for resending (its queue has no public API for this)."""
     mutex = getattr(client, "_out_message_mutex", None)
-    held = getattr(client, "_out_messages", None)
+    held: Any = getattr(client, "_out_messages", None)
     if mutex is None or not hasattr(held, "items"):
         return
     with contextlib.suppress(Exception), mutex:
