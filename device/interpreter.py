@@ -21,6 +21,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from instrument_ai.device.errors import InstrumentAIError
+
 RUNTIMES: dict[str, tuple[str, str]] = {
     # name -> (module holding Interpreter, distribution that reports the version)
     "ai-edge-litert": ("ai_edge_litert.interpreter", "ai-edge-litert"),
@@ -33,7 +35,7 @@ RUNTIMES: dict[str, tuple[str, str]] = {
 RUNTIME_ENV = "INSTRUMENT_AI_RUNTIME"
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(InstrumentAIError, RuntimeError):
     """No TFLite interpreter is installed (or the one asked for is not)."""
 
 

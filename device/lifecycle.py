@@ -27,13 +27,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from instrument_ai.device.errors import InstrumentAIError
+
 CURRENT = "current.tflite"
 VERSIONS = "versions"
 HISTORY = "installed.json"
 DEFAULT_KEEP = 3
 
 
-class LifecycleError(RuntimeError):
+class LifecycleError(InstrumentAIError, RuntimeError):
     """A model directory operation that was refused; the message is one line for the user."""
 
 

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from instrument_ai.device.errors import ConfigurationError
+
 TOPIC_ROOT = "instrument-ai"
 QUEUE_MESSAGES = 1000
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 30
@@ -39,7 +41,7 @@ REMIND_SECONDS = 60.0
 Report = Callable[[dict[str, Any]], None]
 
 
-class MqttConfigError(ValueError):
+class MqttConfigError(ConfigurationError, ValueError):
     """A bad --mqtt option (one line); the command exits 2."""
 
 

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from instrument_ai.device.audio_io import demo_path
+from instrument_ai.device.errors import InstrumentAIError
 
 POLL_SECONDS = 0.05
 """Longest a source waits without looking at the stop event."""
@@ -47,12 +48,14 @@ Notify = Callable[[str, dict[str, Any]], None]
 NO_MIC_HINT = "try `instrument-ai run --source demo`, or list inputs with `instrument-ai devices`"
 
 
-class SourceError(RuntimeError):
+class SourceError(InstrumentAIError, RuntimeError):
     """An audio source that cannot be used; the message is one line for the user."""
 
 
 class NoMicrophoneError(SourceError):
     """No usable audio input device (or no PortAudio) on this machine."""
+
+    exit_code = 3  # the CLI's documented status for "no audio input" (systemd restarts on it)
 
 
 @dataclass

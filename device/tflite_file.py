@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from flatbuffers import util as fb_util
 from flatbuffers.table import Table
 
+from instrument_ai.device.errors import InstrumentAIError
+
 TFLITE_IDENTIFIER = b"TFL3"
 """The file identifier every TFLite flatbuffer carries at bytes 4..8."""
 
@@ -67,7 +69,7 @@ TENSOR_TYPES: tuple[str, ...] = tuple(_TENSOR_TYPES_TEXT.split())
 """TensorType enum of the TFLite schema, in code order."""
 
 
-class FlatbufferError(ValueError):
+class FlatbufferError(InstrumentAIError, ValueError):
     """The bytes are not a TFLite flatbuffer, or a part we read lies outside the file."""
 
 
