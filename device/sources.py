@@ -14,7 +14,6 @@ block and counts it rather than blocking the audio thread.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import stat
 import sys
@@ -29,6 +28,7 @@ import numpy as np
 
 from instrument_ai.device.audio_io import demo_path
 from instrument_ai.device.errors import InstrumentAIError
+from instrument_ai.device.native_stderr import quiet_native_stderr
 
 POLL_SECONDS = 0.05
 """Longest a source waits without looking at the stop event."""
@@ -447,7 +447,7 @@ class MicSource(Source):
         while not stop.is_set():
             attempts += 1
             try:
-                with quiet_c_stderr():  # PortAudio and ALSA print several lines per failed attempt
+                with quiet_native_stderr():  # PortAudio and ALSA print several lines per failed attempt
                     _reinitialize_portaudio()
                     self.device = resolve_device(self.device["name"])
                     self._open()
@@ -481,27 +481,3 @@ def _reinitialize_portaudio() -> None:
         terminate()
     with contextlib.suppress(Exception):
         initialize()
-
-
-@contextlib.contextmanager
-def quiet_c_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for a moment: C libraries write there directly, past sys.stderr.
-
-    Used only around reconnection attempts, where PortAudio and ALSA print a
-    block of "Expression ... failed" lines per try; the outcome is reported
-    as a notice instead.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)

@@ -198,14 +198,6 @@ def test_without_reconnect_a_lost_device_is_one_line_error(sd: ScriptedSD) -> No
         mic._recover(threading.Event(), "gone")
 
 
-def test_quiet_c_stderr_drops_what_c_code_writes_and_restores_fd_2(capfd: pytest.CaptureFixture) -> None:
-    os.write(2, b"before\n")
-    with sources.quiet_c_stderr():
-        os.write(2, b"Expression 'ret' failed in 'src/hostapi/alsa/pa_linux_alsa.c'\n")
-    os.write(2, b"after\n")
-    assert capfd.readouterr().err == "before\nafter\n"
-
-
 # -- the real audio path: stop PulseAudio under a running daemon, start it again ---------------------------------
 
 
