@@ -1,6 +1,6 @@
 """`instrument-ai convert`: the refusal rule, the float fallback, signing, and every bad run folder.
 
-The int8 conversion itself happens once per session (`test_bundle_support.artifacts`).
+The int8 conversion itself happens once per session (`bundle_support.artifacts`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bundle_support import FRAMES, N_MFCC, artifacts, degenerate_model, normalised, write_run
 from click.testing import CliRunner
-from test_bundle_support import FRAMES, N_MFCC, artifacts, degenerate_model, normalised, write_run
 
 from instrument_ai.convert import bundle_writer, quantize
 from instrument_ai.convert.cli import convert, pick_golden, read_run

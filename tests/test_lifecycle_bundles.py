@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bundle_support import artifacts, rewrite
 from click.testing import CliRunner
-from test_bundle_support import artifacts, rewrite
 
 from instrument_ai.device import bundle as device_bundle
 from instrument_ai.device import lifecycle
