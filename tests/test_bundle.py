@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bundle_support import FRAMES, LABELS, N_MFCC, artifacts, normalised, rewrite, strip_metadata
+from bundle_support import FRAMES, LABELS, N_MFCC, normalised, rewrite, strip_metadata
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,11 +26,6 @@ from instrument_ai.device.commands.inspect import inspect_bundle
 from instrument_ai.device.frontend import DEFAULT_SPEC
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def art(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return artifacts(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

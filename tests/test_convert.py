@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bundle_support import FRAMES, N_MFCC, artifacts, degenerate_model, normalised, write_run
+from bundle_support import FRAMES, N_MFCC, degenerate_model, normalised, write_run
 from click.testing import CliRunner
 
 from instrument_ai.convert import bundle_writer, quantize
@@ -24,11 +24,6 @@ from instrument_ai.device import bundle as B
 from instrument_ai.device import tflite_file
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def art(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return artifacts(tmp_path_factory)
 
 
 def run_cli(args: list[str]) -> Any:
