@@ -157,7 +157,9 @@ def run_once(model: Path | None, pcm: bytes, rate: int, live: str | None, realti
         client.close()
     time.sleep(0.1)
     records = [json.loads(line) for line in lines if line.startswith("{")]
-    probe = next((json.loads(s[6:]) for s in (x.decode() for x in stderr) if s.startswith("PROBE=")), {})
+    probe: dict[str, Any] = next(
+        (json.loads(s[6:]) for s in (x.decode() for x in stderr) if s.startswith("PROBE=")), {}
+    )
     stop = next((r for r in reversed(records) if r.get("type") == "stop"), None)
     if process.returncode != 0 or stop is None:
         tail = b" ".join(stderr[-3:]).decode(errors="replace")[:300]
@@ -217,6 +219,7 @@ def format_live_report(report: dict[str, Any]) -> str:
         f"({'real time' if report['realtime'] else 'as fast as possible'}), {report['runs']} run(s) each; "
         f"MQTT: {report['broker']['kind']} ({report['broker']['address']})"
     ]
+    rows: list[tuple[str, ...]]  # the tables have different widths
     rows = [("per hop (main loop, all outputs)", "hops", "median", "p99", "mean", "engine median", "peak RSS")]
     for name, label in (("plain", "plain run"), ("live", "page + 2 SSE (1 stuck) + MQTT")):
         e = report[name]

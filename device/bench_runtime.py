@@ -276,7 +276,7 @@ def run_process(model: Path, *, runtime: str | None = None, timeout: float = 300
             first_hop_s = time.perf_counter() - started
     process.wait(timeout=timeout)
     reader.join(timeout=5)
-    probe = next((json.loads(s[len("PROBE=") :]) for s in stderr_lines if s.startswith("PROBE=")), {})
+    probe: dict[str, Any] = next((json.loads(s[len("PROBE=") :]) for s in stderr_lines if s.startswith("PROBE=")), {})
     if process.returncode != 0 or not records:
         tail = " ".join(s.strip() for s in stderr_lines[-3:] if not s.startswith("PROBE="))
         return {"runtime": runtime or "default", "error": f"exit {process.returncode}: {tail[:300]}"}
@@ -404,6 +404,7 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 def format_runtime_report(report: dict[str, Any]) -> str:
     """The plain-text tables (no rich: the device install may not have it)."""
+    rows: list[tuple[str, ...]]  # the tables have different widths
     lines = [f"runtime benchmark: {report.get('model', 'no model')}, {report['repeats']} calls per figure"]
     if "interpreter" in report:
         rows = [("interpreter per 1 s window", "threads", "predict median", "p99", "invoke median", "p99")]

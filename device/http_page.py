@@ -183,7 +183,7 @@ class PageApp:
     def health(self) -> tuple[int, dict[str, Any]]:
         age = self.state.last_hop_age()
         ok = age <= self.stall_seconds
-        body = {
+        body: dict[str, Any] = {
             "ok": ok,
             "last_hop_age_s": round(age, 3),
             "stall_seconds": self.stall_seconds,

@@ -316,7 +316,7 @@ def _make_client(config: MqttConfig) -> Any:
     except ImportError:
         raise MqttConfigError("--mqtt needs paho-mqtt: pip install 'instrument-ai[mqtt]'") from None
 
-    class _Client(mqtt.Client):  # type: ignore[misc,name-defined]
+    class _Client(mqtt.Client):  # type: ignore[misc,name-defined,unused-ignore]
         """Remembers why the last connection attempt failed (paho's on_connect_fail does not say)."""
 
         last_connect_error: BaseException | None = None

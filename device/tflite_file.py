@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from flatbuffers import util as fb_util
 from flatbuffers.table import Table
@@ -144,7 +145,7 @@ class _Node:
         self._need(pos + 4, count * element_size, what)
         return pos + 4, count
 
-    def numbers(self, slot: int, fmt: str, what: str) -> list:
+    def numbers(self, slot: int, fmt: str, what: str) -> list[Any]:
         start, count = self.vector(slot, struct.calcsize(fmt), what)
         return list(struct.unpack_from(f"<{count}{fmt}", self._data, start)) if count else []
 

@@ -25,7 +25,6 @@ from instrument_ai.device.errors import ConfigurationError, InstrumentAIError
 # (class, the built-in base existing `except` clauses rely on, exit status)
 LIBRARY_ERRORS = [
     (tflite_file.FlatbufferError, ValueError, 1),
-    (line_output.OutputOpenError, OSError, 1),
     (openset.OpenSetError, ValueError, 2),
     (mqtt_out.MqttConfigError, ValueError, 2),
     (audio_io.AudioFileError, ValueError, 1),
@@ -53,4 +52,5 @@ def test_output_open_error_keeps_os_error_fields() -> None:
     exc = line_output.OutputOpenError(errno.EACCES, "out.jsonl: cannot write (Permission denied)")
     assert exc.errno == errno.EACCES
     assert exc.strerror == "out.jsonl: cannot write (Permission denied)"
+    assert isinstance(exc, InstrumentAIError) and not isinstance(exc, ConfigurationError)
     assert exc.exit_code == 1

@@ -226,7 +226,7 @@ def _librosa_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> Refere
         return librosa.feature.mfcc(S=librosa.power_to_db(mel, amin=spec.log_floor, top_db=None), n_mfcc=spec.n_mfcc)
 
     candidate = _Candidate("librosa", "librosa.feature.mfcc", lambda: compute(window_fn()))
-    return candidate, librosa.__version__, compute
+    return candidate, librosa.__version__, compute  # type: ignore[attr-defined]  # lazy-loaded, not in its stub
 
 
 def _psf_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> Reference | None:

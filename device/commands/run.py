@@ -48,7 +48,7 @@ class RunError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click types it as a ClassVar
 
 
 # -- models ---------------------------------------------------------------------------------------
