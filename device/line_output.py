@@ -37,8 +37,8 @@ Report = Callable[[dict[str, Any]], None]
 class OutputOpenError(OSError, InstrumentAIError):
     """The output file cannot be opened at all (a usage problem, reported before the stream starts)."""
 
-    def __init__(self, errno: int | None, strerror: str) -> None:
-        OSError.__init__(self, errno, strerror)  # an OSError first: `errno` and `strerror` as callers expect
+    def __init__(self, code: int | None, strerror: str) -> None:
+        OSError.__init__(self, code, strerror)  # an OSError first: `errno` and `strerror` as callers expect
 
 
 class LineOutput:
