@@ -44,6 +44,7 @@ import numpy as np
 from instrument_ai.device.frontend import FrontendSpec, MfccStream, mfcc
 from instrument_ai.device.openset import OTHER, Rejection, rejection_from_metadata
 from instrument_ai.device.resample import StreamResampler, as_float_frames
+from instrument_ai.device.settings import DEFAULT_SETTINGS, EngineSettings
 
 SILENCE = "silence"
 UNKNOWN = "unknown"
@@ -197,29 +198,29 @@ class Classifier:
         self,
         bundle: BundleLike,
         *,
-        hop_seconds: float | None = None,
-        smooth: int = 3,
-        silence_db: float = -60.0,
-        min_confidence: float = 0.4,
-        top_k: int = 3,
+        settings: EngineSettings | None = None,
         input_rate: int | None = None,
         channels: int = 1,
-        align_onsets: bool = True,
+        **overrides: Any,
     ) -> None:
-        hop = float(bundle.default_hop_seconds if hop_seconds is None else hop_seconds)
+        """`settings` (default: `EngineSettings()`), with any of its fields overridden by keyword
+        (``Classifier(bundle, smooth=1)``); `input_rate` (default: the model's) and `channels` describe the
+        stream. ValueError names a bad value; TypeError a keyword that is no setting."""
+        settings = settings or DEFAULT_SETTINGS
+        if overrides:
+            settings = settings.replace(**overrides)
+        hop = float(bundle.default_hop_seconds if settings.hop_seconds is None else settings.hop_seconds)
         _check("hop_seconds", hop, math.isfinite(hop) and 0 < hop <= 10, "in (0, 10] seconds")
-        _check("smooth", smooth, isinstance(smooth, int) and smooth >= 1, "an integer >= 1")
-        _check("silence_db", silence_db, math.isfinite(silence_db) and silence_db <= 0, "a dBFS level <= 0")
-        _check("min_confidence", min_confidence, 0.0 <= min_confidence <= 1.0, "in [0, 1]")
-        _check("top_k", top_k, isinstance(top_k, int) and top_k >= 1, "an integer >= 1")
         _check("channels", channels, isinstance(channels, int) and channels >= 1, "an integer >= 1")
         rate = bundle.sample_rate if input_rate is None else input_rate
         _check("input_rate", rate, isinstance(rate, int) and not isinstance(rate, bool) and rate > 0, "a positive int")
-        self.smooth, self.silence_db, self.min_confidence = smooth, float(silence_db), float(min_confidence)
+        self.settings = settings
+        self.smooth = settings.smooth
+        self.silence_db, self.min_confidence = float(settings.silence_db), float(settings.min_confidence)
         self.input_rate, self.channels = int(rate), channels
         self.hop_seconds = hop
-        self.align_onsets = bool(align_onsets)
-        self._top_k_wanted = top_k
+        self.align_onsets = bool(settings.align_onsets)
+        self._top_k_wanted = settings.top_k
         self._hop_times: deque[float] = deque(maxlen=8192)
         self._set_bundle(bundle)
 
