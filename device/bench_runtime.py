@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 HEAVY_MODULES = ("tensorflow", "librosa", "scipy", "numba", "keras")
@@ -493,52 +492,3 @@ def format_runtime_report(report: dict[str, Any]) -> str:
     for name, reason in report["unavailable"].items():
         lines.append(f"{name}: {reason}")
     return "\n".join(lines)
-
-
-@click.command("runtime")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
-@click.option("--repeats", type=click.IntRange(min=5), default=None, help="Timed calls per figure [default: 200].")
-@click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="int8 bundle [models/default.tflite].")
-@click.option("--float-model", type=click.Path(path_type=Path, dir_okay=False), help="Float bundle [beside --model].")
-@click.option("--threads", type=click.IntRange(1, 64), default=None, help="The N of '1 and N threads' [CPUs].")
-@click.option(
-    "--process-runs", type=click.IntRange(0, 20), default=3, show_default=True, help="`run` start-ups timed (0: skip)."
-)
-@click.option("--no-tensorflow", is_flag=True, help="Skip the tensorflow.lite comparison (it takes seconds).")
-@click.pass_context
-def runtime(
-    ctx: click.Context,
-    as_json: bool,
-    repeats: int | None,
-    model: Path | None,
-    float_model: Path | None,
-    threads: int | None,
-    process_runs: int,
-    no_tensorflow: bool,
-) -> None:
-    """Interpreter latency (int8/float, 1/N threads), end-to-end cost per hop, decision latency, RSS and start-up."""
-    from instrument_ai.device.commands.bench import resolve_common
-    from instrument_ai.device.commands.run import RunError, default_model_candidates
-
-    as_json, repeats = resolve_common(ctx, as_json, repeats)
-    if model is None:
-        model = next((c for c in default_model_candidates() if c.is_file()), None)
-    for path in (model, float_model):
-        if path is not None and not path.is_file():
-            raise RunError(f"{path}: no such bundle")
-    try:
-        report = run_runtime_benchmark(
-            model,
-            float_model,
-            repeats=repeats,
-            threads=threads,
-            process_runs=process_runs,
-            compare_tensorflow=not no_tensorflow,
-        )
-    except Exception as exc:  # a bundle the device refuses: one line, as everywhere
-        from instrument_ai.device.bundle import BundleError
-
-        if isinstance(exc, BundleError):
-            raise RunError(str(exc)) from None
-        raise
-    click.echo(json.dumps(report) if as_json else format_runtime_report(report))

@@ -1,4 +1,5 @@
-"""`instrument-ai soak`: hours of audio through the daemon's pipeline, as fast as it goes, to find leaks and crashes.
+"""The soak behind `instrument-ai soak`: hours of audio through the daemon's pipeline, as fast as it goes,
+to find leaks and crashes.
 
 A daemon on a Pi runs for months; a leak of a few bytes per hop or a crash
 once in 100 000 hops never shows in a test of seconds. The soak streams
@@ -21,36 +22,19 @@ more than ``--max-rss-growth-mb``.
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import click
+from instrument_ai.device.daemon import Signals
+from instrument_ai.device.labels import SILENCE, UNKNOWN
+from instrument_ai.device.process_stats import rss_mb
+from instrument_ai.device.settings import DEFAULT_SETTINGS
 
-from instrument_ai.device.commands.options import FiniteFloat
-from instrument_ai.device.commands.run import (
-    RunError,
-    _engine,
-    _Signals,
-    load_bundle,
-    prepare_bundle,
-    resolve_model,
-    rss_mb,
-)
-
-ENGINE_DEFAULTS = {
-    "hop": None,
-    "smooth": 3,
-    "silence_db": -60.0,
-    "min_confidence": 0.4,
-    "top_k": 3,
-    "onset_align": True,
-}
 MAX_ERRORS_KEPT = 10
 
 
@@ -126,25 +110,17 @@ class LoopedFile:
     """An audio file played again and again (decoded each time round, as `run --source FILE --fast` reads it)."""
 
     def __init__(self, path: str) -> None:
-        from instrument_ai.device.sources import FileSource, SourceError
+        from instrument_ai.device.sources import FileSource
 
-        try:
-            self._source = FileSource(path, realtime=False)
-        except SourceError as exc:
-            raise RunError(str(exc)) from None
+        self._source = FileSource(path, realtime=False)  # SourceError: one line
         self.rate, self.channels, self.path = self._source.rate, self._source.channels, path
         self.loops = 0
 
     def blocks(self) -> Iterator[Any]:
-        from instrument_ai.device.sources import SourceError
-
         never = threading.Event()
         while True:
             self.loops += 1
-            try:
-                yield from self._source.blocks(never)
-            except SourceError as exc:
-                raise RunError(str(exc)) from None
+            yield from self._source.blocks(never)
 
     def describe(self) -> str:
         return f"{self.path} ({self.rate} Hz x{self.channels}, looped)"
@@ -171,8 +147,6 @@ class Checker:
 
     def check(self, events: list[Any], labels: list[str]) -> None:
         import numpy as np
-
-        from instrument_ai.device.engine import SILENCE, UNKNOWN
 
         for event in events:
             if event.hop != self.next_hop:
@@ -230,95 +204,6 @@ def process_figures() -> dict[str, Any]:
     return {"rss_mb": round(rss_mb(), 2), "threads": threading.active_count(), "fds": _count_dir("/proc/self/fd")}
 
 
-# -- the command ---------------------------------------------------------------------------------------
-
-
-@click.command(
-    epilog="Exit codes: 0 no error and RSS growth within the limit; 1 errors, too much growth, interrupted or a "
-    "bad model/file; 2 usage error."
-)
-@click.option("--hours", type=FiniteFloat(min=0, min_open=True), required=True, help="Stream time to process.")
-@click.option(
-    "--model",
-    "models",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Bundle; give two to alternate them at each swap (one: it is reloaded). [$INSTRUMENT_AI_MODEL, models/]",
-)
-@click.option(
-    "--source", default="generated", show_default=True, help="generated (notes, tones, noise, silence) or a FILE."
-)
-@click.option(
-    "--rate",
-    type=click.IntRange(8000, 192000),
-    default=48000,
-    show_default=True,
-    help="Rate of the generated source (a USB microphone's native rate: the resampler is part of the test).",
-)
-@click.option(
-    "--swap-every",
-    type=FiniteFloat(min=0),
-    default=5.0,
-    show_default=True,
-    help="Minutes of stream time between model swaps (0: never).",
-)
-@click.option(
-    "--warmup",
-    type=FiniteFloat(min=0),
-    default=None,
-    help="Minutes of stream time before the start RSS is read [10 % of the stream or 1.5 swaps, at most 10].",
-)
-@click.option("--max-rss-growth-mb", type=FiniteFloat(min=0), default=5.0, show_default=True)
-@click.option("--trusted-key", default=None, help="Require bundles signed by this ed25519 public key (as run does).")
-@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Interpreter threads.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated source.")
-@click.option("--progress", is_flag=True, help="A progress line on stderr every 10 % of the stream.")
-@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
-def soak(
-    hours: float,
-    models: tuple[Path, ...],
-    source: str,
-    rate: int,
-    swap_every: float,
-    warmup: float | None,
-    max_rss_growth_mb: float,
-    trusted_key: str | None,
-    threads: int,
-    seed: int,
-    progress: bool,
-    as_json: bool,
-) -> None:
-    """Stream HOURS of audio through engine, frontend and interpreter as fast as possible; report leaks and errors."""
-    if len(models) > 2:
-        raise RunError("give one or two --model bundles", 2)
-    paths = list(models) or [resolve_model(None, None)]
-    bundle = load_bundle(paths[0], threads, trusted_key)
-    audio: Any = GeneratedAudio(rate, seed) if source == "generated" else LoopedFile(source)
-    report = run_soak(
-        bundle,
-        paths,
-        audio,
-        hours=hours,
-        swap_every=swap_every,
-        warmup=warmup,
-        threads=threads,
-        trusted_key=trusted_key,
-        progress=progress,
-    )
-    report["max_rss_growth_mb"] = max_rss_growth_mb
-    failures = []
-    if report["errors"]:
-        failures.append(f"{report['errors']} error(s): {report['error_messages'][0]}")
-    if report["rss_growth_mb"] > max_rss_growth_mb:
-        failures.append(f"RSS grew {report['rss_growth_mb']:.1f} MB (limit {max_rss_growth_mb:g})")
-    if report["interrupted"]:
-        failures.append(f"interrupted by {report['interrupted']}")
-    report["passed"] = not failures
-    click.echo(json.dumps(report) if as_json else format_report(report))
-    if failures:
-        raise RunError("soak failed: " + "; ".join(failures))
-
-
 def run_soak(
     bundle: Any,
     paths: list[Path],
@@ -329,111 +214,141 @@ def run_soak(
     warmup: float | None,
     threads: int = 1,
     trusted_key: str | None = None,
-    progress: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """The soak loop (see the module doc); returns the report."""
+    """The soak loop (see the module doc); returns the report. `progress` gets a line every 10 % of the stream."""
+    from instrument_ai.device.engine import Classifier
+    from instrument_ai.device.model_files import prepare_bundle
     from instrument_ai.device.model_watch import ModelWatcher
 
-    engine = _engine(bundle, audio.rate, audio.channels, ENGINE_DEFAULTS)
+    engine = Classifier(bundle, settings=DEFAULT_SETTINGS, input_rate=audio.rate, channels=audio.channels)
 
     def prepare(path: Path) -> Any:
-        return prepare_bundle(path, threads, trusted_key, ENGINE_DEFAULTS, audio.rate, audio.channels)
+        return prepare_bundle(path, threads, trusted_key, DEFAULT_SETTINGS, audio.rate, audio.channels)
 
-    total = round(hours * 3600 * audio.rate)
-    swap_samples = round(swap_every * 60 * audio.rate) if swap_every > 0 else None
     if warmup is None:  # long enough for the first swap (a second interpreter), short of half the stream
         warmup = min(10.0, max(hours * 6, 1.5 * swap_every), hours * 30)
-    warm_samples = round(warmup * 60 * audio.rate)
-    checker = Checker()
-    swaps, refused, requested, swap_ms = 0, 0, 0, []
-    swapped_in: dict[str, int] = {}
-    next_swap = swap_samples
-    next_progress, start_figures, interrupted = total // 10, None, None
     watcher = ModelWatcher(paths[0], prepare, poll_seconds=None).start()
-    first = process_figures()
-    started = time.perf_counter()
+    soak = _Soak(engine, watcher, paths, audio.rate, hours=hours, swap_every=swap_every, warmup=warmup)
     try:
-        with _Signals() as signals:
-            for block in audio.blocks():
-                if engine.input_samples >= total or signals.stop.is_set():
-                    interrupted = signals.received if signals.stop.is_set() else None
-                    break
-                try:
-                    checker.check(engine.process_hops(block), engine.labels)
-                except Exception as exc:  # noqa: BLE001 - counted: the soak reports every failure, then fails
-                    checker.error(f"at {engine.stream_time:.2f} s: {type(exc).__name__}: {exc}")
-                done = engine.input_samples
-                if next_swap is not None and done >= next_swap and not watcher.busy:
-                    requested += 1
-                    watcher.request("soak", paths[requested % len(paths)])
-                    next_swap += swap_samples
-                candidate = watcher.take()
-                if candidate is not None:
-                    if candidate.bundle is None:
-                        refused += 1
-                        checker.error(f"swap refused: {candidate.reason}")
-                    else:
-                        engine.swap_bundle(candidate.bundle)
-                        swaps += 1
-                        swap_ms.append(candidate.load_ms)
-                        name = f"{candidate.bundle.name} {candidate.bundle.version}"
-                        swapped_in[name] = swapped_in.get(name, 0) + 1
-                if start_figures is None and done >= warm_samples and watcher.settled:
-                    start_figures = {**process_figures(), "stream_seconds": round(done / audio.rate, 1)}
-                if progress and done >= next_progress:
-                    click.echo(
-                        f"soak: {100 * done / total:3.0f} %  {done / audio.rate / 3600:.2f} h  hops {engine.hops}  "
-                        f"swaps {swaps}  errors {checker.errors}  RSS {rss_mb():.1f} MB  "
-                        f"{time.perf_counter() - started:.0f} s",
-                        err=True,
-                    )
-                    next_progress += total // 10
-            if interrupted is None:
-                checker.check(engine.flush(), engine.labels)
-        wall = time.perf_counter() - started
+        with Signals() as signals:
+            soak.stream(audio.blocks(), signals, progress)
+        wall = time.perf_counter() - soak.started
         # measure at a quiet point, as at the start: a load in flight holds the file and interpreter open
         watcher.wait_idle()
         watcher.take()
         end = process_figures()  # with the watcher's thread still there, as at the start
     finally:
         watcher.close()
-    start_figures = start_figures or {**first, "stream_seconds": 0.0}
-    compute = engine.compute_stats()
-    stream_seconds = engine.stream_time
-    return {
-        "hours": round(stream_seconds / 3600, 4),
-        "stream_seconds": round(stream_seconds, 1),
-        "source": audio.describe(),
-        "models": [str(p) for p in paths],
-        "model": f"{bundle.name} {bundle.version}",
-        "runtime": getattr(bundle, "runtime", "?"),
-        "hops": engine.hops,
-        "sounding_hops": checker.sounding,
-        "labels": checker.labels_seen,
-        "errors": checker.errors,
-        "error_messages": checker.messages,
-        "swaps": swaps,
-        "swaps_refused": refused,
-        "swapped_in": swapped_in,
-        "swap_load_ms_median": round(sorted(swap_ms)[len(swap_ms) // 2], 1) if swap_ms else None,
-        "wall_seconds": round(wall, 1),
-        "speed_x_realtime": round(stream_seconds / wall, 1) if wall > 0 else None,
-        "hop_mean_ms": round(compute["mean_ms"], 3),
-        "hop_p99_ms": round(compute["p99_ms"], 3),
-        "rss_first_mb": first["rss_mb"],
-        "rss_start_mb": start_figures["rss_mb"],
-        "rss_start_after_seconds": start_figures["stream_seconds"],
-        "rss_end_mb": end["rss_mb"],
-        "rss_growth_mb": round(end["rss_mb"] - start_figures["rss_mb"], 2),
-        "threads_start": start_figures["threads"],
-        "threads_end": end["threads"],
-        "fds_start": start_figures["fds"],
-        "fds_end": end["fds"],
-        "interrupted": interrupted,
-    }
+    return soak.report(bundle, audio.describe(), wall, end)
+
+
+class _Soak:
+    """The state of one soak: the engine, its checker, the swaps asked for and taken, the figures."""
+
+    def __init__(self, engine: Any, watcher: Any, paths: list[Path], rate: int, *, hours: float, swap_every: float,
+                 warmup: float) -> None:  # fmt: skip
+        self.engine, self.watcher, self.paths, self.rate = engine, watcher, paths, rate
+        self.total = round(hours * 3600 * rate)
+        self.swap_samples = round(swap_every * 60 * rate) if swap_every > 0 else None
+        self.next_swap = self.swap_samples
+        self.warm_samples = round(warmup * 60 * rate)
+        self.checker = Checker()
+        self.swaps, self.refused, self.requested = 0, 0, 0
+        self.swap_ms: list[float] = []
+        self.swapped_in: dict[str, int] = {}
+        self.next_progress = self.total // 10
+        self.start_figures: dict[str, Any] | None = None
+        self.interrupted: str | None = None
+        self.first = process_figures()
+        self.started = time.perf_counter()
+
+    def stream(self, blocks: Iterator[Any], signals: Signals, progress: Callable[[str], None] | None) -> None:
+        """Blocks through the engine until the stream time is reached or a signal stops it."""
+        engine, checker = self.engine, self.checker
+        for block in blocks:
+            if engine.input_samples >= self.total or signals.stop.is_set():
+                self.interrupted = signals.received if signals.stop.is_set() else None
+                break
+            try:
+                checker.check(engine.process_hops(block), engine.labels)
+            except Exception as exc:  # noqa: BLE001 - counted: the soak reports every failure, then fails
+                checker.error(f"at {engine.stream_time:.2f} s: {type(exc).__name__}: {exc}")
+            self._swap()
+            done = engine.input_samples
+            if self.start_figures is None and done >= self.warm_samples and self.watcher.settled:
+                self.start_figures = {**process_figures(), "stream_seconds": round(done / self.rate, 1)}
+            if progress is not None and done >= self.next_progress:
+                progress(
+                    f"soak: {100 * done / self.total:3.0f} %  {done / self.rate / 3600:.2f} h  hops {engine.hops}  "
+                    f"swaps {self.swaps}  errors {checker.errors}  RSS {rss_mb():.1f} MB  "
+                    f"{time.perf_counter() - self.started:.0f} s"
+                )
+                self.next_progress += self.total // 10
+        if self.interrupted is None:
+            checker.check(engine.flush(), engine.labels)
+
+    def _swap(self) -> None:
+        """Ask for the next swap when it is due; take a loaded (or refused) one."""
+        watcher = self.watcher
+        if self.next_swap is not None and self.engine.input_samples >= self.next_swap and not watcher.busy:
+            self.requested += 1
+            watcher.request("soak", self.paths[self.requested % len(self.paths)])
+            self.next_swap += self.swap_samples or 0
+        candidate = watcher.take()
+        if candidate is None:
+            return
+        if candidate.bundle is None:
+            self.refused += 1
+            self.checker.error(f"swap refused: {candidate.reason}")
+            return
+        self.engine.swap_bundle(candidate.bundle)
+        self.swaps += 1
+        self.swap_ms.append(candidate.load_ms)
+        name = f"{candidate.bundle.name} {candidate.bundle.version}"
+        self.swapped_in[name] = self.swapped_in.get(name, 0) + 1
+
+    def report(self, bundle: Any, source: str, wall: float, end: dict[str, Any]) -> dict[str, Any]:
+        """The soak's figures, as `soak --json` prints them."""
+        engine, checker, first, swap_ms = self.engine, self.checker, self.first, self.swap_ms
+        start_figures = self.start_figures or {**first, "stream_seconds": 0.0}
+        compute = engine.compute_stats()
+        stream_seconds = engine.stream_time
+        return {
+            "hours": round(stream_seconds / 3600, 4),
+            "stream_seconds": round(stream_seconds, 1),
+            "source": source,
+            "models": [str(p) for p in self.paths],
+            "model": f"{bundle.name} {bundle.version}",
+            "runtime": getattr(bundle, "runtime", "?"),
+            "hops": engine.hops,
+            "sounding_hops": checker.sounding,
+            "labels": checker.labels_seen,
+            "errors": checker.errors,
+            "error_messages": checker.messages,
+            "swaps": self.swaps,
+            "swaps_refused": self.refused,
+            "swapped_in": self.swapped_in,
+            "swap_load_ms_median": round(sorted(swap_ms)[len(swap_ms) // 2], 1) if swap_ms else None,
+            "wall_seconds": round(wall, 1),
+            "speed_x_realtime": round(stream_seconds / wall, 1) if wall > 0 else None,
+            "hop_mean_ms": round(compute["mean_ms"], 3),
+            "hop_p99_ms": round(compute["p99_ms"], 3),
+            "rss_first_mb": first["rss_mb"],
+            "rss_start_mb": start_figures["rss_mb"],
+            "rss_start_after_seconds": start_figures["stream_seconds"],
+            "rss_end_mb": end["rss_mb"],
+            "rss_growth_mb": round(end["rss_mb"] - start_figures["rss_mb"], 2),
+            "threads_start": start_figures["threads"],
+            "threads_end": end["threads"],
+            "fds_start": start_figures["fds"],
+            "fds_end": end["fds"],
+            "interrupted": self.interrupted,
+        }
 
 
 def format_report(r: dict[str, Any]) -> str:
+    """The report as four lines (and one per error kept)."""
     verdict = "PASS" if r["passed"] else "FAIL"
     lines = [
         f"soak {verdict}: {r['hours']:.2f} h of {r['source']} through {r['model']} ({r['runtime']}) "

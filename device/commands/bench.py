@@ -28,10 +28,13 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
+
+from instrument_ai.device.commands.options import RunError, bundle_file_option, threads_option
 
 DEFAULT_REPEATS = 200
 HOP_SECONDS = 0.25
@@ -426,13 +429,81 @@ def bench_frontend(
     click.echo(json.dumps(report) if as_json else format_frontend_report(report))
 
 
-# The runtime benchmark (interpreter, end to end, RSS, start-up, LiteRT vs tensorflow.lite) lives
-# beside the engine it measures; plain `instrument-ai bench` runs it with the others.
-from instrument_ai.device.bench_runtime import runtime as _runtime  # noqa: E402
+# The runtime benchmark (interpreter, end to end, RSS, start-up, LiteRT vs tensorflow.lite) and the
+# live-outputs benchmark (page + SSE + MQTT against a plain run): their work is in device/bench_runtime.py and
+# device/bench_live.py; plain `instrument-ai bench` runs them with the others.
 
-bench.add_command(_runtime)
 
-# The live-outputs benchmark (page + SSE + MQTT against a plain run) drives real `run` processes.
-from instrument_ai.device.bench_live import live as _live  # noqa: E402
+@bench.command("runtime")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
+@click.option("--repeats", type=click.IntRange(min=5), default=None, help="Timed calls per figure [default: 200].")
+@bundle_file_option("int8 bundle [models/default.tflite].")
+@click.option("--float-model", type=click.Path(path_type=Path, dir_okay=False), help="Float bundle [beside --model].")
+@threads_option(default=None, help="The N of '1 and N threads' [CPUs].")
+@click.option(
+    "--process-runs", type=click.IntRange(0, 20), default=3, show_default=True, help="`run` start-ups timed (0: skip)."
+)
+@click.option("--no-tensorflow", is_flag=True, help="Skip the tensorflow.lite comparison (it takes seconds).")
+@click.pass_context
+def runtime(
+    ctx: click.Context,
+    as_json: bool,
+    repeats: int | None,
+    model: Path | None,
+    float_model: Path | None,
+    threads: int | None,
+    process_runs: int,
+    no_tensorflow: bool,
+) -> None:
+    """Interpreter latency (int8/float, 1/N threads), end-to-end cost per hop, decision latency, RSS and start-up."""
+    from instrument_ai.device.bench_runtime import format_runtime_report, run_runtime_benchmark
+    from instrument_ai.device.bundle import BundleError
+    from instrument_ai.device.model_files import default_model_candidates
 
-bench.add_command(_live)
+    as_json, repeats = resolve_common(ctx, as_json, repeats)
+    if model is None:
+        model = next((c for c in default_model_candidates() if c.is_file()), None)
+    for path in (model, float_model):
+        if path is not None and not path.is_file():
+            raise RunError(f"{path}: no such bundle")
+    try:
+        report = run_runtime_benchmark(
+            model,
+            float_model,
+            repeats=repeats,
+            threads=threads,
+            process_runs=process_runs,
+            compare_tensorflow=not no_tensorflow,
+        )
+    except BundleError as exc:  # a bundle the device refuses: one line, as everywhere
+        raise RunError(str(exc)) from None
+    click.echo(json.dumps(report) if as_json else format_runtime_report(report))
+
+
+@bench.command("live")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@click.option("--repeats", type=click.IntRange(min=5), default=None, help="Unused (the group's common option).")
+@bundle_file_option("Bundle [models/default.tflite].")
+@click.option("--runs", type=click.IntRange(1, 20), default=2, show_default=True, help="Runs per configuration.")
+@click.option("--loops", type=click.IntRange(1, 100), default=8, show_default=True, help="Demo repetitions per run.")
+@click.option("--mqtt", "broker", default=None, help="Broker HOST:PORT [a private mosquitto, when installed].")
+@click.option("--realtime", is_flag=True, help="Feed the audio at real time (slower; the daemon's normal pace).")
+@click.pass_context
+def live(
+    ctx: click.Context,
+    as_json: bool,
+    repeats: int | None,
+    model: Path | None,
+    runs: int,
+    loops: int,
+    broker: str | None,
+    realtime: bool,
+) -> None:
+    """Hop cost with the page, two SSE clients (one stuck) and MQTT on, against a plain run; RSS with all on."""
+    from instrument_ai.device.bench_live import format_live_report, run_live_benchmark
+
+    as_json, _ = resolve_common(ctx, as_json, repeats)
+    if model is not None and not model.is_file():
+        raise RunError(f"{model}: no such bundle")
+    report = run_live_benchmark(model, runs=runs, loops=loops, broker=broker, realtime=realtime)
+    click.echo(json.dumps(report) if as_json else format_live_report(report))

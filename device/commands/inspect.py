@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from instrument_ai.device import bundle as bundle_module
+from instrument_ai.device.commands.options import threads_option, trusted_key_option
 from instrument_ai.device.tflite_file import parse
 
 
@@ -54,8 +55,8 @@ def describe(path: Path, *, num_threads: int = 1, trusted_key: str | None = None
 @click.command("inspect")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64), help="Interpreter threads.")
-@click.option("--trusted-key", help="Also require a signature by this ed25519 public key (hex or file).")
+@threads_option()
+@trusted_key_option("Also require a signature by this ed25519 public key (hex or file).")
 def inspect_bundle(path: Path, as_json: bool, threads: int, trusted_key: str | None) -> None:
     """Print the metadata, operators, sizes and self-test result of the bundle PATH."""
     try:
