@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device.frontend import FrontendSpec, log_mel, mel_power, mfcc
+from instrument_ai.device.settings import DEFAULT_SETTINGS
 
 # NSynth's family names in id order (the data module's FAMILIES; repeated here so
 # scoring a bundle needs no training code).
@@ -33,7 +34,7 @@ NSYNTH_FAMILIES = (
 )  # fmt: skip
 OTHER = "other"  # family id 11: sounds that are no instrument (train/data.py LABELS)
 NSYNTH_SOURCES = ("acoustic", "electronic", "synthetic")
-DEFAULT_SILENCE_DB = -60.0
+DEFAULT_SILENCE_DB = DEFAULT_SETTINGS.silence_db
 """Windows quieter than this (RMS, dBFS) are not classified, as on the device."""
 STAGES: dict[str, Callable[[np.ndarray, FrontendSpec], np.ndarray]] = {
     "mfcc": mfcc,
@@ -467,8 +468,8 @@ def note_probabilities(probs: np.ndarray, window_note: np.ndarray, n_notes: int)
     return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 
-DEVICE_SMOOTH = 3
-DEVICE_MIN_CONFIDENCE = 0.4
+DEVICE_SMOOTH = DEFAULT_SETTINGS.smooth
+DEVICE_MIN_CONFIDENCE = DEFAULT_SETTINGS.min_confidence
 """`instrument-ai run`'s defaults (--smooth, --min-confidence): the `other` figures are the daemon's, as shipped."""
 
 
