@@ -22,7 +22,7 @@ feature frames. At every hop boundary (hop ``h`` ends at model-rate sample
    (frames before the stream began count as digital silence, so the first
    decision comes after one hop, not after a whole window);
 3. averages the probabilities of the last ``smooth`` non-silent hops; the
-   label is the top class, or "unknown" under ``min_confidence`` or under the
+   label (`decision.decide_label`) is the top class, or "unknown" under ``min_confidence`` or under the
    bundle's open-set threshold on the temperature-calibrated maximum
    probability (`openset.Rejection`; none in a bundle without ``open_set``).
    A bundle with an ``other`` output reports it like silence: the hop's label
@@ -41,13 +41,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from instrument_ai.device.decision import decide_label
 from instrument_ai.device.frontend import FrontendSpec, MfccStream, mfcc
-from instrument_ai.device.openset import OTHER, Rejection, rejection_from_metadata
+from instrument_ai.device.labels import OTHER, SILENCE, UNKNOWN
+from instrument_ai.device.openset import Rejection, rejection_from_metadata
 from instrument_ai.device.resample import StreamResampler, as_float_frames
 from instrument_ai.device.settings import DEFAULT_SETTINGS, EngineSettings
 
-SILENCE = "silence"
-UNKNOWN = "unknown"
 MIN_SOUND_SECONDS = 0.05
 """A whole stream shorter than this is named by no family: its one hop would be almost all padding."""
 # Labels that name no instrument: `other` (a bundle's 12th output) is reported like silence - no instrument event.
@@ -444,11 +444,7 @@ class Classifier:
             order = np.argsort(-smoothed, kind="stable")[: self.top_k]
             top = [(self.labels[i], float(smoothed[i])) for i in order]
             confidence = top[0][1]
-            label = top[0][0] if confidence >= self.min_confidence else UNKNOWN
-            # open-set rejection: the calibrated maximum probability of the smoothed hop (device/openset.py)
-            rejection = self.rejection
-            if label not in (UNKNOWN, OTHER) and float(rejection.calibrate(smoothed).max()) < rejection.threshold:
-                label = UNKNOWN
+            label = decide_label(smoothed, self.labels, min_confidence=self.min_confidence, rejection=self.rejection)
         frontend_ms = self._hop_frontend_s * 1e3
         self._hop_times.append(frontend_ms + inference_ms)
         event = Event(

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-OTHER = "other"
+from instrument_ai.device.labels import OTHER
+
 SCORE = "max_calibrated_probability"
 
 
