@@ -37,6 +37,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -223,6 +224,37 @@ class Classifier:
         self._top_k_wanted = settings.top_k
         self._hop_times: deque[float] = deque(maxlen=8192)
         self._set_bundle(bundle)
+
+    @classmethod
+    def open(
+        cls,
+        model: str | Path | None = None,
+        *,
+        input_rate: int | None = None,
+        channels: int = 1,
+        threads: int = 1,
+        trusted_key: str | None = None,
+        **settings: Any,
+    ) -> Classifier:
+        """Load a bundle (verified and self-tested) and stream with it: the one-call start.
+
+        `model`: a bundle path, or None for the default model (``$INSTRUMENT_AI_MODEL``, ``models/default.tflite``,
+        else the one shipped with the package). `settings`: `EngineSettings` fields. A refused bundle raises a
+        one-line `model_files.ModelLoadError`.
+
+        >>> import numpy as np
+        >>> from instrument_ai.device import Classifier
+        >>> clf = Classifier.open(smooth=1)
+        >>> [event.label for event in clf.process(np.zeros(16000, dtype=np.float32))]  # 1 s of digital silence
+        ['silence']
+        >>> clf.labels[-1], clf.hop_seconds
+        ('other', 0.25)
+        """
+        from instrument_ai.device.model_files import find_model, load_bundle
+
+        chosen = EngineSettings(**settings)  # a bad setting is refused before the model is loaded
+        bundle = load_bundle(find_model(None if model is None else Path(model)), threads, trusted_key)
+        return cls(bundle, settings=chosen, input_rate=input_rate, channels=channels)
 
     # -- set-up -----------------------------------------------------------------------
     def _set_bundle(self, bundle: BundleLike) -> None:

@@ -317,11 +317,11 @@ def test_random_bytes_named_wav_raise_only_source_error(loaded: Any, data: bytes
         path = Path(folder) / "random.wav"
         path.write_bytes(data)
         try:
-            result = classify_file(str(path), loaded, EngineSettings())
+            result = classify_file(str(path), loaded, settings=EngineSettings())
         except sources.SourceError as exc:
             assert "\n" not in str(exc) and str(path) in str(exc)
             return
-        assert result["label"] in (*loaded.labels, "silence", "unknown") and result["hops"] >= 1
+        assert result.label in (*loaded.labels, "silence", "unknown") and len(result.timeline) >= 1
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -286,7 +286,7 @@ def _classify_all(
     failed = 0
     for path in files:
         try:
-            result = classify_file(path, bundle, settings, max_seconds)
+            result = classify_file(path, bundle, settings=settings, max_seconds=max_seconds)
         except SourceError as exc:
             message = cli_message(exc)
             if len(files) == 1 and not as_json:  # one file: its reason is the one line
@@ -296,17 +296,14 @@ def _classify_all(
                 click.echo(json.dumps({"file": path, "error": message}))
             click.echo(f"instrument-ai classify: {message}", err=True)
             continue
-        events = result.pop("timeline")
         if as_json:
-            if timeline:
-                result["timeline"] = [e.to_dict() for e in events]
-            click.echo(json.dumps(result))
+            click.echo(json.dumps(result.to_dict(timeline=timeline)))
             continue
-        top = "  ".join(f"{t['label']} {t['p']:.2f}" for t in result["top_k"])
-        held = f", held {result['share']:.0%} of sounding hops" if result["share"] else ""
-        click.echo(f"{path}: {result['label']} {result['confidence']:.2f}  [{top}]  ({result['seconds']} s{held})")
+        top = "  ".join(f"{label} {p:.2f}" for label, p in result.top_k)
+        held = f", held {result.share:.0%} of sounding hops" if result.share else ""
+        click.echo(f"{path}: {result.label} {result.confidence:.2f}  [{top}]  ({result.seconds} s{held})")
         if timeline:
-            for event in events:
+            for event in result.timeline:
                 click.echo("  " + change_line(event))
     return failed
 
