@@ -16,11 +16,11 @@ from typing import Any
 
 import click
 
-from instrument_ai.device.commands.options import FiniteFloat
+from instrument_ai.device.commands.options import EXIT_USAGE, FiniteFloat
+from instrument_ai.device.errors import ConfigurationError
 
 TOKEN_ENV = "INSTRUMENT_AI_HTTP_TOKEN"
 MQTT_PASSWORD_ENV = "INSTRUMENT_AI_MQTT_PASSWORD"
-EXIT_USAGE = 2
 
 
 def live_options(func: Any) -> Any:
@@ -109,7 +109,7 @@ LIVE_KEYS = (
 )
 
 
-class LiveOptionError(click.ClickException):
+class LiveOptionError(click.ClickException, ConfigurationError):
     """A bad live option: one line, exit 2."""
 
     exit_code = EXIT_USAGE
