@@ -437,6 +437,14 @@ def format_runtime_report(report: dict[str, Any]) -> str:
                 )
             )
         lines += [""] + _table(rows)
+    lines += _latency_lines(report)
+    lines += _process_lines(report)
+    return "\n".join(lines)
+
+
+def _latency_lines(report: dict[str, Any]) -> list[str]:
+    """How soon each demo note is named, onset-aligned and plain, and what the no-instrument spans said."""
+    lines: list[str] = []
     for key in ("decision_latency", "decision_latency_unaligned"):
         if key not in report:
             continue
@@ -457,6 +465,12 @@ def format_runtime_report(report: dict[str, Any]) -> str:
             said = ", ".join(span["instrument_events"]) or "no instrument event"
             lines.append(f"  {span['kind']} at {span['onset']:.0f}-{span['offset']:.0f} s (no instrument): "
                          f"{span['hops_named_instrument']} of {span['hops']} hops named an instrument; {said}")
+    return lines
+
+
+def _process_lines(report: dict[str, Any]) -> list[str]:
+    """The `run` start-up table, the verdicts and what was unavailable."""
+    lines: list[str] = []
     procs = [("LiteRT path", report.get("process")), ("tensorflow.lite", report.get("tensorflow_lite"))]
     rows = [
         ("run --source demo --fast", "runtime", "start to 1st hop", "peak RSS", "hop median", "p99", "heavy imports")
@@ -491,4 +505,4 @@ def format_runtime_report(report: dict[str, Any]) -> str:
             )
     for name, reason in report["unavailable"].items():
         lines.append(f"{name}: {reason}")
-    return "\n".join(lines)
+    return lines
