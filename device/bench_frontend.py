@@ -1,17 +1,8 @@
-"""`instrument-ai bench`: measure what the device spends its time on.
+"""The frontend benchmark behind `instrument-ai bench frontend`: our MFCCs (batch and streaming) timed against
+librosa and python_speech_features, side by side.
 
 A benchmark, not a timed test: it prints medians and 90th percentiles measured
 in one run, side by side, so that the comparison survives a noisy machine.
-Plain `instrument-ai bench` runs every subcommand of the group that needs no
-argument; other benchmarks (model, end to end) are added to the same group.
-
-Conventions for a benchmark subcommand (so the group can run it):
-* options ``--json`` and ``--repeats`` (use `resolve_common` so that
-  ``instrument-ai bench --json --repeats 50`` reaches every subcommand);
-* ``--json`` prints exactly one JSON object per benchmark, with a
-  ``"benchmark": "<name>"`` key (plain `bench --json` prints JSON Lines);
-* no required argument, or the group skips it when it runs everything.
-
 The reference libraries (librosa, python_speech_features) are imported inside
 the functions and only when installed: the device install has neither, and
 this module must stay importable there.
@@ -22,55 +13,24 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.util
-import json
 import platform
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
-from instrument_ai.device.commands.options import RunError, bundle_file_option, threads_option
+from instrument_ai.device.errors import InstrumentAIError
 
 DEFAULT_REPEATS = 200
 HOP_SECONDS = 0.25
 """The engine's default decision hop: a new model window every quarter second."""
 
 
-# -- shared plumbing for the bench group ------------------------------------------------------
-
-
-def resolve_common(ctx: click.Context, as_json: bool, repeats: int | None) -> tuple[bool, int]:
-    """A subcommand's ``--json``/``--repeats``, falling back to the group's (``bench --json frontend``)."""
-    parent = ctx.parent.params if ctx.parent is not None else {}
-    as_json = as_json or bool(parent.get("as_json"))
-    if repeats is None:
-        repeats = parent.get("repeats") or DEFAULT_REPEATS
-    return as_json, int(repeats)
-
-
-@click.group(invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON object per benchmark).")
-@click.option(
-    "--repeats", type=click.IntRange(min=5), default=None, help=f"Timed calls per figure [default: {DEFAULT_REPEATS}]."
-)
-@click.pass_context
-def bench(ctx: click.Context, as_json: bool, repeats: int | None) -> None:
-    """Measure frontend, interpreter and end-to-end cost. Without a subcommand, run all of them."""
-    if ctx.invoked_subcommand is not None:
-        return
-    for name, command in bench.commands.items():
-        needs = [p.name for p in command.params if p.required]
-        if needs:
-            click.echo(f"bench {name}: skipped (needs {', '.join(str(n) for n in needs)})", err=True)
-            continue
-        accepted = {p.name for p in command.params}
-        forwarded = {key: value for key, value in ctx.params.items() if key in accepted}
-        ctx.invoke(command, **forwarded)
+class BenchAudioError(InstrumentAIError):
+    """The audio to time on cannot be used (unreadable, another rate, too short): one line, exit 1."""
 
 
 # -- timing ------------------------------------------------------------------------------------
@@ -155,12 +115,12 @@ def _load_audio(path: str | None, sample_rate: int, min_samples: int) -> tuple[n
     try:
         data, rate = read_audio(source)
     except AudioFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BenchAudioError(str(exc)) from None
     if rate != sample_rate:
-        raise click.ClickException(f"{source}: sample rate {rate} Hz, the default frontend expects {sample_rate} Hz")
+        raise BenchAudioError(f"{source}: sample rate {rate} Hz, the default frontend expects {sample_rate} Hz")
     mono = np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
     if mono.size < min_samples:
-        raise click.ClickException(
+        raise BenchAudioError(
             f"{source}: needs at least {min_samples} samples ({min_samples / sample_rate:.2f} s) of audio, "
             f"has {mono.size}"
         )
@@ -395,115 +355,3 @@ def format_frontend_report(report: dict[str, Any]) -> str:
         verdict = "met" if target["met"] else "MISSED"
         lines.append(f"target {names[key]}: {target['ratio']:.1f}x faster (need >= {target['required']:g}x) {verdict}")
     return "\n".join(lines)
-
-
-@bench.command("frontend")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-@click.option(
-    "--repeats",
-    type=click.IntRange(min=5),
-    default=None,
-    help=f"Timed calls per candidate [default: {DEFAULT_REPEATS}].",
-)
-@click.option(
-    "--audio",
-    "audio_path",
-    type=click.Path(dir_okay=False, path_type=str),
-    default=None,
-    help="16 kHz audio to time on (at least 1.25 s) [default: the demo clip].",
-)
-@click.option(
-    "--blas-threads",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="Cap BLAS threads while timing, for a fair single-core comparison (0: library default).",
-)
-@click.pass_context
-def bench_frontend(
-    ctx: click.Context, as_json: bool, repeats: int | None, audio_path: str | None, blas_threads: int
-) -> None:
-    """Time our MFCC frontend (batch, streaming) against librosa and python_speech_features, side by side."""
-    as_json, repeats = resolve_common(ctx, as_json, repeats)
-    report = run_frontend_benchmark(repeats=repeats, audio_path=audio_path, blas_threads=blas_threads)
-    click.echo(json.dumps(report) if as_json else format_frontend_report(report))
-
-
-# The runtime benchmark (interpreter, end to end, RSS, start-up, LiteRT vs tensorflow.lite) and the
-# live-outputs benchmark (page + SSE + MQTT against a plain run): their work is in device/bench_runtime.py and
-# device/bench_live.py; plain `instrument-ai bench` runs them with the others.
-
-
-@bench.command("runtime")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
-@click.option("--repeats", type=click.IntRange(min=5), default=None, help="Timed calls per figure [default: 200].")
-@bundle_file_option("int8 bundle [models/default.tflite].")
-@click.option("--float-model", type=click.Path(path_type=Path, dir_okay=False), help="Float bundle [beside --model].")
-@threads_option(default=None, help="The N of '1 and N threads' [CPUs].")
-@click.option(
-    "--process-runs", type=click.IntRange(0, 20), default=3, show_default=True, help="`run` start-ups timed (0: skip)."
-)
-@click.option("--no-tensorflow", is_flag=True, help="Skip the tensorflow.lite comparison (it takes seconds).")
-@click.pass_context
-def runtime(
-    ctx: click.Context,
-    as_json: bool,
-    repeats: int | None,
-    model: Path | None,
-    float_model: Path | None,
-    threads: int | None,
-    process_runs: int,
-    no_tensorflow: bool,
-) -> None:
-    """Interpreter latency (int8/float, 1/N threads), end-to-end cost per hop, decision latency, RSS and start-up."""
-    from instrument_ai.device.bench_runtime import format_runtime_report, run_runtime_benchmark
-    from instrument_ai.device.bundle import BundleError
-    from instrument_ai.device.model_files import default_model_candidates
-
-    as_json, repeats = resolve_common(ctx, as_json, repeats)
-    if model is None:
-        model = next((c for c in default_model_candidates() if c.is_file()), None)
-    for path in (model, float_model):
-        if path is not None and not path.is_file():
-            raise RunError(f"{path}: no such bundle")
-    try:
-        report = run_runtime_benchmark(
-            model,
-            float_model,
-            repeats=repeats,
-            threads=threads,
-            process_runs=process_runs,
-            compare_tensorflow=not no_tensorflow,
-        )
-    except BundleError as exc:  # a bundle the device refuses: one line, as everywhere
-        raise RunError(str(exc)) from None
-    click.echo(json.dumps(report) if as_json else format_runtime_report(report))
-
-
-@bench.command("live")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-@click.option("--repeats", type=click.IntRange(min=5), default=None, help="Unused (the group's common option).")
-@bundle_file_option("Bundle [models/default.tflite].")
-@click.option("--runs", type=click.IntRange(1, 20), default=2, show_default=True, help="Runs per configuration.")
-@click.option("--loops", type=click.IntRange(1, 100), default=8, show_default=True, help="Demo repetitions per run.")
-@click.option("--mqtt", "broker", default=None, help="Broker HOST:PORT [a private mosquitto, when installed].")
-@click.option("--realtime", is_flag=True, help="Feed the audio at real time (slower; the daemon's normal pace).")
-@click.pass_context
-def live(
-    ctx: click.Context,
-    as_json: bool,
-    repeats: int | None,
-    model: Path | None,
-    runs: int,
-    loops: int,
-    broker: str | None,
-    realtime: bool,
-) -> None:
-    """Hop cost with the page, two SSE clients (one stuck) and MQTT on, against a plain run; RSS with all on."""
-    from instrument_ai.device.bench_live import format_live_report, run_live_benchmark
-
-    as_json, _ = resolve_common(ctx, as_json, repeats)
-    if model is not None and not model.is_file():
-        raise RunError(f"{model}: no such bundle")
-    report = run_live_benchmark(model, runs=runs, loops=loops, broker=broker, realtime=realtime)
-    click.echo(json.dumps(report) if as_json else format_live_report(report))

@@ -16,10 +16,10 @@ from typing import Any
 import click
 
 from instrument_ai.device.errors import InstrumentAIError
+from instrument_ai.device.model_files import CURRENT
 from instrument_ai.device.settings import DEFAULT_SETTINGS, EngineSettings
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_AUDIO = 0, 1, 2, 3
-CURRENT = "current.tflite"  # the file `flash` installs in a model directory (device/model_files.py reads it)
 Decorator = Callable[[Any], Any]
 
 

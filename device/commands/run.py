@@ -31,7 +31,6 @@ import click
 from instrument_ai.device import model_files
 from instrument_ai.device.commands.live_options import LIVE_KEYS, live_options, open_live, parse_live_options
 from instrument_ai.device.commands.options import (
-    CURRENT,
     ENGINE_OPTIONS,
     EXIT_ERROR,
     EXIT_NO_AUDIO,
@@ -60,7 +59,6 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 source ended or stopped by SIGINT/SIGTERM; 1 error (model, file, device); "
     "2 usage error; 3 no microphone / no PortAudio."
 )
-assert CURRENT == "current.tflite"  # named in the help text below
 
 
 def make_engine(bundle: Any, rate: int, channels: int, settings: EngineSettings, source: str) -> Any:
