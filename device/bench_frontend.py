@@ -189,7 +189,7 @@ def _librosa_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> Refere
         return librosa.feature.mfcc(S=librosa.power_to_db(mel, amin=spec.log_floor, top_db=None), n_mfcc=spec.n_mfcc)
 
     candidate = _Candidate("librosa", "librosa.feature.mfcc", lambda: compute(window_fn()))
-    return candidate, librosa.__version__, compute
+    return candidate, str(getattr(librosa, "__version__", "unknown")), compute
 
 
 def _psf_candidate(spec: Any, window_fn: Callable[[], np.ndarray]) -> Reference | None:

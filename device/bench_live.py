@@ -156,7 +156,9 @@ def run_once(model: Path | None, pcm: bytes, rate: int, live: str | None, realti
         client.close()
     time.sleep(0.1)
     records = [json.loads(line) for line in lines if line.startswith("{")]
-    probe = next((json.loads(s[6:]) for s in (x.decode() for x in stderr) if s.startswith("PROBE=")), {})
+    probe: dict[str, Any] = next(
+        (json.loads(s[6:]) for s in (x.decode() for x in stderr) if s.startswith("PROBE=")), {}
+    )
     stop = next((r for r in reversed(records) if r.get("type") == "stop"), None)
     if process.returncode != 0 or stop is None:
         tail = b" ".join(stderr[-3:]).decode(errors="replace")[:300]

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -275,7 +276,9 @@ def run_process(model: Path, *, runtime: str | None = None, timeout: float = 300
             first_hop_s = time.perf_counter() - started
     process.wait(timeout=timeout)
     reader.join(timeout=5)
-    probe = next((json.loads(s[len("PROBE=") :]) for s in stderr_lines if s.startswith("PROBE=")), {})
+    probe: dict[str, Any] = next(
+        (json.loads(s[len("PROBE=") :]) for s in stderr_lines if s.startswith("PROBE=")), {}
+    )
     if process.returncode != 0 or not records:
         tail = " ".join(s.strip() for s in stderr_lines[-3:] if not s.startswith("PROBE="))
         return {"runtime": runtime or "default", "error": f"exit {process.returncode}: {tail[:300]}"}
@@ -389,7 +392,7 @@ def _verdicts(report: dict[str, Any]) -> dict[str, Any]:
 # -- report ----------------------------------------------------------------------------------------
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for i, row in enumerate(rows):
@@ -405,7 +408,9 @@ def format_runtime_report(report: dict[str, Any]) -> str:
     """The plain-text tables (no rich: the device install may not have it)."""
     lines = [f"runtime benchmark: {report.get('model', 'no model')}, {report['repeats']} calls per figure"]
     if "interpreter" in report:
-        rows = [("interpreter per 1 s window", "threads", "predict median", "p99", "invoke median", "p99")]
+        rows: list[tuple[str, ...]] = [
+            ("interpreter per 1 s window", "threads", "predict median", "p99", "invoke median", "p99")
+        ]
         for e in report["interpreter"]:
             rows.append(
                 (

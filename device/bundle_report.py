@@ -14,7 +14,9 @@ def describe(path: Path, *, num_threads: int = 1, trusted_key: str | None = None
     """Everything `inspect` prints, as one JSON-ready dict; BundleError when the device refuses the bundle."""
     bundle = bundle_module.load(path, num_threads=num_threads, trusted_key=trusted_key)
     model = parse(bundle.model.data)
-    payload = model.buffers[model.metadata_buffer(bundle_module.METADATA_NAME)][1]
+    index = model.metadata_buffer(bundle_module.METADATA_NAME)
+    assert index is not None  # bundle.load refused a file without it
+    payload = model.buffers[index][1]
     metadata_buffers = {index for _, index in model.metadata}
     tensors = [t for subgraph in model.subgraph_tensors for t in subgraph]
     metadata = dict(bundle.metadata)

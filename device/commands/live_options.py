@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from instrument_ai.device.commands.options import EXIT_USAGE, FiniteFloat
+from instrument_ai.device.commands.options import FiniteFloat
 from instrument_ai.device.errors import ConfigurationError
 
 TOKEN_ENV = "INSTRUMENT_AI_HTTP_TOKEN"
@@ -109,10 +109,8 @@ LIVE_KEYS = (
 )
 
 
-class LiveOptionError(click.ClickException, ConfigurationError):
-    """A bad live option: one line, exit 2."""
-
-    exit_code = EXIT_USAGE
+class LiveOptionError(ConfigurationError, click.ClickException):
+    """A bad live option: one line, exit 2 (a ClickException too, for click's own runner)."""
 
 
 @dataclass

@@ -35,12 +35,14 @@ class FiniteFloat(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
-class RunError(click.ClickException, InstrumentAIError):
-    """A one-line error of a command shell with its documented exit code (the message may name a flag)."""
+class RunError(InstrumentAIError, click.ClickException):
+    """A one-line error of a command shell with its documented exit code (the message may name a flag).
+
+    Also a ClickException, so click's own runner (the tests' `CliRunner`) prints it as `cli.main` does.
+    """
 
     def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+        super().__init__(message, exit_code=exit_code)
 
 
 def threads_option(*, default: int | None = 1, help: str = "Interpreter threads.") -> Decorator:
