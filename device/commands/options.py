@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
+from instrument_ai.device import model_files
 from instrument_ai.device.errors import InstrumentAIError
-from instrument_ai.device.model_files import CURRENT
 from instrument_ai.device.settings import DEFAULT_SETTINGS, EngineSettings
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_AUDIO = 0, 1, 2, 3
@@ -79,7 +79,7 @@ MODEL_OPTIONS = _stack(
         click.option(
             "--model-dir",
             type=click.Path(path_type=Path, file_okay=False),
-            help=f"Model directory (uses its {CURRENT}, as installed by `flash`).",
+            help=f"Model directory (uses its {model_files.CURRENT}, as installed by `flash`).",
         ),
         trusted_key_option(
             "Accept only bundles signed by this ed25519 public key (hex or key file), reloads included."
@@ -152,7 +152,6 @@ def settings_from_options(opts: dict[str, Any]) -> EngineSettings:
 
 def cli_message(exc: Exception) -> str:
     """A library error's one line, with the flag that would fix it where the library cannot know it."""
-    from instrument_ai.device import model_files
     from instrument_ai.device.files import FileTooLong
 
     if isinstance(exc, model_files.NoModelFound):
@@ -184,8 +183,6 @@ def library_errors() -> Iterator[None]:
 
 def find_model(model: Path | None, model_dir: Path | None) -> Path:
     """The bundle `--model` / `--model-dir` / the defaults name; RunError when there is none."""
-    from instrument_ai.device import model_files
-
     if model is not None and model_dir is not None:
         raise RunError("give either --model or --model-dir, not both", EXIT_USAGE)
     with library_errors():
@@ -194,7 +191,5 @@ def find_model(model: Path | None, model_dir: Path | None) -> Path:
 
 def load_model(path: Path, threads: int, trusted_key: str | None = None, require_other: bool = False) -> Any:
     """`model_files.load_bundle` with the command's one-line errors."""
-    from instrument_ai.device import model_files
-
     with library_errors():
         return model_files.load_bundle(path, threads, trusted_key, require_other)
