@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from instrument_ai.device.bench_runtime import _PROBE, HEAVY_MODULES, _demo_audio, _table
@@ -250,33 +249,3 @@ def format_live_report(report: dict[str, Any]) -> str:
             f"{'met' if report['rss_met'] else 'MISSED'}"
         )
     return "\n".join(lines)
-
-
-@click.command("live")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-@click.option("--repeats", type=click.IntRange(min=5), default=None, help="Unused (the group's common option).")
-@click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="Bundle [models/default.tflite].")
-@click.option("--runs", type=click.IntRange(1, 20), default=2, show_default=True, help="Runs per configuration.")
-@click.option("--loops", type=click.IntRange(1, 100), default=8, show_default=True, help="Demo repetitions per run.")
-@click.option("--mqtt", "broker", default=None, help="Broker HOST:PORT [a private mosquitto, when installed].")
-@click.option("--realtime", is_flag=True, help="Feed the audio at real time (slower; the daemon's normal pace).")
-@click.pass_context
-def live(
-    ctx: click.Context,
-    as_json: bool,
-    repeats: int | None,
-    model: Path | None,
-    runs: int,
-    loops: int,
-    broker: str | None,
-    realtime: bool,
-) -> None:
-    """Hop cost with the page, two SSE clients (one stuck) and MQTT on, against a plain run; RSS with all on."""
-    from instrument_ai.device.commands.bench import resolve_common
-    from instrument_ai.device.commands.run import RunError
-
-    as_json, _ = resolve_common(ctx, as_json, repeats)
-    if model is not None and not model.is_file():
-        raise RunError(f"{model}: no such bundle")
-    report = run_live_benchmark(model, runs=runs, loops=loops, broker=broker, realtime=realtime)
-    click.echo(json.dumps(report) if as_json else format_live_report(report))

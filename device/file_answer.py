@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from instrument_ai.device.engine import SILENCE, UNKNOWN, Event
+from instrument_ai.device.engine import Event
+from instrument_ai.device.labels import SILENCE, UNKNOWN
 
 
 def file_answer(hops: list[Event], labels: list[str], top_k: int) -> dict[str, Any]:

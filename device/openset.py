@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device.errors import ConfigurationError
+from instrument_ai.device.labels import OTHER
 
-OTHER = "other"
 SCORE = "max_calibrated_probability"
 
 

@@ -27,9 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from instrument_ai.device import bundle as device_bundle
-from instrument_ai.device import sources
+from instrument_ai.device import model_files, sources
 from instrument_ai.device.cli import cli
-from instrument_ai.device.commands import run as run_cli
+from instrument_ai.device.files import classify_file
+from instrument_ai.device.settings import EngineSettings
 
 GIB2 = 2 * 1024**3
 
@@ -311,14 +312,11 @@ def test_random_bytes_named_wav_raise_only_source_error(loaded: Any, data: bytes
         path = Path(folder) / "random.wav"
         path.write_bytes(data)
         try:
-            result = run_cli.classify_file(str(path), loaded, {**ENGINE_OPTS})
+            result = classify_file(str(path), loaded, settings=EngineSettings())
         except sources.SourceError as exc:
             assert "\n" not in str(exc) and str(path) in str(exc)
             return
-        assert result["label"] in (*loaded.labels, "silence", "unknown") and result["hops"] >= 1
-
-
-ENGINE_OPTS = {"hop": None, "smooth": 3, "silence_db": -60.0, "min_confidence": 0.4, "top_k": 3, "onset_align": True}
+        assert result.label in (*loaded.labels, "silence", "unknown") and len(result.timeline) >= 1
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -419,9 +417,9 @@ def test_a_non_numeric_quantisation_scale_is_one_line_in_run(tmp_path: Path, sid
     """The daemon's loader turns any loader failure into one line (and a reload into a refusal)."""
     path = tmp_path / "scale.tflite"
     path.write_bytes(with_member((side, "scale"), value))
-    with pytest.raises(run_cli.RunError) as info:
-        run_cli.load_bundle(path, 1)
-    assert str(path) in info.value.format_message() and "\n" not in info.value.format_message()
+    with pytest.raises(model_files.ModelLoadError) as info:
+        model_files.load_bundle(path, 1)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("value", [None, "abc"])

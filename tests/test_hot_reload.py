@@ -24,13 +24,12 @@ from fakemic import REPO, FakeBundle, sequence, tiny_bundle_bytes, tone
 from livehelp import wait_until
 
 from instrument_ai.device import bundle as device_bundle
-from instrument_ai.device import model_watch
-from instrument_ai.device.commands import run as run_cli
+from instrument_ai.device import model_files, model_watch
 from instrument_ai.device.engine import Classifier
 from instrument_ai.device.frontend import DEFAULT_SPEC
+from instrument_ai.device.settings import EngineSettings
 
 DEADLINE = 30.0  # a guard against a hung child, never a timing assertion
-ENGINE_OPTS = {"hop": None, "smooth": 3, "silence_db": -60.0, "min_confidence": 0.4, "top_k": 3, "onset_align": True}
 
 
 def point(directory: Path, target: str) -> None:
@@ -231,7 +230,7 @@ def test_check_runnable_refuses_what_the_daemon_cannot_use(bundle: Any, reason: 
 def test_check_runnable_accepts_a_real_bundle_at_the_daemons_rate(tmp_path: Path) -> None:
     path = tmp_path / "tiny.tflite"
     path.write_bytes(tiny_bundle_bytes())
-    bundle = run_cli.prepare_bundle(path, 1, None, ENGINE_OPTS, 44100, 2)
+    bundle = model_files.prepare_bundle(path, 1, None, EngineSettings(), 44100, 2)
     assert bundle.name == "tiny-test" and bundle.self_test["passed"]
 
 
@@ -365,8 +364,8 @@ def test_daemon_refuses_unsigned_and_corrupt_bundles_keeps_classifying_then_swap
 
 SLOW_SECOND_LOAD = """
 import sys, time
-from instrument_ai.device.commands import run as run_cli
-_load = run_cli.load_bundle
+from instrument_ai.device import model_files
+_load = model_files.load_bundle
 _calls = []
 def slow_load(*args, **kwargs):
     _calls.append(args)
@@ -374,7 +373,7 @@ def slow_load(*args, **kwargs):
         print("LOADING", file=sys.stderr, flush=True)
         time.sleep(60)
     return _load(*args, **kwargs)
-run_cli.load_bundle = slow_load
+model_files.load_bundle = slow_load
 """
 
 

@@ -16,8 +16,8 @@ import soundfile
 from click.testing import CliRunner
 from fakemic import REPO, FakeBundle, sequence, tiny_bundle_bytes
 
+from instrument_ai.device import soak as soak_lib
 from instrument_ai.device.cli import cli
-from instrument_ai.device.commands import soak as soak_cli
 from instrument_ai.device.engine import Event
 
 
@@ -67,7 +67,7 @@ def test_two_bundles_alternate_and_a_file_source_loops(tiny_bundle_path: Path, t
 
 def test_text_report_and_failure_on_rss_growth(tiny_bundle_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rss = iter([50.0, 51.0, 58.0])
-    monkeypatch.setattr(soak_cli, "process_figures", lambda: {"rss_mb": next(rss), "threads": 1, "fds": 5})
+    monkeypatch.setattr(soak_lib, "process_figures", lambda: {"rss_mb": next(rss), "threads": 1, "fds": 5})
     result = CliRunner().invoke(
         cli, ["soak", "--hours", "0.002", "--model", str(tiny_bundle_path), "--swap-every", "0"]
     )
@@ -112,8 +112,8 @@ class FailingBundle(FakeBundle):
 
 def test_exceptions_in_the_pipeline_are_counted_and_the_soak_goes_on() -> None:
     bundle = FailingBundle()
-    audio = soak_cli.GeneratedAudio(16000, seed=3)
-    report = soak_cli.run_soak(bundle, [Path("unused.tflite")], audio, hours=0.01, swap_every=0, warmup=0)
+    audio = soak_lib.GeneratedAudio(16000, seed=3)
+    report = soak_lib.run_soak(bundle, [Path("unused.tflite")], audio, hours=0.01, swap_every=0, warmup=0)
     assert report["errors"] == bundle.calls // 50 >= 2 and report["hops"] > 100
     assert "RuntimeError: interpreter failed at call 50" in report["error_messages"][0]
 
@@ -133,7 +133,7 @@ def _event(hop: int, time: float, label: str = "low", probs: Any = None) -> Even
 
 
 def test_checker_finds_every_broken_invariant() -> None:
-    checker = soak_cli.Checker()
+    checker = soak_lib.Checker()
     labels = ["low", "mid", "high"]
     checker.check([_event(0, 0.25, probs=np.array([0.2, 0.3, 0.5])), _event(1, 0.5, "silence")], labels)
     assert checker.errors == 0 and checker.sounding == 1
@@ -148,7 +148,7 @@ def test_checker_finds_every_broken_invariant() -> None:
 
 def test_generated_audio_is_seeded_varied_and_in_range() -> None:
     def take(seed: int, n: int = 300) -> list[np.ndarray]:
-        blocks = soak_cli.GeneratedAudio(48000, seed).blocks()
+        blocks = soak_lib.GeneratedAudio(48000, seed).blocks()
         return [next(blocks) for _ in range(n)]
 
     first, again, other = take(1), take(1), take(2)
@@ -158,7 +158,7 @@ def test_generated_audio_is_seeded_varied_and_in_range() -> None:
     sizes = {b.shape[0] for b in first}
     assert audio.dtype == np.float32 and audio.shape[1] == 1 and np.isfinite(audio).all()
     assert np.abs(audio).max() <= 1.0 and min(sizes) >= 240 and max(sizes) < 5760 and len(sizes) > 100
-    source = soak_cli.GeneratedAudio(16000, 0)
+    source = soak_lib.GeneratedAudio(16000, 0)
     blocks = source.blocks()
     for _ in range(3000):
         next(blocks)
