@@ -46,6 +46,7 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy  # the package instrument_ai.device, strict: see [tool.mypy] in pyproject.toml
 	$(PY) -m pytest -q
 
 # The whole corpus in one command: fetch every catalogue source (pinned commits, resumable) into
@@ -66,6 +67,7 @@ corpus: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) .stamp-apt build *.egg-info

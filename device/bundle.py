@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device import tflite_file
+from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.frontend import FrontendSpec, MfccStream
 from instrument_ai.device.interpreter import RuntimeUnavailable, make_interpreter
 from instrument_ai.device.openset import OpenSetError, rejection_from_metadata
@@ -61,7 +62,7 @@ FLOAT_GOLDEN_TOLERANCE = 1e-3
 """Golden outputs of a float model: a probability may move by 1e-3 between runtimes (one int8 step is 4e-3)."""
 
 
-class BundleError(Exception):
+class BundleError(InstrumentAIError):
     """A bundle the device refuses; the message is one line and names the file and the reason."""
 
 

@@ -36,6 +36,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from instrument_ai.device.errors import ConfigurationError
 from instrument_ai.device.event_hub import EventHub, TooManyClients, sse_message
 from instrument_ai.device.live_state import LiveState
 
@@ -53,7 +54,7 @@ STREAM_SEND_BUFFER = 16384
 """Kernel send buffer of a live stream (bytes): what a stuck reader can absorb before its queue fills."""
 
 
-class HttpConfigError(ValueError):
+class HttpConfigError(ConfigurationError, ValueError):
     """A bad --http option, or an address that cannot be served (one line; the command exits 2)."""
 
 
@@ -234,7 +235,7 @@ class PageApp:
     def health(self) -> tuple[int, dict[str, Any]]:
         age = self.state.last_hop_age()
         ok = age <= self.stall_seconds
-        body = {
+        body: dict[str, Any] = {
             "ok": ok,
             "last_hop_age_s": round(age, 3),
             "stall_seconds": self.stall_seconds,

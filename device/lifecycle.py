@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instrument_ai.device.errors import ConfigurationError
+from instrument_ai.device.errors import ConfigurationError, InstrumentAIError
 
 CURRENT = "current.tflite"
 VERSIONS = "versions"
@@ -53,7 +53,7 @@ _VERSION_FILE = re.compile(r"versions/(?!\.)[^/\\\x00]+\.tflite")
 """The only form an entry's file may take: a bundle directly inside versions/ (no '..', no absolute path)."""
 
 
-class LifecycleError(RuntimeError):
+class LifecycleError(InstrumentAIError, RuntimeError):
     """A model directory operation that was refused; the message is one line for the user."""
 
 

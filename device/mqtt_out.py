@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from instrument_ai.device.errors import ConfigurationError
+
 TOPIC_ROOT = "instrument-ai"
 QUEUE_MESSAGES = 1000
 WINDOW_MESSAGES = 100
@@ -46,7 +48,7 @@ REMIND_SECONDS = 60.0
 Report = Callable[[dict[str, Any]], None]
 
 
-class MqttConfigError(ValueError):
+class MqttConfigError(ConfigurationError, ValueError):
     """A bad --mqtt option (one line); the command exits 2."""
 
 
@@ -387,7 +389,7 @@ def _make_client(config: MqttConfig) -> Any:
     except ImportError:
         raise MqttConfigError("--mqtt needs paho-mqtt: pip install 'instrument-ai[mqtt]'") from None
 
-    class _Client(mqtt.Client):  # type: ignore[misc,name-defined]
+    class _Client(mqtt.Client):  # type: ignore[misc,name-defined,unused-ignore]
         """Remembers why the last connection attempt failed (paho's on_connect_fail does not say)."""
 
         last_connect_error: BaseException | None = None

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device.frontend import FrontendSpec, log_mel, mel_power, mfcc
+from instrument_ai.device.settings import DEFAULT_SETTINGS
 
 # NSynth's family names in id order (the data module's FAMILIES; repeated here so
 # scoring a bundle needs no training code).
@@ -33,7 +34,7 @@ NSYNTH_FAMILIES = (
 )  # fmt: skip
 OTHER = "other"  # family id 11: sounds that are no instrument (train/data.py LABELS)
 NSYNTH_SOURCES = ("acoustic", "electronic", "synthetic")
-DEFAULT_SILENCE_DB = -60.0
+DEFAULT_SILENCE_DB = DEFAULT_SETTINGS.silence_db
 """Windows quieter than this (RMS, dBFS) are not classified, as on the device."""
 STAGES: dict[str, Callable[[np.ndarray, FrontendSpec], np.ndarray]] = {
     "mfcc": mfcc,
@@ -467,18 +468,19 @@ def note_probabilities(probs: np.ndarray, window_note: np.ndarray, n_notes: int)
     return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 
-DEVICE_SMOOTH = 3
-DEVICE_MIN_CONFIDENCE = 0.4
+DEVICE_SMOOTH = DEFAULT_SETTINGS.smooth
+DEVICE_MIN_CONFIDENCE = DEFAULT_SETTINGS.min_confidence
 """`instrument-ai run`'s defaults (--smooth, --min-confidence): the `other` figures are the daemon's, as shipped."""
 
 
 def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_confidence: float = 0.0,
                smooth: int = 1) -> list[str]:  # fmt: skip
-    """The label the device would give each window: top class, `unknown` under the calibrated threshold.
+    """The label the device would give each window (`device.decision.decide_labels`, the engine's rule).
 
     With `smooth` > 1 each window's probabilities are averaged with the previous ones of its note (at most
     `smooth`), and `min_confidence` applies to that average, as the engine does per hop.
     """
+    from instrument_ai.device.decision import decide_labels
     from instrument_ai.device.openset import rejection_from_metadata
 
     rejection = rejection_from_metadata({"open_set": open_set} if open_set else None)
@@ -492,16 +494,7 @@ def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_co
             while first > 0 and k - first + 1 < smooth and pred.window_note[first - 1] == pred.window_note[k]:
                 first -= 1
             probs[k] = pred.probs[first : k + 1].mean(axis=0)
-    top = probs.argmax(axis=1)
-    conf = probs.max(axis=1)
-    calibrated = rejection.calibrate(probs).max(axis=1)
-    out = []
-    for k, i in enumerate(top):
-        label = pred.labels[i]
-        if conf[k] < min_confidence or (label != OTHER and calibrated[k] < rejection.threshold):
-            label = "unknown"
-        out.append(label)
-    return out
+    return decide_labels(probs, pred.labels, min_confidence=min_confidence, rejection=rejection)
 
 
 def device_other_figures(pred: Predictions, chosen: np.ndarray, open_set: dict[str, Any] | None,

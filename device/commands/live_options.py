@@ -17,10 +17,10 @@ from typing import Any
 import click
 
 from instrument_ai.device.commands.options import FiniteFloat
+from instrument_ai.device.errors import ConfigurationError
 
 TOKEN_ENV = "INSTRUMENT_AI_HTTP_TOKEN"
 MQTT_PASSWORD_ENV = "INSTRUMENT_AI_MQTT_PASSWORD"
-EXIT_USAGE = 2
 
 
 def live_options(func: Any) -> Any:
@@ -109,10 +109,8 @@ LIVE_KEYS = (
 )
 
 
-class LiveOptionError(click.ClickException):
-    """A bad live option: one line, exit 2."""
-
-    exit_code = EXIT_USAGE
+class LiveOptionError(ConfigurationError, click.ClickException):
+    """A bad live option: one line, exit 2 (a ClickException too, for click's own runner)."""
 
 
 @dataclass

@@ -1,9 +1,10 @@
-"""Shared fixtures of the bundle and convert tests: a tiny trained run, converted once per session.
+"""Helpers of the bundle and convert tests: a tiny trained run and its conversion, and bundle edits.
 
-Training, the TF import and each conversion cost seconds, so they happen once
-per test session (cached in this module) and every test file reuses the same
-artifacts. The run folder has the layout of docs/INTERFACES.md "Training run
-folder": config.json, model.keras, calibration.npz, metrics.json.
+Training, the TF import and each conversion cost seconds, so `artifacts` runs
+once per test session (the session fixture ``art`` in conftest.py) and every
+test file reuses the same artifacts. The run folder has the layout of
+docs/INTERFACES.md "Training run folder": config.json, model.keras,
+calibration.npz, metrics.json.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from instrument_ai.device.frontend import DEFAULT_SPEC
 
 LABELS = ["bass", "brass", "flute"]
 N_MFCC, FRAMES = DEFAULT_SPEC.n_mfcc, 59
-_CACHE: dict[str, Any] = {}
 
 
 def synthetic_windows(rng: np.random.Generator, n: int, n_labels: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -112,9 +112,7 @@ def degenerate_model(n_labels: int = 3) -> Any:
 
 
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Once per session: the trained tiny run, its int8 bundle (via the CLI) and the Keras model."""
-    if "run" in _CACHE:
-        return _CACHE
+    """The trained tiny run, its int8 bundle (via the CLI) and the Keras model (conftest's ``art`` calls it once)."""
     import keras
     from click.testing import CliRunner
 
@@ -133,10 +131,15 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = root / "models" / "tiny.tflite"
     result = CliRunner().invoke(convert, [str(run), "--out", str(out), "--name", "tiny", "--version", "1.2.3"])
     assert result.exit_code == 0, result.output
-    _CACHE.update(
-        run=run, bundle=out, cli_output=result.output, model=model, valid_x=valid_x, valid_y=valid_y, root=root
-    )
-    return _CACHE
+    return {
+        "run": run,
+        "bundle": out,
+        "cli_output": result.output,
+        "model": model,
+        "valid_x": valid_x,
+        "valid_y": valid_y,
+        "root": root,
+    }
 
 
 def rewrite(source: Path, target: Path, mutate: Callable[[dict[str, Any]], None], **kwargs: Any) -> Path:
