@@ -15,19 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-from test_bundle_support import artifacts, rewrite
+from bundle_support import rewrite
 from test_lifecycle_bundles import _fake_openssh, current_version
 
 from instrument_ai.device import lifecycle
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "instrument_ai.device.cli"]
-
-
-@pytest.fixture(scope="module")
-def art(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return artifacts(tmp_path_factory)
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
