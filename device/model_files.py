@@ -2,8 +2,10 @@
 
 A model is a bundle file given directly, the ``current.tflite`` of a model directory (as `flash` installs it),
 ``$INSTRUMENT_AI_MODEL``, ``models/default.tflite`` under the working directory, or the default that ships with
-the package. Every refusal is one line: `ModelNotFound` / `ModelLoadError` (exit 1) or a `ConfigurationError`
-(a bad trusted key, a bundle without ``other`` where one is required; exit 2). Messages name values, not flags.
+the package. Every refusal is one line: `ModelNotFound` / `ModelLoadError` (exit 1) or, for what a service
+restart cannot fix, exit 2: a `ConfigurationError` (a bad trusted key, a bundle the key refuses, a bundle without
+``other`` where one is required) or a model directory that is missing or holds no model yet. Messages name
+values, not flags.
 """
 
 from __future__ import annotations
@@ -27,15 +29,27 @@ class ModelNotFound(InstrumentAIError):
 
 
 class NoModelDirectory(ModelNotFound):
-    """The model directory named does not exist."""
+    """The model directory named does not exist (exit 2: configuration)."""
+
+    exit_code = 2
 
 
 class NoModelFound(ModelNotFound):
     """Nothing given, and none of the default places holds a bundle."""
 
 
+class NoModelInstalled(ModelNotFound):
+    """A model directory with no current model yet (exit 2: a service restart cannot fix it, a flash can)."""
+
+    exit_code = 2
+
+
 class ModelLoadError(InstrumentAIError):
-    """The bundle was found but refused: digests, fields, signature, interpreter or self-test (exit 1)."""
+    """The bundle was found but refused: digests, fields, interpreter or self-test (exit 1)."""
+
+
+class UntrustedModel(ConfigurationError):
+    """The device's trusted key refuses the bundle (exit 2: the key or the bundle must change, not the process)."""
 
 
 class TrustedKeyError(ConfigurationError):
@@ -83,7 +97,7 @@ def installed_model(model_dir: Path) -> Path:
     repair_if_possible(model_dir)
     current = model_dir / CURRENT
     if not current.exists():
-        raise ModelNotFound(f"{model_dir}: no model installed ({CURRENT} missing; use `instrument-ai flash`)")
+        raise NoModelInstalled(f"{model_dir}: no model installed ({CURRENT} missing; use `instrument-ai flash`)")
     return current
 
 
@@ -93,7 +107,7 @@ def load_bundle(path: Path, threads: int = 1, trusted_key: str | None = None, re
     `require_other`: a device set up to say `other` for non-instrument sounds refuses a bundle that cannot
     (a 0.3-style 11-family model would name an instrument for every voice and door in the room).
     """
-    from instrument_ai.device.bundle import BundleError, load
+    from instrument_ai.device.bundle import BundleError, UntrustedBundle, load
 
     if trusted_key is not None:  # a bad key is configuration (exit 2: systemd does not restart on it)
         from instrument_ai.device.ed25519 import load_public_key
@@ -104,6 +118,8 @@ def load_bundle(path: Path, threads: int = 1, trusted_key: str | None = None, re
             raise TrustedKeyError(str(exc)) from None
     try:
         bundle = load(path, num_threads=threads, trusted_key=trusted_key)
+    except UntrustedBundle as exc:
+        raise UntrustedModel(str(exc)) from None
     except BundleError as exc:
         raise ModelLoadError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - an interpreter's own error types: still one line, never a traceback

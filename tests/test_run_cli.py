@@ -256,7 +256,7 @@ def test_unreadable_audio_and_garbage_model(tmp_path: Path, tiny_bundle_path: Pa
     empty_dir = tmp_path / "models"
     empty_dir.mkdir()
     result = CliRunner().invoke(cli, ["run", "--source", "demo", "--fast", "--model-dir", str(empty_dir)])
-    assert result.exit_code == 1 and "no model installed" in result.output
+    assert result.exit_code == 2 and "no model installed" in result.output
 
 
 def test_mid_stream_read_failure_is_reported_not_raised(tmp_path: Path, tiny_bundle_path: Path) -> None:

@@ -7,6 +7,8 @@ is written, not when systemd starts it; `%` and `$` in --args reach the daemon a
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -49,3 +51,24 @@ def test_percent_and_dollar_in_args_reach_the_daemon_as_typed() -> None:
     percent_dir = CliRunner().invoke(cli, [*BASE, "--model-dir", "/srv/100%"])
     assert "--model-dir /srv/100%%" in _exec_start(percent_dir.output)
     assert "WorkingDirectory=/srv/100%%" in percent_dir.output
+
+
+def test_errors_a_restart_cannot_fix_exit_2_so_systemd_stops_retrying(tmp_path: Path, art: dict[str, Any]) -> None:
+    """No model installed yet, or a bundle the trusted key refuses: configuration (exit 2), not a runtime error."""
+    from instrument_ai.convert import signing
+    from instrument_ai.device import lifecycle
+
+    unit = CliRunner().invoke(cli, BASE)
+    assert "RestartPreventExitStatus=2" in unit.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    demo = ["run", "--source", "demo", "--fast", "--json"]
+    result = CliRunner().invoke(cli, [*demo, "--model-dir", str(empty)])
+    assert result.exit_code == 2 and "no model installed" in result.output, result.output
+    result = CliRunner().invoke(cli, [*demo, "--model-dir", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "no such model directory" in result.output, result.output
+    public, _ = signing.generate_keypair(tmp_path / "k.pem")
+    models = tmp_path / "models"
+    lifecycle.install(art["bundle"], models)  # unsigned, flashed before the key was set up
+    result = CliRunner().invoke(cli, [*demo, "--model-dir", str(models), "--trusted-key", str(public)])
+    assert result.exit_code == 2 and "not signed" in result.output, result.output
