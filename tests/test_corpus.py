@@ -18,7 +18,9 @@ import soundfile
 from click.testing import CliRunner
 
 from instrument_ai.device.cli import cli
-from instrument_ai.train import corpus, data, gm_programs
+from instrument_ai.train.corpus import build as corpus
+from instrument_ai.train.corpus import nsynth as data
+from instrument_ai.train.sources import gm_programs
 
 LIMIT = 48
 

@@ -19,8 +19,9 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-from instrument_ai.train import data, tfrecord
-from instrument_ai.train.data import (
+from instrument_ai.train.corpus import nsynth as data
+from instrument_ai.train.corpus import tfrecord
+from instrument_ai.train.corpus.nsynth import (
     FAMILIES,
     FIELDS,
     QUALITIES,
@@ -487,7 +488,7 @@ def test_bad_json_input_is_skipped_and_counted_or_strict_error(
     breaker, reason, match = BREAKS[case]
     breaker(nsynth_folder)
     report = ReadReport()
-    with caplog.at_level(logging.WARNING, logger="instrument_ai.train.data"):
+    with caplog.at_level(logging.WARNING, logger="instrument_ai.train.corpus.nsynth"):
         notes = list(iter_notes(nsynth_folder, report=report))
     expected = 6 if case == "duplicate" else 5  # the duplicate's first copy is fine
     assert len(notes) == expected and report.notes == expected
@@ -817,7 +818,7 @@ def test_describe(nsynth_folder: Path, tfrecord_file: Path) -> None:
 
 def test_importing_data_stays_light() -> None:
     code = (
-        "import sys, instrument_ai.train.data, instrument_ai.train.tfrecord;"
+        "import sys, instrument_ai.train.corpus.nsynth, instrument_ai.train.corpus.tfrecord;"
         "print([m for m in ('tensorflow', 'librosa', 'scipy', 'numba', 'soundfile') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

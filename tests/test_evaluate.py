@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from instrument_ai.train import evaluate as ev
-from instrument_ai.train.evaluate_cli import evaluate as evaluate_cmd
-from instrument_ai.train.report import is_png
+from instrument_ai.train.commands.evaluate import evaluate as evaluate_cmd
+from instrument_ai.train.experiments import evaluate as ev
+from instrument_ai.train.experiments.report import is_png
 
 _spec = importlib.util.spec_from_file_location("toy_eval", Path(__file__).with_name("test_evaluate_toycorpus.py"))
 _module = importlib.util.module_from_spec(_spec)
@@ -144,7 +144,7 @@ def test_evaluate_split_restricts_to_its_instruments(tmp_path: Path, corpus_and_
 
 
 def test_evaluate_reads_nsynth_tfrecords(corpus_and_run, tmp_path: Path) -> None:
-    from instrument_ai.train import data as data_module
+    from instrument_ai.train.corpus import nsynth as data_module
 
     corpus, run = corpus_and_run
     notes = [n for n in data_module.iter_notes(corpus, num_samples=None) if n.family_str == "flute"]
@@ -165,7 +165,7 @@ def test_cli_prints_a_summary_and_uses_a_default_out_dir(corpus_and_run, tmp_pat
     assert "note accuracy" in res.output and "reversed" in res.output and "organ" in res.output
     assert is_png(out / "confusion.png")
     assert json.loads((tmp_path / "e.json").read_text())["n_notes"] == 24
-    from instrument_ai.train.evaluate_cli import default_out_dir
+    from instrument_ai.train.commands.evaluate import default_out_dir
 
     assert default_out_dir(run, corpus, "test") == run / "eval-corpus-test"
 

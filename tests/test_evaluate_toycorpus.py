@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from instrument_ai.train import data as data_module
+from instrument_ai.train.corpus import nsynth as data_module
 
 RATE = 16000
 # family -> (harmonic slope, odd harmonics only, percussive)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from instrument_ai.train import holdout as ho
-from instrument_ai.train import study as st
-from instrument_ai.train.experiment_cli import experiment
-from instrument_ai.train.report import is_png
+from instrument_ai.train.commands.experiment import experiment
+from instrument_ai.train.experiments import holdout as ho
+from instrument_ai.train.experiments import study as st
+from instrument_ai.train.experiments.report import is_png
 
 _spec = importlib.util.spec_from_file_location("toy_experiment", Path(__file__).with_name("test_evaluate_toycorpus.py"))
 toy = importlib.util.module_from_spec(_spec)

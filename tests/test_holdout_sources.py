@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from instrument_ai.train import holdout as ho
+from instrument_ai.train.experiments import holdout as ho
 
 _spec = importlib.util.spec_from_file_location("toy_sources", Path(__file__).with_name("test_evaluate_toycorpus.py"))
 toy = importlib.util.module_from_spec(_spec)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from instrument_ai.device.cli import cli
-from instrument_ai.train import holdout as ho
+from instrument_ai.train.experiments import holdout as ho
 
 REPO = Path(__file__).resolve().parents[1]
 

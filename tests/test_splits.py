@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from instrument_ai.device.cli import cli
-from instrument_ai.train import data, gm_programs
-from instrument_ai.train.splits import SplitError, check_disjoint, make_splits, write_splits
+from instrument_ai.train.corpus import nsynth as data
+from instrument_ai.train.corpus.splits import SplitError, check_disjoint, make_splits, write_splits
+from instrument_ai.train.sources import gm_programs
 
 LIBRARIES = ("TimGM6mb", "FluidR3", "MuseScoreGeneral", "GeneralUserGS", "AlexsGM")
 PROGRAMS = (0, 4, 11, 19, 24, 33, 40, 48, 56, 65, 73, 81, 52)

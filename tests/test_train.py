@@ -42,7 +42,8 @@ def render_tiny_corpus(
     """Render an NSynth-format corpus folder (examples.json, audio/, instruments.json) with tinysoundfont."""
     import tinysoundfont
 
-    from instrument_ai.train.data import (
+    from instrument_ai.train.corpus.demo_clip import timgm6mb_path
+    from instrument_ai.train.corpus.nsynth import (
         FAMILIES,
         SOURCES,
         Note,
@@ -51,7 +52,6 @@ def render_tiny_corpus(
         write_examples_json,
         write_note_wav,
     )
-    from instrument_ai.train.demo_clip import timgm6mb_path
 
     rate = 16000
     synth = tinysoundfont.Synth(samplerate=rate)
@@ -126,7 +126,7 @@ def edge_run(corpus: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.mark.slow  # the module's edge run (TensorFlow import + 2 short epochs) is set up here: 20-35 s
 def test_edge_run_folder_follows_the_contract(edge_run: Path) -> None:
     from instrument_ai.device.frontend import DEFAULT_SPEC
-    from instrument_ai.train.report import is_png
+    from instrument_ai.train.experiments.report import is_png
 
     for name in ("config.json", "model.keras", "history.json", "metrics.json", "calibration.npz", "report.md"):
         assert (edge_run / name).is_file(), name
@@ -501,7 +501,7 @@ def test_ctrl_c_is_held_back_while_a_checkpoint_is_written() -> None:
 
 def test_evaluate_reads_the_run_and_scores_its_training_notes(edge_run: Path, corpus: Path) -> None:
     """The evaluation side consumes the run folder as written: sane numbers, above chance on training notes."""
-    from instrument_ai.train.evaluate import evaluate
+    from instrument_ai.train.experiments.evaluate import evaluate
 
     config = json.loads((edge_run / "config.json").read_text())
     result = evaluate(edge_run, corpus, instruments=config["data"]["instruments"]["train"])

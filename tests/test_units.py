@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instrument_ai.train import corpus, units
-from instrument_ai.train.data import iter_notes
-from instrument_ai.train.data import read_examples_json as read_examples
-from instrument_ai.train.imported import NUM_SAMPLES, ImportedNote, Problems
+from instrument_ai.train.corpus import build as corpus
+from instrument_ai.train.corpus import units
+from instrument_ai.train.corpus.nsynth import iter_notes
+from instrument_ai.train.corpus.nsynth import read_examples_json as read_examples
+from instrument_ai.train.sources.imported import NUM_SAMPLES, ImportedNote, Problems
 
 
 def toy_notes(problems: Problems, *, family: str, count: int, seed: int) -> list[ImportedNote]:
@@ -134,7 +135,7 @@ def test_recorded_catalogue_files_become_notes_and_problems_are_counted() -> Non
 
     import soundfile
 
-    from instrument_ai.train import catalogue_units
+    from instrument_ai.train.corpus import catalogue_units
 
     t = np.arange(22050) / 44100
     files = {}
@@ -146,7 +147,7 @@ def test_recorded_catalogue_files_become_notes_and_problems_are_counted() -> Non
     files["flute/broken.wav"] = b"RIFF0000WAVEjunk"
     files["README.txt"] = b"no note"
 
-    from instrument_ai.train.catalogue import Skip
+    from instrument_ai.train.sources.catalogue import Skip
 
     def label(path: str) -> SimpleNamespace | Skip:
         if not path.startswith("flute/"):
@@ -164,7 +165,7 @@ def test_recorded_catalogue_files_become_notes_and_problems_are_counted() -> Non
 
 
 def test_composition_counts_recorded_instrument_notes_apart_from_renders_and_other(tmp_path: Path) -> None:
-    from instrument_ai.train.composition import composition
+    from instrument_ai.train.corpus.composition import composition
 
     rows = {"tuba_0": {"library": "war-tuba", "lineage": "war-tuba", "kind": "notes"},
             "sax_0": {"library": "solosax", "lineage": "solosax", "kind": "sfz"},

@@ -359,7 +359,7 @@ def _load_notes(config: TrainConfig, spec: FrontendSpec) -> tuple[list[Any], Any
 
     Every note, whatever the split or family filter: the feature store is per corpus (see `prepare_data`).
     """
-    from instrument_ai.train import data
+    from instrument_ai.train.corpus import nsynth as data
 
     path = Path(config.data)
     report = data.ReadReport()
@@ -393,8 +393,8 @@ def prepare_data(config: TrainConfig, *, labels: Sequence[str] | None = None) ->
 
     `labels` (on resume) forces the label set of the run being continued.
     """
-    from instrument_ai.train.data import LABELS as FAMILIES  # the 11 NSynth families + `other` (id 11)
-    from instrument_ai.train.data import OTHER
+    from instrument_ai.train.corpus.nsynth import LABELS as FAMILIES  # the 11 NSynth families + `other` (id 11)
+    from instrument_ai.train.corpus.nsynth import OTHER
 
     spec = config.spec()
     warnings: list[str] = []
@@ -588,8 +588,8 @@ def real_note_weights(notes: list[dict[str, Any]], data: str, real_weight: float
     """`real_weight` for notes of real-recording libraries (corpus.json/instruments.json `kind`), else 1."""
     if real_weight == 1.0:
         return None
-    from instrument_ai.train.evaluate import corpus as corpus_info
-    from instrument_ai.train.sources import KIND_OF_FIELD, REAL, declared_kinds
+    from instrument_ai.train.experiments.evaluate import corpus as corpus_info
+    from instrument_ai.train.experiments.kinds import KIND_OF_FIELD, REAL, declared_kinds
 
     kinds = declared_kinds(Path(data))
     info = corpus_info(Path(data))
@@ -1157,7 +1157,7 @@ def _finish(
         run_dir / "config.json", _run_config(config, prepared, mean, std, input_shape, summary, "complete")
     )
     try:
-        from instrument_ai.train import report
+        from instrument_ai.train.experiments import report
 
         n = len(prepared.labels)
         matrix = np.zeros((n, n), dtype=np.int64)

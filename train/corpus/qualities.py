@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from instrument_ai.train.data import QUALITIES
+from instrument_ai.train.corpus.nsynth import QUALITIES
 
 QUALITY_NAMES: tuple[str, ...] = tuple(QUALITIES)
 """NSynth's quality names, in NSynth's index order."""

@@ -65,8 +65,8 @@ def evaluate(model_path: Path, data_dir: Path, split: str | None, json_path: Pat
              quiet: bool) -> None:  # fmt: skip
     """Accuracy and macro-F1 per note and per window, per family, per source, and the time-reversed test."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
-    from instrument_ai.train.evaluate import EvaluationError, evaluate_other_folder, load_predictor
-    from instrument_ai.train.evaluate import evaluate as run_evaluation
+    from instrument_ai.train.experiments.evaluate import EvaluationError, evaluate_other_folder, load_predictor
+    from instrument_ai.train.experiments.evaluate import evaluate as run_evaluation
 
     if out_dir is None:
         out_dir = default_out_dir(model_path, data_dir, split)

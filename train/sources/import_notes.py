@@ -37,7 +37,7 @@ from math import gcd
 
 import numpy as np
 
-from instrument_ai.train.imported import NUM_SAMPLES, SAMPLE_RATE, ImportedNote, Problems
+from instrument_ai.train.sources.imported import NUM_SAMPLES, SAMPLE_RATE, ImportedNote, Problems
 
 ONSET_DB = 35.0
 DECAY_DB = 45.0
@@ -169,7 +169,7 @@ def import_note_file(
         return None
     estimated = pitch is None
     if pitch is None:
-        from instrument_ai.train.pitch import estimate_pitch
+        from instrument_ai.train.sources.pitch import estimate_pitch
 
         found = estimate_pitch(audio, SAMPLE_RATE)
         if found is None or not 0 <= round(found.midi) <= 127:

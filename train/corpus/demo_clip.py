@@ -2,7 +2,7 @@
 
 Notes of several families, one after another with silences between them, from
 the TimGM6mb SoundFont that the PyPI package pretty_midi ships (so anyone can
-rebuild it: ``python -m instrument_ai.train.demo_clip``). Stored as 16 kHz mono
+rebuild it: ``python -m instrument_ai.train.corpus.demo_clip``). Stored as 16 kHz mono
 16-bit FLAC (~300 KB), lossless: the demo is what the SoundFont renders. It was
 Ogg Vorbis at ~22 kbit/s (66 KB) until model 0.3.0, and that codec's artefacts
 changed the answers for several notes (`tests/research/README.md`), so the main
@@ -31,7 +31,7 @@ DEMO_NOTES: list[tuple[str, int, int]] = [
     ("reed", 65, 62),  # alto sax
     ("bass", 32, 36),  # acoustic bass
 ]
-DEMO_ASSET = Path(__file__).resolve().parents[1] / "device" / "assets" / "demo.flac"
+DEMO_ASSET = Path(__file__).resolve().parents[2] / "device" / "assets" / "demo.flac"
 NOISE_TAIL: list[tuple[str, float, float]] = [("pink-noise", 2.0, 0.3), ("typing", 2.0, 0.5)]
 """After the notes, sounds that are no instrument (kind, seconds, peak): the model must say nothing (or `other`)."""
 NOISE_SEED = 20261203
@@ -79,8 +79,8 @@ def noise_marks(notes: list[dict]) -> list[dict]:
 
 
 def noise_tail(start: float, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, list[dict]]:
-    """The demo's last seconds: seeded numpy noise and typing (train/other_sounds.py), then a second of silence."""
-    from instrument_ai.train.other_sounds import KINDS
+    """The demo's last seconds: seeded numpy noise and typing (sources/other_sounds.py), then a second of silence."""
+    from instrument_ai.train.sources.other_sounds import KINDS
 
     pieces, marks = [], []
     t = start

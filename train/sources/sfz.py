@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from instrument_ai.train.imported import ImportedNote, Problems
-from instrument_ai.train.sfz_dsp import RATE, Sample, decode, envelope, play
+from instrument_ai.train.sources.imported import ImportedNote, Problems
+from instrument_ai.train.sources.sfz_dsp import RATE, Sample, decode, envelope, play
 
 ReadBytes = Callable[[str], bytes]
 HEADERS = ("control", "global", "master", "group", "region")
@@ -515,8 +515,8 @@ instruments (or a catalogue typo mapping thousands) render the corpus grid inste
 def render_source(problems: Problems, entry: Any, tree: Any, paths: list[str], step: int,
                   velocities: tuple[int, ...]) -> Iterator[ImportedNote]:  # fmt: skip
     """Each selected .sfz instrument on the pitch grid (every `step` keys, rotated per instrument) and layers."""
-    from instrument_ai.train.catalogue import Skip
-    from instrument_ai.train.corpus import HOLD_SECONDS, SILENT_DBFS, TOTAL_SECONDS
+    from instrument_ai.train.corpus.build import HOLD_SECONDS, SILENT_DBFS, TOTAL_SECONDS
+    from instrument_ai.train.sources.catalogue import Skip
 
     silent = 10 ** (SILENT_DBFS / 20)
     position = 0

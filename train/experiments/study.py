@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device.frontend import DEFAULT_SPEC, FrontendSpec, log_mel, mel_power, mfcc
-from instrument_ai.train.evaluate import (
+from instrument_ai.train.experiments.evaluate import (
     NSYNTH_FAMILIES,
     EvaluationError,
     classification_scores,
@@ -265,7 +265,7 @@ def load_features(
     data: Path, metas: list[Meta], spec: FrontendSpec, n_samples: int, progress: Callable[[str], None]
 ) -> FeatureSet:
     """Features of the chosen notes (audio read once per note, all three representations)."""
-    from instrument_ai.train.data import DataError
+    from instrument_ai.train.corpus.nsynth import DataError
 
     wanted = {m.note_str for m in metas}
     instruments = sorted({m.instrument_str for m in metas})
@@ -448,7 +448,7 @@ def run_study(cfg: StudyConfig, progress: Callable[[str], None] = lambda s: None
 
 def write_study_report(results: dict[str, Any], out: Path) -> Path:
     """study.json, the figures and report.md, each of our figures beside the study's."""
-    from instrument_ai.train import report
+    from instrument_ai.train.experiments import report
 
     families = results["families"]
     figures: dict[str, Path] = {}

@@ -74,8 +74,8 @@ from typing import Any
 
 import numpy as np
 
-from instrument_ai.train import gm_programs
-from instrument_ai.train.data import FAMILIES, SOURCES
+from instrument_ai.train.corpus.nsynth import FAMILIES, SOURCES
+from instrument_ai.train.sources import gm_programs
 
 SAMPLE_RATE = 16000
 HOLD_SECONDS = 3.0
@@ -160,7 +160,7 @@ def timgm6mb_path() -> Path | None:
 
 def default_shared_libraries() -> Path | None:
     """``../shared/sample-libraries`` relative to the current directory, else to the repository, if it exists."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         candidate = base.parent / "shared" / "sample-libraries"
         if candidate.is_dir():
             return candidate
@@ -245,7 +245,7 @@ class InstrumentPlan:
 
 
 def _font_instruments(source: LibrarySource) -> list[InstrumentPlan]:
-    from instrument_ai.train.soundfont_render import PERCUSSION_BANK, read_presets
+    from instrument_ai.train.sources.soundfont_render import PERCUSSION_BANK, read_presets
 
     out: list[InstrumentPlan] = []
     variants: Counter[int] = Counter()
@@ -265,7 +265,7 @@ def _font_instruments(source: LibrarySource) -> list[InstrumentPlan]:
 
 
 def _sf3dir_instruments(source: LibrarySource) -> list[InstrumentPlan]:
-    from instrument_ai.train.soundfont_render import read_presets
+    from instrument_ai.train.sources.soundfont_render import read_presets
 
     out = []
     for program in gm_programs.GM_PROGRAMS:
@@ -282,7 +282,7 @@ def _sf3dir_instruments(source: LibrarySource) -> list[InstrumentPlan]:
 
 
 def _waf_instruments(source: LibrarySource) -> list[InstrumentPlan]:
-    from instrument_ai.train.webaudiofont import list_bank_files
+    from instrument_ai.train.sources.webaudiofont import list_bank_files
 
     banks = WAF_BANKS[source.name]
     files = [b for b in list_bank_files(source.path) if b.library in banks and b.program in gm_programs.GM_PROGRAMS]
@@ -416,7 +416,7 @@ _FONT_CACHE: dict[str, Any] = {}
 def _note_renderer(inst: InstrumentPlan, sample_rate: int) -> Callable[[int, int, float, float], np.ndarray]:
     """A function (pitch, velocity, hold, total) -> float32 mono for this instrument."""
     if inst.kind in ("font", "sf3dir"):
-        from instrument_ai.train.soundfont_render import SoundFontRenderer
+        from instrument_ai.train.sources.soundfont_render import SoundFontRenderer
 
         if inst.kind == "font":
             renderer = _FONT_CACHE.get(inst.file)
@@ -429,7 +429,7 @@ def _note_renderer(inst: InstrumentPlan, sample_rate: int) -> Callable[[int, int
             return renderer.render(inst.bank, inst.program, pitch, velocity, hold, total)
 
         return render_sf
-    from instrument_ai.train import webaudiofont
+    from instrument_ai.train.sources import webaudiofont
 
     preset = webaudiofont.parse_bank_file(inst.file)  # zones decode on first use: one bad zone costs its notes only
 
@@ -461,7 +461,7 @@ def write_pcm16_wav(path: Path, pcm: np.ndarray, sample_rate: int) -> None:
 
 def render_instrument(inst: InstrumentPlan, options: BuildOptions, audio_dir: str) -> InstrumentResult:
     """Render, check, measure and write every note of one instrument (runs in a worker process)."""
-    from instrument_ai.train.qualities import qualities
+    from instrument_ai.train.corpus.qualities import qualities
 
     result = InstrumentResult(inst.index, inst.instrument_str, skipped=dict.fromkeys(SKIP_REASONS, 0))
     try:
@@ -612,7 +612,7 @@ def _load_partial(out: Path, plan: list[InstrumentPlan]) -> dict[int, Instrument
 
 def _entries(plan: list[InstrumentPlan], results: dict[int, InstrumentResult], sample_rate: int) -> Iterator[dict]:
     """examples.json entries in plan order with running note ids (NSynth's ``note``)."""
-    from instrument_ai.train.qualities import names_of
+    from instrument_ai.train.corpus.qualities import names_of
 
     note_id = 0
     for inst in plan:
@@ -802,7 +802,7 @@ def _build_in(
     finally:
         if bar is not None:
             bar.close()
-    from instrument_ai.train.data import write_examples_json
+    from instrument_ai.train.corpus.nsynth import write_examples_json
 
     write_examples_json(out, _entries(plan, results, options.sample_rate))
     instruments = {inst.instrument_str: inst.info() for inst in plan if results[inst.index].notes}

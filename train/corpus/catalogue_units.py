@@ -1,4 +1,4 @@
-"""Catalogue sources (train/sources.toml) as build units: fetch tree -> select -> label -> import.
+"""Catalogue sources (train/sources/sources.toml) as build units: fetch tree -> select -> label -> import.
 
 Per kind:
 
@@ -26,11 +26,11 @@ from typing import Any
 
 import click
 
-from instrument_ai.train.imported import ImportedNote, Problems
-from instrument_ai.train.units import Unit
+from instrument_ai.train.corpus.units import Unit
+from instrument_ai.train.sources.imported import ImportedNote, Problems
 
 IMPORTER_VERSION = {"sfz": 2}
-"""Bumped when an importer renders a kind differently, so `data build` re-renders those units (SFZ 2: train/sfz.py,
+"""Bumped when an importer renders a kind differently, so `data build` re-renders those units (SFZ 2: sources/sfz.py,
 every key/layer/round robin of small instruments; corpora built before it counted SFZ files without rendering)."""
 UNIT_KIND = {"notes": "notes", "sfz": "sfz", "soundfont": "soundfont", "other": "other"}
 DRUM_CLIPS_PER_FONT = 200
@@ -41,7 +41,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _load(catalogue: str | None) -> list[Any]:
-    from instrument_ai.train import catalogue as cat
+    from instrument_ai.train.sources import catalogue as cat
 
     return list(cat.load(catalogue) if catalogue else cat.load())
 
@@ -50,7 +50,7 @@ def catalogue_units(
     names: str, options: Any, *, from_dir: str | None, cache: str | None, catalogue: str | None
 ) -> list[Unit]:
     """Units for `--sources NAMES|all`: one per catalogue source, fingerprinted by its entry and the options."""
-    from instrument_ai.train import catalogue as cat
+    from instrument_ai.train.sources import catalogue as cat
 
     try:
         entries = _load(catalogue)
@@ -93,7 +93,7 @@ def produce_source(
     limit: int | None,
 ) -> Iterator[ImportedNote]:
     """The notes of one catalogue source (runs in a worker; counts every skipped file)."""
-    from instrument_ai.train import fetch
+    from instrument_ai.train.sources import fetch
 
     entry = next(e for e in _load(catalogue) if e.name == name)
     try:
@@ -117,8 +117,8 @@ def produce_source(
 
 def _recorded(problems: Problems, entry: Any, tree: Any, paths: list[str]) -> Iterator[ImportedNote]:
     """One note (or `other` clip) per selected file; a label without pitch is estimated (and marked)."""
-    from instrument_ai.train.catalogue import Skip
-    from instrument_ai.train.import_notes import import_note_file
+    from instrument_ai.train.sources.catalogue import Skip
+    from instrument_ai.train.sources.import_notes import import_note_file
 
     for path in paths:
         label = entry.label(path)
@@ -136,8 +136,8 @@ def _recorded(problems: Problems, entry: Any, tree: Any, paths: list[str]) -> It
 
 def _sfz(problems: Problems, entry: Any, tree: Any, paths: list[str], step: int,
          velocities: tuple[int, ...]) -> Iterator[ImportedNote]:  # fmt: skip
-    """Each selected .sfz instrument rendered by `train/sfz.py` (imported here: only SFZ units need it)."""
-    from instrument_ai.train import sfz
+    """Each selected .sfz instrument rendered by `train/sources/sfz.py` (imported here: only SFZ units need it)."""
+    from instrument_ai.train.sources import sfz
 
     yield from sfz.render_source(problems, entry, tree, paths, step, velocities)
 
@@ -149,9 +149,9 @@ def _soundfonts(problems: Problems, entry: Any, tree: Any, paths: list[str], ste
 
     import numpy as np
 
-    from instrument_ai.train import gm_programs
-    from instrument_ai.train.corpus import HOLD_SECONDS, SILENT_DBFS, TOTAL_SECONDS
-    from instrument_ai.train.soundfont_render import PERCUSSION_BANK, SoundFontRenderer, read_presets
+    from instrument_ai.train.corpus.build import HOLD_SECONDS, SILENT_DBFS, TOTAL_SECONDS
+    from instrument_ai.train.sources import gm_programs
+    from instrument_ai.train.sources.soundfont_render import PERCUSSION_BANK, SoundFontRenderer, read_presets
 
     position = 0
     silent = 10 ** (SILENT_DBFS / 20)
@@ -186,6 +186,6 @@ def _soundfonts(problems: Problems, entry: Any, tree: Any, paths: list[str], ste
                                            f"program {preset.program}")  # fmt: skip
                 position += 1
             if any(pr.bank == PERCUSSION_BANK for pr in presets):
-                from instrument_ai.train import other_sounds
+                from instrument_ai.train.sources import other_sounds
 
                 yield from other_sounds.drum_clips(local, entry.name, DRUM_CLIPS_PER_FONT, 0)

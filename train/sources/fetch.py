@@ -15,8 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from instrument_ai.train.catalogue import Source
-from instrument_ai.train.gittree import GitTree, MissingBlob, TreeError, find_git_dir
+from instrument_ai.train.sources.catalogue import Source
+from instrument_ai.train.sources.gittree import GitTree, MissingBlob, TreeError, find_git_dir
 
 
 def default_cache() -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from instrument_ai.train.train_cli import AUDIO_AUGMENT_HELP, parse_audio_augment
+from instrument_ai.train.commands.train import AUDIO_AUGMENT_HELP, parse_audio_augment
 
 
 def _say(message: str) -> None:
@@ -45,8 +45,8 @@ def experiment() -> None:
 def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train_notes: int, max_test_notes: int,
           train_sources: str, no_note_split: bool, seed: int, quick: bool) -> None:  # fmt: skip
     """Rerun the study on DATA with instrument-level splits; write OUT/report.md beside the published figures."""
-    from instrument_ai.train.evaluate import EvaluationError
-    from instrument_ai.train.study import StudyConfig, run_study
+    from instrument_ai.train.experiments.evaluate import EvaluationError
+    from instrument_ai.train.experiments.study import StudyConfig, run_study
 
     _quiet_tensorflow()
     cfg = StudyConfig(data=data_dir, out=out_dir, epochs=epochs, mlp_epochs=mlp_epochs, max_train_notes=max_train_notes,
@@ -102,8 +102,8 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
             train_kinds: str | None, real_weight: float | None, max_minutes: float | None,
             label_smoothing: float | None, mixup_alpha: float | None) -> None:  # fmt: skip
     """Leave-one-library-out: train on all libraries but one, test on it; the mean note accuracy is the headline."""
-    from instrument_ai.train.evaluate import EvaluationError
-    from instrument_ai.train.holdout import HoldoutConfig, run_holdout
+    from instrument_ai.train.experiments.evaluate import EvaluationError
+    from instrument_ai.train.experiments.holdout import HoldoutConfig, run_holdout
 
     _quiet_tensorflow()
     names = [n.strip() for item in libraries for n in item.split(",") if n.strip()]
@@ -162,7 +162,7 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
 def model_card(bundle: Path, run_dir: Path, holdout_dir: Path, compare: tuple[str, ...], bench_file: Path | None,
                commands: tuple[str, ...], out_file: Path) -> None:  # fmt: skip
     """Write the model card (models/README.md) from the run's, the holdout's, the bundle's and the bench's JSON."""
-    from instrument_ai.train.model_card import CardError, load_inputs, write_card
+    from instrument_ai.train.experiments.model_card import CardError, load_inputs, write_card
 
     def pairs(items: tuple[str, ...], option: str) -> list[tuple[str, str]]:
         out = []

@@ -1,4 +1,4 @@
-"""The catalogue of public sources (`train/sources.toml`): where each comes from and how its files get labels.
+"""The catalogue of public sources (`train/sources/sources.toml`): where each comes from and how its files get labels.
 
 One data file names every source's repository, pinned commit, licence and kind, and the rules that turn a
 repository path into a label (family, source, pitch, velocity, instrument). This module reads and checks it;
@@ -25,7 +25,7 @@ from typing import Any
 
 import tomllib
 
-from instrument_ai.train.data import LABELS, SOURCES
+from instrument_ai.train.corpus.nsynth import LABELS, SOURCES
 
 CATALOGUE = Path(__file__).with_name("sources.toml")
 KINDS = ("notes", "sfz", "soundfont", "other")
@@ -345,7 +345,7 @@ def parse(text: str, where: str = "catalogue") -> list[Source]:
 
 
 def load(path: str | Path | None = None) -> list[Source]:
-    """The checked sources of a catalogue file (default: the project's `train/sources.toml`)."""
+    """The checked sources of a catalogue file (default: the project's `train/sources/sources.toml`)."""
     path = Path(path) if path is not None else CATALOGUE
     try:
         text = path.read_text(encoding="utf-8")

@@ -13,7 +13,7 @@ our self-built corpus run the same commands. Three rules shape this module:
   a `ReadReport` (reason -> count, one summary line logged at the end), or,
   under ``strict=True``, stops the run with a one-line `DataError`.
 * **No tensorflow.** TFRecords are framed, CRC-checked and decoded by
-  `instrument_ai.train.tfrecord` (numpy only), so a truncated download is a
+  `instrument_ai.train.corpus.tfrecord` (numpy only), so a truncated download is a
   counted reason rather than a crash, and reading data costs no 5 s import.
 
 `DataError` is a `click.ClickException`, so any CLI that lets it escape prints
@@ -34,7 +34,7 @@ from typing import Any, Literal
 import click
 import numpy as np
 
-from instrument_ai.train import tfrecord
+from instrument_ai.train.corpus import tfrecord
 
 log = logging.getLogger(__name__)
 

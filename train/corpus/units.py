@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from instrument_ai.train.imported import ImportedNote, Problems
+from instrument_ai.train.sources.imported import ImportedNote, Problems
 
 UNIT_KINDS = ("soundfont", "webaudiofont", "notes", "sfz", "other", "synth")
 UNITS_DIR = "units"
@@ -117,7 +117,7 @@ def _complete(folder: Path, digest: str) -> dict[str, Any] | None:
 
 def _build_library_unit(tmp: Path, unit: Unit, options: Any, jobs: int, progress: Any, say: Any) -> Problems:
     """A SoundFont/WebAudioFont library: the existing builder, into the unit's partial folder (it resumes)."""
-    from instrument_ai.train import corpus
+    from instrument_ai.train.corpus import build as corpus
 
     problems = Problems()
     opts = replace(options, libraries=(unit.name,))
@@ -139,10 +139,10 @@ def _instrument_str(family: str, source: str, counters: Counter[tuple[str, str]]
 
 def write_imported(tmp: Path, unit: Unit) -> Problems:
     """Write every `ImportedNote` of a unit as a 16-bit wav plus its examples.json and instruments.json."""
-    from instrument_ai.train.corpus import FAMILY_IDS, SOURCE_IDS, to_pcm16, write_pcm16_wav
-    from instrument_ai.train.data import LABELS, OTHER, Note, write_examples_json
-    from instrument_ai.train.imported import NUM_SAMPLES, SAMPLE_RATE
-    from instrument_ai.train.qualities import names_of, qualities
+    from instrument_ai.train.corpus.build import FAMILY_IDS, SOURCE_IDS, to_pcm16, write_pcm16_wav
+    from instrument_ai.train.corpus.nsynth import LABELS, OTHER, Note, write_examples_json
+    from instrument_ai.train.corpus.qualities import names_of, qualities
+    from instrument_ai.train.sources.imported import NUM_SAMPLES, SAMPLE_RATE
 
     assert unit.produce is not None
     problems = Problems()
@@ -216,7 +216,7 @@ def write_imported(tmp: Path, unit: Unit) -> Problems:
 
 
 def _build_one(out: Path, unit: Unit, options: Any, jobs: int, strict: bool, progress: Any, say: Any) -> UnitResult:
-    from instrument_ai.train.corpus import CorpusError
+    from instrument_ai.train.corpus.build import CorpusError
 
     units_dir = out / UNITS_DIR
     final = units_dir / unit.name
@@ -238,7 +238,7 @@ def _build_one(out: Path, unit: Unit, options: Any, jobs: int, strict: bool, pro
     if strict and problems:
         raise CorpusError(f"unit {unit.name}: {problems.summary()} (--strict)")
     instruments = json.loads((tmp / "instruments.json").read_text(encoding="utf-8"))
-    from instrument_ai.train.data import iter_examples_json
+    from instrument_ai.train.corpus.nsynth import iter_examples_json
 
     notes = sum(1 for _ in iter_examples_json(tmp))
     meta = {
@@ -275,7 +275,7 @@ def _partial_digest(marker: Path) -> str | None:
 
 
 def _imported_worker(args: tuple[Path, Unit, Any, bool]) -> UnitResult | str:
-    from instrument_ai.train.corpus import CorpusError
+    from instrument_ai.train.corpus.build import CorpusError
 
     out, unit, options, strict = args
     try:
@@ -298,7 +298,7 @@ def build_units(
     log: Callable[[str], None] | None = None,
 ) -> UnitsSummary:
     """Render every unit that is missing or changed, then merge all of them into OUT. Raises CorpusError."""
-    from instrument_ai.train.corpus import CorpusError, _exclusive
+    from instrument_ai.train.corpus.build import CorpusError, _exclusive
 
     say = log or (lambda _msg: None)
     out = Path(out)
@@ -340,7 +340,7 @@ def build_units(
 def _run_imported(
     out: Path, units: list[Unit], options: Any, jobs: int, strict: bool, say: Callable[[str], None]
 ) -> dict[str, UnitResult]:
-    from instrument_ai.train.corpus import CorpusError
+    from instrument_ai.train.corpus.build import CorpusError
 
     results: dict[str, UnitResult] = {}
     if not units:
@@ -381,8 +381,8 @@ def _link(src: Path, dst: Path) -> None:
 
 def merge(out: Path, units: list[Unit]) -> dict[str, Any]:
     """Write OUT's examples.json, instruments.json, corpus.json and audio/ from the complete unit folders."""
-    from instrument_ai.train.corpus import CORPUS_FORMAT, CORPUS_VERSION
-    from instrument_ai.train.data import Note, iter_examples_json, write_examples_json
+    from instrument_ai.train.corpus.build import CORPUS_FORMAT, CORPUS_VERSION
+    from instrument_ai.train.corpus.nsynth import Note, iter_examples_json, write_examples_json
 
     counters: Counter[tuple[str, str]] = Counter()
     instruments: dict[str, dict[str, Any]] = {}

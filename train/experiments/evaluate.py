@@ -31,7 +31,7 @@ from instrument_ai.device.frontend import FrontendSpec, log_mel, mel_power, mfcc
 NSYNTH_FAMILIES = (
     "bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string", "synth_lead", "vocal",
 )  # fmt: skip
-OTHER = "other"  # family id 11: sounds that are no instrument (train/data.py LABELS)
+OTHER = "other"  # family id 11: sounds that are no instrument (train/corpus/nsynth.py LABELS)
 NSYNTH_SOURCES = ("acoustic", "electronic", "synthetic")
 DEFAULT_SILENCE_DB = -60.0
 """Windows quieter than this (RMS, dBFS) are not classified, as on the device."""
@@ -232,7 +232,7 @@ def split_instruments(data: str | Path, split: str) -> list[str]:
 
 def corpus(data: str | Path) -> Any:
     """The data module's CorpusInfo (instruments.json, splits.json) with errors made one-line."""
-    from instrument_ai.train import data as data_module
+    from instrument_ai.train.corpus import nsynth as data_module
 
     try:
         return data_module.corpus_info(data)
@@ -260,7 +260,7 @@ def iter_corpus(
     Any note length is accepted (`evaluate` reads any NSynth-format folder);
     with `sample_rate`, notes at another rate are skipped and counted in `report`.
     """
-    from instrument_ai.train import data as data_module
+    from instrument_ai.train.corpus import nsynth as data_module
 
     path = Path(data)
     if not path.exists():
@@ -508,7 +508,7 @@ def device_other_figures(pred: Predictions, chosen: np.ndarray, open_set: dict[s
                          hop_seconds: float) -> dict[str, Any]:  # fmt: skip
     """The `other` figures two ways: as the daemon decides (smoothing, min confidence; the headline) and per
     raw window (`raw`: top class of each window alone, only the open-set threshold)."""
-    from instrument_ai.train.sources import other_figures
+    from instrument_ai.train.experiments.kinds import other_figures
 
     def figures(hops: list[str]) -> dict[str, Any]:
         return other_figures([h for h, c in zip(hops, chosen, strict=True) if c], pred.window_note[chosen],
@@ -580,7 +580,7 @@ def score(pred: Predictions, *, open_set: dict[str, Any] | None = None, hop_seco
 
     result["per_source"] = group_scores([r.source_str for r in pred.notes])
     result["per_library"] = group_scores([r.library for r in pred.notes])
-    from instrument_ai.train.sources import length_bucket
+    from instrument_ai.train.experiments.kinds import length_bucket
 
     result["per_length"] = group_scores([length_bucket(r.sounding_seconds) for r in pred.notes])
     other_notes = np.array([r.family_str == OTHER for r in pred.notes], dtype=bool)
@@ -654,7 +654,7 @@ def evaluate_other_folder(predictor: Predictor, folder: str | Path, silence_db: 
     gate = DEFAULT_SILENCE_DB if silence_db is None else silence_db
     clips = other_folder_clips(folder, predictor.spec.sample_rate)
     pred = predict_notes(predictor, clips, silence_db=gate, reversed_test=False)
-    from instrument_ai.train.sources import other_figures
+    from instrument_ai.train.experiments.kinds import other_figures
 
     if len(pred.probs):
         everything = np.ones(len(pred.window_note), dtype=bool)
@@ -713,7 +713,7 @@ def evaluate(
         if not data.is_dir():
             raise EvaluationError(f"{data}: --split needs a corpus folder with splits.json, not a single file")
         instruments = split_instruments(data, split)
-    from instrument_ai.train.data import ReadReport
+    from instrument_ai.train.corpus.nsynth import ReadReport
 
     read_report = ReadReport()
     notes = iter_corpus(data, instruments=instruments, limit=limit, sample_rate=predictor.spec.sample_rate,
@@ -753,7 +753,7 @@ def evaluate(
 
 def write_outputs(result: dict[str, Any], out_dir: str | Path, title: str) -> None:
     """Confusion matrices, per-source chart, evaluation.json and report.md."""
-    from instrument_ai.train import report
+    from instrument_ai.train.experiments import report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

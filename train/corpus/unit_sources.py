@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
-from instrument_ai.train.imported import ImportedNote, Problems
-from instrument_ai.train.units import Unit, library_fingerprint
+from instrument_ai.train.corpus.units import Unit, library_fingerprint
+from instrument_ai.train.sources.imported import ImportedNote, Problems
 
 LIBRARY_KINDS = {"font": "soundfont", "sf3dir": "soundfont", "waf": "webaudiofont"}
 DEFAULT_NOISE_CLIPS = 3000
@@ -43,25 +43,25 @@ def _guarded(problems: Problems, reason: str, what: str, notes: Iterator[Importe
 
 
 def _noise(problems: Problems, *, n: int, seed: int) -> Iterator[ImportedNote]:
-    from instrument_ai.train import other_sounds
+    from instrument_ai.train.sources import other_sounds
 
     return _guarded(problems, "generator_failed", "noise", other_sounds.noise_clips(n, seed))
 
 
 def _speech(problems: Problems, *, n: int, seed: int) -> Iterator[ImportedNote]:
-    from instrument_ai.train import other_sounds
+    from instrument_ai.train.sources import other_sounds
 
     return _guarded(problems, "speech_unavailable", "espeak-ng", other_sounds.speech_clips(n, seed))
 
 
 def _drums(problems: Problems, *, path: str, library: str, n: int, seed: int) -> Iterator[ImportedNote]:
-    from instrument_ai.train import other_sounds
+    from instrument_ai.train.sources import other_sounds
 
     return _guarded(problems, "no_drum_kit", path, other_sounds.drum_clips(path, library, n, seed))
 
 
 def _synth(problems: Problems, *, n: int, seed: int, pitch_step: int) -> Iterator[ImportedNote]:
-    from instrument_ai.train import synth
+    from instrument_ai.train.sources import synth
 
     return _guarded(problems, "generator_failed", "synth", synth.synth_notes(n, seed, pitch_step))
 

@@ -30,7 +30,8 @@ def choose_units(
     synth: int,
     seed: int,
 ) -> list[Any]:
-    from instrument_ai.train import corpus, unit_sources
+    from instrument_ai.train.corpus import build as corpus
+    from instrument_ai.train.corpus import unit_sources
 
     unknown = [n for n in options.libraries if n not in corpus.LIBRARIES]
     if unknown:
@@ -51,7 +52,7 @@ def choose_units(
         for module in ("catalogue", "fetch"):
             if importlib.util.find_spec(f"instrument_ai.train.{module}") is None:
                 raise click.ClickException(f"--sources needs train/{module}.py, which this build lacks")
-        from instrument_ai.train.catalogue_units import catalogue_units
+        from instrument_ai.train.corpus.catalogue_units import catalogue_units
 
         chosen += catalogue_units(sources, options, from_dir=from_dir, cache=cache, catalogue=catalogue)
     if other:
@@ -69,7 +70,8 @@ def choose_units(
 
 def run_unit_build(out: Path, options: Any, found: dict[str, Any], *, jobs: int, strict: bool, quiet: bool,
                    **choice: Any) -> None:  # fmt: skip
-    from instrument_ai.train import corpus, units
+    from instrument_ai.train.corpus import build as corpus
+    from instrument_ai.train.corpus import units
 
     chosen = choose_units(options, found, **choice)
 
@@ -99,6 +101,6 @@ def run_unit_build(out: Path, options: Any, found: dict[str, Any], *, jobs: int,
     else:
         click.echo("problems: none")
     if not quiet:
-        from instrument_ai.train.composition import composition, print_composition
+        from instrument_ai.train.corpus.composition import composition, print_composition
 
         print_composition(composition(out))

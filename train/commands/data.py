@@ -23,7 +23,7 @@ def _csv_ints(value: str, what: str) -> tuple[int, ...]:
 
 
 def _shared_root(value: str | None) -> Path | None:
-    from instrument_ai.train.corpus import default_shared_libraries
+    from instrument_ai.train.corpus.build import default_shared_libraries
 
     if value is None:
         return default_shared_libraries()
@@ -42,7 +42,7 @@ def data() -> None:
 @click.option("--shared-libraries", "shared", default=None, help="Folder of the shared sample libraries.")
 def libraries_cmd(shared: str | None) -> None:
     """List the sample libraries the builder knows and where each was found."""
-    from instrument_ai.train.corpus import LIBRARIES, LINEAGES, locate_libraries
+    from instrument_ai.train.corpus.build import LIBRARIES, LINEAGES, locate_libraries
 
     found = locate_libraries(_shared_root(shared))
     for name in LIBRARIES:
@@ -99,7 +99,7 @@ def build_cmd(
     With --sources, --other, --synth or --units every library and source is its own unit under OUT/units
     (a rebuild renders only new or changed units) and OUT is their merge in NSynth's layout.
     """
-    from instrument_ai.train import corpus
+    from instrument_ai.train.corpus import build as corpus
 
     found = corpus.locate_libraries(_shared_root(shared))
     names = tuple(n.strip() for n in libraries.split(",") if n.strip()) if libraries else tuple(found)
@@ -120,7 +120,7 @@ def build_cmd(
     if not quiet and missing and libraries is None:
         click.echo(f"not found (skipped): {', '.join(missing)}", err=True)
     if use_units or sources or other or synth:
-        from instrument_ai.train.unit_build import run_unit_build
+        from instrument_ai.train.corpus.unit_build import run_unit_build
 
         run_unit_build(
             out, options, found, jobs=jobs, strict=strict, quiet=quiet, sources=sources, from_dir=from_dir,
@@ -213,8 +213,8 @@ def fetch_cmd(names: tuple[str, ...], from_dir: str | None, cache: str | None, c
     """Fetch catalogue sources at their pinned commits (all, or NAMES), one line per source."""
     from tqdm import tqdm
 
-    from instrument_ai.train import catalogue as cat
-    from instrument_ai.train import fetch
+    from instrument_ai.train.sources import catalogue as cat
+    from instrument_ai.train.sources import fetch
 
     try:
         sources = cat.load(catalogue)
@@ -249,7 +249,7 @@ def split_cmd(
     folder: Path, scheme: str, holdout: tuple[str, ...], valid: float, test: float, seed: int, out: Path | None
 ) -> None:
     """Write instrument-level train/valid/test splits of the corpus in FOLDER."""
-    from instrument_ai.train.splits import SplitError, make_splits, write_splits
+    from instrument_ai.train.corpus.splits import SplitError, make_splits, write_splits
 
     if scheme == "nsynth" and holdout:
         raise click.UsageError("--holdout belongs to --scheme holdout")
@@ -268,7 +268,7 @@ def split_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def info_cmd(path: Path, as_json: bool) -> None:
     """Count the notes of a corpus (json/wav folder or TFRecord) per family, source, library and split."""
-    from instrument_ai.train.data import describe
+    from instrument_ai.train.corpus.nsynth import describe
 
     counts = describe(path)  # DataError is a ClickException: one line, exit 1
     if as_json:
@@ -313,8 +313,8 @@ def info_cmd(path: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def report_cmd(folder: Path, png: Path | None, as_json: bool) -> None:
     """Composition of a corpus: notes per family x kind x library, sounding lengths, estimated-pitch share."""
-    from instrument_ai.train.composition import composition, plot_composition, print_composition
-    from instrument_ai.train.data import DataError
+    from instrument_ai.train.corpus.composition import composition, plot_composition, print_composition
+    from instrument_ai.train.corpus.nsynth import DataError
 
     if not (folder / "examples.json").is_file():
         raise click.ClickException(f"{folder}: no examples.json (not a corpus folder)")

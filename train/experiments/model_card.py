@@ -87,7 +87,7 @@ def load_inputs(
         p = Path(path) / "holdout.json" if Path(path).is_dir() else Path(path)
         inputs.comparisons[label] = _read_json(p, f"the holdout summary of {label}")
     libraries = set(inputs.run_config.get("data", {}).get("libraries", []))
-    from instrument_ai.train import catalogue as catalogue_module
+    from instrument_ai.train.sources import catalogue as catalogue_module
 
     try:
         entries = catalogue_module.load(catalogue)

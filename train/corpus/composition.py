@@ -20,7 +20,7 @@ HIST_EDGES = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 4.01)
 
 def composition(folder: str | Path) -> dict[str, Any]:
     """Counts of a corpus folder; instruments without an instruments.json row count as library `nsynth`."""
-    from instrument_ai.train.data import iter_examples_json
+    from instrument_ai.train.corpus.nsynth import iter_examples_json
 
     folder = Path(folder)
     path = folder / "instruments.json"
