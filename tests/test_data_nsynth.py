@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from instrument_ai.train.corpus import nsynth as data
 from instrument_ai.train.corpus import tfrecord
+from instrument_ai.train.corpus.info import corpus_info, describe, notes_for_split
 from instrument_ai.train.corpus.nsynth import (
     FAMILIES,
     FIELDS,
@@ -29,10 +30,7 @@ from instrument_ai.train.corpus.nsynth import (
     DataError,
     Note,
     ReadReport,
-    corpus_info,
-    describe,
     iter_notes,
-    notes_for_split,
     write_examples_json,
     write_note_wav,
     write_tfrecord,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from instrument_ai.train.corpus import nsynth as data_module
+from instrument_ai.train.corpus.info import corpus_info
 
 RATE = 16000
 # family -> (harmonic slope, odd harmonics only, percussive)
@@ -180,4 +181,4 @@ def test_toy_corpus_reads_back_through_the_data_module(tmp_path: Path) -> None:
     notes = list(data_module.iter_notes(folder, num_samples=None))
     assert sorted(n.family_str for n in notes) == ["bass", "organ"]
     assert notes[0].load_audio().shape == (int(1.5 * RATE),)
-    assert data_module.corpus_info(folder).library_of(notes[0].instrument_str) == "LibA"
+    assert corpus_info(folder).library_of(notes[0].instrument_str) == "LibA"

@@ -115,7 +115,7 @@ class StandInTrainer:
         self.calls: list[dict[str, object]] = []
 
     def __call__(self, data: Path, out: Path, *, holdout, preset, epochs, seed, jobs=0, overrides=None) -> Path:
-        info = toy.data_module.corpus_info(data)
+        info = toy.corpus_info(data)
         train = sorted(i for i, row in info.instruments.items() if row.library not in holdout)
         self.calls.append({"out": out, "holdout": list(holdout), "train": train, "preset": preset,
                            "overrides": overrides})  # fmt: skip

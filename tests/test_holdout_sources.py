@@ -24,7 +24,7 @@ class RecordingTrainer:
         self.runs: list[tuple[list[str], dict[str, list[str]]]] = []
 
     def __call__(self, data: Path, out: Path, *, holdout, preset, epochs, seed, jobs=0, overrides=None) -> Path:
-        info = toy.data_module.corpus_info(data)
+        info = toy.corpus_info(data)
         keep = sorted(i for i, row in info.instruments.items() if row.library not in holdout)
         run = toy.make_run(out, data, instruments=keep, epochs=0, seed=seed)
         config = json.loads((run / "config.json").read_text())

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from instrument_ai.device.cli import cli
+from instrument_ai.train.corpus import info as info_module
 from instrument_ai.train.corpus import nsynth as data
 from instrument_ai.train.corpus.splits import SplitError, check_disjoint, make_splits, write_splits
 from instrument_ai.train.sources import gm_programs
@@ -138,10 +139,10 @@ def test_cli_writes_splits_json_the_data_module_reads(folder: Path) -> None:
     result = CliRunner().invoke(cli, ["data", "split", str(folder), "--scheme", "holdout", "--holdout", "TimGM6mb"])
     assert result.exit_code == 0, result.output
     assert "test = TimGM6mb" in result.output
-    info = data.corpus_info(folder)
+    info = info_module.corpus_info(folder)
     assert info.scheme == "holdout" and info.splits is not None
     assert {info.library_of(n) for n in info.splits["test"]} == {"TimGM6mb"}
-    train_notes = list(data.notes_for_split(folder, "train", audio="none"))
+    train_notes = list(info_module.notes_for_split(folder, "train", audio="none"))
     assert train_notes and all(info.library_of(n.instrument_str) != "TimGM6mb" for n in train_notes)
     raw = json.loads((folder / "splits.json").read_text())
     assert set(raw) >= {"scheme", "splits"}

@@ -237,13 +237,13 @@ def test_interrupted_run_resumes_from_its_checkpoint(corpus: Path, cache: Path, 
 
 
 def _config(corpus: Path, cache: Path, out: Path, **overrides: object) -> object:
-    from instrument_ai.train.trainer import TrainConfig
+    from instrument_ai.train.config import TrainConfig
 
     return TrainConfig(data=str(corpus), out=str(out), cache=str(cache), **{**FAST, **overrides}).resolved()
 
 
 def test_feature_cache_hit_on_second_run_and_miss_on_spec_change(corpus: Path, tmp_path: Path) -> None:
-    from instrument_ai.train.trainer import prepare_data
+    from instrument_ai.train.prepare import prepare_data
 
     cache = tmp_path / "cache"
     first = prepare_data(_config(corpus, cache, tmp_path / "a"))
@@ -278,7 +278,8 @@ def first_spec() -> dict:
 
 
 def test_split_file_holdout_and_missing_family(corpus: Path, cache: Path, tmp_path: Path) -> None:
-    from instrument_ai.train.trainer import TrainError, prepare_data
+    from instrument_ai.train.config import TrainError
+    from instrument_ai.train.prepare import prepare_data
 
     instruments = json.loads((corpus / "instruments.json").read_text())
     by_library = {lib: sorted(n for n, row in instruments.items() if row["library"] == lib) for lib in ("libA", "libB")}
@@ -371,7 +372,7 @@ def test_bad_input_gives_one_line_errors(corpus: Path, cache: Path, tmp_path: Pa
 
 
 def test_balanced_sampling_draws_families_evenly() -> None:
-    from instrument_ai.train.trainer import note_sampling_probs
+    from instrument_ai.train.windows import note_sampling_probs
 
     labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
     balanced = note_sampling_probs(labels, 4, "balanced")
@@ -386,7 +387,8 @@ def test_balanced_sampling_draws_families_evenly() -> None:
 def test_window_sampler_batches_are_reproducible(corpus: Path, cache: Path, tmp_path: Path) -> None:
     from instrument_ai.device.frontend import DEFAULT_SPEC
     from instrument_ai.train.augment import FeatureAugment, band_to_feature_matrix
-    from instrument_ai.train.trainer import WindowSampler, prepare_data
+    from instrument_ai.train.prepare import prepare_data
+    from instrument_ai.train.windows import WindowSampler
 
     prepared = prepare_data(_config(corpus, cache, tmp_path / "s"))
     mean, std = prepared.train.feature_stats()
@@ -420,8 +422,8 @@ def test_window_sampler_batches_are_reproducible(corpus: Path, cache: Path, tmp_
 
 
 def test_edge_preset_renders_pitch_filling_copies_and_an_override_wins() -> None:
+    from instrument_ai.train.config import TrainConfig
     from instrument_ai.train.models import PITCH_FILL
-    from instrument_ai.train.trainer import TrainConfig
 
     edge = TrainConfig(data="d", out="o").audio_augment_settings()
     assert edge.copies == 2 and edge.pitch_prob == 1.0 and edge.pitch_cents == PITCH_FILL["pitch_cents"] == 150.0
@@ -434,7 +436,7 @@ def test_edge_preset_renders_pitch_filling_copies_and_an_override_wins() -> None
 
 def test_a_config_saved_before_the_0_3_recipe_resumes_with_what_it_was_trained_with() -> None:
     from instrument_ai.train.augment import AudioAugment
-    from instrument_ai.train.trainer import TrainConfig
+    from instrument_ai.train.config import TrainConfig
 
     new = TrainConfig(data="d", out="o").resolved()
     again = TrainConfig.from_dict(new.to_dict())
@@ -451,7 +453,8 @@ def test_window_sampler_cuts_its_onset_share_like_the_device(corpus: Path, cache
     from instrument_ai.device.frontend import DEFAULT_SPEC
     from instrument_ai.train.augment import FeatureAugment
     from instrument_ai.train.features import silence_frame
-    from instrument_ai.train.trainer import WindowSampler, prepare_data
+    from instrument_ai.train.prepare import prepare_data
+    from instrument_ai.train.windows import WindowSampler
 
     prepared = prepare_data(_config(corpus, cache, tmp_path / "o"))
     zero, one = np.zeros(40, np.float32), np.ones(40, np.float32)  # no normalisation: raw frames come out
@@ -513,7 +516,7 @@ def test_evaluate_reads_the_run_and_scores_its_training_notes(edge_run: Path, co
 def test_real_weight_reweights_notes_inside_a_family_not_the_family_share() -> None:
     import numpy as np
 
-    from instrument_ai.train.trainer import note_sampling_probs
+    from instrument_ai.train.windows import note_sampling_probs
 
     labels = np.array([0, 0, 0, 1, 1])
     weights = np.array([1.0, 1.0, 4.0, 1.0, 1.0])  # the third note of family 0 is a real recording

@@ -67,7 +67,7 @@ from instrument_ai.train.augment import FeatureAugment, augment_features, band_t
 from instrument_ai.train.corpus.nsynth import FAMILIES
 from instrument_ai.train.experiments.holdout import fold_name
 from instrument_ai.train.features import FeatureSet, default_cache_dir
-from instrument_ai.train.trainer import note_sampling_probs, window_note_scores
+from instrument_ai.train.windows import note_sampling_probs, window_note_scores
 
 TEST_HOP = 16  # frames between the starts of two test windows
 

@@ -268,7 +268,7 @@ def split_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def info_cmd(path: Path, as_json: bool) -> None:
     """Count the notes of a corpus (json/wav folder or TFRecord) per family, source, library and split."""
-    from instrument_ai.train.corpus.nsynth import describe
+    from instrument_ai.train.corpus.info import describe
 
     counts = describe(path)  # DataError is a ClickException: one line, exit 1
     if as_json:

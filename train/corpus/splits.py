@@ -40,7 +40,8 @@ class SplitError(Exception):
 
 def _instruments(folder: Path) -> dict[str, dict[str, Any]]:
     """instrument_str -> {"family", "library", "lineage", "group"} for the instruments that have notes."""
-    from instrument_ai.train.corpus.nsynth import DataError, corpus_info, iter_notes
+    from instrument_ai.train.corpus.info import corpus_info
+    from instrument_ai.train.corpus.nsynth import DataError, iter_notes
 
     try:
         info = corpus_info(folder)

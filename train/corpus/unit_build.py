@@ -47,11 +47,6 @@ def choose_units(
         raise click.ClickException(str(exc)) from None
     chosen = unit_sources.library_units(found, options.libraries, options)
     if sources:
-        import importlib.util
-
-        for module in ("catalogue", "fetch"):
-            if importlib.util.find_spec(f"instrument_ai.train.{module}") is None:
-                raise click.ClickException(f"--sources needs train/{module}.py, which this build lacks")
         from instrument_ai.train.corpus.catalogue_units import catalogue_units
 
         chosen += catalogue_units(sources, options, from_dir=from_dir, cache=cache, catalogue=catalogue)

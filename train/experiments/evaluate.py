@@ -231,12 +231,13 @@ def split_instruments(data: str | Path, split: str) -> list[str]:
 
 
 def corpus(data: str | Path) -> Any:
-    """The data module's CorpusInfo (instruments.json, splits.json) with errors made one-line."""
-    from instrument_ai.train.corpus import nsynth as data_module
+    """The corpus' CorpusInfo (instruments.json, splits.json) with errors made one-line."""
+    from instrument_ai.train.corpus.info import corpus_info
+    from instrument_ai.train.corpus.nsynth import DataError
 
     try:
-        return data_module.corpus_info(data)
-    except data_module.DataError as exc:
+        return corpus_info(data)
+    except DataError as exc:
         raise EvaluationError(exc.message) from None
 
 
@@ -508,7 +509,7 @@ def device_other_figures(pred: Predictions, chosen: np.ndarray, open_set: dict[s
                          hop_seconds: float) -> dict[str, Any]:  # fmt: skip
     """The `other` figures two ways: as the daemon decides (smoothing, min confidence; the headline) and per
     raw window (`raw`: top class of each window alone, only the open-set threshold)."""
-    from instrument_ai.train.experiments.kinds import other_figures
+    from instrument_ai.train.corpus.kinds import other_figures
 
     def figures(hops: list[str]) -> dict[str, Any]:
         return other_figures([h for h, c in zip(hops, chosen, strict=True) if c], pred.window_note[chosen],
@@ -580,7 +581,7 @@ def score(pred: Predictions, *, open_set: dict[str, Any] | None = None, hop_seco
 
     result["per_source"] = group_scores([r.source_str for r in pred.notes])
     result["per_library"] = group_scores([r.library for r in pred.notes])
-    from instrument_ai.train.experiments.kinds import length_bucket
+    from instrument_ai.train.corpus.kinds import length_bucket
 
     result["per_length"] = group_scores([length_bucket(r.sounding_seconds) for r in pred.notes])
     other_notes = np.array([r.family_str == OTHER for r in pred.notes], dtype=bool)
@@ -654,7 +655,7 @@ def evaluate_other_folder(predictor: Predictor, folder: str | Path, silence_db: 
     gate = DEFAULT_SILENCE_DB if silence_db is None else silence_db
     clips = other_folder_clips(folder, predictor.spec.sample_rate)
     pred = predict_notes(predictor, clips, silence_db=gate, reversed_test=False)
-    from instrument_ai.train.experiments.kinds import other_figures
+    from instrument_ai.train.corpus.kinds import other_figures
 
     if len(pred.probs):
         everything = np.ones(len(pred.window_note), dtype=bool)

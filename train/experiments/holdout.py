@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from instrument_ai.train.corpus.kinds import declared_kinds, kind_means
 from instrument_ai.train.experiments.evaluate import NSYNTH_FAMILIES, EvaluationError, corpus, evaluate, iter_corpus
-from instrument_ai.train.experiments.kinds import declared_kinds, kind_means
 
 INDEPENDENT_LIBRARIES = (
     "TimGM6mb", "GeneralUserGS", "JCLive", "Aspirin", "SoundBlasterOld", "32MbGMStereo", "90sRetroVintage",
@@ -83,12 +83,12 @@ class Fold:
     name: str
     libraries: list[str]
     instruments: list[str]
-    kind: str = "soundfont"  # train/experiments/kinds.py: soundfont | real | other | synth
+    kind: str = "soundfont"  # train/corpus/kinds.py: soundfont | real | other | synth
 
 
 def _fold_kinds(data: Path, info: Any, members: dict[str, list[str]], libraries: dict[str, set[str]]) -> dict[str, str]:
     """Each fold's kind: a library's declared `kind`, else derived from its notes (train/sources.source_kind)."""
-    from instrument_ai.train.experiments.kinds import source_kind
+    from instrument_ai.train.corpus.kinds import source_kind
 
     declared = declared_kinds(data)
     fams: dict[str, list[str]] = defaultdict(list)
@@ -196,7 +196,7 @@ def _excluded_libraries(data: Path, folds: list[Fold], train_kinds: list[str]) -
     SoundFont fold's drum kit (`other`) is left out of a SoundFont-only recipe too."""
     if not train_kinds:
         return []
-    from instrument_ai.train.experiments.kinds import KIND_OF_FIELD
+    from instrument_ai.train.corpus.kinds import KIND_OF_FIELD
 
     declared = declared_kinds(data)
     return sorted({lib for f in folds for lib in f.libraries
