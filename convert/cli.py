@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,131 +18,60 @@ from typing import Any
 
 import click
 
-CALIBRATION_KEYS = ("train_x", "valid_x", "valid_y")
-
-
-class RunFolderError(Exception):
-    """The run folder lacks something `convert` needs, or holds inconsistent data; one line."""
+from instrument_ai.train.run_folder import RunFolder, RunFolderError, read_calibration, read_run_folder
 
 
 @dataclass
-class RunFolder:
-    """What `convert` reads from a training run folder, checked for consistency."""
+class ConvertRun:
+    """What `convert` reads from a training run folder: the checked config, the calibration windows, metrics."""
 
-    path: Path
-    config: dict[str, Any]
-    model_path: Path
+    folder: RunFolder
     calibration: dict[str, Any]
     metrics: Any = None
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def path(self) -> Path:
+        return self.folder.path
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.folder.config
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder.model_path
+
+    @property
     def labels(self) -> list[str]:
-        return list(self.config["labels"])
+        return list(self.folder.labels)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunFolderError(f"{path}: missing ({what})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunFolderError(f"{path}: not readable JSON ({exc})") from None
+def read_run(rundir: Path) -> ConvertRun:
+    """Read and cross-check a run folder for conversion; RunFolderError names the first problem.
 
-
-def read_run(rundir: Path) -> RunFolder:
-    """Read and cross-check a run folder; RunFolderError names the first problem."""
+    Beyond `read_run_folder`: an MFCC model (the bundle's frontend), finite stds above zero, model.keras
+    and calibration.npz present and consistent; metrics.json is optional (a warning when unreadable).
+    """
     import numpy as np
 
-    from instrument_ai.device.frontend import FrontendSpec
-
-    if not rundir.is_dir():
-        raise RunFolderError(f"{rundir}: not a training run folder (no such directory)")
-    config = _read_json(rundir / "config.json", "the run's config")
-    if not isinstance(config, dict):
-        raise RunFolderError(f"{rundir / 'config.json'}: not a JSON object")
-    for key in ("frontend_spec", "labels", "input_normalization", "window_frames"):
-        if key not in config:
-            raise RunFolderError(f"{rundir / 'config.json'}: no {key!r}")
+    folder = read_run_folder(rundir)
+    spec, config_path = folder.spec, folder.config_path
+    if folder.mean.shape != (spec.n_mfcc,) or folder.std.shape != (spec.n_mfcc,):
+        raise RunFolderError(config_path, f"input_normalization needs {spec.n_mfcc} means and stds (one per MFCC)")
+    if not (np.isfinite(folder.mean).all() and np.isfinite(folder.std).all() and (folder.std > 0).all()):
+        raise RunFolderError(config_path, "input_normalization must be finite with std > 0")
+    if not folder.model_path.is_file():
+        raise RunFolderError(folder.model_path, "missing (the run's trained model)")
+    calibration = read_calibration(
+        folder.path / "calibration.npz", (spec.n_mfcc, folder.window_frames), len(folder.labels)
+    )
+    run = ConvertRun(folder=folder, calibration=calibration)
     try:
-        spec = FrontendSpec.from_dict(config["frontend_spec"])
-    except (TypeError, ValueError) as exc:
-        raise RunFolderError(f"{rundir / 'config.json'}: {exc}") from None
-    labels = config["labels"]
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
-        raise RunFolderError(f"{rundir / 'config.json'}: labels must be a non-empty list of names")
-    if len(set(labels)) != len(labels):
-        raise RunFolderError(f"{rundir / 'config.json'}: labels repeat a name")
-    frames = config["window_frames"]
-    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
-        raise RunFolderError(f"{rundir / 'config.json'}: window_frames must be a positive integer")
-    norm = config["input_normalization"]
-    try:
-        mean = np.asarray(norm["mean"], dtype=np.float64)
-        std = np.asarray(norm["std"], dtype=np.float64)
-    except (KeyError, TypeError, ValueError):
-        raise RunFolderError(f"{rundir / 'config.json'}: input_normalization needs numeric mean and std") from None
-    if mean.shape != (spec.n_mfcc,) or std.shape != (spec.n_mfcc,):
-        raise RunFolderError(
-            f"{rundir / 'config.json'}: input_normalization needs {spec.n_mfcc} means and stds (one per MFCC)"
-        )
-    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-        raise RunFolderError(f"{rundir / 'config.json'}: input_normalization must be finite with std > 0")
-    hop = config.get("default_hop_seconds", 0.25)
-    if not isinstance(hop, (int, float)) or not math.isfinite(hop) or hop <= 0:
-        raise RunFolderError(f"{rundir / 'config.json'}: default_hop_seconds must be positive")
-
-    model_path = rundir / "model.keras"
-    if not model_path.is_file():
-        raise RunFolderError(f"{model_path}: missing (the run's trained model)")
-    calibration = _read_calibration(rundir / "calibration.npz", (spec.n_mfcc, frames), len(labels))
-
-    run = RunFolder(path=rundir, config=config, model_path=model_path, calibration=calibration)
-    metrics_path = rundir / "metrics.json"
-    if metrics_path.exists():
-        try:
-            run.metrics = _read_json(metrics_path, "metrics")
-        except RunFolderError as exc:
-            run.warnings.append(f"{exc}; the bundle carries no headline metrics")
+        run.metrics = folder.read_json("metrics.json")
+    except RunFolderError as exc:
+        run.warnings.append(f"{exc}; the bundle carries no headline metrics")
     return run
-
-
-def _read_calibration(path: Path, window: tuple[int, int], n_labels: int) -> dict[str, Any]:
-    import zipfile
-
-    import numpy as np
-
-    if not path.is_file():
-        raise RunFolderError(f"{path}: missing (calibration windows written by `instrument-ai train`)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: np.asarray(archive[key]) for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise RunFolderError(f"{path}: not a readable .npz ({exc})") from None
-    missing = [key for key in CALIBRATION_KEYS if key not in arrays]
-    if missing:
-        raise RunFolderError(f"{path}: no {', '.join(missing)}")
-    for key in ("train_x", "valid_x"):
-        x = arrays[key]
-        if x.ndim != 3 or x.shape[1:] != window:
-            raise RunFolderError(f"{path}: {key} has shape {x.shape}, expected (N, {window[0]}, {window[1]})")
-        if x.shape[0] == 0:
-            raise RunFolderError(f"{path}: {key} holds no windows")
-        if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
-            raise RunFolderError(f"{path}: {key} must be finite floats")
-        arrays[key] = x.astype(np.float32)
-    n_valid = arrays["valid_x"].shape[0]
-    for key in ("valid_y", "valid_note", "train_y"):
-        if key not in arrays:
-            continue
-        values = arrays[key]
-        expected = arrays["train_x" if key == "train_y" else "valid_x"].shape[0]
-        if values.shape != (expected,) or not np.issubdtype(values.dtype, np.integer):
-            raise RunFolderError(f"{path}: {key} must be {expected} integers")
-    y = arrays["valid_y"]
-    if n_valid and (y.min() < 0 or y.max() >= n_labels):
-        raise RunFolderError(f"{path}: valid_y has label indices outside 0..{n_labels - 1}")
-    return arrays
 
 
 def pick_golden(valid_y: Any, count: int) -> list[int]:
@@ -172,8 +100,8 @@ def convert_run(
     max_disagreement: float = 0.02,
     max_note_loss_points: float = 1.0,
     signer: Callable[[bytes], tuple[bytes, bytes]] | None = None,
-) -> tuple[Any, Any, RunFolder]:
-    """Convert a run; returns (the written Bundle, the AgreementReport, the RunFolder).
+) -> tuple[Any, Any, ConvertRun]:
+    """Convert a run; returns (the written Bundle, the AgreementReport, the ConvertRun).
 
     Raises RunFolderError / ConvertError (one line) and writes nothing when the
     run folder is unusable or the converted model fails the agreement check.

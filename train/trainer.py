@@ -8,7 +8,7 @@ The public API (used by `commands/train.py`, and by evaluation / experiments):
   cached features), samples windows (windows.py), trains with checkpoints each epoch and early
   stopping on the validation notes, and writes the run folder (docs/INTERFACES.md "Training run folder").
 * `load_run(rundir) -> Run` - config, labels, spec, normalisation, history and
-  metrics of a run, and its model on demand.
+  metrics of a run (read through run_folder.py), and its model on demand.
 
 How a run sees the data, and why:
 
@@ -48,6 +48,7 @@ How a run sees the data, and why:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -62,7 +63,6 @@ from typing import Any
 
 import numpy as np
 
-from instrument_ai.device.frontend import FrontendSpec
 from instrument_ai.device.lifecycle import atomic_write_bytes
 from instrument_ai.train.augment import band_to_feature_matrix
 from instrument_ai.train.config import MONITORS, TrainConfig, TrainError, TrainingInterrupted, say
@@ -74,6 +74,7 @@ from instrument_ai.train.features import (
 )
 from instrument_ai.train.models import build_model, model_summary
 from instrument_ai.train.prepare import PreparedData, prepare_data
+from instrument_ai.train.run_folder import RunFolder, RunFolderError, read_run_folder
 from instrument_ai.train.windows import (
     WindowSampler,
     choose_onsets,
@@ -578,43 +579,17 @@ def resume_config(run_dir: str | Path, **overrides: Any) -> TrainConfig:
 # -- reading a run ------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    """A training run folder, read back: everything `evaluate`, `convert` and the reports need."""
+@dataclass(frozen=True, eq=False)
+class Run(RunFolder):
+    """A training run folder, read back: the checked config (`RunFolder`), its TrainConfig, history and metrics."""
 
-    path: Path
-    config: dict[str, Any]
     train_config: TrainConfig
-    spec: FrontendSpec
-    labels: list[str]
-    mean: np.ndarray
-    std: np.ndarray
-    window_frames: int
-    hop_frames: int
     history: dict[str, list[float]]
     metrics: dict[str, Any]
-
-    @property
-    def status(self) -> str:
-        return str(self.config.get("status", "unknown"))
-
-    def normalize(self, windows: np.ndarray) -> np.ndarray:
-        """Raw windows (N, n_mfcc, window_frames) -> the model's normalised input (N, n_mfcc, window_frames)."""
-        return ((windows - self.mean[None, :, None]) / self.std[None, :, None]).astype(np.float32)
-
-    def load_model(self, *, compile: bool = False) -> Any:
-        """The best checkpoint (model.keras)."""
-        import keras
-
-        return keras.models.load_model(self.path / "model.keras", compile=compile)
 
     def predict(self, windows: np.ndarray, model: Any | None = None) -> np.ndarray:
         """Probabilities for raw windows (N, n_mfcc, window_frames)."""
         return predict_windows(model if model is not None else self.load_model(), self.normalize(windows))
-
-    def calibration(self) -> dict[str, np.ndarray]:
-        with np.load(self.path / "calibration.npz") as data:
-            return {k: data[k] for k in data.files}
 
 
 def load_run(rundir: str | Path) -> Run:
@@ -622,31 +597,23 @@ def load_run(rundir: str | Path) -> Run:
     path = Path(rundir)
     if not path.is_dir():
         raise TrainError(f"{path}: no such run folder")
-    config = _read_json(path / "config.json")
+    config_path = path / "config.json"
+    if not config_path.exists():
+        raise TrainError(f"{path}: not a training run (no config.json)")
     try:
-        spec = FrontendSpec.from_dict(config["frontend_spec"])
-        mean = np.asarray(config["input_normalization"]["mean"], dtype=np.float32)
-        std = np.asarray(config["input_normalization"]["std"], dtype=np.float32)
-        train_config = TrainConfig.from_dict(config["train_config"])
-        labels = [str(x) for x in config["labels"]]
-        wf = int(config["window_frames"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TrainError(f"{path}/config.json: unusable run config ({exc})") from None
-    history = _read_json(path / "history.json") if (path / "history.json").exists() else {}
-    metrics = _read_json(path / "metrics.json") if (path / "metrics.json").exists() else {}
-    return Run(
-        path=path,
-        config=config,
-        train_config=train_config,
-        spec=spec,
-        labels=labels,
-        mean=mean,
-        std=std,
-        window_frames=wf,
-        hop_frames=int(config.get("hop_frames", hop_frames(spec, float(config.get("default_hop_seconds", 0.25))))),
-        history=history,
-        metrics=metrics,
-    )
+        folder = read_run_folder(path)
+        history = folder.read_json("history.json") or {}
+        metrics = folder.read_json("metrics.json") or {}
+    except RunFolderError as exc:
+        if exc.path == config_path:
+            raise TrainError(f"{config_path}: unusable run config ({exc.detail})") from None
+        raise TrainError(f"{exc.path}: unreadable ({exc.detail})") from None
+    try:
+        train_config = TrainConfig.from_dict(folder.config["train_config"])
+    except KeyError as exc:
+        raise TrainError(f"{config_path}: unusable run config ({exc})") from None
+    parts = {f.name: getattr(folder, f.name) for f in dataclasses.fields(RunFolder)}
+    return Run(**parts, train_config=train_config, history=history, metrics=metrics)
 
 
 __all__ = [

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from instrument_ai.device.frontend import FrontendSpec, log_mel, mel_power, mfcc
+from instrument_ai.device.frontend import FrontendSpec, log_mel, mel_power, mfcc, normalise_windows
+from instrument_ai.train.run_folder import RunFolder, RunFolderError, read_run_folder
 
 # NSynth's family names in id order (the data module's FAMILIES; repeated here so
 # scoring a bundle needs no training code).
@@ -91,32 +92,20 @@ def load_predictor(path: str | Path, *, batch_size: int = 256) -> Predictor:
     raise EvaluationError(f"{path}: unknown model type (expected a run folder, a .keras file or a .tflite bundle)")
 
 
-def _read_run_config(run_dir: Path) -> dict[str, Any]:
+def _read_run(run_dir: Path) -> RunFolder:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise EvaluationError(f"{run_dir}: no config.json beside the model (it holds the frontend spec and labels)")
     try:
-        config = json.loads(config_path.read_text())
-        spec = FrontendSpec.from_dict(config["frontend_spec"])
-        stage = str(config.get("feature_stage", "mfcc"))
-        labels = [str(x) for x in config["labels"]]
-        mean = np.asarray(config["input_normalization"]["mean"], dtype=np.float32)
-        std = np.asarray(config["input_normalization"]["std"], dtype=np.float32)
-        window_frames = int(config["window_frames"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise EvaluationError(f"{config_path}: unusable run config ({_one_line(exc)})") from None
-    if stage not in STAGES:
-        raise EvaluationError(f"{config_path}: unknown feature_stage {stage!r} (known: {', '.join(STAGES)})")
-    n_features = spec.n_mfcc if stage == "mfcc" else spec.n_mels
-    if mean.shape != (n_features,) or std.shape != (n_features,):
-        raise EvaluationError(f"{config_path}: input_normalization does not have {n_features} values ({stage})")
-    config["_parsed"] = (spec, labels, mean, np.where(std > 0, std, 1.0).astype(np.float32), window_frames, stage)
-    return config
+        return read_run_folder(run_dir)
+    except RunFolderError as exc:
+        raise EvaluationError(f"{config_path}: unusable run config ({exc.detail})") from None
 
 
 def _keras_predictor(model_path: Path, batch_size: int) -> Predictor:
-    config = _read_run_config(model_path.parent)
-    spec, labels, mean, std, window_frames, stage = config.pop("_parsed")
+    run = _read_run(model_path.parent)
+    config, spec, labels, window_frames, stage = run.config, run.spec, run.labels, run.window_frames, run.stage
+    mean, std = run.mean, np.where(run.std > 0, run.std, 1.0).astype(np.float32)
     import importlib
 
     import keras
@@ -139,7 +128,7 @@ def _keras_predictor(model_path: Path, batch_size: int) -> Predictor:
         )
 
     def predict(windows: np.ndarray) -> np.ndarray:
-        x = (windows - mean[None, :, None]) / std[None, :, None]
+        x = normalise_windows(windows, mean, std)
         batches = (x[i : i + batch_size, ..., None] for i in range(0, len(x), batch_size))
         out = [keras.ops.convert_to_numpy(model(batch, training=False)) for batch in batches]
         return np.concatenate(out, axis=0) if out else np.zeros((0, len(labels)), np.float32)
