@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from clirun import run_main
 
 from instrument_ai.train.commands.evaluate import evaluate as evaluate_cmd
 from instrument_ai.train.experiments import evaluate as ev
@@ -211,7 +212,7 @@ def test_a_tflite_path_goes_through_the_device_bundle(monkeypatch, corpus_and_ru
 
 def test_a_real_int8_bundle_scores_like_its_keras_run(corpus_and_run, tmp_path: Path) -> None:
     """Convert the run, evaluate the .tflite through the device path: int8 and float agree on the notes."""
-    from instrument_ai.convert.cli import convert_run
+    from instrument_ai.convert.converter import convert_run
 
     corpus, run = corpus_and_run
     bundle_path = tmp_path / "toy.tflite"
@@ -233,16 +234,15 @@ def _one_line_error(res) -> str:
     assert "Traceback" not in res.output
     lines = [line for line in res.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1, res.output
-    assert lines[0].startswith("Error:")
+    assert lines[0].startswith("instrument-ai evaluate: ")
     return lines[0]
 
 
 def test_bad_inputs_give_one_line_errors(corpus_and_run, tmp_path: Path) -> None:
     corpus, run = corpus_and_run
-    runner = CliRunner()
 
     def call(*args: str) -> str:
-        return _one_line_error(runner.invoke(evaluate_cmd, list(args)))
+        return _one_line_error(run_main("evaluate", *args))
 
     assert "no such model" in call("--model", str(tmp_path / "nope"), "--data", str(corpus))
     assert "no model.keras" in call("--model", str(tmp_path), "--data", str(corpus))

@@ -11,9 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from clirun import run_main
 
-from instrument_ai.device.cli import cli
 from instrument_ai.train.corpus import info as info_module
 from instrument_ai.train.corpus import nsynth as data
 from instrument_ai.train.corpus.splits import SplitError, check_disjoint, make_splits, write_splits
@@ -136,7 +135,7 @@ def test_holdout_of_an_independent_library(folder: Path) -> None:
 
 
 def test_cli_writes_splits_json_the_data_module_reads(folder: Path) -> None:
-    result = CliRunner().invoke(cli, ["data", "split", str(folder), "--scheme", "holdout", "--holdout", "TimGM6mb"])
+    result = run_main(*["data", "split", str(folder), "--scheme", "holdout", "--holdout", "TimGM6mb"])
     assert result.exit_code == 0, result.output
     assert "test = TimGM6mb" in result.output
     info = info_module.corpus_info(folder)
@@ -159,7 +158,7 @@ def test_cli_writes_splits_json_the_data_module_reads(folder: Path) -> None:
     ],
 )
 def test_cli_bad_input_is_one_line(folder: Path, args: list[str], message: str) -> None:
-    result = CliRunner().invoke(cli, ["data", "split", str(folder), *args])
+    result = run_main(*["data", "split", str(folder), *args])
     assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
     assert message in result.output
 
@@ -182,5 +181,5 @@ def test_real_nsynth_folder_without_instruments_json(tmp_path: Path) -> None:
 
 
 def test_missing_folder_is_one_line() -> None:
-    result = CliRunner().invoke(cli, ["data", "split", "/no/such/corpus", "--scheme", "nsynth"])
+    result = run_main(*["data", "split", "/no/such/corpus", "--scheme", "nsynth"])
     assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1

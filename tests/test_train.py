@@ -310,11 +310,9 @@ def test_split_file_holdout_and_missing_family(corpus: Path, cache: Path, tmp_pa
 
 
 def _cli(*args: str) -> tuple[int, str]:
-    from click.testing import CliRunner
+    from clirun import run_main
 
-    from instrument_ai.device.cli import cli
-
-    result = CliRunner().invoke(cli, ["train", *args, "--quiet"])
+    result = run_main("train", *args, "--quiet")
     output = result.output  # stdout and stderr, interleaved as a terminal shows them
     assert "Traceback" not in output
     if result.exit_code != 0:
@@ -363,7 +361,7 @@ def test_bad_input_gives_one_line_errors(corpus: Path, cache: Path, tmp_path: Pa
         code, output = _cli(*args)
         assert code != 0, args
         assert message in output, (args, output)
-        errors = [line for line in output.splitlines() if line.startswith("Error")]
+        errors = [line for line in output.splitlines() if line.startswith(("Error", "instrument-ai train: "))]
         assert len(errors) == 1, output
     assert not (tmp_path / "out").exists()  # nothing was written by a refused request
 

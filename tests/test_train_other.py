@@ -59,7 +59,7 @@ def _add_other_notes(folder: Path, n_instruments: int = 2, per_instrument: int =
 
 @pytest.mark.slow  # two short trainings and a conversion: ~60 s
 def test_other_output_calibration_bundle_and_engine(tmp_path: Path) -> None:
-    from instrument_ai.convert.cli import convert_run
+    from instrument_ai.convert.converter import convert_run
     from instrument_ai.device import bundle as bundle_mod
     from instrument_ai.device.engine import Classifier
     from instrument_ai.train.trainer import TrainConfig, train_model

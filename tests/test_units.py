@@ -107,24 +107,22 @@ def test_bad_units_are_refused_with_one_line(tmp_path: Path) -> None:
 
 
 def test_cli_unit_build_and_report(tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from instrument_ai.device.cli import cli
+    from clirun import run_main
 
     out = tmp_path / "c"
     args = ["data", "build", "--out", str(out), "--units", "--libraries", "TimGM6mb", "--limit", "5", "--jobs", "1"]
-    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    result = run_main(*args)
     assert result.exit_code == 0, result.output
     assert "5 notes" in result.output and "1 rendered now" in result.output and "problems: none" in result.output
-    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    again = run_main(*args)
     assert again.exit_code == 0 and "0 rendered now" in again.output
     png = tmp_path / "composition.png"
-    report = CliRunner().invoke(cli, ["data", "report", str(out), "--png", str(png), "--json"])
+    report = run_main(*["data", "report", str(out), "--png", str(png), "--json"])
     assert report.exit_code == 0, report.output
     counts = json.loads(report.output.splitlines()[0])
     assert counts["notes"] == 5 and counts["kinds"] == {"soundfont": 5}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    bad = CliRunner().invoke(cli, ["data", "report", str(tmp_path / "nope")])
+    bad = run_main(*["data", "report", str(tmp_path / "nope")])
     assert bad.exit_code != 0 and len(bad.output.strip().splitlines()) == 1
 
 

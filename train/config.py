@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.frontend import DEFAULT_SPEC, FrontendSpec
 from instrument_ai.train.augment import AudioAugment, FeatureAugment
 from instrument_ai.train.features import (
@@ -22,12 +23,14 @@ BALANCES = ("balanced", "sqrt", "none")
 MONITORS = {"val_note_accuracy": "max", "val_accuracy": "max", "val_loss": "min"}
 
 
-class TrainError(Exception):
+class TrainError(InstrumentAIError):
     """A training request that cannot run (bad data, split, option, memory); the message is one line."""
 
 
 class TrainingInterrupted(TrainError):
     """Ctrl-C during training: the last finished epoch is checkpointed and the run can be resumed."""
+
+    exit_code = 130
 
 
 @dataclass

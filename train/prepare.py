@@ -98,7 +98,7 @@ def _load_notes(config: TrainConfig, spec: FrontendSpec) -> tuple[list[Any], Any
             )
         )
     except nsynth.DataError as exc:
-        raise TrainError(exc.message) from None
+        raise TrainError(str(exc)) from None
     if not notes:
         raise TrainError(f"{path}: no usable notes ({report.summary()})")
     for note in notes:  # a label that contradicts the corpus' own instrument table is a broken corpus

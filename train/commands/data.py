@@ -122,11 +122,12 @@ def build_cmd(
     if use_units or sources or other or synth:
         from instrument_ai.train.corpus.unit_build import run_unit_build
 
-        run_unit_build(
-            out, options, found, jobs=jobs, strict=strict, quiet=quiet, sources=sources, from_dir=from_dir,
-            cache=cache, catalogue=catalogue, other=other, other_clips=other_clips, speech_clips=speech_clips,
-            drum_clips=drum_clips, synth=synth, seed=seed,
+        summary, elapsed = run_unit_build(
+            out, options, found, jobs=jobs, strict=strict, quiet=quiet, log=lambda msg: click.echo(msg, err=True),
+            sources=sources, from_dir=from_dir, cache=cache, catalogue=catalogue, other=other,
+            other_clips=other_clips, speech_clips=speech_clips, drum_clips=drum_clips, synth=synth, seed=seed,
         )  # fmt: skip
+        _print_unit_summary(out, summary, elapsed, jobs, quiet)
         return
 
     def progress(total: int, done: int) -> Any:
@@ -145,8 +146,6 @@ def build_cmd(
             progress=progress,
             log=lambda msg: click.echo(msg, err=True),
         )
-    except corpus.CorpusError as exc:
-        raise click.ClickException(str(exc)) from None
     except OSError as exc:  # disk full, permissions: one line, not a traceback
         where = exc.filename or out
         raise click.ClickException(f"{where}: {exc.strerror or exc}") from None
@@ -204,6 +203,25 @@ def _print_build_tables(counts: dict[str, Any]) -> None:
     console.print(skipped)
 
 
+def _print_unit_summary(out: Path, summary: Any, elapsed: float, jobs: int, quiet: bool) -> None:
+    """A unit build's result: one line, one line per problem reason, then the composition table."""
+    now = [u.name for u in summary.units if u.rendered_now]
+    click.echo(
+        f"{out}: {summary.notes} notes from {summary.instruments} instruments in {len(summary.units)} units "
+        f"({len(now)} rendered now in {elapsed:.0f} s, jobs {jobs})"
+    )
+    if summary.problems:
+        click.echo("problems (counted; --strict makes them fatal):")
+        for reason, n in sorted(summary.problems.items()):
+            click.echo(f"  {reason} {n}: {summary.first.get(reason, '')}")
+    else:
+        click.echo("problems: none")
+    if not quiet:
+        from instrument_ai.train.corpus.composition import composition, print_composition
+
+        print_composition(composition(out))
+
+
 @data.command("fetch")
 @click.argument("names", nargs=-1)
 @click.option("--from", "from_dir", default=None, type=click.Path(file_okay=False), help="Existing clones/mirrors.")
@@ -249,15 +267,12 @@ def split_cmd(
     folder: Path, scheme: str, holdout: tuple[str, ...], valid: float, test: float, seed: int, out: Path | None
 ) -> None:
     """Write instrument-level train/valid/test splits of the corpus in FOLDER."""
-    from instrument_ai.train.corpus.splits import SplitError, make_splits, write_splits
+    from instrument_ai.train.corpus.splits import make_splits, write_splits
 
     if scheme == "nsynth" and holdout:
         raise click.UsageError("--holdout belongs to --scheme holdout")
-    try:
-        content = make_splits(folder, scheme=scheme, holdout=list(holdout), valid=valid, test=test, seed=seed)
-        path = write_splits(folder, content, out)
-    except SplitError as exc:
-        raise click.ClickException(str(exc)) from None
+    content = make_splits(folder, scheme=scheme, holdout=list(holdout), valid=valid, test=test, seed=seed)
+    path = write_splits(folder, content, out)
     parts = ", ".join(f"{name} {len(members)}" for name, members in content["splits"].items())
     held = content["params"].get("holdout")
     click.echo(f"wrote {path}: instruments {parts}" + (f" (test = {', '.join(held)})" if held else ""))
@@ -270,7 +285,7 @@ def info_cmd(path: Path, as_json: bool) -> None:
     """Count the notes of a corpus (json/wav folder or TFRecord) per family, source, library and split."""
     from instrument_ai.train.corpus.info import describe
 
-    counts = describe(path)  # DataError is a ClickException: one line, exit 1
+    counts = describe(path)  # a DataError reaches cli.main: one line, exit 1
     if as_json:
         click.echo(json.dumps(counts))
         return

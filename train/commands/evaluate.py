@@ -65,19 +65,16 @@ def evaluate(model_path: Path, data_dir: Path, split: str | None, json_path: Pat
              quiet: bool) -> None:  # fmt: skip
     """Accuracy and macro-F1 per note and per window, per family, per source, and the time-reversed test."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
-    from instrument_ai.train.experiments.evaluate import EvaluationError, evaluate_other_folder, load_predictor
     from instrument_ai.train.experiments.evaluate import evaluate as run_evaluation
+    from instrument_ai.train.experiments.evaluate import evaluate_other_folder, load_predictor
 
     if out_dir is None:
         out_dir = default_out_dir(model_path, data_dir, split)
-    try:
-        predictor = load_predictor(model_path)
-        other = evaluate_other_folder(predictor, other_folder, silence_db) if other_folder is not None else None
-        result = run_evaluation(predictor, data_dir, split=split, out_dir=out_dir, json_path=json_path, limit=limit,
-                                silence_db=silence_db, progress=None if quiet else _progress,
-                                extra={"other_folder": other} if other else None)  # fmt: skip
-    except EvaluationError as exc:
-        raise click.ClickException(str(exc)) from None
+    predictor = load_predictor(model_path)
+    other = evaluate_other_folder(predictor, other_folder, silence_db) if other_folder is not None else None
+    result = run_evaluation(predictor, data_dir, split=split, out_dir=out_dir, json_path=json_path, limit=limit,
+                            silence_db=silence_db, progress=None if quiet else _progress,
+                            extra={"other_folder": other} if other else None)  # fmt: skip
     click.echo(summary_text(result, verbose=not quiet))
     click.echo(f"report: {Path(out_dir) / 'report.md'}" + (f"; json: {json_path}" if json_path else ""))
 

@@ -45,17 +45,13 @@ def experiment() -> None:
 def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train_notes: int, max_test_notes: int,
           train_sources: str, no_note_split: bool, seed: int, quick: bool) -> None:  # fmt: skip
     """Rerun the study on DATA with instrument-level splits; write OUT/report.md beside the published figures."""
-    from instrument_ai.train.experiments.evaluate import EvaluationError
     from instrument_ai.train.experiments.study import StudyConfig, run_study
 
     _quiet_tensorflow()
     cfg = StudyConfig(data=data_dir, out=out_dir, epochs=epochs, mlp_epochs=mlp_epochs, max_train_notes=max_train_notes,
                       max_test_notes=max_test_notes, train_sources=train_sources, note_split=not no_note_split,
                       seed=seed, quick=quick)  # fmt: skip
-    try:
-        results = run_study(cfg, progress=_say)
-    except EvaluationError as exc:
-        raise click.ClickException(str(exc)) from None
+    results = run_study(cfg, progress=_say)
     mfcc = results["representations"]["mfcc"]
     acc = (mfcc.get("test_acoustic") or {}).get("accuracy")
     mlp = results["quality_mlp"]["all 12 inputs"]["accuracy"]
@@ -102,7 +98,6 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
             train_kinds: str | None, real_weight: float | None, max_minutes: float | None,
             label_smoothing: float | None, mixup_alpha: float | None) -> None:  # fmt: skip
     """Leave-one-library-out: train on all libraries but one, test on it; the mean note accuracy is the headline."""
-    from instrument_ai.train.experiments.evaluate import EvaluationError
     from instrument_ai.train.experiments.holdout import HoldoutConfig, run_holdout
 
     _quiet_tensorflow()
@@ -126,10 +121,7 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
         raise click.UsageError(f"unknown source kind {', '.join(unknown)}; choose from soundfont, real, other, synth")
     cfg = HoldoutConfig(data=data_dir, out=out_dir, preset=preset, epochs=epochs, seed=seed, libraries=names,
                         jobs=jobs, overrides=overrides, groups=groups, train_kinds=kinds)  # fmt: skip
-    try:
-        summary = run_holdout(cfg, progress=_say)
-    except EvaluationError as exc:
-        raise click.ClickException(str(exc)) from None
+    summary = run_holdout(cfg, progress=_say)
     for fold in summary["folds"]:
         if fold["note_accuracy"] is None:  # an `other` source: its figures are hops named and false events
             o = fold.get("other") or {}
@@ -162,7 +154,7 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
 def model_card(bundle: Path, run_dir: Path, holdout_dir: Path, compare: tuple[str, ...], bench_file: Path | None,
                commands: tuple[str, ...], out_file: Path) -> None:  # fmt: skip
     """Write the model card (models/README.md) from the run's, the holdout's, the bundle's and the bench's JSON."""
-    from instrument_ai.train.experiments.model_card import CardError, load_inputs, write_card
+    from instrument_ai.train.experiments.model_card import load_inputs, write_card
 
     def pairs(items: tuple[str, ...], option: str) -> list[tuple[str, str]]:
         out = []
@@ -174,10 +166,7 @@ def model_card(bundle: Path, run_dir: Path, holdout_dir: Path, compare: tuple[st
         return out
 
     comparisons = [(label, Path(p)) for label, p in pairs(compare, "--compare")]
-    try:
-        inputs = load_inputs(bundle, run_dir, holdout_dir, comparisons=comparisons, bench=bench_file)
-        inputs.commands = dict(pairs(commands, "--command"))
-        written = write_card(inputs, out_file)
-    except CardError as exc:
-        raise click.ClickException(str(exc)) from None
+    inputs = load_inputs(bundle, run_dir, holdout_dir, comparisons=comparisons, bench=bench_file)
+    inputs.commands = dict(pairs(commands, "--command"))
+    written = write_card(inputs, out_file)
     click.echo(f"wrote {written}")

@@ -129,7 +129,7 @@ def train(
     epoch; `instrument-ai train --resume RUNDIR` continues it.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-    from instrument_ai.train.trainer import TrainConfig, TrainError, TrainingInterrupted, resume_config, train_model
+    from instrument_ai.train.trainer import TrainConfig, TrainingInterrupted, resume_config, train_model
 
     try:
         if resume_dir is not None:
@@ -181,8 +181,6 @@ def train(
         message = str(exc)
         click.echo(message[:1].upper() + message[1:], err=True)
         raise click.exceptions.Exit(130) from None
-    except TrainError as exc:
-        raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo(
             "Interrupted before the first epoch finished; rerun the same command "

@@ -74,6 +74,7 @@ from typing import Any
 
 import numpy as np
 
+from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.train.corpus.nsynth import FAMILIES, SOURCES
 from instrument_ai.train.sources import gm_programs
 
@@ -127,7 +128,7 @@ LINEAGES: dict[str, str] = {name: name for name in LIBRARIES} | {"MuseScoreGener
 _EXPR_PRESET = re.compile(r"\bexpr\.?$", re.IGNORECASE)
 
 
-class CorpusError(Exception):
+class CorpusError(InstrumentAIError):
     """A build that cannot proceed; the message is one line for the CLI."""
 
 

@@ -24,8 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import click
-
+from instrument_ai.train.corpus.build import CorpusError
 from instrument_ai.train.corpus.units import Unit
 from instrument_ai.train.sources.imported import ImportedNote, Problems
 
@@ -55,12 +54,12 @@ def catalogue_units(
     try:
         entries = _load(catalogue)
     except cat.CatalogueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise CorpusError(str(exc)) from None
     by_name = {e.name: e for e in entries}
     wanted = list(by_name) if names.strip() == "all" else [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in wanted if n not in by_name]
     if unknown:
-        raise click.ClickException(f"--sources: unknown source {unknown[0]!r}; known: {', '.join(by_name)}")
+        raise CorpusError(f"--sources: unknown source {unknown[0]!r}; known: {', '.join(by_name)}")
     out = []
     for name in wanted:
         entry = by_name[name]

@@ -16,8 +16,8 @@ our self-built corpus run the same commands. Three rules shape this module:
   `instrument_ai.train.corpus.tfrecord` (numpy only), so a truncated download is a
   counted reason rather than a crash, and reading data costs no 5 s import.
 
-`DataError` is a `click.ClickException`, so any CLI that lets it escape prints
-``Error: <one line>`` and exits 1, never a traceback.
+`DataError` is an `InstrumentAIError`: the CLI that lets it escape prints one
+``instrument-ai CMD: <line>`` and exits 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import click
 import numpy as np
 
+from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.train.corpus import tfrecord
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ _NOTE_STR = re.compile(
 )
 
 
-class DataError(click.ClickException):
+class DataError(InstrumentAIError):
     """Unusable data or arguments; the message is one line (CLIs print it, never a traceback)."""
 
     def __init__(self, message: str) -> None:

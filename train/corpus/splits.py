@@ -28,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.lifecycle import atomic_write_bytes
 
 SPLITS = ("train", "valid", "test")
 SCHEMES = ("holdout", "nsynth")
 
 
-class SplitError(Exception):
+class SplitError(InstrumentAIError):
     """Splits cannot be made as asked; the message is one line for the CLI."""
 
 
@@ -49,7 +50,7 @@ def _instruments(folder: Path) -> dict[str, dict[str, Any]]:
         for note in iter_notes(folder, audio="none"):
             present.setdefault(note.instrument_str, note.family_str)
     except DataError as exc:
-        raise SplitError(str(exc.message)) from None
+        raise SplitError(str(exc)) from None
     rows = {}
     for name, family in sorted(present.items()):
         meta = info.instruments.get(name)

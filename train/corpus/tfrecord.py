@@ -37,6 +37,8 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
+from instrument_ai.device.errors import InstrumentAIError
+
 FeatureKind = Literal["bytes", "float", "int64"]
 
 _POLY = 0x82F63B78  # CRC-32C (Castagnoli), reflected
@@ -44,7 +46,7 @@ _MASK_DELTA = 0xA282EAD8
 _LANE = 128  # bytes per numpy lane (even); 256 KB -> 2048 lanes (measured fastest)
 
 
-class TFRecordError(ValueError):
+class TFRecordError(InstrumentAIError, ValueError):
     """A record that cannot be trusted. `reason` is "truncated_record", "bad_crc" or "bad_record"."""
 
     def __init__(self, reason: str, message: str, *, fatal: bool) -> None:

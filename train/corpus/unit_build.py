@@ -1,18 +1,17 @@
-"""`data build` in unit mode: choose the units, build and merge them, print the summary and composition.
+"""`data build` in unit mode: choose the units, then build and merge them.
 
-The command shell (`data_cli.build_cmd`) parses options; this module turns them
-into units (`unit_sources`), runs `units.build_units` and reports: one line per
-unit, one line per problem reason (counted, fatal under --strict), the
-composition table.
+The command shell (`commands/data.py`) parses options and prints the summary
+(one line per problem reason, counted, fatal under --strict) and the
+composition table; this module turns the options into units (`unit_sources`)
+and runs `units.build_units`. Every refusal is a one-line `CorpusError`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import click
 
 
 def choose_units(
@@ -35,16 +34,13 @@ def choose_units(
 
     unknown = [n for n in options.libraries if n not in corpus.LIBRARIES]
     if unknown:
-        raise click.ClickException(f"unknown library {unknown[0]!r}; known: {', '.join(corpus.LIBRARIES)}")
+        raise corpus.CorpusError(f"unknown library {unknown[0]!r}; known: {', '.join(corpus.LIBRARIES)}")
     absent = [n for n in options.libraries if n not in found]
     if absent:
-        raise click.ClickException(f"library {absent[0]} is not installed on this machine (found: {', '.join(found)})")
+        raise corpus.CorpusError(f"library {absent[0]} is not installed on this machine (found: {', '.join(found)})")
     from dataclasses import replace
 
-    try:
-        corpus.validate_options(replace(options, libraries=corpus.LIBRARIES[:1]))  # the libraries are checked above
-    except corpus.CorpusError as exc:
-        raise click.ClickException(str(exc)) from None
+    corpus.validate_options(replace(options, libraries=corpus.LIBRARIES[:1]))  # the libraries are checked above
     chosen = unit_sources.library_units(found, options.libraries, options)
     if sources:
         from instrument_ai.train.corpus.catalogue_units import catalogue_units
@@ -64,7 +60,8 @@ def choose_units(
 
 
 def run_unit_build(out: Path, options: Any, found: dict[str, Any], *, jobs: int, strict: bool, quiet: bool,
-                   **choice: Any) -> None:  # fmt: skip
+                   log: Callable[[str], None], **choice: Any) -> tuple[Any, float]:  # fmt: skip
+    """Build the chosen units into `out`; returns (the build summary, seconds it took)."""
     from instrument_ai.train.corpus import build as corpus
     from instrument_ai.train.corpus import units
 
@@ -77,25 +74,7 @@ def run_unit_build(out: Path, options: Any, found: dict[str, Any], *, jobs: int,
 
     start = time.perf_counter()
     try:
-        summary = units.build_units(out, chosen, options, jobs=jobs, strict=strict, progress=progress,
-                                    log=lambda msg: click.echo(msg, err=True))  # fmt: skip
-    except corpus.CorpusError as exc:
-        raise click.ClickException(str(exc)) from None
+        summary = units.build_units(out, chosen, options, jobs=jobs, strict=strict, progress=progress, log=log)
     except OSError as exc:
-        raise click.ClickException(f"{exc.filename or out}: {exc.strerror or exc}") from None
-    elapsed = time.perf_counter() - start
-    now = [u.name for u in summary.units if u.rendered_now]
-    click.echo(
-        f"{out}: {summary.notes} notes from {summary.instruments} instruments in {len(summary.units)} units "
-        f"({len(now)} rendered now in {elapsed:.0f} s, jobs {jobs})"
-    )
-    if summary.problems:
-        click.echo("problems (counted; --strict makes them fatal):")
-        for reason, n in sorted(summary.problems.items()):
-            click.echo(f"  {reason} {n}: {summary.first.get(reason, '')}")
-    else:
-        click.echo("problems: none")
-    if not quiet:
-        from instrument_ai.train.corpus.composition import composition, print_composition
-
-        print_composition(composition(out))
+        raise corpus.CorpusError(f"{exc.filename or out}: {exc.strerror or exc}") from None
+    return summary, time.perf_counter() - start

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.frontend import FrontendSpec, log_mel, mel_power, mfcc, normalise_windows
 from instrument_ai.train.run_folder import RunFolder, RunFolderError, read_run_folder
 
@@ -44,7 +45,7 @@ STAGES: dict[str, Callable[[np.ndarray, FrontendSpec], np.ndarray]] = {
 """Frontend outputs a run may be trained on (the trainer's `feature_stage`); bundles carry MFCC models."""
 
 
-class EvaluationError(Exception):
+class EvaluationError(InstrumentAIError):
     """A bad model, data folder or option; the message is one line for the user."""
 
 
@@ -227,7 +228,7 @@ def corpus(data: str | Path) -> Any:
     try:
         return corpus_info(data)
     except DataError as exc:
-        raise EvaluationError(exc.message) from None
+        raise EvaluationError(str(exc)) from None
 
 
 def instrument_libraries(data: str | Path) -> dict[str, str]:
@@ -270,7 +271,7 @@ def iter_corpus(
             if limit is not None and count >= limit:
                 return
     except data_module.DataError as exc:
-        raise EvaluationError(exc.message) from None
+        raise EvaluationError(str(exc)) from None
 
 
 def note_audio(note: Any) -> np.ndarray:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instrument_ai.device.errors import InstrumentAIError
+
 TARGETS = {
     "soundfont_folds": 0.75,
     "real_folds": 0.70,
@@ -25,7 +27,7 @@ TARGETS = {
 """Issue 14's targets, so the card says plainly which are met."""
 
 
-class CardError(ValueError):
+class CardError(InstrumentAIError, ValueError):
     """An input the card needs is missing or unreadable; one line for the user."""
 
 

@@ -276,7 +276,7 @@ def load_features(
         try:
             audio = note_audio(note)
         except DataError as exc:
-            progress(f"skipped {note.note_str}: {exc.message}")
+            progress(f"skipped {note.note_str}: {exc}")
             continue
         found[note.note_str] = note_representations(audio, spec, n_samples)
         if len(found) % 500 == 0:

@@ -25,6 +25,7 @@ from typing import Any
 
 import tomllib
 
+from instrument_ai.device.errors import ConfigurationError
 from instrument_ai.train.corpus.nsynth import LABELS, SOURCES
 
 CATALOGUE = Path(__file__).with_name("sources.toml")
@@ -35,7 +36,7 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _STEPS = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 
 
-class CatalogueError(ValueError):
+class CatalogueError(ConfigurationError, ValueError):
     """A catalogue that cannot be used; the message is one line naming the source and field."""
 
 

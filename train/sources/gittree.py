@@ -11,8 +11,10 @@ import subprocess
 import threading
 from pathlib import Path
 
+from instrument_ai.device.errors import InstrumentAIError
 
-class TreeError(OSError):
+
+class TreeError(InstrumentAIError, OSError):
     """A repository or folder that cannot be read; one line."""
 
 

@@ -37,6 +37,7 @@ from math import gcd
 
 import numpy as np
 
+from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.train.sources.imported import NUM_SAMPLES, SAMPLE_RATE, ImportedNote, Problems
 
 ONSET_DB = 35.0
@@ -52,7 +53,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 ReadBytes = Callable[[str], bytes]
 
 
-class ImportProblem(Exception):
+class ImportProblem(InstrumentAIError):
     """A recording that cannot become a note: ``reason`` (a Problems key) and a one-line message."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from instrument_ai.device.errors import InstrumentAIError
+
 from .imported import NUM_SAMPLES, SAMPLE_RATE, ImportedNote
 
 OTHER = "other"
@@ -29,7 +31,7 @@ LEVEL_DB = (-60.0, 0.0)
 SR = SAMPLE_RATE
 
 
-class OtherError(Exception):
+class OtherError(InstrumentAIError):
     """A generator cannot run (missing tool or font); one-line message."""
 
 

@@ -24,12 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from instrument_ai.device.errors import InstrumentAIError
+
 PERCUSSION_BANK = 128
 FLUSH_SAMPLES = 4096
 """Samples rendered and discarded after `sounds_off` (256 ms at 16 kHz, far beyond the 10 ms fade)."""
 
 
-class SoundFontError(Exception):
+class SoundFontError(InstrumentAIError):
     """A SoundFont file cannot be read or a preset cannot be played (one-line message)."""
 
 

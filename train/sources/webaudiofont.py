@@ -97,6 +97,8 @@ from typing import Any
 
 import numpy as np
 
+from instrument_ai.device.errors import InstrumentAIError
+
 LIBRARIES: tuple[str, ...] = (
     "GeneralUserGS",
     "Aspirin",
@@ -124,7 +126,7 @@ _BANK_NAME = re.compile(r"^(?P<program>\d{3})(?P<variant>\d)_(?P<library>.+?)_sf
 _UNIT_CACHE_SIZE = 8
 
 
-class WafError(ValueError):
+class WafError(InstrumentAIError, ValueError):
     """A WebAudioFont bank or request that cannot be played; the message is one line."""
 
 
