@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import soundfile
 
+from instrument_ai.device.labels import FAMILIES
 from instrument_ai.train.corpus import nsynth as data
 from instrument_ai.train.corpus import tfrecord
 from instrument_ai.train.corpus.info import corpus_info, describe, notes_for_split
 from instrument_ai.train.corpus.nsynth import (
-    FAMILIES,
     FIELDS,
     QUALITIES,
     SOURCES,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from instrument_ai.device.labels import FAMILIES
 from instrument_ai.train.corpus import nsynth as data_module
 from instrument_ai.train.corpus.info import corpus_info
 
@@ -97,7 +98,7 @@ def make_corpus(
                             data_module.Note(
                                 note_str=data_module.format_note_str(name, pitch, velocity),
                                 instrument=instrument_id, instrument_str=name, pitch=pitch, velocity=velocity,
-                                sample_rate=RATE, family=data_module.FAMILIES.index(family), family_str=family,
+                                sample_rate=RATE, family=FAMILIES.index(family), family_str=family,
                                 source=data_module.SOURCES.index(source), source_str=source, qualities=flags,
                                 audio=audio,
                             )
@@ -128,7 +129,7 @@ def make_run(
 
     spec, window_frames = DEFAULT_SPEC, 59
     notes = list(data_module.iter_notes(corpus, num_samples=None, instruments=instruments))
-    labels = [f for f in data_module.FAMILIES if any(n.family_str == f for n in notes)]
+    labels = [f for f in FAMILIES if any(n.family_str == f for n in notes)]
     xs, ys, per_note = [], [], []
     for note in notes:
         m = mfcc(note.load_audio(), spec)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from clirun import run_main
 
+from instrument_ai.device.labels import FAMILIES
 from instrument_ai.train.corpus import info as info_module
 from instrument_ai.train.corpus import nsynth as data
 from instrument_ai.train.corpus.splits import SplitError, check_disjoint, make_splits, write_splits
@@ -49,7 +50,7 @@ def make_corpus(folder: Path, *, with_instruments: bool = True) -> None:
                             pitch=pitch,
                             velocity=100,
                             sample_rate=16000,
-                            family=data.FAMILIES.index(gm.family_str),
+                            family=FAMILIES.index(gm.family_str),
                             family_str=gm.family_str,
                             source=data.SOURCES.index(gm.source_str),
                             source_str=gm.source_str,

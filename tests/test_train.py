@@ -42,9 +42,9 @@ def render_tiny_corpus(
     """Render an NSynth-format corpus folder (examples.json, audio/, instruments.json) with tinysoundfont."""
     import tinysoundfont
 
+    from instrument_ai.device.labels import FAMILIES
     from instrument_ai.train.corpus.demo_clip import timgm6mb_path
     from instrument_ai.train.corpus.nsynth import (
-        FAMILIES,
         SOURCES,
         Note,
         format_instrument_str,

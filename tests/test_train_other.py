@@ -27,9 +27,8 @@ SUBSET = [
 
 def _add_other_notes(folder: Path, n_instruments: int = 2, per_instrument: int = 5) -> None:
     """Noise, hum and clicks as `other` instruments of their own library (an other-source)."""
+    from instrument_ai.device.labels import LABELS, OTHER
     from instrument_ai.train.corpus.nsynth import (
-        LABELS,
-        OTHER,
         Note,
         format_instrument_str,
         format_note_str,

@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import math
@@ -63,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from instrument_ai.device.frontend import normalise_windows
 from instrument_ai.device.lifecycle import atomic_write_bytes
 from instrument_ai.train.augment import band_to_feature_matrix
 from instrument_ai.train.config import MONITORS, TrainConfig, TrainError, TrainingInterrupted, say
@@ -337,7 +339,7 @@ def train_model(config: TrainConfig, *, resume: bool = False, callbacks: Sequenc
     )
     if len(valid_raw) == 0:
         raise TrainError("no validation windows above the silence gate")
-    valid_x = ((valid_raw - mean[None, :, None]) / std[None, :, None]).astype(np.float32)
+    valid_x = normalise_windows(valid_raw, mean, std)
 
     _set_tf_threads()
     import keras
@@ -437,7 +439,7 @@ def _finish(
     import keras
 
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
-    norm = lambda raw: ((raw - mean[None, :, None]) / std[None, :, None]).astype(np.float32)  # noqa: E731
+    norm = functools.partial(normalise_windows, mean=mean, std=std)
     rng = np.random.default_rng([config.seed, 11])
     hop = hop_frames(config.spec(), config.hop_seconds)
     valid_raw, valid_owner, valid_note_y = subset_windows(prepared.valid, hop, prepared.valid_y, FINAL_WINDOWS, rng)

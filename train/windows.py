@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from instrument_ai.device.frontend import normalise_windows
 from instrument_ai.train.augment import FeatureAugment, augment_features
 from instrument_ai.train.features import (
     FeatureSet,
@@ -96,8 +97,8 @@ class WindowSampler:
         self.features = features
         self.labels = labels
         self.n_classes = n_classes
-        self.mean = mean.astype(np.float32)[None, :, None]
-        self.std = std.astype(np.float32)[None, :, None]
+        self.mean = mean.astype(np.float32)
+        self.std = std.astype(np.float32)
         self.batch_size = batch_size
         self.steps = steps
         self.seed = seed
@@ -117,8 +118,7 @@ class WindowSampler:
             augment_features(x, rng, self.band_matrix, self.feature_augment)
         # after the EQ/gain: the device pads with the silence frame itself, not an augmented one
         cut_onsets(rng, x, onset, self.silence)
-        x -= self.mean
-        x /= self.std
+        x = normalise_windows(x, self.mean, self.std)
         y = np.eye(self.n_classes, dtype=np.float32)[self.labels[notes]]
         if self.mixup_alpha > 0:
             lam = rng.beta(self.mixup_alpha, self.mixup_alpha, size=self.batch_size).astype(np.float32)

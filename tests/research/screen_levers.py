@@ -63,8 +63,8 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device.frontend import DEFAULT_SPEC, dct_matrix
+from instrument_ai.device.labels import FAMILIES
 from instrument_ai.train.augment import FeatureAugment, augment_features, band_to_feature_matrix
-from instrument_ai.train.corpus.nsynth import FAMILIES
 from instrument_ai.train.experiments.holdout import fold_name
 from instrument_ai.train.features import FeatureSet, default_cache_dir
 from instrument_ai.train.windows import note_sampling_probs, window_note_scores

@@ -75,7 +75,8 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device.errors import InstrumentAIError
-from instrument_ai.train.corpus.nsynth import FAMILIES, SOURCES
+from instrument_ai.device.labels import FAMILIES
+from instrument_ai.train.corpus.nsynth import SOURCES
 from instrument_ai.train.sources import gm_programs
 
 SAMPLE_RATE = 16000

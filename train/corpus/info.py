@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instrument_ai.device.labels import LABELS
 from instrument_ai.train.corpus.nsynth import (
     DEFAULT_LIBRARY,
-    LABELS,
     SOURCES,
     DataError,
     Note,

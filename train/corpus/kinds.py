@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-OTHER = "other"
+from instrument_ai.device.labels import OTHER, SILENCE, UNKNOWN
+
 SOUNDFONT, REAL, OTHER_KIND, SYNTH = "soundfont", "real", "other", "synth"
 KIND_OF_FIELD = {
     "soundfont": SOUNDFONT,
@@ -27,7 +28,7 @@ KIND_OF_FIELD = {
 """corpus.json / instruments.json `kind` -> the group a fold is averaged in."""
 LENGTHS = ("short", "medium", "long")
 """Note-length buckets: sounding < 0.5 s, 0.5-1.5 s, longer (a note without sounding_seconds counts as longer)."""
-NOT_INSTRUMENT = frozenset({OTHER, "silence", "unknown"})
+NOT_INSTRUMENT = frozenset({OTHER, SILENCE, UNKNOWN})
 
 
 def source_kind(families: Iterable[str], sounding: Iterable[float | None], kind_field: str | None = None) -> str:

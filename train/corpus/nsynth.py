@@ -34,30 +34,13 @@ from typing import Any, Literal
 import numpy as np
 
 from instrument_ai.device.errors import InstrumentAIError
+from instrument_ai.device.labels import LABELS
 from instrument_ai.train.corpus import tfrecord
 
 log = logging.getLogger(__name__)
 
-FAMILIES: list[str] = [
-    "bass",
-    "brass",
-    "flute",
-    "guitar",
-    "keyboard",
-    "mallet",
-    "organ",
-    "reed",
-    "string",
-    "synth_lead",
-    "vocal",
-]
-"""NSynth instrument families; the index is NSynth's `instrument_family` id."""
-
-OTHER = "other"
-"""Our 12th label (id 11, after NSynth's 0-10): a sound that is no instrument (speech, noise, drums, rooms)."""
-
-LABELS: list[str] = [*FAMILIES, OTHER]
-"""Every family id a corpus entry may carry: NSynth's 11, then `other`. Real NSynth uses only the first 11."""
+# The family vocabulary (FAMILIES: NSynth's 11, index = `instrument_family` id; OTHER: id 11; LABELS: both)
+# lives in device/labels.py, shared with the daemon.
 
 SOURCES: list[str] = ["acoustic", "electronic", "synthetic"]
 """NSynth instrument sources; the index is NSynth's `instrument_source` id."""

@@ -139,8 +139,9 @@ def _instrument_str(family: str, source: str, counters: Counter[tuple[str, str]]
 
 def write_imported(tmp: Path, unit: Unit) -> Problems:
     """Write every `ImportedNote` of a unit as a 16-bit wav plus its examples.json and instruments.json."""
+    from instrument_ai.device.labels import LABELS, OTHER
     from instrument_ai.train.corpus.build import FAMILY_IDS, SOURCE_IDS, to_pcm16, write_pcm16_wav
-    from instrument_ai.train.corpus.nsynth import LABELS, OTHER, Note, write_examples_json
+    from instrument_ai.train.corpus.nsynth import Note, write_examples_json
     from instrument_ai.train.corpus.qualities import names_of, qualities
     from instrument_ai.train.sources.imported import NUM_SAMPLES, SAMPLE_RATE
 

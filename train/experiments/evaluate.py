@@ -26,14 +26,9 @@ import numpy as np
 
 from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.frontend import FrontendSpec, log_mel, mel_power, mfcc, normalise_windows
+from instrument_ai.device.labels import FAMILIES, OTHER
 from instrument_ai.train.run_folder import RunFolder, RunFolderError, read_run_folder
 
-# NSynth's family names in id order (the data module's FAMILIES; repeated here so
-# scoring a bundle needs no training code).
-NSYNTH_FAMILIES = (
-    "bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string", "synth_lead", "vocal",
-)  # fmt: skip
-OTHER = "other"  # family id 11: sounds that are no instrument (train/corpus/nsynth.py LABELS)
 NSYNTH_SOURCES = ("acoustic", "electronic", "synthetic")
 DEFAULT_SILENCE_DB = -60.0
 """Windows quieter than this (RMS, dBFS) are not classified, as on the device."""
@@ -659,7 +654,7 @@ def evaluate_other_folder(predictor: Predictor, folder: str | Path, silence_db: 
 
 def check_labels(predictor_labels: Sequence[str], data_families: Iterable[str]) -> None:
     """Refuse a model whose labels are not NSynth families, or that shares no family with the data."""
-    foreign = [x for x in predictor_labels if x not in (*NSYNTH_FAMILIES, OTHER)]
+    foreign = [x for x in predictor_labels if x not in (*FAMILIES, OTHER)]
     if foreign:
         raise EvaluationError(
             f"model/data label mismatch: the model's labels {', '.join(foreign)} are not NSynth family names"

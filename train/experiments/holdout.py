@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from instrument_ai.device.labels import FAMILIES
 from instrument_ai.train.corpus.kinds import declared_kinds, kind_means
-from instrument_ai.train.experiments.evaluate import NSYNTH_FAMILIES, EvaluationError, corpus, evaluate, iter_corpus
+from instrument_ai.train.experiments.evaluate import EvaluationError, corpus, evaluate, iter_corpus
 
 INDEPENDENT_LIBRARIES = (
     "TimGM6mb", "GeneralUserGS", "JCLive", "Aspirin", "SoundBlasterOld", "32MbGMStereo", "90sRetroVintage",
@@ -44,21 +45,28 @@ class HoldoutError(EvaluationError):
     """The data or options cannot support the protocol; one line for the user."""
 
 
-class TrainFn(Protocol):
-    """Train on `data` without the `holdout` libraries (nor their lineage); write (or resume) a run folder at `out`."""
+@dataclass(frozen=True)
+class FoldTraining:
+    """What one fold's training is asked for: the keywords every `TrainFn` takes (defined here once)."""
 
-    def __call__(
-        self,
-        data: Path,
-        out: Path,
-        *,
-        holdout: list[str],
-        preset: str,
-        epochs: int | None,
-        seed: int,
-        jobs: int = 0,
-        overrides: dict[str, Any] | None = None,
-    ) -> Path: ...
+    holdout: list[str]
+    """Libraries (and lineages) kept out of training: the fold's test set."""
+    preset: str
+    epochs: int | None
+    seed: int
+    jobs: int = 0
+    """Feature-extraction processes (0: one per CPU); not a result-changing setting."""
+    overrides: dict[str, Any] | None = None
+    """TrainConfig fields set for every fold (augmentation, weights, time budget ...)."""
+
+
+class TrainFn(Protocol):
+    """Train on `data` without the `holdout` libraries (nor their lineage); write (or resume) a run folder at `out`.
+
+    The keywords are the fields of `FoldTraining`.
+    """
+
+    def __call__(self, data: Path, out: Path, **fold: Any) -> Path: ...
 
 
 def _norm(name: str) -> str:
@@ -326,7 +334,7 @@ def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, An
     for f in folds:
         for family, value in f["per_family_recall"].items():
             family_recall[family].append(value)
-    families = [f for f in NSYNTH_FAMILIES if f in family_recall]
+    families = [f for f in FAMILIES if f in family_recall]
     summary = {
         "settings": settings,
         "mean_note_accuracy": float(np.mean(notes)) if notes else None,
@@ -413,18 +421,9 @@ def _run_instruments(run_dir: Path) -> set[str]:
     return set(used.get("train", [])) | set(used.get("valid", []))
 
 
-def train_with_trainer(
-    data: Path,
-    out: Path,
-    *,
-    holdout: list[str],
-    preset: str,
-    epochs: int | None,
-    seed: int,
-    jobs: int = 0,
-    overrides: dict[str, Any] | None = None,
-) -> Path:
-    """The real trainer with `--holdout`, in a fresh process per fold; an unfinished run is resumed.
+def train_with_trainer(data: Path, out: Path, **fold: Any) -> Path:
+    """The real trainer with `--holdout` (keywords: `FoldTraining`'s fields), in a fresh process per fold; an
+    unfinished run is resumed.
 
     One process training fold after fold grew by 1-2 GB per fold (Keras and
     TensorFlow keep references to each fold's data pipeline that
@@ -434,11 +433,11 @@ def train_with_trainer(
     """
     import multiprocessing
 
-    kwargs = dict(holdout=list(holdout), preset=preset, epochs=epochs, seed=seed, jobs=jobs, overrides=overrides)
+    request = FoldTraining(**fold)
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     # Not a Pool: pool workers are daemonic and may not start the feature-extraction processes.
-    child = context.Process(target=_fold_child, args=(send, Path(data), Path(out), kwargs), name="holdout fold")
+    child = context.Process(target=_fold_child, args=(send, Path(data), Path(out), request), name="holdout fold")
     child.start()
     send.close()
     try:
@@ -474,10 +473,10 @@ def _wait_for_child(receive: Any, child: Any) -> Path | HoldoutError | None:
         return None
 
 
-def _fold_child(send: Any, data: Path, out: Path, kwargs: dict[str, Any]) -> None:
+def _fold_child(send: Any, data: Path, out: Path, request: FoldTraining) -> None:
     """Entry point of the spawned process: train one fold and send back its run folder or its one-line error."""
     try:
-        result: Path | HoldoutError = _train_fold(data, out, **kwargs)
+        result: Path | HoldoutError = _train_fold(data, out, request)
     except HoldoutError as exc:
         result = exc
     except Exception as exc:  # anything else still reaches the user as one line, not a lost child
@@ -486,17 +485,7 @@ def _fold_child(send: Any, data: Path, out: Path, kwargs: dict[str, Any]) -> Non
     send.close()
 
 
-def _train_fold(
-    data: Path,
-    out: Path,
-    *,
-    holdout: list[str],
-    preset: str,
-    epochs: int | None,
-    seed: int,
-    jobs: int = 0,
-    overrides: dict[str, Any] | None = None,
-) -> Path:
+def _train_fold(data: Path, out: Path, request: FoldTraining) -> Path:
     """One fold's training (in the child process): a new run, or the resumption of an unfinished one."""
     from instrument_ai.train import trainer
 
@@ -505,9 +494,10 @@ def _train_fold(
             status = json.loads((out / "config.json").read_text()).get("status")
             if status == "complete":
                 return out
-            return Path(trainer.train_model(trainer.resume_config(out, jobs=jobs or None), resume=True))
-        config = trainer.TrainConfig(data=str(data), out=str(out), preset=preset, epochs=epochs, seed=seed,
-                                     holdout=list(holdout), jobs=jobs, **(overrides or {}))  # fmt: skip
+            return Path(trainer.train_model(trainer.resume_config(out, jobs=request.jobs or None), resume=True))
+        config = trainer.TrainConfig(data=str(data), out=str(out), preset=request.preset, epochs=request.epochs,
+                                     seed=request.seed, holdout=list(request.holdout), jobs=request.jobs,
+                                     **(request.overrides or {}))  # fmt: skip
         return Path(trainer.train_model(config))
     except trainer.TrainingInterrupted as exc:
         raise HoldoutError(f"{exc} (or rerun the same experiment command: finished folds are kept)") from None

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from instrument_ai.device.frontend import DEFAULT_SPEC, FrontendSpec, log_mel, mel_power, mfcc
+from instrument_ai.device.frontend import DEFAULT_SPEC, FrontendSpec, log_mel, mel_power, mfcc, normalise_windows
+from instrument_ai.device.labels import FAMILIES
 from instrument_ai.train.experiments.evaluate import (
-    NSYNTH_FAMILIES,
     EvaluationError,
     classification_scores,
     iter_corpus,
@@ -291,7 +291,7 @@ def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     mean = train.mean(axis=(0, 2), keepdims=True)
     std = train.std(axis=(0, 2), keepdims=True)
     std = np.where(std > 0, std, 1.0)
-    return [((a - mean) / std)[..., None].astype(np.float32) for a in (train, *others)]
+    return [normalise_windows(a, mean.ravel(), std.ravel())[..., None] for a in (train, *others)]
 
 
 def train_and_score(
@@ -363,7 +363,7 @@ def run_study(cfg: StudyConfig, progress: Callable[[str], None] = lambda s: None
     train_set, test_set, how = instrument_split(metas, cfg.data, cfg.test_fraction, cfg.seed)
     train_all = [m for m in metas if m.instrument_str in train_set]
     test_all = [m for m in metas if m.instrument_str in test_set]
-    families = [f for f in NSYNTH_FAMILIES if any(m.family_str == f for m in train_all)]
+    families = [f for f in FAMILIES if any(m.family_str == f for m in train_all)]
     if len(families) < 2:
         raise StudyError(f"{cfg.data}: the study needs at least two families with training instruments")
     if not any(m.family_str in families for m in test_all):

@@ -26,7 +26,8 @@ from typing import Any
 import tomllib
 
 from instrument_ai.device.errors import ConfigurationError
-from instrument_ai.train.corpus.nsynth import LABELS, SOURCES
+from instrument_ai.device.labels import LABELS
+from instrument_ai.train.corpus.nsynth import SOURCES
 
 CATALOGUE = Path(__file__).with_name("sources.toml")
 KINDS = ("notes", "sfz", "soundfont", "other")

@@ -23,7 +23,7 @@ class ImportedNote:
 
     audio: np.ndarray
     family: str
-    """One of `data.LABELS` (NSynth's 11 families, or `other`)."""
+    """One of `device.labels.LABELS` (NSynth's 11 families, or `other`)."""
     source: str
     """acoustic, electronic or synthetic."""
     instrument: str

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from instrument_ai.device.errors import InstrumentAIError
+from instrument_ai.device.labels import OTHER
 
 from .imported import NUM_SAMPLES, SAMPLE_RATE, ImportedNote
 
-OTHER = "other"
 LEVEL_DB = (-60.0, 0.0)
 SR = SAMPLE_RATE
 
