@@ -57,8 +57,8 @@ SOURCES_FROM ?=
 SOURCES_CACHE ?= $(HOME)/.cache/instrument-ai/sources
 SYNTH_INSTRUMENTS ?= 60
 SOURCE_ARGS = $(if $(SOURCES_FROM),--from $(SOURCES_FROM)) --cache $(SOURCES_CACHE)
-# (Until the catalogue train/sources.toml exists, the build has no catalogue sources to fetch.)
-CATALOGUE := $(wildcard train/sources.toml)
+# (Until the catalogue train/sources/sources.toml exists, the build has no catalogue sources to fetch.)
+CATALOGUE := $(wildcard train/sources/sources.toml)
 corpus: venv
 	@dpkg -s $(CORPUS_APT_PACKAGES) >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CORPUS_APT_PACKAGES) >/dev/null
 	$(if $(CATALOGUE),$(VENV)/bin/instrument-ai data fetch $(SOURCE_ARGS))

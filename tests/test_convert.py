@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 from bundle_support import FRAMES, N_MFCC, degenerate_model, normalised, write_run
-from click.testing import CliRunner
+from clirun import run_main
 
 from instrument_ai.convert import bundle_writer, quantize
-from instrument_ai.convert.cli import convert, pick_golden, read_run
+from instrument_ai.convert.converter import pick_golden, read_run
 from instrument_ai.device import bundle as B
 from instrument_ai.device import tflite_file
 
@@ -27,12 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(args: list[str]) -> Any:
-    return CliRunner().invoke(convert, [str(a) for a in args])
+    return run_main("convert", *args)
 
 
 def one_line_error(result: Any) -> str:
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("instrument-ai convert: ") and result.output.count("\n") == 1, result.output
     assert "Traceback" not in result.output
     return result.output
 
