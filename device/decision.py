@@ -138,7 +138,12 @@ def chunk_levels_db(samples: np.ndarray, chunk: int) -> np.ndarray:
 
 
 def find_onset(
-    levels_db: np.ndarray, since: int, *, floor_db: float, rise_db: float = ONSET_RISE_DB, lookback: int = ONSET_LOOKBACK
+    levels_db: np.ndarray,
+    since: int,
+    *,
+    floor_db: float,
+    rise_db: float = ONSET_RISE_DB,
+    lookback: int = ONSET_LOOKBACK,
 ) -> int | None:
     """The first chunk at index >= `since` that rises at least `rise_db` above the quietest of the `lookback`
     chunks before it, above `floor_db` (the silence gate), where the chunk before it did not: a new attack

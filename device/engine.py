@@ -50,9 +50,9 @@ from instrument_ai.device.decision import (
     ONSET_LOOKBACK,
     chunk_levels_db,
     decide_label,
+    find_onset,
     log_probabilities,
     note_distribution,
-    find_onset,
 )
 from instrument_ai.device.frontend import FrontendSpec, MfccStream, mfcc
 from instrument_ai.device.labels import OTHER, SILENCE, UNKNOWN
@@ -511,10 +511,7 @@ class Classifier:
             if probs.size != len(self.labels):
                 raise ValueError(f"the model returned {probs.size} probabilities for {len(self.labels)} labels")
             self._history.append(probs)
-            if self.per_note:
-                smoothed = self._note_evidence(probs)
-            else:
-                smoothed = np.mean(self._history, axis=0)
+            smoothed = self._note_evidence(probs) if self.per_note else np.mean(self._history, axis=0)
             order = np.argsort(-smoothed, kind="stable")[: self.top_k]
             top = [(self.labels[i], float(smoothed[i])) for i in order]
             confidence = top[0][1]

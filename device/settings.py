@@ -6,8 +6,9 @@ everywhere in the library (the CLI spells two of them differently: ``--hop`` and
 
 >>> EngineSettings().smooth, EngineSettings().silence_db, EngineSettings().min_confidence
 (3, -60.0, 0.4)
->>> EngineSettings(smooth=5).replace(top_k=1)
-EngineSettings(hop_seconds=None, smooth=5, silence_db=-60.0, min_confidence=0.4, top_k=1, align_onsets=True, decision='hops')
+>>> EngineSettings(smooth=5).replace(top_k=1)  # doctest: +NORMALIZE_WHITESPACE
+EngineSettings(hop_seconds=None, smooth=5, silence_db=-60.0, min_confidence=0.4, top_k=1, align_onsets=True,
+               decision='hops')
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
-
 
 Decision = Literal["hops", "note"]
 """How a sounding hop's label is decided: `EngineSettings.decision`."""

@@ -101,7 +101,8 @@ def test_streaming_equals_the_batch_rule_with_onsets_found_offline() -> None:
     probs = np.stack([e.probs for e in sounding])
     batch = decide_note_labels(probs, starts, bundle.labels, min_confidence=0.7)
     assert [e.label for e in sounding] == batch
-    assert sum(starts) == 4 and UNKNOWN in batch  # two onsets after silence, the jump and the re-attack; mid (0.65) is under the floor
+    # two onsets after silence, the jump and the re-attack; mid (0.65) is under the floor
+    assert sum(starts) == 4 and UNKNOWN in batch
     # ... and the same hops whatever the block sizes.
     for sizes in ([1, 333, 4096], [160]):
         _, other = hops_of(x.astype(np.float32), FakeBundle(sharpness=0.08), sizes, settings=settings)
