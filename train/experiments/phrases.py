@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from instrument_ai.device.labels import OTHER, SILENCE, UNKNOWN
+from instrument_ai.device.settings import DEFAULT_SETTINGS
 
 JOINS = ("legato", "gap", "repeat")
 """How a note follows the previous one: overlapping it (the previous one fades out under the new attack), after
@@ -232,3 +234,28 @@ class PredictorBundle:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return np.asarray(self.predictor.predict(features[None]))[0]
+
+
+HOLDOUT_DECISIONS = {"hops": DEFAULT_SETTINGS, "note": DEFAULT_SETTINGS.replace(decision="note")}
+"""The decision modes `experiment holdout` plays phrases with: the shipped default, and one decision per note at
+the same floor (docs/experiments/note-decision.md: the floor that suits depends on the model)."""
+
+
+def fold_phrase_scores(data: Path, instruments: Sequence[str], model: str | Path, *, seed: int,
+                       decisions: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A held-out source's instrument notes as phrases through `model` (a run folder or bundle) in each decision
+    mode: {"notes", "seconds", "scores": {mode: score}}, or {"skipped": why} when they cannot be played."""
+    from instrument_ai.train.experiments.evaluate import iter_corpus, load_predictor, note_audio
+
+    predictor = load_predictor(model)
+    if predictor.stage != "mfcc":
+        return {"skipped": f"the model reads {predictor.stage} features; the engine streams MFCCs"}
+    rate = predictor.spec.sample_rate
+    notes = [SourceNote(note_audio(n), n.family_str, n.note_str, getattr(n, "sounding_seconds", None))
+             for n in iter_corpus(data, instruments=list(instruments), sample_rate=rate)
+             if n.family_str in predictor.labels and n.family_str != OTHER]  # fmt: skip
+    if not notes:
+        return {"skipped": "no instrument note the model can name"}
+    phrases = source_phrases(notes, rate, seed=seed)
+    return {"notes": sum(len(p.notes) for p in phrases), "seconds": round(sum(p.seconds for p in phrases), 1),
+            "scores": phrase_scores(PredictorBundle(predictor), phrases, decisions or HOLDOUT_DECISIONS)}  # fmt: skip
