@@ -85,6 +85,8 @@ def test_phrases_through_the_engine_in_both_decision_modes() -> None:
     truth_hops = sum(sum(t is not None for t in hop_truth(p, 0.25)) for p in phrases)
     for name, s in scores.items():
         assert s["hops"] == truth_hops
+        assert s["per_note_length"]["0.7-1.5 s"]["hops"] > 0  # the 1.5 s notes (repeats are 0.2-0.6 s)
+        assert sum(v["hops"] for v in s["per_note_length"].values()) == truth_hops
         # pure tones, a model that names them: most hops right; a window straddling two notes may be wrong
         assert s["share"]["right"] > 0.6, (name, s)
     # One decision per note restarts the evidence and the window at each attack, so a new tone is not judged

@@ -20,6 +20,7 @@ from typing import Any
 
 from instrument_ai.device.labels import OTHER
 from instrument_ai.device.settings import DEFAULT_SETTINGS, EngineSettings
+from instrument_ai.train.corpus.kinds import NOTE_LENGTHS
 from instrument_ai.train.experiments.phrases import OUTCOMES, SourceNote, merge_scores, phrase_scores, source_phrases
 
 HALVES = {
@@ -69,7 +70,10 @@ def measure(data: Path, model: Path, *, seed: int = 0, floors: Sequence[float] =
             print(library, {k: round(v["share"]["right"], 3) for k, v in per_source[library]["scores"].items()})
 
     def half_scores(half: str, key: str) -> dict[str, Any]:
-        return merge_scores(s["scores"][key] for s in per_source.values() if s["half"] == half)
+        entries = [s["scores"][key] for s in per_source.values() if s["half"] == half]
+        lengths = {b: merge_scores(e["per_note_length"][b] for e in entries if b in e["per_note_length"])
+                   for b in NOTE_LENGTHS}  # fmt: skip
+        return {**merge_scores(entries), "per_note_length": {b: v for b, v in lengths.items() if v["hops"]}}
 
     cross = []
     for tune, report in (tuple(HALVES), tuple(reversed(HALVES))):
@@ -108,7 +112,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "Each source's instrument notes (at most 48, fixed-seed sample) are joined into phrases of 8 (legato "
         "overlaps, short gaps, repeated notes) and streamed through the daemon's `Classifier`. A sounding hop is "
         "*right* (its note's family), *unknown* (no family: unknown or silence), *other*, or *wrong*. The floor "
-        "(`--min-confidence`) of each decision mode is chosen on one half of the sources (most hops right) and "
+        "(`--min-confidence`) of each decision mode is chosen on one half of the sources and "
         "reported on the other half; nothing is tuned on the reported half. The floor is chosen for *right - wrong* "
         "(a wrong family shown costs as much as a right one is worth); *most right* is shown too, and always "
         "picks the lowest floor.",
@@ -126,6 +130,21 @@ def markdown(result: dict[str, Any], command: str) -> str:
             lines.append(f"| {row['chosen_on']} | {row['reported_on']} | {decision} | {entry.get('criterion', '-')} | "
                          f"{floor} | {entry['hops']} | " + " | ".join(pct(entry["share"][k]) for k in OUTCOMES)
                          + " |")  # fmt: skip
+    lines += ["", "## By note length, on the reported half (share of its sounding hops named right / wrong)", "",
+              "| reported on | decision | floor | " + " | ".join(NOTE_LENGTHS) + " |",
+              "|---|---|---|" + "---|" * len(NOTE_LENGTHS)]  # fmt: skip
+    for row in result["cross"]:
+        for name, entry in row.items():
+            if not isinstance(entry, dict) or entry.get("criterion", "right - wrong") != "right - wrong":
+                continue
+            decision = "hops (shipped default)" if name == "default" else name.split(",")[0]
+            cells = []
+            for bucket in NOTE_LENGTHS:
+                got = entry["per_note_length"].get(bucket)
+                share = None if got is None else got["share"]
+                cells.append("-" if got is None else f"{pct(share['right'])} / {pct(share['wrong'])} ({got['hops']})")
+            lines.append(f"| {row['reported_on']} | {decision} | {entry['setting'].split('@')[1]} | "
+                         + " | ".join(cells) + " |")  # fmt: skip
     lines += ["", "## Each half at every setting (share of sounding hops right / unknown / other / wrong)", "",
               "| half | setting | hops | right | unknown | other | wrong |", "|---|---|---|---|---|---|---|"]
     for half in result["halves"]:

@@ -149,18 +149,22 @@ def source_phrases(notes: Sequence[SourceNote], rate: int, *, seed: int, max_not
     return [build_phrase(chosen[i : i + per_phrase], rate, seed=seed + i) for i in range(0, len(chosen), per_phrase)]
 
 
-def hop_truth(phrase: Phrase, hop_seconds: float) -> list[str | None]:
-    """Each hop's family: that of the note sounding longest in it, if a note sounds for at least half the hop;
-    None for a hop that is mostly silence (not scored)."""
+def hop_notes(phrase: Phrase, hop_seconds: float) -> list[PhraseNote | None]:
+    """Each hop's note: the one sounding longest in it, if it sounds for at least half the hop; None for a hop
+    that is mostly silence (not scored)."""
     hop = max(1, round(hop_seconds * phrase.sample_rate))
     n_hops = -(-phrase.audio.size // hop)
-    truth: list[str | None] = []
+    out: list[PhraseNote | None] = []
     for k in range(n_hops):
         lo, hi = k * hop, (k + 1) * hop
-        overlaps = [(min(hi, n.stop) - max(lo, n.start), n.family) for n in phrase.notes]
-        best, family = max(overlaps, key=lambda pair: pair[0])
-        truth.append(family if best * 2 >= hop else None)
-    return truth
+        best, note = max(((min(hi, n.stop) - max(lo, n.start), n) for n in phrase.notes), key=lambda pair: pair[0])
+        out.append(note if best * 2 >= hop else None)
+    return out
+
+
+def hop_truth(phrase: Phrase, hop_seconds: float) -> list[str | None]:
+    """Each hop's family (that of `hop_notes`), None where no note sounds for half the hop."""
+    return [None if note is None else note.family for note in hop_notes(phrase, hop_seconds)]
 
 
 def score_hops(labels: Sequence[str], truth: Sequence[str | None]) -> dict[str, Any]:
@@ -208,11 +212,25 @@ def play_phrase(bundle: Any, phrase: Phrase, settings: Any) -> list[str]:
 
 
 def phrase_scores(bundle: Any, phrases: Sequence[Phrase], decisions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """For each named `EngineSettings` in `decisions`: the scores of every phrase's hops, summed."""
+    """For each named `EngineSettings` in `decisions`: the scores of every phrase's hops, summed, with
+    ``per_note_length`` (the same by the note-length bucket of the note each hop belongs to)."""
+    from instrument_ai.train.corpus.kinds import NOTE_LENGTHS, note_length_bucket
+
     out = {}
     for name, settings in decisions.items():
         hop = bundle.default_hop_seconds if settings.hop_seconds is None else settings.hop_seconds
-        out[name] = merge_scores(score_hops(play_phrase(bundle, p, settings), hop_truth(p, hop)) for p in phrases)
+        total: list[dict[str, Any]] = []
+        by_length: dict[str, list[dict[str, Any]]] = {k: [] for k in NOTE_LENGTHS}
+        for phrase in phrases:
+            labels = play_phrase(bundle, phrase, settings)
+            notes = hop_notes(phrase, hop)
+            total.append(score_hops(labels, [None if n is None else n.family for n in notes]))
+            for bucket in NOTE_LENGTHS:
+                truth = [None if n is None or note_length_bucket((n.stop - n.start) / phrase.sample_rate) != bucket
+                         else n.family for n in notes]  # fmt: skip
+                by_length[bucket].append(score_hops(labels, truth))
+        merged = {k: merge_scores(v) for k, v in by_length.items()}
+        out[name] = {**merge_scores(total), "per_note_length": {k: v for k, v in merged.items() if v["hops"]}}
     return out
 
 
