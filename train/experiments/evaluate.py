@@ -460,18 +460,22 @@ DEVICE_MIN_CONFIDENCE = DEFAULT_SETTINGS.min_confidence
 
 
 def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_confidence: float = 0.0,
-               smooth: int = 1) -> list[str]:  # fmt: skip
+               smooth: int = 1, decision: str = "hops") -> list[str]:  # fmt: skip
     """The label the device would give each window (`device.decision.decide_labels`, the engine's rule).
 
     With `smooth` > 1 each window's probabilities are averaged with the previous ones of its note (at most
-    `smooth`), and `min_confidence` applies to that average, as the engine does per hop.
+    `smooth`), and `min_confidence` applies to that average, as the engine does per hop. With `decision`
+    ``"note"``, each window is decided on its note's windows so far (`decide_note_labels`; a note is one onset).
     """
-    from instrument_ai.device.decision import decide_labels
+    from instrument_ai.device.decision import decide_labels, decide_note_labels
     from instrument_ai.device.openset import rejection_from_metadata
 
     rejection = rejection_from_metadata({"open_set": open_set} if open_set else None)
     if not len(pred.probs):
         return []
+    if decision == "note":
+        starts = np.concatenate(([True], pred.window_note[1:] != pred.window_note[:-1]))
+        return decide_note_labels(pred.probs, starts, pred.labels, min_confidence=min_confidence, rejection=rejection)
     probs = pred.probs
     if smooth > 1:
         probs = np.empty_like(pred.probs)
