@@ -12,6 +12,11 @@ oscillator does not (issue 23: Ixox.Flute's origin is not stated). Cues, each on
 
 Usage: python tests/research/recording_probe.py LABEL=FILE,FILE,... [LABEL=...] [--synthetic]
 (``--synthetic`` adds two numpy flutes as a reference: plain additive, and additive + vibrato + breath noise).
+
+``--intonation SAMPLE_DIR REGIONS.txt...`` instead measures each SFZ region's sample against its
+``pitch_keycenter`` (and prints the region's ``tune=``): a player's intonation moves with the dynamics and the
+mapper corrects the worst notes, where an oscillator is in tune. Ixox.Flute: extract ``Samples/`` and
+``Data/region/*.txt`` from the mirror (``git cat-file blob COMMIT:PATH``) and pass both.
 """
 
 from __future__ import annotations
@@ -103,7 +108,35 @@ def probe(x: np.ndarray) -> dict[str, float]:
     }
 
 
+def intonation(sample_dir: str, region_files: list[str]) -> None:
+    """Cents of every region's sample from its key, per sample-name prefix (articulation + dynamic)."""
+    import re
+    from pathlib import Path
+
+    from instrument_ai.train.pitch import estimate_pitch
+
+    groups: dict[str, list[float]] = {}
+    for text in (Path(f).read_text() for f in region_files):
+        for m in re.finditer(r"pitch_keycenter=(\d+) sample=([\w]+)\.\$EXT([^\n]*)", text):
+            key, name, rest = int(m[1]), m[2], m[3]
+            tune = re.search(r"tune=(-?\d+)", rest)
+            path = next(Path(sample_dir).glob(f"{name}.*"), None)
+            found = None if path is None else estimate_pitch(*sf.read(path, dtype="float64"))
+            if found is None:
+                continue
+            cents = 100 * (found.midi - key)
+            groups.setdefault(name.rsplit("_", 2)[0], []).append(cents)
+            if tune:
+                print(f"{name}: tune={tune[1]} in the SFZ, measured {cents:+.1f} cents")
+    for prefix, cents_list in groups.items():
+        c = np.asarray(cents_list)
+        print(f"{prefix:8s} n={len(c):2d} median {np.median(c):+.1f} cents, range {c.min():+.1f}..{c.max():+.1f}")
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) > 2 and argv[1] == "--intonation":
+        intonation(argv[2], argv[3:])
+        return 0
     sets: dict[str, list[np.ndarray]] = {}
     for arg in argv[1:]:
         if arg == "--synthetic":
