@@ -13,7 +13,7 @@ from instrument_ai.device.decision import decide_label, decide_labels
 from instrument_ai.device.engine import Classifier
 from instrument_ai.device.openset import Rejection
 from instrument_ai.device.settings import EngineSettings
-from instrument_ai.train.evaluate import DEVICE_MIN_CONFIDENCE, DEVICE_SMOOTH, Predictions, hop_labels
+from instrument_ai.train.experiments.evaluate import DEVICE_MIN_CONFIDENCE, DEVICE_SMOOTH, Predictions, hop_labels
 
 LABELS = ["low", "high", "other"]
 OPEN_SET = {"score": "max_calibrated_probability", "temperature": 1.5, "threshold": 0.5}
