@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from instrument_ai.train import catalogue as cat
-from instrument_ai.train import gm_programs
-from instrument_ai.train.gittree import GitTree, find_git_dir
-from instrument_ai.train.holdout import fold_name
+from instrument_ai.train.experiments.holdout import fold_name
+from instrument_ai.train.sources import catalogue as cat
+from instrument_ai.train.sources import gm_programs
+from instrument_ai.train.sources.gittree import GitTree, find_git_dir
 
 NEW = (
     "karoryfer-meatbass",
@@ -137,8 +137,8 @@ def test_selected_files_per_family_at_the_pinned_commit(name: str, families: dic
 
 @pytest.mark.needs_sources
 def test_playitright_sharps_are_estimated_as_the_pack_readme_names_them() -> None:
-    from instrument_ai.train.import_notes import prepare_recording
-    from instrument_ai.train.pitch import estimate_pitch
+    from instrument_ai.train.sources.import_notes import prepare_recording
+    from instrument_ai.train.sources.pitch import estimate_pitch
 
     entry = source("playitright-cello")
     tree = tree_of(entry)

@@ -30,7 +30,7 @@ SR = 16000
 
 
 def load(path: str) -> np.ndarray:
-    from instrument_ai.train.import_notes import resample  # the corpus' own resampler
+    from instrument_ai.train.sources.import_notes import resample  # the corpus' own resampler
 
     x, sr = sf.read(path, always_2d=True, dtype="float64")
     return resample(x.mean(axis=1), sr, SR)
@@ -61,7 +61,7 @@ def _steady(x: np.ndarray) -> np.ndarray:
 
 
 def probe(x: np.ndarray) -> dict[str, float]:
-    from instrument_ai.train.pitch import estimate_pitch
+    from instrument_ai.train.sources.pitch import estimate_pitch
 
     win = SR // 20
     power = np.convolve(x**2, np.ones(win) / win, "valid")
@@ -113,7 +113,7 @@ def intonation(sample_dir: str, region_files: list[str]) -> None:
     import re
     from pathlib import Path
 
-    from instrument_ai.train.pitch import estimate_pitch
+    from instrument_ai.train.sources.pitch import estimate_pitch
 
     groups: dict[str, list[float]] = {}
     for text in (Path(f).read_text() for f in region_files):
