@@ -64,11 +64,25 @@ class LazyGroup(click.Group):
             ) from None
         return getattr(module, attr)
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the subcommand; a library error becomes click's, so every runner prints the same one line."""
+        try:
+            return super().invoke(ctx)
+        except InstrumentAIError as exc:
+            raise as_click_error(exc) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def as_click_error(exc: InstrumentAIError) -> click.ClickException:
+    """The one translation of a library error for click: its message on one line, its own exit status."""
+    error = click.ClickException(" ".join(str(exc).split()))
+    error.exit_code = exc.exit_code  # type: ignore[misc]  # click reads it per instance
+    return error
 
 
 def _module_exists(target: str) -> bool:
