@@ -21,6 +21,12 @@ HopKey = tuple[int, float, str]
 MAX_SHOWN = 10
 
 
+def unusable(message: str) -> SystemExit:
+    """Exit 2: a file is not what the command writes (a crash, logs on stdout), so nothing was compared."""
+    print(f"pi_compare: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def read_objects(path: Path) -> list[dict]:
     """Every JSON object of a JSON-lines file (blank lines skipped)."""
     objects = []
@@ -30,9 +36,9 @@ def read_objects(path: Path) -> list[dict]:
         try:
             objects.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise SystemExit(f"pi_compare: {path}:{number}: not JSON ({exc.msg}); stdout mixed with logs?") from None
+            raise unusable(f"{path}:{number}: not JSON ({exc.msg}); stdout mixed with logs?") from None
     if not objects:
-        raise SystemExit(f"pi_compare: {path}: no events at all")
+        raise unusable(f"{path}: no events at all")
     return objects
 
 
@@ -71,7 +77,7 @@ def max_confidence_gap(expected: list[dict], actual: list[dict]) -> float:
 def compare_run(x86: list[dict], arm: list[dict]) -> tuple[list[str], str]:
     want, got = hop_events(x86), hop_events(arm)
     if not want:
-        raise SystemExit("pi_compare: the x86 run has no hop events (was --every-hop given?)")
+        raise unusable("the x86 run has no hop events (was --every-hop given?)")
     problems = diff_hops("run", want, got)
     runtimes = [next((e.get("runtime") for e in events if e.get("type") == "start"), "?") for events in (x86, arm)]
     changes = sum(1 for event in want if event["type"] == "change")
