@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / ".ci" / "pi_compare.py"
+_spec = importlib.util.spec_from_file_location("pi_compare", SCRIPT)
+assert _spec and _spec.loader
+pi_compare = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pi_compare)
+
+
+class Result:
+    def __init__(self, returncode: int, capture: pytest.CaptureFixture[str]) -> None:
+        self.returncode = returncode
+        self.stdout, self.stderr = capture.readouterr()
+
+
+def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> Result:
+    try:
+        code = pi_compare.main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return Result(code, capsys)
 
 
 def _events(labels: list[str], runtime: str = "ai-edge-litert 2.3.0") -> list[dict]:
@@ -20,54 +39,51 @@ def _events(labels: list[str], runtime: str = "ai-edge-litert 2.3.0") -> list[di
     return [start, *hops]
 
 
-def _compare(tmp_path: Path, kind: str, x86: list[dict], arm: list[dict]) -> subprocess.CompletedProcess[str]:
-    paths = []
-    for name, objects in (("x86", x86), ("arm", arm)):
-        path = tmp_path / f"{kind}-{name}.jsonl"
-        path.write_text("".join(json.dumps(o) + "\n" for o in objects))
-        paths.append(str(path))
-    return subprocess.run([sys.executable, str(SCRIPT), kind, *paths], capture_output=True, text=True, timeout=60)
+@pytest.fixture
+def compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    def run(kind: str, x86: list[dict], arm: list[dict]) -> Result:
+        paths = []
+        for name, objects in (("x86", x86), ("arm", arm)):
+            path = tmp_path / f"{kind}-{name}.jsonl"
+            path.write_text("".join(json.dumps(o) + "\n" for o in objects))
+            paths.append(str(path))
+        return _main([kind, *paths], capsys)
+
+    return run
 
 
-def test_equal_runs_pass(tmp_path: Path) -> None:
+def test_equal_runs_pass(compare) -> None:
     labels = ["silence", "keyboard", "keyboard", "brass"]
-    result = _compare(tmp_path, "run", _events(labels), _events(labels))
+    result = compare("run", _events(labels), _events(labels))
     assert result.returncode == 0, result.stderr
     assert "equal: run: 4 hops" in result.stdout
 
 
-def test_one_differing_hop_fails_with_the_hop_named(tmp_path: Path) -> None:
-    result = _compare(tmp_path, "run", _events(["silence", "brass", "reed"]), _events(["silence", "reed", "reed"]))
+def test_one_differing_hop_fails_with_the_hop_named(compare) -> None:
+    result = compare("run", _events(["silence", "brass", "reed"]), _events(["silence", "reed", "reed"]))
     assert result.returncode == 1
     assert "hop 1 t=0.5: x86 brass" in result.stderr and "reed" in result.stderr
 
 
-def test_a_missing_hop_fails(tmp_path: Path) -> None:
-    result = _compare(tmp_path, "run", _events(["silence", "brass"]), _events(["silence"]))
+def test_a_missing_hop_fails(compare) -> None:
+    result = compare("run", _events(["silence", "brass"]), _events(["silence"]))
     assert result.returncode == 1
     assert "2 hops on x86, 1 on arm64" in result.stderr
 
 
-def test_classify_compares_each_file_and_its_timeline(tmp_path: Path) -> None:
+def test_classify_compares_each_file_and_its_timeline(compare) -> None:
     def answer(label: str, timeline: list[str]) -> dict:
         return {"file": "/x/a.wav", "label": label, "hops": len(timeline), "timeline": _events(timeline)[1:]}
 
-    same = _compare(tmp_path, "classify", [answer("string", ["string"] * 3)], [answer("string", ["string"] * 3)])
+    same = compare("classify", [answer("string", ["string"] * 3)], [answer("string", ["string"] * 3)])
     assert same.returncode == 0, same.stderr
-    differs = _compare(
-        tmp_path, "classify", [answer("string", ["string"] * 3)], [answer("string", ["string", "flute", "string"])]
-    )
+    differs = compare("classify", [answer("string", ["string"] * 3)], [answer("string", ["string", "flute", "string"])])
     assert differs.returncode == 1
     assert "classify a.wav: hop 1" in differs.stderr
 
 
-def test_output_that_is_not_json_is_a_usage_error(tmp_path: Path) -> None:
+def test_output_that_is_not_json_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "a.jsonl").write_text("INFO: Created TensorFlow Lite XNNPACK delegate\n")
     (tmp_path / "b.jsonl").write_text("{}\n")
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "run", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _main(["run", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], capsys)
     assert result.returncode == 2 and "not JSON" in result.stderr
