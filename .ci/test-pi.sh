@@ -75,6 +75,7 @@ cleanup() {
     umount "$target" 2>/dev/null || umount -l "$target" || log "could not unmount $target"
   done < <(mounts_under_work)
   if [ "$BINFMT_MOUNTED_HERE" = 1 ]; then umount /proc/sys/fs/binfmt_misc 2>/dev/null || true; fi
+  rm -f "$CACHE"/pi-rootfs-*.tar.zst.tmp.$$  # a tarball cut short is never taken for the cache
   if [ -n "$(mounts_under_work)" ]; then
     log "mounts remain under $WORK; not removing it"
   elif [ "${PI_KEEP:-0}" = 1 ]; then
