@@ -106,6 +106,7 @@ grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
 # --- the base rootfs, cached --------------------------------------------------------------------------
 apt_mirror() {
   # The URI apt on this machine uses for SUITE itself (not -updates/-security), from sources.list(.d).
+  # shellcheck disable=SC2016  # $(FIELD) is apt's own template syntax, not the shell's
   apt-get indextargets --format '$(RELEASE) $(REPO_URI)' 'Identifier: Packages' 2>/dev/null \
     | awk -v suite="$SUITE" '$1 == suite { print $2; exit }'
 }
@@ -192,10 +193,10 @@ mkdir -p "$ROOT/tmp/pi"
 cp "$WHEEL" "$ROOT/tmp/pi/"
 WHEEL_NAME=$(basename "$WHEEL")
 mount --bind "$REPO/tests/fixtures/pi/$(cpuinfo_for "$FIRST_CPU")" "$ROOT/proc/cpuinfo"
-log "python3 -m venv $VENV_IN_ROOT; pip install $WHEEL_NAME[device] (QEMU_CPU=$FIRST_CPU)"
+log "python3 -m venv $VENV_IN_ROOT; pip install ${WHEEL_NAME}[device] (QEMU_CPU=$FIRST_CPU)"
 in_root "$FIRST_CPU" python3 -m venv "$VENV_IN_ROOT"
-in_root "$FIRST_CPU" "$VENV_IN_ROOT/bin/pip" install --no-cache-dir --progress-bar off -q "/tmp/pi/$WHEEL_NAME[device]" \
-  || die "pip install $WHEEL_NAME[device] failed in the arm64 rootfs"
+in_root "$FIRST_CPU" "$VENV_IN_ROOT/bin/pip" install --no-cache-dir --progress-bar off -q "/tmp/pi/${WHEEL_NAME}[device]" \
+  || die "pip install ${WHEEL_NAME}[device] failed in the arm64 rootfs"
 in_root "$FIRST_CPU" "$VENV_IN_ROOT/bin/pip" list 2>/dev/null | grep -iE '^(instrument-ai|ai-edge-litert|numpy|soundfile|sounddevice|flatbuffers) ' >&2
 umount "$ROOT/proc/cpuinfo"
 WANT_VERSION=$(echo "$WHEEL_NAME" | cut -d- -f2)
@@ -229,6 +230,7 @@ BUNDLE_IN_ROOT=$(in_root "$FIRST_CPU" "$VENV_IN_ROOT/bin/python" -c \
 cp "$ROOT$DEMO_IN_ROOT" "$ROOT/tmp/pi/demo.flac"
 
 log "x86 reference: $X86_CLI run/classify"
+unset INSTRUMENT_AI_MODEL INSTRUMENT_AI_RUNTIME  # the same shipped model and runtime choice as in the rootfs
 "$X86_CLI" run --source demo --fast --json --every-hop > "$OUT/run-x86.jsonl" 2> "$OUT/run-x86.err" \
   || { cat "$OUT/run-x86.err" >&2; die "x86 run failed"; }
 (cd "$OUT" && "$X86_CLI" classify --json --timeline "$ROOT/tmp/pi/demo.flac" clip-44k-stereo.wav > classify-x86.jsonl 2> classify-x86.err) \
@@ -258,5 +260,5 @@ for cpu in $CPUS; do
   RESULTS+=("$cpu: self-test passed, run and classify equal to x86 ($(( $(date +%s) - t0 )) s)")
 done
 
-log "passed: $WHEEL_NAME[device] on $SUITE $ARCH (Python 3.11)"
+log "passed: ${WHEEL_NAME}[device] on $SUITE $ARCH (Python 3.11)"
 for line in "${RESULTS[@]}"; do log "  $line"; done
