@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from instrument_ai.device import __version__
 from instrument_ai.device.errors import InstrumentAIError
 
 # name -> ("module:attribute", one-line help). The help is kept here so that
@@ -95,7 +96,7 @@ def _module_exists(target: str) -> bool:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="instrument-ai")
+@click.version_option(version=__version__, prog_name="instrument-ai")
 @click.option("--verbose", is_flag=True, help="Keep the TFLite runtime's own INFO lines on stderr.")
 def cli(verbose: bool) -> None:
     """instrument-ai: hear a note, name the instrument family, on a Raspberry Pi."""
