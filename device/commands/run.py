@@ -175,9 +175,9 @@ def run(
         raise RunError("--fast applies only to a FILE or demo source", EXIT_USAGE)
     if model is not None and model_dir is not None:
         raise RunError("give either --model or --model-dir, not both", EXIT_USAGE)
-    audio = _open_source(source, device, samplerate, channels, fast)  # first: "no microphone" is the likeliest
+    model_path = find_model(model, model_dir)  # a named model that is missing: before the audio (exit 2)
+    audio = _open_source(source, device, samplerate, channels, fast)  # then "no microphone", the likeliest
     try:
-        model_path = find_model(model, model_dir)
         loaded = fingerprint(model_path)  # before the load: a change during it is seen by the first poll
         bundle = load_model(model_path, threads, trusted_key, require_other)
         if loaded is not None:  # flash never prunes the version a daemon runs (issue 21, defect 4)

@@ -1,0 +1,86 @@
+"""`instrument-ai run` and friends, defects a new user found (issue 21, section 3): each test failed before its fix.
+
+6: a model named anywhere (--model, $INSTRUMENT_AI_MODEL, --model-dir) that is not there is one line, exit 2,
+   naming where it was named; never a silent fall-back to the shipped model;
+7: after a hot swap to a bundle with other labels, /status and the SSE hello list the new labels and version;
+8: closed standard streams and a missing `cryptography` are one line each, never a traceback;
+14: `--loop` plays a file source again from the start until stopped; when the source ends the live page's stream
+    sends an `end` message (the page shows "source ended" instead of reconnecting) and /status says so.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile
+from fakemic import sequence
+
+from instrument_ai.device import model_files
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = "from instrument_ai.device.cli import main; main()"
+DEADLINE = 60.0  # a guard against a hung child, never a timing assertion
+
+
+def cli(args: list[str], *, env: dict[str, str] | None = None, cwd: Path = REPO, shell_redirect: str = "",
+        timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`instrument-ai ARGS` in a subprocess; `shell_redirect` (e.g. `<&-`) is applied by bash before the exec."""
+    full_env = {**os.environ, "PULSE_SERVER": "unix:/nonexistent/native", **(env or {})}
+    if shell_redirect:
+        command = ["bash", "-c", f'exec "$0" -c "$1" "${{@:2}}" {shell_redirect}', sys.executable, LAUNCH, *args]
+    else:
+        command = [sys.executable, "-c", LAUNCH, *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two seconds: a low tone, then a high one."""
+    path = tmp_path_factory.mktemp("clip") / "two.wav"
+    soundfile.write(str(path), sequence([(200.0, 1.0), (4000.0, 1.0)]), 16000)
+    return path
+
+
+# -- 6: a model that is named must be there ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["run", "--source", "demo", "--fast", "--duration", "1"], ["classify"]])
+def test_a_missing_model_in_the_environment_is_an_error_not_the_shipped_model(command: list[str], clip: Path) -> None:
+    args = [*command, str(clip)] if command == ["classify"] else command
+    result = cli(args, env={model_files.MODEL_ENV: "/nonexistent.tflite"})
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    line = one_line(result)
+    assert "/nonexistent.tflite" in line and f"${model_files.MODEL_ENV}" in line, line
+    assert result.stdout == ""  # no event from the shipped model
+
+
+def test_a_missing_model_option_or_model_directory_names_the_option() -> None:
+    base = ["run", "--source", "demo", "--fast", "--duration", "1"]
+    missing_file = cli([*base, "--model", "/nonexistent.tflite"])
+    assert missing_file.returncode == 2 and "--model /nonexistent.tflite" in one_line(missing_file), missing_file.stderr
+    missing_dir = cli([*base, "--model-dir", "/nonexistent"])
+    assert missing_dir.returncode == 2 and "--model-dir /nonexistent" in one_line(missing_dir), missing_dir.stderr
+
+
+def test_the_library_refuses_a_missing_model_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from instrument_ai.device import Classifier
+
+    monkeypatch.setenv(model_files.MODEL_ENV, "/nonexistent.tflite")
+    with pytest.raises(model_files.ModelNotFound) as raised:
+        Classifier.open()
+    assert raised.value.exit_code == 2
+    assert "/nonexistent.tflite" in str(raised.value) and model_files.MODEL_ENV in str(raised.value)
+    monkeypatch.setenv(model_files.MODEL_ENV, "")  # empty: not named, the defaults apply
+    assert model_files.find_model().is_file()
