@@ -149,6 +149,8 @@ class LiveState:
                 "name": data.get("new_name"),
                 "version": data.get("new_version"),
                 "runtime": data.get("runtime"),
+                "path": data.get("path", self.model.get("path")),
+                "labels": list(data.get("new_labels", self.model.get("labels", []))),
             }
         elif kind == "model_refused":
             self.refused += 1

@@ -11,13 +11,16 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import soundfile
-from fakemic import sequence
+from fakemic import sequence, tiny_bundle_bytes
+from livehelp import Daemon, SseReader, get_json, wait_until
 
 from instrument_ai.device import model_files
 
@@ -84,3 +87,43 @@ def test_the_library_refuses_a_missing_model_in_the_environment(monkeypatch: pyt
     assert "/nonexistent.tflite" in str(raised.value) and model_files.MODEL_ENV in str(raised.value)
     monkeypatch.setenv(model_files.MODEL_ENV, "")  # empty: not named, the defaults apply
     assert model_files.find_model().is_file()
+
+
+# -- 7: after a swap, the live outputs name the new bundle's labels ----------------------------------------------
+
+
+def test_status_and_hello_list_the_new_labels_after_a_swap(tmp_path: Path) -> None:
+    from instrument_ai.device.bundle import load
+
+    versions = tmp_path / "models" / "versions"
+    versions.mkdir(parents=True)
+    (versions / "shipped.tflite").write_bytes((REPO / "models" / "default.tflite").read_bytes())
+    (versions / "tiny.tflite").write_bytes(tiny_bundle_bytes(version="7"))
+    for path in versions.iterdir():
+        os.utime(path, (time.time() - 5, time.time() - 5))
+    directory = versions.parent
+    (directory / "current.tflite").symlink_to(Path("versions") / "shipped.tflite")
+    tiny = load(versions / "tiny.tflite")
+    long_clip = tmp_path / "long.wav"
+    soundfile.write(str(long_clip), sequence([(200.0, 1.0), (4000.0, 1.0)] * 30), 16000)
+    daemon = Daemon(["--source", str(long_clip), "--json", "--model-dir", str(directory), "--reload-poll", "0",
+                     "--http", "127.0.0.1:0"])  # fmt: skip
+    try:
+        url = daemon.url
+        before = get_json(url + "status")["model"]
+        assert "other" in before["labels"] and before["labels"] != list(tiny.labels)
+        temporary = directory / ".current.tmp"
+        temporary.symlink_to(Path("versions") / "tiny.tflite")
+        os.replace(temporary, directory / "current.tflite")
+        daemon.process.send_signal(signal.SIGHUP)
+        swap = daemon.wait_for(lambda: next((r for r in daemon.records if r["type"] == "swap"), None), 30, "swap")
+        assert swap["labels_changed"] is True
+        after = get_json(url + "status")["model"]
+        assert after["labels"] == list(tiny.labels) and after["version"] == "7", after
+        reader = SseReader(url).start()
+        hello = wait_until(lambda: reader.messages[:1], 10, "hello")[0]
+        reader.close()
+        assert hello["type"] == "hello" and hello["model"]["labels"] == list(tiny.labels), hello["model"]
+        assert hello["model"]["version"] == "7"
+    finally:
+        daemon.stop()
