@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -127,3 +128,44 @@ def test_status_and_hello_list_the_new_labels_after_a_swap(tmp_path: Path) -> No
         assert hello["model"]["version"] == "7"
     finally:
         daemon.stop()
+
+
+# -- 8: closed standard streams, a missing optional package ------------------------------------------------------
+
+
+def test_stdin_closed_for_source_stdin_is_one_line() -> None:
+    result = cli(["run", "--source", "-", "--samplerate", "16000"], shell_redirect="<&-")
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "stdin" in one_line(result)
+
+
+def test_stdout_closed_is_one_line_on_stderr_and_exit_1(tmp_path: Path) -> None:
+    for extra in ([], ["--json"]):
+        result = cli(["run", "--source", "demo", "--fast", "--duration", "1", *extra], shell_redirect=">&-")
+        assert result.returncode == 1, (result.returncode, result.stderr)
+        assert "stdout" in one_line(result) and "--output" in one_line(result)
+    # stdout is not needed when the events go to a file
+    events = tmp_path / "events.jsonl"
+    result = cli(["run", "--source", "demo", "--fast", "--duration", "1", "--json", "--output", str(events)],
+                 shell_redirect=">&-")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(events.read_text().splitlines()[-1])["type"] == "stop"
+
+
+def test_a_closed_stdin_does_not_matter_to_a_file_source() -> None:
+    result = cli(["run", "--source", "demo", "--fast", "--duration", "1", "--json"], shell_redirect="<&-")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["type"] == "stop"
+
+
+def test_keygen_without_cryptography_names_the_extra(tmp_path: Path) -> None:
+    """A `[device]`-only install has no `cryptography`: simulated by blocking its import in the child."""
+    block = "import sys; sys.modules['cryptography'] = None; "
+    result = subprocess.run(
+        [sys.executable, "-c", block + LAUNCH, "keygen", "--out", str(tmp_path / "k.pem")],
+        capture_output=True, text=True, cwd=REPO, timeout=DEADLINE,
+    )  # fmt: skip
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    line = one_line(result)
+    assert "cryptography" in line and "pip install 'instrument-ai[train]'" in line, line
+    assert not list(tmp_path.iterdir())  # no half-written key

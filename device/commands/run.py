@@ -87,6 +87,8 @@ def _open_source(source: str, device: str | None, samplerate: int | None, channe
         if source == "-":
             if samplerate is None:
                 raise RunError("--source - (raw 16-bit PCM on stdin) needs --samplerate", EXIT_USAGE)
+            if sys.stdin is None:  # started with `<&-`: nothing to read the audio from
+                raise RunError("--source -: stdin is closed; pipe raw 16-bit PCM into it (arecord ... |)", EXIT_USAGE)
             return sources.StdinSource(samplerate, channels or 1)
         if samplerate is not None:
             raise RunError("--samplerate applies only to --source mic or -; a file has its own rate", EXIT_USAGE)
@@ -214,6 +216,8 @@ def run(
 def _open_output(stack: contextlib.ExitStack, output: Path | None, report: Any) -> LineOutput:
     """`--output FILE` (appended, closed on exit) or stdout."""
     if output is None:
+        if sys.stdout is None:  # started with `>&-`: the events would go nowhere
+            raise RunError("stdout is closed; give --output FILE for the events (or leave stdout open)")
         return LineOutput.for_stream(sys.stdout, report)
     try:
         out = LineOutput.open_file(output, report)
