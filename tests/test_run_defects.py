@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import soundfile
@@ -169,3 +170,90 @@ def test_keygen_without_cryptography_names_the_extra(tmp_path: Path) -> None:
     line = one_line(result)
     assert "cryptography" in line and "pip install 'instrument-ai[train]'" in line, line
     assert not list(tmp_path.iterdir())  # no half-written key
+
+
+# -- 14: --loop, and the end of a source on the live page --------------------------------------------------------
+
+
+def test_loop_plays_a_file_again_until_stopped(clip: Path) -> None:
+    daemon = Daemon(["--source", str(clip), "--fast", "--loop", "--json", "--every-hop"])
+    try:
+        daemon.wait_for(lambda: any(r.get("time", 0) > 7.0 for r in daemon.hops()), DEADLINE, "a fourth pass")
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.finish(timeout=DEADLINE) == 0
+    finally:
+        daemon.stop()
+    stop = daemon.records[-1]
+    assert stop["type"] == "stop" and stop["reason"] == "SIGTERM" and stop["stream_seconds"] > 7.0
+    start = daemon.start_record()
+    assert start["loop"] is True
+    labels = {round(r["time"], 2): r["label"] for r in daemon.hops()}
+    # the end of each pass (the high tone, past the smoothing of the change) is the same in the third pass
+    first = [labels[t] for t in (1.5, 1.75, 2.0)]
+    third = [labels[t + 4.0] for t in (1.5, 1.75, 2.0)]
+    assert first == third and set(first) - {"silence", "unknown"}, (first, third)
+
+
+def test_loop_with_duration_ends_by_duration(clip: Path) -> None:
+    result = cli(["run", "--source", str(clip), "--fast", "--loop", "--duration", "5", "--json"])
+    assert result.returncode == 0, result.stderr
+    stop = json.loads(result.stdout.splitlines()[-1])
+    assert stop["reason"] == "duration" and stop["stream_seconds"] >= 5.0
+
+
+def test_loop_is_only_for_file_sources() -> None:
+    result = cli(["run", "--source", "-", "--samplerate", "16000", "--loop"])
+    assert result.returncode == 2 and "--loop" in one_line(result), result.stderr
+
+
+def test_the_live_stream_says_the_source_ended(clip: Path) -> None:
+    daemon = Daemon(["--source", str(clip), "--json", "--http", "127.0.0.1:0"])
+    try:
+        reader = SseReader(daemon.url).start()
+        assert daemon.finish(timeout=DEADLINE) == 0
+        assert reader.closed.wait(10), "the stream stayed open"
+    finally:
+        daemon.stop()
+    kinds = [m["type"] for m in reader.messages]
+    assert kinds[0] == "hello" and kinds[-1] == "end", kinds
+    assert reader.messages[-1]["reason"] == "end of source"
+
+
+def test_status_and_hello_say_the_source_ended() -> None:
+    """The state after `close`: /status, /healthz and a late page's hello (which then closes at once)."""
+    from livehelp import get
+
+    from instrument_ai.device.event_hub import EventHub
+    from instrument_ai.device.http_page import PageApp
+    from instrument_ai.device.live_state import LiveState
+
+    hub = EventHub()
+    state = LiveState(hub)
+    state.start({"source": "demo", "hop_seconds": 0.25, "labels": ["a"]})
+    app = PageApp(state, hub)
+    url = app.bind("127.0.0.1", 0)
+    app.start()
+    try:
+        assert get_json(url + "status")["ended"] is None
+        state.close({"reason": "end of source", "hops": 3})
+        status = get_json(url + "status")
+        assert status["ended"]["reason"] == "end of source", status
+        code, _, body = get(url + "healthz")
+        assert code == 503 and "source ended" in json.loads(body)["error"]
+        reader = SseReader(url).start()
+        assert reader.closed.wait(10), "a stream opened after the end stays open"
+        kinds: list[Any] = [m["type"] for m in reader.messages]
+        assert kinds == ["hello", "end"] and reader.messages[0]["ended"]["reason"] == "end of source", kinds
+    finally:
+        app.close()
+
+
+def test_a_stop_by_signal_is_not_an_end_of_the_source(clip: Path) -> None:
+    """SIGTERM (a service restart) leaves the page reconnecting: no `end` message."""
+    from instrument_ai.device.event_hub import EventHub
+    from instrument_ai.device.live_state import LiveState
+
+    state = LiveState(EventHub())
+    state.start({"source": "demo", "hop_seconds": 0.25})
+    state.close({"reason": "SIGTERM"})
+    assert state.status()["ended"] is None and state.hello()["ended"] is None

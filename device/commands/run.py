@@ -76,7 +76,9 @@ def make_engine(bundle: Any, rate: int, channels: int, settings: EngineSettings,
         raise RunError(str(exc), EXIT_USAGE) from None
 
 
-def _open_source(source: str, device: str | None, samplerate: int | None, channels: int | None, fast: bool) -> Any:
+def _open_source(
+    source: str, device: str | None, samplerate: int | None, channels: int | None, fast: bool, loop: bool = False
+) -> Any:
     from instrument_ai.device import sources
 
     try:
@@ -95,8 +97,8 @@ def _open_source(source: str, device: str | None, samplerate: int | None, channe
         if channels is not None:
             raise RunError("--channels applies only to --source mic or -; a file has its own channels", EXIT_USAGE)
         if source == "demo":
-            return sources.demo_source(realtime=not fast)
-        return sources.FileSource(source, realtime=not fast)
+            return sources.demo_source(realtime=not fast, loop=loop)
+        return sources.FileSource(source, realtime=not fast, loop=loop)
     except sources.NoMicrophoneError as exc:
         raise RunError(str(exc), EXIT_NO_AUDIO) from None
     except sources.SourceError as exc:
@@ -116,6 +118,9 @@ def _open_source(source: str, device: str | None, samplerate: int | None, channe
 )
 @click.option("--channels", type=click.IntRange(1, 32), default=None, help="Input channels (downmixed) [1].")
 @click.option("--fast", is_flag=True, help="Read a FILE (or demo) as fast as possible instead of at real time.")
+@click.option(
+    "--loop", is_flag=True, help="Play a FILE (or demo) again from the start at its end, until stopped or --duration."
+)
 @MODEL_OPTIONS
 @ENGINE_OPTIONS
 @click.option(
@@ -142,6 +147,7 @@ def run(
     samplerate: int | None,
     channels: int | None,
     fast: bool,
+    loop: bool,
     model: Path | None,
     model_dir: Path | None,
     trusted_key: str | None,
@@ -175,10 +181,12 @@ def run(
     settings = settings_from_options(engine_opts)
     if fast and source in ("mic", "-"):
         raise RunError("--fast applies only to a FILE or demo source", EXIT_USAGE)
+    if loop and source in ("mic", "-"):
+        raise RunError("--loop applies only to a FILE or demo source", EXIT_USAGE)
     if model is not None and model_dir is not None:
         raise RunError("give either --model or --model-dir, not both", EXIT_USAGE)
     model_path = find_model(model, model_dir)  # a named model that is missing: before the audio (exit 2)
-    audio = _open_source(source, device, samplerate, channels, fast)  # then "no microphone", the likeliest
+    audio = _open_source(source, device, samplerate, channels, fast, loop)  # then "no microphone", the likeliest
     try:
         loaded = fingerprint(model_path)  # before the load: a change during it is seen by the first poll
         bundle = load_model(model_path, threads, trusted_key, require_other)
