@@ -98,9 +98,10 @@ def environment_model() -> Path | None:
 
 
 def named_model(path: Path, named_by: str = "model") -> Path:
-    """`path`, checked to exist: a named model is never silently replaced by a default."""
-    if path.is_dir():
-        raise NamedModelMissing(path, named_by, "is a directory, not a bundle file")
+    """`path`, checked to exist: a named model is never silently replaced by a default.
+
+    Only existence: a directory or a bad file is the bundle loader's refusal (exit 1), as for `inspect`.
+    """
     if not path.exists():
         raise NamedModelMissing(path, named_by, "no such model file")
     return path
