@@ -252,7 +252,8 @@ class Classifier:
 
         `model`: a bundle path, or None for the default model (``$INSTRUMENT_AI_MODEL``, ``models/default.tflite``,
         else the one shipped with the package). `settings`: `EngineSettings` fields. A refused bundle raises a
-        one-line `model_files.ModelLoadError`.
+        one-line `model_files.ModelLoadError`; a named bundle (`model`, ``$INSTRUMENT_AI_MODEL``) that is not
+        there raises `model_files.NamedModelMissing` (never a fall-back to the default).
 
         >>> import numpy as np
         >>> from instrument_ai.device import Classifier

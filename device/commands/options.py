@@ -165,8 +165,10 @@ def cli_message(exc: Exception) -> str:
 
     if isinstance(exc, model_files.NoModelFound):
         return f"no model found: give --model FILE or --model-dir DIR (or set {model_files.MODEL_ENV})"
+    if isinstance(exc, model_files.NamedModelMissing) and exc.named_by == "model":
+        return f"--model {exc}"
     if isinstance(exc, model_files.NoModelDirectory):
-        return f"{exc}; give the --to DIR of `instrument-ai flash`"
+        return f"--model-dir {exc}; give the --to DIR of `instrument-ai flash`"
     if isinstance(exc, model_files.TrustedKeyError):
         return f"--trusted-key: {exc.reason}; give 64 hex characters or a file holding them"
     if isinstance(exc, model_files.OtherRequiredError):
