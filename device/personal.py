@@ -63,6 +63,9 @@ BLEND = 0.8
 """Weight moved to the matched family at a hop well inside its radius (the general output keeps the rest)."""
 ENVELOPE_MARGIN = 0.05
 """How much surer than on any enrolled note the general model may be of another label before the head stands back."""
+BACKGROUND_RATIO = 1.0
+"""A hop joins an enrolled family only if it is nearer to it than BACKGROUND_RATIO x its nearest known sound of
+another family (when the head has a background: hops of sounds the general model was trained on)."""
 SOFT_EDGE = 0.25
 """Between radius and (1 + SOFT_EDGE) x radius the weight falls linearly to 0: no jump at the border."""
 
@@ -276,6 +279,9 @@ class PersonalHead:
     silent: np.ndarray  # (n_mfcc,) the frontend's silence frame
     prob_weight: float = 0.0
     envelopes: np.ndarray | None = None  # (C, n_labels) the most the general model gave each label on a family's notes
+    background: np.ndarray | None = None  # (M, D) hops of known sounds of every family, in the head's space
+    background_label: np.ndarray | None = None  # (M,) their label index in the bundle's labels
+    background_ratio: float = BACKGROUND_RATIO
     blend: float = BLEND
     soft_edge: float = SOFT_EDGE
 
@@ -288,6 +294,14 @@ class PersonalHead:
         best = int(self.prototype_family[nearest])
         distance = float(np.sqrt(distances[nearest]))
         ratio = distance / float(self.radii[best])
+        if self.background is not None and self.background_label is not None:
+            # closer to a known sound of another family than to the enrolled notes: not one of them
+            gap = self.background - z
+            known = np.einsum("ij,ij->i", gap, gap)
+            rivals = known[self.background_label != self.label_index[best]]
+            if rivals.size:
+                rival = float(np.sqrt(rivals.min()))
+                ratio = max(ratio, distance / max(self.background_ratio * rival, 1e-12))
         weight = self.blend * min(1.0, max(0.0, (1.0 + self.soft_edge - ratio) / self.soft_edge))
         return best, distance, weight
 
@@ -333,6 +347,8 @@ def fit_head(
     radius_scale: float = RADIUS_SCALE,
     use_level: bool = False,
     use_envelope: bool = True,
+    background: Sequence[Note] = (),
+    background_ratio: float = BACKGROUND_RATIO,
 ) -> PersonalHead:
     """Fit the head: prototypes and leave-one-note-out radii; a family with fewer than MIN_NOTES notes is left out.
 
@@ -380,6 +396,19 @@ def fit_head(
         if prob_weight > 0:
             envelopes.append(np.concatenate(family_probs[family]).max(axis=0))
     width = offset.size + (len(labels) if prob_weight > 0 else 0)
+    known = [
+        (
+            np.stack(
+                [
+                    _point(d, None if note.probs is None else note.probs[i], offset, scale, prob_weight)
+                    for i, d in enumerate(note.descriptors)
+                ]
+            ),
+            labels.index(note.family),
+        )
+        for note in background
+        if note.family in labels and (note.probs is not None or prob_weight == 0)
+    ]
     return PersonalHead(
         families=families,
         label_index=np.array([labels.index(f) for f in families], dtype=np.int64),
@@ -391,6 +420,9 @@ def fit_head(
         silent=silent_frame(spec),
         prob_weight=prob_weight,
         envelopes=np.array(envelopes, dtype=np.float64) if prob_weight > 0 and use_envelope else None,
+        background=np.concatenate([p for p, _ in known]) if known else None,
+        background_label=np.concatenate([np.full(p.shape[0], i) for p, i in known]) if known else None,
+        background_ratio=background_ratio,
     )
 
 

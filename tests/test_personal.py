@@ -136,6 +136,25 @@ def test_a_sound_far_from_every_enrolled_family_is_untouched(bundle: bundle_modu
     assert head.adjust(window, probs) is probs
 
 
+def test_a_background_sound_of_another_family_is_left_alone(bundle: bundle_module.Bundle) -> None:
+    """Enrolled from three notes, 'reed' is wide enough to take an appliance's beeps; a background of known sounds
+    (here: beeps, as the general model names them) keeps them out, while held-out reed notes still come in."""
+    notes = enrol(bundle, "odd", "reed", range(3))
+    beep = synth_note("beep", 220, 0)
+    wide = personal.fit_head(notes, bundle.labels, bundle.spec, bundle.mean, bundle.std)
+    assert answer(personal.PersonalBundle(bundle, wide), beep)[0] == "reed"  # without a background: captured
+    known = [
+        personal.Note(answer(bundle, b)[0], n.descriptors, probs=n.probs)
+        for b in [synth_note("beep", f, i) for i, f in enumerate((200.0, 240.0, 230.0))]
+        for n in personal.extract_notes(b, SR, bundle, "other")
+    ]
+    assert {n.family for n in known} == {"mallet"}
+    head = personal.fit_head(notes, bundle.labels, bundle.spec, bundle.mean, bundle.std, background=known)
+    assert head.background is not None and head.background.shape[0] == sum(n.descriptors.shape[0] for n in known)
+    assert answer(personal.PersonalBundle(bundle, head), beep) == answer(bundle, beep)
+    assert answer(personal.PersonalBundle(bundle, head), synth_note("odd", PITCHES[3], 3))[0] == "reed"
+
+
 def test_enrolled_other_suppresses_instrument_events(bundle: bundle_module.Bundle) -> None:
     beeps = [synth_note("beep", f, i) for i, f in enumerate((250.0, 260.0, 255.0, 252.0, 258.0))]
     before = sum(answer(bundle, b)[1] for b in beeps[3:])

@@ -49,6 +49,42 @@ INSTRUMENT_SOURCES = ("meatbass", "dsmolken", "bearsax", "cyborgs", "playitright
 OTHER_SOURCES = ("dsmolken", "meatbass")
 SOUNDFONT_PROGRAMS = (0, 4, 11, 19, 24, 27, 33, 40, 52, 56, 57, 71, 73, 80)
 SOUNDFONT_LIBRARIES = ("Alexs_gm_v1.3", "Airfont_380_final")
+BACKGROUND_LIBRARIES = ("32MbGMStereo", "90s_Retro_Vintage_v1.05")
+"""Libraries the background bank is rendered from: not the ones scored as 'foreign' notes."""
+BACKGROUND_PROGRAMS = (
+    0,
+    2,
+    4,
+    6,
+    8,
+    11,
+    13,
+    16,
+    19,
+    21,
+    24,
+    26,
+    27,
+    32,
+    33,
+    38,
+    40,
+    42,
+    48,
+    52,
+    56,
+    57,
+    60,
+    61,
+    64,
+    66,
+    68,
+    71,
+    73,
+    75,
+    80,
+    81,
+)
 
 
 @dataclass
@@ -122,20 +158,43 @@ def collect(bundle: Any, data: Path, cache: Path) -> list[Recording]:
     return recordings
 
 
-def collect_soundfont(bundle: Any) -> list[Recording]:
+def collect_background(bundle: Any, cache: Path) -> list[personal.Note]:
+    """The background bank: hops of SoundFont notes (other libraries than the scored ones) and numpy noises."""
+    from instrument_ai.train.other_sounds import noise_clips
+
+    if cache.exists():
+        recordings = pickle.loads(cache.read_bytes())
+    else:
+        recordings = collect_soundfont(bundle, BACKGROUND_LIBRARIES, BACKGROUND_PROGRAMS, pitches=3)
+        for i, clip in enumerate(noise_clips(48, 7)):
+            recordings.append(hear(bundle, clip.audio[:, None], 16000, "noise", OTHER, f"noise-{i}"))
+        cache.write_bytes(pickle.dumps(recordings))
+    notes = [n for r in recordings for n in enrolled_notes(r)]
+    for note in notes:  # every other hop: half the per-hop cost, neighbouring hops are much alike
+        note.descriptors = note.descriptors[::2]
+        note.probs = None if note.probs is None else note.probs[::2]
+    return notes
+
+
+def collect_soundfont(
+    bundle: Any,
+    libraries: tuple[str, ...] = SOUNDFONT_LIBRARIES,
+    programs: tuple[int, ...] = SOUNDFONT_PROGRAMS,
+    pitches: int = 4,
+) -> list[Recording]:
     from instrument_ai.train.gm_programs import GM_PROGRAMS
     from instrument_ai.train.soundfont_render import SoundFontRenderer
 
     root = Path("/work/shared/sample-libraries/sf3")
     recordings = []
-    for library in SOUNDFONT_LIBRARIES:
-        for program in SOUNDFONT_PROGRAMS:
+    for library in libraries:
+        for program in programs:
             path = root / library / f"{program:03d}.sf3"
             entry = GM_PROGRAMS.get(program)
             if entry is None or not path.exists():
                 continue
             renderer = SoundFontRenderer(path)
-            for pitch in np.linspace(entry.low + 5, entry.high - 5, 4).round().astype(int):
+            for pitch in np.linspace(entry.low + 5, entry.high - 5, pitches).round().astype(int):
                 note = renderer.render(0, program, int(pitch), 100)
                 name = f"{library}-{program:03d}-{pitch}"
                 recordings.append(hear(bundle, note[:, None], 16000, "soundfont", entry.family_str, name))
@@ -309,6 +368,8 @@ def enrol_instruments(
         for k in shots:
             for kind in heads:
                 before, after, f_before, f_after, fits = [], [], [], [], []
+                s_before, s_after = [], []
+                synthetic = [r for r in foreign if r.source == "soundfont"]
                 for rep in range(repeats):
                     rng = random.Random(f"{rep}:{source}:{k}")
                     enrolled: set[int] = set()
@@ -324,6 +385,8 @@ def enrol_instruments(
                     after.append(accuracy(rest, score(rest, adjuster, labels, rejection)))
                     f_before.append(accuracy(foreign, score(foreign, None, labels, rejection)))
                     f_after.append(accuracy(foreign, score(foreign, adjuster, labels, rejection)))
+                    s_before.append(accuracy(synthetic, score(synthetic, None, labels, rejection)))
+                    s_after.append(accuracy(synthetic, score(synthetic, adjuster, labels, rejection)))
                 row = {
                     "source": source,
                     "families": families,
@@ -337,6 +400,9 @@ def enrol_instruments(
                     "foreign_notes": len(foreign),
                     "foreign_before": float(np.mean(f_before)),
                     "foreign_after": float(np.mean(f_after)),
+                    "soundfont_notes": len(synthetic),
+                    "soundfont_before": float(np.mean(s_before)),
+                    "soundfont_after": float(np.mean(s_after)),
                     "fit_ms": 1e3 * float(np.mean(fits)),
                 }
                 rows.append(row)
@@ -400,7 +466,7 @@ def check_replay(recordings: list[Recording], bundle: Any) -> None:
         sys.exit(1)
 
 
-def timings(bundle: Any, recordings: list[Recording]) -> dict[str, float]:
+def timings(bundle: Any, recordings: list[Recording], **kwargs: Any) -> dict[str, float]:
     """Fit time for 100 notes (ncm and lr) and the per-hop cost of applying the head to a model window."""
     pool = [r for r in recordings if r.source in ("meatbass", "dsmolken")]  # string, bass and other notes
     random.Random(0).shuffle(pool)
@@ -410,10 +476,11 @@ def timings(bundle: Any, recordings: list[Recording]) -> dict[str, float]:
         runs = []
         for _ in range(5):
             started = time.perf_counter()
-            fit(kind, notes[:100], bundle)
+            fit(kind, notes[:100], bundle, **kwargs)
             runs.append(time.perf_counter() - started)
         out[f"fit_100_notes_{kind}_ms"] = 1e3 * float(np.median(runs))
-    head = personal.fit_head(notes[:100], bundle.labels, bundle.spec, bundle.mean, bundle.std)
+    head = personal.fit_head(notes[:100], bundle.labels, bundle.spec, bundle.mean, bundle.std, **kwargs)
+    out["background"] = 0 if head.background is None else int(head.background.shape[0])
     out["prototypes"] = int(head.prototypes.shape[0])
     rng = np.random.default_rng(0)
     window = (
@@ -448,6 +515,9 @@ def main() -> None:
     parser.add_argument("--prob-weight", type=float, default=personal.PROB_WEIGHT)
     parser.add_argument("--use-level", action="store_true")
     parser.add_argument("--no-envelope", action="store_true")
+    parser.add_argument("--background", action="store_true", help="fit with the background bank")
+    parser.add_argument("--background-ratio", type=float, default=personal.BACKGROUND_RATIO)
+    parser.add_argument("--background-cache", type=Path, default=Path("/tmp/enrol-background.pkl"))
     parser.add_argument("--out", type=Path, default=Path("/tmp/enrol-results.json"))
     parser.add_argument("--skip", default="", help="comma list of parts to skip: instruments,other,timing")
     args = parser.parse_args()
@@ -461,10 +531,14 @@ def main() -> None:
         "prob_weight": args.prob_weight,
         "use_envelope": not args.no_envelope,
     }
+    if args.background:
+        kwargs["background"] = collect_background(bundle, args.background_cache)
+        kwargs["background_ratio"] = args.background_ratio
+        print(f"background: {len(kwargs['background'])} notes", flush=True)
     skip = set(args.skip.split(","))
     result: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}}
     if "timing" not in skip:
-        result["timing"] = timings(bundle, recordings)
+        result["timing"] = timings(bundle, recordings, **kwargs)
     if "instruments" not in skip:
         shots = [int(s) for s in args.shots.split(",")]
         result["instruments"] = enrol_instruments(
