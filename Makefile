@@ -46,6 +46,7 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy  # the package instrument_ai.device, strict: see [tool.mypy] in pyproject.toml
 	$(PY) -m pytest -q
 
 # The whole corpus in one command: fetch every catalogue source (pinned commits, resumable) into
@@ -56,8 +57,8 @@ SOURCES_FROM ?=
 SOURCES_CACHE ?= $(HOME)/.cache/instrument-ai/sources
 SYNTH_INSTRUMENTS ?= 60
 SOURCE_ARGS = $(if $(SOURCES_FROM),--from $(SOURCES_FROM)) --cache $(SOURCES_CACHE)
-# (Until the catalogue train/sources.toml exists, the build has no catalogue sources to fetch.)
-CATALOGUE := $(wildcard train/sources.toml)
+# (Until the catalogue train/sources/sources.toml exists, the build has no catalogue sources to fetch.)
+CATALOGUE := $(wildcard train/sources/sources.toml)
 corpus: venv
 	@dpkg -s $(CORPUS_APT_PACKAGES) >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CORPUS_APT_PACKAGES) >/dev/null
 	$(if $(CATALOGUE),$(VENV)/bin/instrument-ai data fetch $(SOURCE_ARGS))
@@ -66,6 +67,7 @@ corpus: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) .stamp-apt build *.egg-info

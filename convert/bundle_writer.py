@@ -40,6 +40,7 @@ from instrument_ai.device.bundle import (
     model_digest,
     signing_message,
 )
+from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.lifecycle import atomic_write_bytes
 
 Signer = Callable[[bytes], tuple[bytes, bytes]]
@@ -50,7 +51,7 @@ _HEX_ZEROS_32 = "0" * 64
 _HEX_ZEROS_64 = "0" * 128
 
 
-class ConvertError(Exception):
+class ConvertError(InstrumentAIError):
     """A conversion the user can fix (bad run folder, refused model); one line."""
 
 

@@ -1,258 +1,15 @@
-"""`instrument-ai convert RUNDIR --out models/NAME.tflite`: a training run -> one verified bundle.
+"""`instrument-ai convert RUNDIR --out models/NAME.tflite`: the click shell of `converter.convert_run`.
 
-Reads the run folder (config.json, model.keras, calibration.npz, metrics.json
-when present; see docs/INTERFACES.md), quantises the model (int8, or float32
-with --float), builds the bundle with golden vectors, checks it against the
-Keras model on the validation windows through the device code path, and writes
-it only when the check passes. A refused or failed conversion writes nothing.
+Parses the options, loads the signing key, converts, prints the summary. Every refusal is a one-line
+InstrumentAIError (RunFolderError, ConvertError, SigningError) that `cli.main` prints with its exit status.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import click
-
-CALIBRATION_KEYS = ("train_x", "valid_x", "valid_y")
-
-
-class RunFolderError(Exception):
-    """The run folder lacks something `convert` needs, or holds inconsistent data; one line."""
-
-
-@dataclass
-class RunFolder:
-    """What `convert` reads from a training run folder, checked for consistency."""
-
-    path: Path
-    config: dict[str, Any]
-    model_path: Path
-    calibration: dict[str, Any]
-    metrics: Any = None
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.config["labels"])
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunFolderError(f"{path}: missing ({what})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunFolderError(f"{path}: not readable JSON ({exc})") from None
-
-
-def read_run(rundir: Path) -> RunFolder:
-    """Read and cross-check a run folder; RunFolderError names the first problem."""
-    import numpy as np
-
-    from instrument_ai.device.frontend import FrontendSpec
-
-    if not rundir.is_dir():
-        raise RunFolderError(f"{rundir}: not a training run folder (no such directory)")
-    config = _read_json(rundir / "config.json", "the run's config")
-    if not isinstance(config, dict):
-        raise RunFolderError(f"{rundir / 'config.json'}: not a JSON object")
-    for key in ("frontend_spec", "labels", "input_normalization", "window_frames"):
-        if key not in config:
-            raise RunFolderError(f"{rundir / 'config.json'}: no {key!r}")
-    try:
-        spec = FrontendSpec.from_dict(config["frontend_spec"])
-    except (TypeError, ValueError) as exc:
-        raise RunFolderError(f"{rundir / 'config.json'}: {exc}") from None
-    labels = config["labels"]
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
-        raise RunFolderError(f"{rundir / 'config.json'}: labels must be a non-empty list of names")
-    if len(set(labels)) != len(labels):
-        raise RunFolderError(f"{rundir / 'config.json'}: labels repeat a name")
-    frames = config["window_frames"]
-    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
-        raise RunFolderError(f"{rundir / 'config.json'}: window_frames must be a positive integer")
-    norm = config["input_normalization"]
-    try:
-        mean = np.asarray(norm["mean"], dtype=np.float64)
-        std = np.asarray(norm["std"], dtype=np.float64)
-    except (KeyError, TypeError, ValueError):
-        raise RunFolderError(f"{rundir / 'config.json'}: input_normalization needs numeric mean and std") from None
-    if mean.shape != (spec.n_mfcc,) or std.shape != (spec.n_mfcc,):
-        raise RunFolderError(
-            f"{rundir / 'config.json'}: input_normalization needs {spec.n_mfcc} means and stds (one per MFCC)"
-        )
-    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-        raise RunFolderError(f"{rundir / 'config.json'}: input_normalization must be finite with std > 0")
-    hop = config.get("default_hop_seconds", 0.25)
-    if not isinstance(hop, (int, float)) or not math.isfinite(hop) or hop <= 0:
-        raise RunFolderError(f"{rundir / 'config.json'}: default_hop_seconds must be positive")
-
-    model_path = rundir / "model.keras"
-    if not model_path.is_file():
-        raise RunFolderError(f"{model_path}: missing (the run's trained model)")
-    calibration = _read_calibration(rundir / "calibration.npz", (spec.n_mfcc, frames), len(labels))
-
-    run = RunFolder(path=rundir, config=config, model_path=model_path, calibration=calibration)
-    metrics_path = rundir / "metrics.json"
-    if metrics_path.exists():
-        try:
-            run.metrics = _read_json(metrics_path, "metrics")
-        except RunFolderError as exc:
-            run.warnings.append(f"{exc}; the bundle carries no headline metrics")
-    return run
-
-
-def _read_calibration(path: Path, window: tuple[int, int], n_labels: int) -> dict[str, Any]:
-    import zipfile
-
-    import numpy as np
-
-    if not path.is_file():
-        raise RunFolderError(f"{path}: missing (calibration windows written by `instrument-ai train`)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: np.asarray(archive[key]) for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise RunFolderError(f"{path}: not a readable .npz ({exc})") from None
-    missing = [key for key in CALIBRATION_KEYS if key not in arrays]
-    if missing:
-        raise RunFolderError(f"{path}: no {', '.join(missing)}")
-    for key in ("train_x", "valid_x"):
-        x = arrays[key]
-        if x.ndim != 3 or x.shape[1:] != window:
-            raise RunFolderError(f"{path}: {key} has shape {x.shape}, expected (N, {window[0]}, {window[1]})")
-        if x.shape[0] == 0:
-            raise RunFolderError(f"{path}: {key} holds no windows")
-        if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
-            raise RunFolderError(f"{path}: {key} must be finite floats")
-        arrays[key] = x.astype(np.float32)
-    n_valid = arrays["valid_x"].shape[0]
-    for key in ("valid_y", "valid_note", "train_y"):
-        if key not in arrays:
-            continue
-        values = arrays[key]
-        expected = arrays["train_x" if key == "train_y" else "valid_x"].shape[0]
-        if values.shape != (expected,) or not np.issubdtype(values.dtype, np.integer):
-            raise RunFolderError(f"{path}: {key} must be {expected} integers")
-    y = arrays["valid_y"]
-    if n_valid and (y.min() < 0 or y.max() >= n_labels):
-        raise RunFolderError(f"{path}: valid_y has label indices outside 0..{n_labels - 1}")
-    return arrays
-
-
-def pick_golden(valid_y: Any, count: int) -> list[int]:
-    """Indices of golden windows: the first window of each class in turn, then the next ones."""
-    chosen: list[int] = []
-    seen: set[int] = set()
-    for i, y in enumerate(valid_y.tolist()):
-        if len(chosen) == count:
-            return chosen
-        if y not in seen:
-            seen.add(y)
-            chosen.append(i)
-    rest = [i for i in range(len(valid_y)) if i not in set(chosen)]
-    return chosen + rest[: count - len(chosen)]
-
-
-def convert_run(
-    rundir: Path,
-    out: Path,
-    *,
-    int8: bool = True,
-    name: str | None = None,
-    version: str | None = None,
-    golden: int = 3,
-    calibration_windows: int = 500,
-    max_disagreement: float = 0.02,
-    max_note_loss_points: float = 1.0,
-    signer: Callable[[bytes], tuple[bytes, bytes]] | None = None,
-) -> tuple[Any, Any, RunFolder]:
-    """Convert a run; returns (the written Bundle, the AgreementReport, the RunFolder).
-
-    Raises RunFolderError / ConvertError (one line) and writes nothing when the
-    run folder is unusable or the converted model fails the agreement check.
-    """
-    import numpy as np
-
-    from instrument_ai.convert import bundle_writer, quantize
-    from instrument_ai.device import bundle as device_bundle
-
-    run = read_run(rundir)
-    labels = run.labels
-    cal = run.calibration
-    norm = run.config["input_normalization"]
-    mean = np.asarray(norm["mean"], dtype=np.float32)
-    std = np.asarray(norm["std"], dtype=np.float32)
-    window = cal["valid_x"].shape[1:]
-
-    try:
-        model = quantize.load_keras(str(run.model_path))
-    except Exception as exc:  # keras raises many types for a bad file
-        raise bundle_writer.ConvertError(f"{run.model_path}: cannot load the Keras model ({exc})") from None
-    in_shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
-    if in_shape != (*window, 1):
-        raise bundle_writer.ConvertError(
-            f"{run.model_path}: input shape {model.input_shape} does not match the run's windows (None, {window[0]}, "
-            f"{window[1]}, 1)"
-        )
-    if tuple(model.output_shape[1:]) != (len(labels),):
-        raise bundle_writer.ConvertError(
-            f"{run.model_path}: output shape {model.output_shape} does not match {len(labels)} labels"
-        )
-
-    representative = None
-    if int8:
-        windows = quantize.representative_windows(
-            cal["train_x"], limit=calibration_windows, seed=int(run.config.get("seed", 0)), train_y=cal.get("train_y")
-        )
-        representative = quantize.normalise(windows, mean, std)
-    try:
-        model_bytes = quantize.to_tflite(model, representative, int8=int8)
-    except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise bundle_writer.ConvertError(f"the TFLite converter failed: {first}") from None
-
-    metadata = bundle_writer.base_metadata(
-        name=name or out.stem,
-        version=version or _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d.%H%M%S"),
-        config=run.config,
-        run_name=rundir.resolve().name,
-        metrics=run.metrics,
-        quantization="int8" if int8 else "float32",
-    )
-    valid_y = cal["valid_y"].astype(np.int64)
-    golden_idx = pick_golden(valid_y, golden)
-    golden_x = cal["valid_x"][golden_idx]
-    golden_labels = [labels[int(valid_y[i])] for i in golden_idx]
-    try:
-        _, candidate = bundle_writer.build_bundle(model_bytes, metadata, golden_x, golden_labels, signer=signer)
-    except device_bundle.BundleError as exc:
-        raise bundle_writer.ConvertError(f"the converted model fails the device's checks: {exc}") from None
-
-    keras_probs = quantize.keras_probabilities(model, quantize.normalise(cal["valid_x"], mean, std))
-    bundle_probs = candidate.predict_batch(cal["valid_x"])
-    report = quantize.check_agreement(
-        keras_probs,
-        bundle_probs,
-        valid_y,
-        cal.get("valid_note"),
-        max_disagreement=max_disagreement,
-        max_note_loss_points=max_note_loss_points,
-    )
-    if report.refusal:
-        kind = "int8" if int8 else "float"
-        raise bundle_writer.ConvertError(f"refused: the {kind} model {report.refusal}; nothing written to {out}")
-
-    metadata["conversion_check"] = {"reference": "keras float model, validation windows", **report.to_dict()}
-    data, _ = bundle_writer.build_bundle(model_bytes, metadata, golden_x, golden_labels, signer=signer)
-    bundle_writer.write_atomic(out, data)
-    return device_bundle.load(out), report, run
 
 
 @click.command()
@@ -295,17 +52,14 @@ def convert(
     as_json: bool,
 ) -> None:
     """Convert the training run RUNDIR into one int8 TFLite bundle (checked against Keras before it is written)."""
-    from instrument_ai.convert.bundle_writer import ConvertError
+    from instrument_ai.convert.converter import convert_run
     from instrument_ai.device.bundle import BundleError
 
     signer = None
     if sign_key is not None:
         from instrument_ai.convert import signing
 
-        try:
-            signing.load_private_key(sign_key)
-        except signing.SigningError as exc:
-            raise click.ClickException(str(exc)) from None
+        signing.load_private_key(sign_key)
 
         def signer(message: bytes) -> tuple[bytes, bytes]:
             signature, public = signing.sign(sign_key, message)
@@ -324,7 +78,7 @@ def convert(
             max_note_loss_points=max_note_loss,
             signer=signer,
         )
-    except (RunFolderError, ConvertError, BundleError) as exc:
+    except BundleError as exc:  # the device's own error class (not yet an InstrumentAIError)
         raise click.ClickException(str(exc)) from None
     for warning in run.warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -27,14 +27,15 @@ from typing import Any
 
 import numpy as np
 
+from instrument_ai.device.frontend import normalise_windows
+
 MAX_DISAGREEMENT = 0.02
 MAX_NOTE_LOSS_POINTS = 1.0
 
 
 def normalise(windows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """Raw MFCC windows (N, n_mfcc, frames) -> the model's float input (N, n_mfcc, frames, 1)."""
-    x = (windows.astype(np.float32) - mean.astype(np.float32)[:, None]) / std.astype(np.float32)[:, None]
-    return x[..., None]
+    return normalise_windows(windows, mean, std)[..., None]
 
 
 def representative_windows(

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from instrument_ai.device.errors import InstrumentAIError
 
-class SigningError(RuntimeError):
+
+class SigningError(InstrumentAIError, RuntimeError):
     """A key that cannot be used; one line for the user."""
 
 

@@ -12,11 +12,8 @@ import click
 @click.option("--force", is_flag=True, help="Replace an existing key.")
 def keygen(out: Path, force: bool) -> None:
     """Write a private key (keep it secret) and OUT.pub, the public key devices trust (--trusted-key)."""
-    from instrument_ai.convert.signing import SigningError, generate_keypair
+    from instrument_ai.convert.signing import generate_keypair
 
-    try:
-        public_path, public_hex = generate_keypair(out, force=force)
-    except SigningError as exc:
-        raise click.ClickException(str(exc)) from None
+    public_path, public_hex = generate_keypair(out, force=force)
     click.echo(f"private key: {out} (mode 0600, never copy it to a device)")
     click.echo(f"public key:  {public_path}  {public_hex}")

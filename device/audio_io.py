@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from instrument_ai.device.errors import InstrumentAIError
 
-class AudioFileError(ValueError):
+
+class AudioFileError(InstrumentAIError, ValueError):
     """An audio file that cannot be used; the message is one line for the user."""
 
 

@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from instrument_ai.device.bench_runtime import _PROBE, HEAVY_MODULES, _demo_audio, _table
@@ -157,7 +156,9 @@ def run_once(model: Path | None, pcm: bytes, rate: int, live: str | None, realti
         client.close()
     time.sleep(0.1)
     records = [json.loads(line) for line in lines if line.startswith("{")]
-    probe = next((json.loads(s[6:]) for s in (x.decode() for x in stderr) if s.startswith("PROBE=")), {})
+    probe: dict[str, Any] = next(
+        (json.loads(s[6:]) for s in (x.decode() for x in stderr) if s.startswith("PROBE=")), {}
+    )
     stop = next((r for r in reversed(records) if r.get("type") == "stop"), None)
     if process.returncode != 0 or stop is None:
         tail = b" ".join(stderr[-3:]).decode(errors="replace")[:300]
@@ -217,6 +218,7 @@ def format_live_report(report: dict[str, Any]) -> str:
         f"({'real time' if report['realtime'] else 'as fast as possible'}), {report['runs']} run(s) each; "
         f"MQTT: {report['broker']['kind']} ({report['broker']['address']})"
     ]
+    rows: list[tuple[str, ...]]  # the tables have different widths
     rows = [("per hop (main loop, all outputs)", "hops", "median", "p99", "mean", "engine median", "peak RSS")]
     for name, label in (("plain", "plain run"), ("live", "page + 2 SSE (1 stuck) + MQTT")):
         e = report[name]
@@ -247,33 +249,3 @@ def format_live_report(report: dict[str, Any]) -> str:
             f"{'met' if report['rss_met'] else 'MISSED'}"
         )
     return "\n".join(lines)
-
-
-@click.command("live")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-@click.option("--repeats", type=click.IntRange(min=5), default=None, help="Unused (the group's common option).")
-@click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="Bundle [models/default.tflite].")
-@click.option("--runs", type=click.IntRange(1, 20), default=2, show_default=True, help="Runs per configuration.")
-@click.option("--loops", type=click.IntRange(1, 100), default=8, show_default=True, help="Demo repetitions per run.")
-@click.option("--mqtt", "broker", default=None, help="Broker HOST:PORT [a private mosquitto, when installed].")
-@click.option("--realtime", is_flag=True, help="Feed the audio at real time (slower; the daemon's normal pace).")
-@click.pass_context
-def live(
-    ctx: click.Context,
-    as_json: bool,
-    repeats: int | None,
-    model: Path | None,
-    runs: int,
-    loops: int,
-    broker: str | None,
-    realtime: bool,
-) -> None:
-    """Hop cost with the page, two SSE clients (one stuck) and MQTT on, against a plain run; RSS with all on."""
-    from instrument_ai.device.commands.bench import resolve_common
-    from instrument_ai.device.commands.run import RunError
-
-    as_json, _ = resolve_common(ctx, as_json, repeats)
-    if model is not None and not model.is_file():
-        raise RunError(f"{model}: no such bundle")
-    report = run_live_benchmark(model, runs=runs, loops=loops, broker=broker, realtime=realtime)
-    click.echo(json.dumps(report) if as_json else format_live_report(report))

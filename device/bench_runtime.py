@@ -28,10 +28,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 HEAVY_MODULES = ("tensorflow", "librosa", "scipy", "numba", "keras")
@@ -121,7 +121,8 @@ def end_to_end(model: Path, *, input_rate: int, block_seconds: float, repeats: i
     smoothing, events), split into hops with an interpreter call and all hops.
     """
     from instrument_ai.device.bundle import load
-    from instrument_ai.device.engine import SILENCE, Classifier
+    from instrument_ai.device.engine import Classifier
+    from instrument_ai.device.labels import SILENCE
     from instrument_ai.device.resample import resample
 
     bundle = load(model, num_threads=threads)
@@ -181,7 +182,8 @@ def note_latencies(
     `no_instrument` spans (onset, offset) hold sounds that are no instrument: every hop there that names a
     family is counted, and every event that names one is listed (the model should stay quiet there).
     """
-    from instrument_ai.device.engine import NOT_INSTRUMENT, SILENCE, Classifier
+    from instrument_ai.device.engine import NOT_INSTRUMENT, Classifier
+    from instrument_ai.device.labels import SILENCE
 
     engine = Classifier(bundle, input_rate=rate, align_onsets=align_onsets)
     hops = engine.process_hops(audio) + engine.flush()
@@ -276,7 +278,9 @@ def run_process(model: Path, *, runtime: str | None = None, timeout: float = 300
             first_hop_s = time.perf_counter() - started
     process.wait(timeout=timeout)
     reader.join(timeout=5)
-    probe = next((json.loads(s[len("PROBE=") :]) for s in stderr_lines if s.startswith("PROBE=")), {})
+    probe: dict[str, Any] = next(
+        (json.loads(s[len("PROBE=") :]) for s in stderr_lines if s.startswith("PROBE=")), {}
+    )
     if process.returncode != 0 or not records:
         tail = " ".join(s.strip() for s in stderr_lines[-3:] if not s.startswith("PROBE="))
         return {"runtime": runtime or "default", "error": f"exit {process.returncode}: {tail[:300]}"}
@@ -390,7 +394,7 @@ def _verdicts(report: dict[str, Any]) -> dict[str, Any]:
 # -- report ----------------------------------------------------------------------------------------
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for i, row in enumerate(rows):
@@ -406,7 +410,9 @@ def format_runtime_report(report: dict[str, Any]) -> str:
     """The plain-text tables (no rich: the device install may not have it)."""
     lines = [f"runtime benchmark: {report.get('model', 'no model')}, {report['repeats']} calls per figure"]
     if "interpreter" in report:
-        rows = [("interpreter per 1 s window", "threads", "predict median", "p99", "invoke median", "p99")]
+        rows: list[tuple[str, ...]] = [
+            ("interpreter per 1 s window", "threads", "predict median", "p99", "invoke median", "p99")
+        ]
         for e in report["interpreter"]:
             rows.append(
                 (
@@ -438,6 +444,14 @@ def format_runtime_report(report: dict[str, Any]) -> str:
                 )
             )
         lines += [""] + _table(rows)
+    lines += _latency_lines(report)
+    lines += _process_lines(report)
+    return "\n".join(lines)
+
+
+def _latency_lines(report: dict[str, Any]) -> list[str]:
+    """How soon each demo note is named, onset-aligned and plain, and what the no-instrument spans said."""
+    lines: list[str] = []
     for key in ("decision_latency", "decision_latency_unaligned"):
         if key not in report:
             continue
@@ -458,6 +472,12 @@ def format_runtime_report(report: dict[str, Any]) -> str:
             said = ", ".join(span["instrument_events"]) or "no instrument event"
             lines.append(f"  {span['kind']} at {span['onset']:.0f}-{span['offset']:.0f} s (no instrument): "
                          f"{span['hops_named_instrument']} of {span['hops']} hops named an instrument; {said}")
+    return lines
+
+
+def _process_lines(report: dict[str, Any]) -> list[str]:
+    """The `run` start-up table, the verdicts and what was unavailable."""
+    lines: list[str] = []
     procs = [("LiteRT path", report.get("process")), ("tensorflow.lite", report.get("tensorflow_lite"))]
     rows = [
         ("run --source demo --fast", "runtime", "start to 1st hop", "peak RSS", "hop median", "p99", "heavy imports")
@@ -492,53 +512,4 @@ def format_runtime_report(report: dict[str, Any]) -> str:
             )
     for name, reason in report["unavailable"].items():
         lines.append(f"{name}: {reason}")
-    return "\n".join(lines)
-
-
-@click.command("runtime")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
-@click.option("--repeats", type=click.IntRange(min=5), default=None, help="Timed calls per figure [default: 200].")
-@click.option("--model", type=click.Path(path_type=Path, dir_okay=False), help="int8 bundle [models/default.tflite].")
-@click.option("--float-model", type=click.Path(path_type=Path, dir_okay=False), help="Float bundle [beside --model].")
-@click.option("--threads", type=click.IntRange(1, 64), default=None, help="The N of '1 and N threads' [CPUs].")
-@click.option(
-    "--process-runs", type=click.IntRange(0, 20), default=3, show_default=True, help="`run` start-ups timed (0: skip)."
-)
-@click.option("--no-tensorflow", is_flag=True, help="Skip the tensorflow.lite comparison (it takes seconds).")
-@click.pass_context
-def runtime(
-    ctx: click.Context,
-    as_json: bool,
-    repeats: int | None,
-    model: Path | None,
-    float_model: Path | None,
-    threads: int | None,
-    process_runs: int,
-    no_tensorflow: bool,
-) -> None:
-    """Interpreter latency (int8/float, 1/N threads), end-to-end cost per hop, decision latency, RSS and start-up."""
-    from instrument_ai.device.commands.bench import resolve_common
-    from instrument_ai.device.commands.run import RunError, default_model_candidates
-
-    as_json, repeats = resolve_common(ctx, as_json, repeats)
-    if model is None:
-        model = next((c for c in default_model_candidates() if c.is_file()), None)
-    for path in (model, float_model):
-        if path is not None and not path.is_file():
-            raise RunError(f"{path}: no such bundle")
-    try:
-        report = run_runtime_benchmark(
-            model,
-            float_model,
-            repeats=repeats,
-            threads=threads,
-            process_runs=process_runs,
-            compare_tensorflow=not no_tensorflow,
-        )
-    except Exception as exc:  # a bundle the device refuses: one line, as everywhere
-        from instrument_ai.device.bundle import BundleError
-
-        if isinstance(exc, BundleError):
-            raise RunError(str(exc)) from None
-        raise
-    click.echo(json.dumps(report) if as_json else format_runtime_report(report))
+    return lines

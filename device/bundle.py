@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device import tflite_file
+from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.frontend import FrontendSpec, MfccStream
 from instrument_ai.device.interpreter import RuntimeUnavailable, make_interpreter
 from instrument_ai.device.openset import OpenSetError, rejection_from_metadata
@@ -61,8 +62,12 @@ FLOAT_GOLDEN_TOLERANCE = 1e-3
 """Golden outputs of a float model: a probability may move by 1e-3 between runtimes (one int8 step is 4e-3)."""
 
 
-class BundleError(Exception):
+class BundleError(InstrumentAIError):
     """A bundle the device refuses; the message is one line and names the file and the reason."""
+
+
+class UntrustedBundle(BundleError):
+    """A bundle the trusted key does not vouch for: unsigned, signed by another key, or changed since signing."""
 
 
 # -- digests --------------------------------------------------------------------------------
@@ -280,6 +285,10 @@ def _fail(path: str, reason: str) -> BundleError:
     return BundleError(f"{path}: {reason}")
 
 
+def _untrusted(path: str, reason: str) -> UntrustedBundle:
+    return UntrustedBundle(f"{path}: {reason}")
+
+
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 """Far above any model this project makes (~100 KB); refusing early keeps a 2 GB file out of memory."""
 
@@ -370,15 +379,17 @@ def _check_signature(path: str, metadata: dict[str, Any], trusted_key: bytes | s
         raise BundleError(str(exc)) from None
     signature = metadata.get("signature")
     if not isinstance(signature, dict):
-        raise _fail(path, "the bundle is not signed, and this device only accepts bundles signed by its trusted key")
+        raise _untrusted(
+            path, "the bundle is not signed, and this device only accepts bundles signed by its trusted key"
+        )
     if signature.get("algorithm") != "ed25519":
-        raise _fail(path, f"unsupported signature algorithm {signature.get('algorithm')!r}")
+        raise _untrusted(path, f"unsupported signature algorithm {signature.get('algorithm')!r}")
     try:
         value = bytes.fromhex(str(signature.get("value", "")))
     except ValueError:
-        raise _fail(path, "the signature is not hex") from None
+        raise _untrusted(path, "the signature is not hex") from None
     if not ed25519.verify(key, signing_message(metadata), value):
-        raise _fail(path, "the signature does not match the trusted key (signed by another key, or modified)")
+        raise _untrusted(path, "the signature does not match the trusted key (signed by another key, or modified)")
 
 
 def _check_fields(path: str, metadata: dict[str, Any]) -> FrontendSpec:

@@ -21,10 +21,10 @@ from instrument_ai.device.errors import InstrumentAIError
 # listing the commands does not import any of them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("instrument_ai.device.commands.bench:bench", "Measure frontend, interpreter and end-to-end cost."),
-    "data": ("instrument_ai.train.data_cli:data", "Build, split and inspect NSynth-format corpora."),
-    "train": ("instrument_ai.train.train_cli:train", "Train a model on an NSynth-format corpus."),
-    "evaluate": ("instrument_ai.train.evaluate_cli:evaluate", "Evaluate a Keras model or a bundle on a corpus."),
-    "experiment": ("instrument_ai.train.experiment_cli:experiment", "Rerun the study and the holdout protocol."),
+    "data": ("instrument_ai.train.commands.data:data", "Build, split and inspect NSynth-format corpora."),
+    "train": ("instrument_ai.train.commands.train:train", "Train a model on an NSynth-format corpus."),
+    "evaluate": ("instrument_ai.train.commands.evaluate:evaluate", "Evaluate a Keras model or a bundle on a corpus."),
+    "experiment": ("instrument_ai.train.commands.experiment:experiment", "Rerun the study and the holdout protocol."),
     "convert": ("instrument_ai.convert.cli:convert", "Convert a training run into an int8 TFLite bundle."),
     "inspect": ("instrument_ai.device.commands.inspect:inspect_bundle", "Print a bundle's metadata and self-test."),
     "classify": ("instrument_ai.device.commands.run:classify", "Name the instrument family of audio files."),

@@ -22,7 +22,7 @@ feature frames. At every hop boundary (hop ``h`` ends at model-rate sample
    (frames before the stream began count as digital silence, so the first
    decision comes after one hop, not after a whole window);
 3. averages the probabilities of the last ``smooth`` non-silent hops; the
-   label is the top class, or "unknown" under ``min_confidence`` or under the
+   label (`decision.decide_label`) is the top class, or "unknown" under ``min_confidence`` or under the
    bundle's open-set threshold on the temperature-calibrated maximum
    probability (`openset.Rejection`; none in a bundle without ``open_set``).
    A bundle with an ``other`` output reports it like silence: the hop's label
@@ -37,16 +37,18 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from instrument_ai.device.decision import decide_label
 from instrument_ai.device.frontend import FrontendSpec, MfccStream, mfcc
-from instrument_ai.device.openset import OTHER, Rejection, rejection_from_metadata
+from instrument_ai.device.labels import OTHER, SILENCE, UNKNOWN
+from instrument_ai.device.openset import Rejection, rejection_from_metadata
 from instrument_ai.device.resample import StreamResampler, as_float_frames
+from instrument_ai.device.settings import DEFAULT_SETTINGS, EngineSettings
 
-SILENCE = "silence"
-UNKNOWN = "unknown"
 MIN_SOUND_SECONDS = 0.05
 """A whole stream shorter than this is named by no family: its one hop would be almost all padding."""
 # Labels that name no instrument: `other` (a bundle's 12th output) is reported like silence - no instrument event.
@@ -197,31 +199,62 @@ class Classifier:
         self,
         bundle: BundleLike,
         *,
-        hop_seconds: float | None = None,
-        smooth: int = 3,
-        silence_db: float = -60.0,
-        min_confidence: float = 0.4,
-        top_k: int = 3,
+        settings: EngineSettings | None = None,
         input_rate: int | None = None,
         channels: int = 1,
-        align_onsets: bool = True,
+        **overrides: Any,
     ) -> None:
-        hop = float(bundle.default_hop_seconds if hop_seconds is None else hop_seconds)
+        """`settings` (default: `EngineSettings()`), with any of its fields overridden by keyword
+        (``Classifier(bundle, smooth=1)``); `input_rate` (default: the model's) and `channels` describe the
+        stream. ValueError names a bad value; TypeError a keyword that is no setting."""
+        settings = settings or DEFAULT_SETTINGS
+        if overrides:
+            settings = settings.replace(**overrides)
+        hop = float(bundle.default_hop_seconds if settings.hop_seconds is None else settings.hop_seconds)
         _check("hop_seconds", hop, math.isfinite(hop) and 0 < hop <= 10, "in (0, 10] seconds")
-        _check("smooth", smooth, isinstance(smooth, int) and smooth >= 1, "an integer >= 1")
-        _check("silence_db", silence_db, math.isfinite(silence_db) and silence_db <= 0, "a dBFS level <= 0")
-        _check("min_confidence", min_confidence, 0.0 <= min_confidence <= 1.0, "in [0, 1]")
-        _check("top_k", top_k, isinstance(top_k, int) and top_k >= 1, "an integer >= 1")
         _check("channels", channels, isinstance(channels, int) and channels >= 1, "an integer >= 1")
         rate = bundle.sample_rate if input_rate is None else input_rate
         _check("input_rate", rate, isinstance(rate, int) and not isinstance(rate, bool) and rate > 0, "a positive int")
-        self.smooth, self.silence_db, self.min_confidence = smooth, float(silence_db), float(min_confidence)
+        self.settings = settings
+        self.smooth = settings.smooth
+        self.silence_db, self.min_confidence = float(settings.silence_db), float(settings.min_confidence)
         self.input_rate, self.channels = int(rate), channels
         self.hop_seconds = hop
-        self.align_onsets = bool(align_onsets)
-        self._top_k_wanted = top_k
+        self.align_onsets = bool(settings.align_onsets)
+        self._top_k_wanted = settings.top_k
         self._hop_times: deque[float] = deque(maxlen=8192)
         self._set_bundle(bundle)
+
+    @classmethod
+    def open(
+        cls,
+        model: str | Path | None = None,
+        *,
+        input_rate: int | None = None,
+        channels: int = 1,
+        threads: int = 1,
+        trusted_key: str | None = None,
+        **settings: Any,
+    ) -> Classifier:
+        """Load a bundle (verified and self-tested) and stream with it: the one-call start.
+
+        `model`: a bundle path, or None for the default model (``$INSTRUMENT_AI_MODEL``, ``models/default.tflite``,
+        else the one shipped with the package). `settings`: `EngineSettings` fields. A refused bundle raises a
+        one-line `model_files.ModelLoadError`.
+
+        >>> import numpy as np
+        >>> from instrument_ai.device import Classifier
+        >>> clf = Classifier.open(smooth=1)
+        >>> [event.label for event in clf.process(np.zeros(16000, dtype=np.float32))]  # 1 s of digital silence
+        ['silence']
+        >>> clf.labels[-1], clf.hop_seconds
+        ('other', 0.25)
+        """
+        from instrument_ai.device.model_files import find_model, load_bundle
+
+        chosen = EngineSettings(**settings)  # a bad setting is refused before the model is loaded
+        bundle = load_bundle(find_model(None if model is None else Path(model)), threads, trusted_key)
+        return cls(bundle, settings=chosen, input_rate=input_rate, channels=channels)
 
     # -- set-up -----------------------------------------------------------------------
     def _set_bundle(self, bundle: BundleLike) -> None:
@@ -443,11 +476,7 @@ class Classifier:
             order = np.argsort(-smoothed, kind="stable")[: self.top_k]
             top = [(self.labels[i], float(smoothed[i])) for i in order]
             confidence = top[0][1]
-            label = top[0][0] if confidence >= self.min_confidence else UNKNOWN
-            # open-set rejection: the calibrated maximum probability of the smoothed hop (device/openset.py)
-            rejection = self.rejection
-            if label not in (UNKNOWN, OTHER) and float(rejection.calibrate(smoothed).max()) < rejection.threshold:
-                label = UNKNOWN
+            label = decide_label(smoothed, self.labels, min_confidence=self.min_confidence, rejection=self.rejection)
         frontend_ms = self._hop_frontend_s * 1e3
         self._hop_times.append(frontend_ms + inference_ms)
         event = Event(

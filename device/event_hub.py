@@ -21,12 +21,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from instrument_ai.device.errors import InstrumentAIError
+
 DEFAULT_QUEUE = 256
 """Messages a client may fall behind by (about a minute of hops at 0.25 s) before it is dropped."""
 DEFAULT_MAX_CLIENTS = 8
 
 
-class TooManyClients(RuntimeError):
+class TooManyClients(InstrumentAIError, RuntimeError):
     """The hub already serves its maximum number of clients."""
 
 

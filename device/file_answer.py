@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from instrument_ai.device.engine import SILENCE, UNKNOWN, Event
+from instrument_ai.device.engine import Event
+from instrument_ai.device.labels import SILENCE, UNKNOWN
 
 
 def file_answer(hops: list[Event], labels: list[str], top_k: int) -> dict[str, Any]:
@@ -23,7 +24,7 @@ def file_answer(hops: list[Event], labels: list[str], top_k: int) -> dict[str, A
     if not sounding:
         label = UNKNOWN if any(e.label == UNKNOWN for e in hops) else SILENCE  # too short to name, or silent
         return {"label": label, "confidence": 0.0, "share": 0.0, "top_k": []}
-    mean = np.mean([e.probs for e in sounding], axis=0)
+    mean = np.mean([e.probs for e in sounding if e.probs is not None], axis=0)  # all of them (typed for mypy)
     order = np.argsort(-mean, kind="stable")[:top_k]
     top = [{"label": labels[i], "p": round(float(mean[i]), 4)} for i in order]
     held = Counter(e.label for e in sounding if e.label not in (SILENCE, UNKNOWN))

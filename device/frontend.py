@@ -57,7 +57,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 
@@ -71,17 +71,6 @@ MelNorm = Literal["slaney", "none"]
 LogKind = Literal["db", "ln"]
 PowerScale = Literal["none", "1/n_fft"]
 DctNorm = Literal["ortho", "none"]
-
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "window": ("hann", "hamming", "rect"),
-    "mel_scale": ("slaney", "htk"),
-    "mel_triangles": ("exact", "bin_floor"),
-    "mel_norm": ("slaney", "none"),
-    "log": ("db", "ln"),
-    "power_scale": ("none", "1/n_fft"),
-    "dct_norm": ("ortho", "none"),
-}
-
 
 _DB_PER_NEPER = 10.0 / math.log(10.0)
 """10*log10(x) == _DB_PER_NEPER * ln(x); numpy's natural log is about twice as fast as its log10."""
@@ -99,27 +88,49 @@ class FrontendSpec:
     """
 
     sample_rate: int = 16000
+    """Samples per second the frontend expects; a source at another rate is resampled to it first."""
     win_length: int = 1024
+    """Samples in one analysis frame (the window); at most `n_fft`, shorter frames are zero-padded to it."""
     hop_length: int = 256
+    """Samples between the starts of consecutive frames: the time resolution of the features."""
     n_fft: int = 1024
+    """FFT size; `n_fft // 2 + 1` frequency bins of `sample_rate / n_fft` Hz each."""
     window: Window = "hann"
+    """Taper applied to each frame before the FFT (periodic Hann or Hamming, or none: "rect")."""
     preemphasis: float = 0.0
+    """Coefficient `a` of the first-order filter `y[n] = x[n] - a * x[n-1]` that lifts the highs (0: off)."""
     power_scale: PowerScale = "none"
+    """Whether the power spectrum is divided by `n_fft` (python_speech_features does, librosa does not)."""
     mel_scale: MelScale = "slaney"
+    """Hz-to-mel formula that spaces the bands: Slaney (linear below 1 kHz, as librosa) or HTK."""
     mel_triangles: MelTriangles = "exact"
+    """Band triangles evaluated at the exact bin frequencies (librosa), or with corners floored to bins (psf)."""
     n_mels: int = 64
+    """Number of mel bands the power spectrum is summed into."""
     fmin: float = 20.0
+    """Lower edge of the lowest mel band, in Hz."""
     fmax: float = 8000.0
+    """Upper edge of the highest mel band, in Hz; at most the Nyquist frequency `sample_rate / 2`."""
     mel_norm: MelNorm = "slaney"
+    """Slaney: each triangle scaled to equal area (wide high bands do not dominate); none: each peaks at 1."""
     log: LogKind = "db"
+    """Compression of the band energies: decibels (10 log10, minus `db_ref`) or the natural log."""
     log_floor: float = 1e-10
+    """Fixed floor under every energy before the log: keeps silence finite and each frame independent of the clip."""
     db_ref: float = 1.0
+    """Power that maps to 0 dB (used only when `log` is "db")."""
     n_mfcc: int = 40
+    """Cepstral coefficients kept from the DCT of the log-mel bands: the model's input rows; at most `n_mels`."""
     dct_type: int = 2
+    """DCT variant; only type 2 is supported (the field exists so a later type is refused, not misread)."""
     dct_norm: DctNorm = "ortho"
+    """DCT scaling: orthonormal (librosa's and psf's) or unnormalised (2x the cosine sum)."""
     lifter: int = 0
+    """Cepstral lifter `L`: coefficient `n` is scaled by `1 + L/2 sin(pi n / L)` (HTK, psf); 0: off."""
     energy_c0: bool = False
+    """Replace c0 by the log of the frame's total power (python_speech_features' `appendEnergy`)."""
     version: int = SPEC_VERSION
+    """Meaning of the fields above; a device refuses a spec whose version it does not know."""
 
     def __post_init__(self) -> None:
         self._normalise_types()
@@ -229,6 +240,12 @@ class FrontendSpec:
         except json.JSONDecodeError as exc:
             raise ValueError(f"frontend spec is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    name: get_args(hint) for name, hint in get_type_hints(FrontendSpec).items() if get_origin(hint) is Literal
+}
+"""The allowed values of each string field, read from its `Literal` type (so they are written once)."""
 
 
 def librosa_preset(

@@ -4,12 +4,18 @@ Standard library only (`ThreadingHTTPServer`): one thread per connection,
 none of them the audio thread. Read-only: GET and HEAD, nothing changes
 state. Defences against what a network sends:
 
-* at most `max_connections` connections at once (more are closed on accept);
-  a connection must send its request within `REQUEST_TIMEOUT` seconds, and a
-  stream whose socket stays unwritable that long is closed (a stuck reader);
+* at most `max_connections` connections at once, and `max_per_client` from
+  one address (more are closed on accept), so one host cannot take every slot;
+* a connection must send a complete request head (request line and headers)
+  within `HEAD_SECONDS` of connecting or of its previous answer, however
+  slowly it trickles bytes; idle and slow connections are closed, so they
+  cannot hold the slots the owner needs (this runs before the token check);
+* a stream whose socket stays unwritable `REQUEST_TIMEOUT` seconds is closed
+  (a stuck reader);
 * at most `EventHub.max_clients` live streams (503 beyond);
 * garbage is answered 400 by the standard parser; any handler error is one
-  500 for that request, never an exception out of the server;
+  500 for that request, never an exception out of the server; every error
+  and every refused method (405: all but GET and HEAD) is answered in JSON;
 * with a token, every endpoint wants it (``Authorization: Bearer T`` or
   ``?token=T``), compared in constant time; 401 otherwise.
 """
@@ -30,18 +36,25 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from instrument_ai.device.errors import ConfigurationError
 from instrument_ai.device.event_hub import EventHub, TooManyClients, sse_message
 from instrument_ai.device.live_state import LiveState
 
 REQUEST_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 15.0
 MAX_CONNECTIONS = 64
+MAX_PER_CLIENT = 16
+"""Connections one address may hold at once (a browser opens at most 6 per host)."""
+HEAD_SECONDS = 5.0
+"""Time a connection has to send a complete request head; then it is closed."""
+MIN_TOKEN_CHARS = 16
+"""Tokens shorter than this are warned about (`openssl rand -hex 16` gives 32 characters)."""
 DEFAULT_STALL_SECONDS = 5.0
 STREAM_SEND_BUFFER = 16384
 """Kernel send buffer of a live stream (bytes): what a stuck reader can absorb before its queue fills."""
 
 
-class HttpConfigError(ValueError):
+class HttpConfigError(ConfigurationError, ValueError):
     """A bad --http option, or an address that cannot be served (one line; the command exits 2)."""
 
 
@@ -74,6 +87,16 @@ def resolve(host: str, port: int) -> tuple[int, str]:
     return family, str(address[0])
 
 
+def token_warning(token: str) -> str | None:
+    """Why a token is weak (too short to resist guessing), or None. Short tokens are warned about, not refused."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return (
+            f"the token is short ({len(token)} characters): anyone on the network can guess it; use at least "
+            f"{MIN_TOKEN_CHARS}, e.g. `openssl rand -hex 16`"
+        )
+    return None
+
+
 def is_loopback(address: str) -> bool:
     with contextlib.suppress(ValueError):
         return ipaddress.ip_address(address.split("%")[0]).is_loopback
@@ -89,24 +112,49 @@ class _Server(ThreadingHTTPServer):
         self.address_family = family
         self.app = app
         self._slots = threading.BoundedSemaphore(app.max_connections)
+        self._per_client: dict[str, int] = {}
+        self._per_client_lock = threading.Lock()
         super().__init__(address, _Handler)
 
+    def _take_client_slot(self, host: str) -> bool:
+        with self._per_client_lock:
+            held = self._per_client.get(host, 0)
+            if held >= self.app.max_per_client:
+                return False
+            self._per_client[host] = held + 1
+            return True
+
+    def _release(self, host: str) -> None:
+        with self._per_client_lock:
+            held = self._per_client.get(host, 1) - 1
+            if held > 0:
+                self._per_client[host] = held
+            else:
+                self._per_client.pop(host, None)
+        self._slots.release()
+
     def process_request(self, request: Any, client_address: Any) -> None:
+        host = str(client_address[0]) if client_address else ""
         if not self._slots.acquire(blocking=False):  # too many connections: close this one, keep serving
+            self.app.refused_connections += 1
+            self.shutdown_request(request)
+            return
+        if not self._take_client_slot(host):  # one address holds its share already
+            self._slots.release()
             self.app.refused_connections += 1
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except Exception:  # noqa: BLE001 - no thread for it: close it, keep serving
-            self._slots.release()
+            self._release(host)
             self.shutdown_request(request)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._release(str(client_address[0]) if client_address else "")
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         self.app.errors += 1  # a reset connection, a handler bug: counted, nothing printed per request
@@ -123,10 +171,15 @@ class PageApp:
         token: str | None = None,
         stall_seconds: float = DEFAULT_STALL_SECONDS,
         max_connections: int = MAX_CONNECTIONS,
+        max_per_client: int = MAX_PER_CLIENT,
+        head_seconds: float = HEAD_SECONDS,
     ) -> None:
         self.state, self.hub, self.token = state, hub, token
         self.stall_seconds = stall_seconds
         self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.head_seconds = head_seconds
+        self.slow_requests = 0
         self.page = resources.files("instrument_ai.device.assets").joinpath("page.html").read_bytes()
         self.refused_connections = 0
         self.errors = 0
@@ -182,7 +235,7 @@ class PageApp:
     def health(self) -> tuple[int, dict[str, Any]]:
         age = self.state.last_hop_age()
         ok = age <= self.stall_seconds
-        body = {
+        body: dict[str, Any] = {
             "ok": ok,
             "last_hop_age_s": round(age, 3),
             "stall_seconds": self.stall_seconds,
@@ -205,6 +258,44 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the standard signature
         return  # no access log on the journal: /metrics counts what matters
+
+    def version_string(self) -> str:
+        return self.server_version  # the standard one appends " " + sys_version, a trailing space here
+
+    # -- the request head deadline -------------------------------------------------------------------------
+    def handle_one_request(self) -> None:
+        """One request, whose head must be complete within `head_seconds` (else the connection is closed)."""
+        self._head_timer = threading.Timer(self.server.app.head_seconds, self._head_expired)
+        self._head_timer.daemon = True
+        self._head_timer.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._head_timer.cancel()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()  # reads the headers: the head is complete (or refused) here
+        self._head_timer.cancel()
+        return ok
+
+    def _head_expired(self) -> None:
+        self.server.app.slow_requests += 1
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)  # the blocked read returns: the thread and slot are freed
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors of the standard parser (400, 414, 431, 501...) in JSON, as every other answer."""
+        short = self.responses.get(code, ("error", ""))[0]
+        body = (json.dumps({"error": message or short}) + "\n").encode()
+        self.close_connection = True
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
 
     # -- plumbing ----------------------------------------------------------------------------------------
     def _send(self, code: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
@@ -261,6 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(405, {"error": "read-only: only GET and HEAD"}, {"Allow": "GET, HEAD"})
 
     do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method  # noqa: N815 - the standard names
+    do_OPTIONS = do_TRACE = do_CONNECT = _refuse_method  # noqa: N815 - the standard names
 
     # -- routes -------------------------------------------------------------------------------------------
     def _page(self, query: dict[str, list[str]]) -> None:
@@ -279,6 +371,7 @@ class _Handler(BaseHTTPRequestHandler):
             "url": app.url,
             "refused_connections": app.refused_connections,
             "unauthorized": app.unauthorized,
+            "slow_requests": app.slow_requests,
             "errors": app.errors,
         }
         self._json(200, status)

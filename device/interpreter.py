@@ -13,13 +13,13 @@ benchmark or a log line always says which runtime produced a number.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.metadata
 import os
-import sys
-from collections.abc import Iterator
 from typing import Any
+
+from instrument_ai.device.errors import InstrumentAIError
+from instrument_ai.device.native_stderr import quiet_native_stderr
 
 RUNTIMES: dict[str, tuple[str, str]] = {
     # name -> (module holding Interpreter, distribution that reports the version)
@@ -33,7 +33,7 @@ RUNTIMES: dict[str, tuple[str, str]] = {
 RUNTIME_ENV = "INSTRUMENT_AI_RUNTIME"
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(InstrumentAIError, RuntimeError):
     """No TFLite interpreter is installed (or the one asked for is not)."""
 
 
@@ -65,36 +65,6 @@ def interpreter_class(runtime: str | None = None) -> tuple[type, str]:
     )
 
 
-VERBOSE_ENV = "INSTRUMENT_AI_VERBOSE"
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Silence the C++ runtime's stderr (its `INFO: Created TensorFlow Lite XNNPACK delegate` fills the journal).
-
-    The line is written by native code to fd 2, so Python's sys.stderr cannot
-    catch it: fd 2 is pointed at /dev/null for the duration. Set
-    INSTRUMENT_AI_VERBOSE=1 (or pass --verbose) to keep it.
-    """
-    if os.environ.get(VERBOSE_ENV):
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no fd 2 (a detached daemon): nothing to silence
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def make_interpreter(model_content: bytes, *, num_threads: int = 1, runtime: str | None = None) -> tuple[Any, str]:
     """A ready (tensors allocated) interpreter for the model bytes, and the runtime's "name version".
 
@@ -107,7 +77,7 @@ def make_interpreter(model_content: bytes, *, num_threads: int = 1, runtime: str
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
     cls, label = interpreter_class(runtime)
     try:
-        with quiet_native_stderr():
+        with quiet_native_stderr(keep_if_verbose=True):  # its INFO lines fill the journal; --verbose keeps them
             interpreter = cls(model_content=model_content, num_threads=num_threads)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:

@@ -27,13 +27,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from instrument_ai.device.errors import InstrumentAIError
+
 REMIND_SECONDS = 60.0
 
 Report = Callable[[dict[str, Any]], None]
 
 
-class OutputOpenError(OSError):
+class OutputOpenError(OSError, InstrumentAIError):
     """The output file cannot be opened at all (a usage problem, reported before the stream starts)."""
+
+    def __init__(self, code: int | None, strerror: str) -> None:
+        OSError.__init__(self, code, strerror)  # an OSError first: `errno` and `strerror` as callers expect
 
 
 class LineOutput:

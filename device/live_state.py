@@ -1,6 +1,6 @@
 """What the daemon is doing right now, for the page, /status, /healthz, /metrics and MQTT.
 
-`LiveState` is a sink (the same interface as the text and JSON sinks of
+`LiveState` is a sink (`sinks.Sink`, as the text and JSON sinks of
 `run`) fed by the audio thread. Per hop it only updates plain counters and
 offers the event to the fan-outs (`EventHub`, the MQTT publisher), which never
 block. The server threads read the counters: ints, floats and dict copies
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from instrument_ai.device.event_hub import EventHub, sse_message, wall_time
+from instrument_ai.device.process_stats import rss_mb
 
 COST_BUCKETS_MS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0)
 """Upper bounds of the hop-cost histogram (ms); a 0.25 s hop must stay far below the last one."""
@@ -224,55 +225,9 @@ class LiveState:
             "output_lost": self.output_lost,
             "http": summary(self.hub),
             "mqtt": [p.status() for p in self.publishers],
-            "rss_mb": round(_rss_mb(), 1),
+            "rss_mb": round(rss_mb(), 1),
         }
 
 
 def _describe(data: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in data.items())
-
-
-def _rss_mb() -> float:
-    from instrument_ai.device.commands.run import rss_mb
-
-    return rss_mb()
-
-
-class TeeSink:
-    """The primary sink (text, JSON or the terminal view) and observers that must never stop the daemon."""
-
-    def __init__(self, primary: Any, observers: list[Any], report: Any) -> None:
-        self.primary, self.observers, self.report = primary, observers, report
-        self._reported = False
-
-    def _each(self, name: str, *args: Any) -> None:
-        for observer in self.observers:
-            try:
-                getattr(observer, name)(*args)
-            except Exception as exc:  # noqa: BLE001 - a live output's bug must not stop the classification
-                observer_errors = getattr(observer, "observer_errors", None)
-                if observer_errors is not None:
-                    observer.observer_errors += 1
-                if not self._reported:
-                    self._reported = True
-                    self.report({"type": "live_output_error", "error": f"{type(exc).__name__}: {exc}"})
-
-    def start(self, info: dict[str, Any]) -> None:
-        self.primary.start(info)
-        self._each("start", info)
-
-    def hop(self, event: Any, stats: dict[str, Any]) -> None:
-        self.primary.hop(event, stats)
-        self._each("hop", event, stats)
-
-    def notice(self, kind: str, data: dict[str, Any]) -> None:
-        self.primary.notice(kind, data)
-        self._each("notice", kind, data)
-
-    def stats(self, summary: dict[str, Any]) -> None:
-        self.primary.stats(summary)
-        self._each("stats", summary)
-
-    def close(self, summary: dict[str, Any]) -> None:
-        self.primary.close(summary)
-        self._each("close", summary)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from instrument_ai.device.engine import NOT_INSTRUMENT, SILENCE, Event
+from instrument_ai.device.engine import NOT_INSTRUMENT, Event
+from instrument_ai.device.labels import SILENCE
 
 BAR_WIDTH = 28
 LEVEL_RANGE_DB = (-80.0, 0.0)

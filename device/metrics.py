@@ -116,6 +116,18 @@ def render(state: LiveState) -> str:
     w.family("model_reloads", "counter", "Models swapped in while running.", [({}, state.reloads)])
     w.family("model_refused", "counter", "New models refused (the old one kept running).", [({}, state.refused)])
     w.family("output_lost", "counter", "Records the event output could not write.", [({}, state.output_lost)])
+    _live_output_families(w, state)
+    return "\n".join(w.lines) + "\n"
+
+
+def _up(state: LiveState) -> float:
+    import time
+
+    return round(time.monotonic() - state.started_monotonic, 3)
+
+
+def _live_output_families(w: _Writer, state: LiveState) -> None:
+    """The live page's clients and each MQTT publisher."""
     if state.hub is not None:
         hub = state.hub
         w.family("live_clients", "gauge", "Live page streams connected.", [({}, hub.clients)])
@@ -133,17 +145,15 @@ def render(state: LiveState) -> str:
             "mqtt_connected", "gauge", "1 while connected to the MQTT broker.", [(labels, bool(status["connected"]))]
         )
         w.family("mqtt_published", "counter", "MQTT messages handed to the client.", [(labels, status["published"])])
-        w.family("mqtt_dropped", "counter", "MQTT messages dropped (queue full).", [(labels, status["dropped"])])
+        w.family(
+            "mqtt_dropped",
+            "counter",
+            "MQTT events dropped (the oldest, beyond the queue while the broker was away) or refused by the client.",
+            [(labels, status["dropped"])],
+        )
         w.family(
             "mqtt_connects",
             "counter",
             "Successful MQTT connections (reconnects included).",
             [(labels, status["connects"])],
         )
-    return "\n".join(w.lines) + "\n"
-
-
-def _up(state: LiveState) -> float:
-    import time
-
-    return round(time.monotonic() - state.started_monotonic, 3)

@@ -30,15 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from instrument_ai.device.errors import InstrumentAIError
+from instrument_ai.device.labels import SILENCE, UNKNOWN
+
 SETTLE_SECONDS = 0.3
 """A target modified more recently than this is left for the next poll (someone may still be writing it)."""
 PROBE_SECONDS = 1.5
 """Length of the trial signal `check_runnable` streams through a candidate bundle."""
-RESERVED_LABELS = ("silence", "unknown")
+RESERVED_LABELS = (SILENCE, UNKNOWN)
 """Labels the engine itself reports; a model class with one of these names would be ambiguous in every event."""
 
 
-class ModelRefused(Exception):
+class ModelRefused(InstrumentAIError):
     """A candidate bundle the daemon will not swap in; the message is one line naming the reason."""
 
 

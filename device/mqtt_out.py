@@ -8,12 +8,17 @@ Topics, for a device named D:
 * ``homeassistant/sensor/D/family/config`` - the discovery document of a sensor whose state is the family
   and whose attributes are confidence, top-3 and model version (retained).
 
-The audio thread only does `put_nowait` into a bounded queue; a publisher
-thread hands the messages to paho, whose own network thread (`loop_start`)
-connects, reconnects with exponential backoff (`reconnect_delay_set`) and
-keeps QoS-1 messages queued (bounded) while the broker is away. On every
-(re)connect the discovery document, ``online`` and the latest state are
-published again, so a broker restarted without persistence is whole again.
+The audio thread only appends to a bounded deque of events and replaces the
+latest state; a publisher thread hands them to paho while it is connected,
+and paho's own network thread (`loop_start`) connects and reconnects with
+exponential backoff (`reconnect_delay_set`). While the broker is away
+nothing is handed to paho: events wait in the deque (the oldest dropped
+beyond `QUEUE_MESSAGES`, counted as `dropped`) and only the newest state is
+kept, since a state is worth nothing once a newer one exists. On every
+(re)connect the publisher sends the discovery document, ``online``
+(retained), the waiting events, then the current state last; states paho
+still held from before the outage are discarded, so the retained state
+never goes back in time and a broker restarted without persistence is whole.
 A broker that is down, refuses or drops the connection is reported on
 stderr, once per outage (and every `REMIND_SECONDS`); the daemon goes on.
 """
@@ -22,24 +27,28 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import re
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from instrument_ai.device.errors import ConfigurationError
+
 TOPIC_ROOT = "instrument-ai"
 QUEUE_MESSAGES = 1000
+WINDOW_MESSAGES = 100
+"""Messages handed to paho and not yet acknowledged, at most: more would fill paho's own queue, which refuses."""
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 30
 REMIND_SECONDS = 60.0
 Report = Callable[[dict[str, Any]], None]
 
 
-class MqttConfigError(ValueError):
+class MqttConfigError(ConfigurationError, ValueError):
     """A bad --mqtt option (one line); the command exits 2."""
 
 
@@ -146,11 +155,17 @@ class MqttOut:
         self.config = config
         self.report = report
         self._clock = clock
-        self._queue: queue.Queue[tuple[str, str, bool] | None] = queue.Queue(maxsize=QUEUE_MESSAGES)
+        self._events: deque[str] = deque(maxlen=QUEUE_MESSAGES)  # event payloads waiting, oldest first
+        self._wake = threading.Event()
+        self._closing = False
+        self._resync = False  # set on (re)connect: discovery, online, events, state
+        self._discovery_due = False
         self._client: Any = None
         self._thread: threading.Thread | None = None
         self._model: dict[str, Any] = {}
         self._state: str | None = None  # the newest retained state payload
+        self._state_sent: str | None = None  # the state payload last handed to paho
+        self._unacked: deque[Any] = deque()  # paho's MQTTMessageInfo of messages not yet acknowledged
         self.connected = False
         self.connects = 0
         self.published = 0
@@ -174,8 +189,8 @@ class MqttOut:
 
     def close(self, timeout: float = 3.0) -> None:
         """Say ``offline`` (if connected), disconnect and stop the threads, within about `timeout` seconds."""
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
+        self._closing = True
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
         client = self._client
@@ -197,25 +212,25 @@ class MqttOut:
     # -- fed by the daemon (the audio thread): never blocks -------------------------------------------------
     def start_info(self, hello: dict[str, Any]) -> None:
         self._model = dict(hello.get("model") or {})
-        self._offer(f"{self.config.discovery_prefix}/sensor/{self.config.device}/family/config", "discovery", True)
+        self._discovery_due = True
+        self._wake.set()
 
     def change(self, event: dict[str, Any]) -> None:
-        self._offer(f"{self.config.base}/event", _dumps(event), False)
-        state = _dumps(state_payload(event))
-        self._state = state
-        self._offer(f"{self.config.base}/state", state, True)
+        self._offer(_dumps(event))
+        self._state = _dumps(state_payload(event))  # replaces any state not yet sent: only the newest matters
+        self._wake.set()
 
     def notice(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "swap":
             self._model = {**self._model, "name": data.get("new_name"), "version": data.get("new_version")}
-            self._offer(f"{self.config.discovery_prefix}/sensor/{self.config.device}/family/config", "discovery", True)
-        self._offer(f"{self.config.base}/event", _dumps({"type": kind, **data}), False)
+            self._discovery_due = True
+        self._offer(_dumps({"type": kind, **data}))
+        self._wake.set()
 
-    def _offer(self, topic: str, payload: str, retain: bool) -> None:
-        try:
-            self._queue.put_nowait((topic, payload, retain))
-        except queue.Full:
-            self.dropped += 1
+    def _offer(self, payload: str) -> None:
+        if len(self._events) == self._events.maxlen:
+            self.dropped += 1  # the deque drops its oldest event to take this one
+        self._events.append(payload)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -225,20 +240,61 @@ class MqttOut:
             "connects": self.connects,
             "published": self.published,
             "dropped": self.dropped,
-            "queued": self._queue.qsize(),
+            "queued": len(self._events) + int(self._state is not None and self._state is not self._state_sent),
             "last_error": self.last_error,
         }
 
     # -- the publisher thread ------------------------------------------------------------------------------
     def _publish_loop(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self.connected:
+                self._publish_pending()
+            if self._closing:
                 return
-            topic, payload, retain = item
-            if payload == "discovery":
-                payload = _dumps(discovery_config(self.config, self._model))
-            self._publish(topic, payload, retain)
+
+    def _publish_pending(self) -> None:
+        """Hand what waits to paho, in order: (discovery, online after a connect,) events, the newest state."""
+        base = self.config.base
+        resync, self._resync = self._resync, False
+        if resync:
+            self._unacked.clear()  # what paho held from before is resent by paho or was forgotten on purpose
+            self._discovery_due = True
+            self._state_sent = None  # the broker may have forgotten it: send the current state again
+        if self._discovery_due:
+            self._discovery_due = False
+            self._publish(self._discovery_topic, _dumps(discovery_config(self.config, self._model)), True)
+        if resync:
+            self._publish(f"{base}/availability", "online", True)
+        while self._events and self.connected:
+            if not self._room():
+                self._wake.set()  # the broker is slow to acknowledge: go on at the next pass
+                return
+            self._publish(f"{base}/event", self._events.popleft(), False)
+        state = self._state
+        if state is not None and state is not self._state_sent and self.connected:
+            if not self._room():
+                self._wake.set()
+                return
+            self._publish(f"{base}/state", state, True)
+            self._state_sent = state
+
+    def _room(self, wait_s: float = 0.5) -> bool:
+        """Whether fewer than `WINDOW_MESSAGES` are unacknowledged (waiting up to `wait_s` for acknowledgements)."""
+        deadline = self._clock() + wait_s
+        while True:
+            while self._unacked and _acknowledged(self._unacked[0]):
+                self._unacked.popleft()
+            if len(self._unacked) < WINDOW_MESSAGES:
+                return True
+            if self._clock() >= deadline or not self.connected:
+                return False
+            time.sleep(0.005)
+
+    @property
+    def _discovery_topic(self) -> str:
+        return f"{self.config.discovery_prefix}/sensor/{self.config.device}/family/config"
 
     def _publish(self, topic: str, payload: str, retain: bool) -> None:
         try:
@@ -249,6 +305,8 @@ class MqttOut:
             return
         if info.rc in (0, 4):  # success, or queued until the broker is back (MQTT_ERR_NO_CONN)
             self.published += 1
+            if info.rc == 0:
+                self._unacked.append(info)
         else:
             self.dropped += 1
 
@@ -257,17 +315,15 @@ class MqttOut:
         if getattr(reason, "is_failure", False):
             self._down(f"refused by the broker ({reason})")
             return
+        # paho resends what it still holds right after this callback: retained messages from before the
+        # outage would land after the fresh ones and take the broker back in time, so they go now
+        _forget_held(client, {self._discovery_topic, f"{self.config.base}/availability", f"{self.config.base}/state"})
+        self._resync = True  # before `connected`: the publisher's next pass starts with discovery and online
         self.connected = True
         self.connects += 1
         was_down = self._down_since
         self._down_since = None
-        base = self.config.base
-        discovery = f"{self.config.discovery_prefix}/sensor/{self.config.device}/family/config"
-        with contextlib.suppress(Exception):
-            client.publish(discovery, _dumps(discovery_config(self.config, self._model)), qos=1, retain=True)
-            client.publish(f"{base}/availability", "online", qos=1, retain=True)
-            if self._state is not None:
-                client.publish(f"{base}/state", self._state, qos=1, retain=True)
+        self._wake.set()
         record: dict[str, Any] = {"type": "mqtt_connected", "broker": self.config.broker, "device": self.config.device}
         if was_down is not None:
             record["down_seconds"] = round(self._clock() - was_down, 1)
@@ -307,6 +363,25 @@ class MqttOut:
             self.report(record)
 
 
+def _acknowledged(info: Any) -> bool:
+    try:
+        return bool(info.is_published())
+    except (RuntimeError, ValueError):  # never queued, or lost with its connection: nothing to wait for
+        return True
+
+
+def _forget_held(client: Any, topics: set[str]) -> None:
+    """Drop the messages for `topics` that paho holds for resending (its queue has no public API for this)."""
+    mutex = getattr(client, "_out_message_mutex", None)
+    held: Any = getattr(client, "_out_messages", None)
+    if mutex is None or not hasattr(held, "items"):
+        return
+    with contextlib.suppress(Exception), mutex:
+        for mid, message in list(held.items()):
+            if getattr(message, "topic", None) in topics:
+                del held[mid]
+
+
 def _make_client(config: MqttConfig) -> Any:
     """A paho client with the last will, credentials, TLS, backoff and queue bounds of `config`."""
     try:
@@ -314,7 +389,7 @@ def _make_client(config: MqttConfig) -> Any:
     except ImportError:
         raise MqttConfigError("--mqtt needs paho-mqtt: pip install 'instrument-ai[mqtt]'") from None
 
-    class _Client(mqtt.Client):  # type: ignore[misc,name-defined]
+    class _Client(mqtt.Client):  # type: ignore[misc,name-defined,unused-ignore]
         """Remembers why the last connection attempt failed (paho's on_connect_fail does not say)."""
 
         last_connect_error: BaseException | None = None

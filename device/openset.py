@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
-OTHER = "other"
+from instrument_ai.device.errors import ConfigurationError
+from instrument_ai.device.labels import OTHER
+
 SCORE = "max_calibrated_probability"
 
 
-class OpenSetError(ValueError):
+class OpenSetError(ConfigurationError, ValueError):
     """A bundle's open_set metadata is malformed, or lacks `other` where the device requires it."""
 
 

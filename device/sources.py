@@ -14,7 +14,6 @@ block and counts it rather than blocking the audio thread.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import stat
 import sys
@@ -28,6 +27,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from instrument_ai.device.audio_io import demo_path
+from instrument_ai.device.errors import InstrumentAIError
+from instrument_ai.device.native_stderr import quiet_native_stderr
 
 POLL_SECONDS = 0.05
 """Longest a source waits without looking at the stop event."""
@@ -47,12 +48,14 @@ Notify = Callable[[str, dict[str, Any]], None]
 NO_MIC_HINT = "try `instrument-ai run --source demo`, or list inputs with `instrument-ai devices`"
 
 
-class SourceError(RuntimeError):
+class SourceError(InstrumentAIError, RuntimeError):
     """An audio source that cannot be used; the message is one line for the user."""
 
 
 class NoMicrophoneError(SourceError):
     """No usable audio input device (or no PortAudio) on this machine."""
+
+    exit_code = 3  # the CLI's documented status for "no audio input" (systemd restarts on it)
 
 
 @dataclass
@@ -444,7 +447,7 @@ class MicSource(Source):
         while not stop.is_set():
             attempts += 1
             try:
-                with quiet_c_stderr():  # PortAudio and ALSA print several lines per failed attempt
+                with quiet_native_stderr():  # PortAudio and ALSA print several lines per failed attempt
                     _reinitialize_portaudio()
                     self.device = resolve_device(self.device["name"])
                     self._open()
@@ -478,27 +481,3 @@ def _reinitialize_portaudio() -> None:
         terminate()
     with contextlib.suppress(Exception):
         initialize()
-
-
-@contextlib.contextmanager
-def quiet_c_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for a moment: C libraries write there directly, past sys.stderr.
-
-    Used only around reconnection attempts, where PortAudio and ALSA print a
-    block of "Expression ... failed" lines per try; the outcome is reported
-    as a notice instead.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)

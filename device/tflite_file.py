@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from flatbuffers import util as fb_util
 from flatbuffers.table import Table
+
+from instrument_ai.device.errors import InstrumentAIError
 
 TFLITE_IDENTIFIER = b"TFL3"
 """The file identifier every TFLite flatbuffer carries at bytes 4..8."""
@@ -67,7 +70,7 @@ TENSOR_TYPES: tuple[str, ...] = tuple(_TENSOR_TYPES_TEXT.split())
 """TensorType enum of the TFLite schema, in code order."""
 
 
-class FlatbufferError(ValueError):
+class FlatbufferError(InstrumentAIError, ValueError):
     """The bytes are not a TFLite flatbuffer, or a part we read lies outside the file."""
 
 
@@ -142,7 +145,7 @@ class _Node:
         self._need(pos + 4, count * element_size, what)
         return pos + 4, count
 
-    def numbers(self, slot: int, fmt: str, what: str) -> list:
+    def numbers(self, slot: int, fmt: str, what: str) -> list[Any]:
         start, count = self.vector(slot, struct.calcsize(fmt), what)
         return list(struct.unpack_from(f"<{count}{fmt}", self._data, start)) if count else []
 

@@ -1,4 +1,13 @@
-"""Markers for tests that need data from outside the repository.
+"""Fixtures shared by several test files, and markers for tests that need data from outside the repository.
+
+Fixtures (each built once per session):
+
+* ``tiny_bundle_path``: a real bundle of the tiny low/mid/high tone classifier (`fakemic.tiny_bundle_bytes`),
+  written to a temporary folder; the CLI tests run it as ``--model``.
+* ``art``: the tiny trained run folder, its int8 bundle converted through the CLI and the Keras model
+  (`bundle_support.artifacts`); the bundle and convert tests share it.
+
+Markers:
 
 * ``needs_shared``: the shared sample libraries (``../shared/sample-libraries``, beside the
   repository). Skipped with the reason when absent; under ``CI`` (which has them) their
@@ -15,10 +24,27 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "sample-libraries"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny tone-classifier bundle as a file (trained and built once per session, about a second)."""
+    from fakemic import write_tiny_bundle
+
+    return write_tiny_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def art(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny trained run, its int8 bundle (via the CLI) and the Keras model; seconds of TF, so once per session."""
+    from bundle_support import artifacts
+
+    return artifacts(tmp_path_factory)
 
 
 def shared_present() -> bool:

@@ -161,6 +161,7 @@ def free_port() -> int:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """The first truthy value of `predicate`, polled every 50 ms; AssertionError naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

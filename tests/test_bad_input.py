@@ -22,26 +22,22 @@ import numpy as np
 import pytest
 import soundfile
 from click.testing import CliRunner, Result
-from fakemic import sequence, tiny_bundle_bytes, tiny_tflite, write_tiny_bundle
+from fakemic import sequence, tiny_bundle_bytes, tiny_tflite
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from instrument_ai.device import bundle as device_bundle
-from instrument_ai.device import sources
+from instrument_ai.device import model_files, sources
 from instrument_ai.device.cli import cli
-from instrument_ai.device.commands import run as run_cli
+from instrument_ai.device.files import classify_file
+from instrument_ai.device.settings import EngineSettings
 
 GIB2 = 2 * 1024**3
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_bundle(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def loaded(model: Path) -> Any:
-    return device_bundle.load(model)
+def loaded(tiny_bundle_path: Path) -> Any:
+    return device_bundle.load(tiny_bundle_path)
 
 
 def invoke(*args: Any) -> Result:
@@ -102,8 +98,8 @@ def good_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def test_every_sample_format_rate_and_layout_is_classified(model: Path, good_files: dict[str, Path]) -> None:
-    result = invoke("classify", *good_files.values(), "--json", "--model", model)
+def test_every_sample_format_rate_and_layout_is_classified(tiny_bundle_path: Path, good_files: dict[str, Path]) -> None:
+    result = invoke("classify", *good_files.values(), "--json", "--model", tiny_bundle_path)
     assert result.exit_code == 0, result.output
     answers = {Path(r["file"]).stem: r for r in map(json.loads, result.output.splitlines())}
     assert {k: v["label"] for k, v in answers.items()} == {k: v[4] for k, v in GOOD.items()}
@@ -112,8 +108,8 @@ def test_every_sample_format_rate_and_layout_is_classified(model: Path, good_fil
 
 
 @pytest.mark.parametrize("name", ["u8", "i24", "f64", "stereo", "8k", "96k"])
-def test_run_streams_every_format(model: Path, good_files: dict[str, Path], name: str) -> None:
-    result = run_fast(model, good_files[name])
+def test_run_streams_every_format(tiny_bundle_path: Path, good_files: dict[str, Path], name: str) -> None:
+    result = run_fast(tiny_bundle_path, good_files[name])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.output.splitlines()]
     labels = [r["label"] for r in records if r["type"] == "change"]
@@ -202,15 +198,15 @@ BAD_AUDIO = {
 
 
 @pytest.mark.parametrize("case", list(BAD_AUDIO))
-def test_bad_audio_is_one_line_through_classify_and_run(model: Path, tmp_path: Path, case: str) -> None:
+def test_bad_audio_is_one_line_through_classify_and_run(tiny_bundle_path: Path, tmp_path: Path, case: str) -> None:
     make, fragment = BAD_AUDIO[case]
     path = make(tmp_path / "input.wav")
     before = bytes_read()
-    message = one_line_error(invoke("classify", path, "--model", model))
+    message = one_line_error(invoke("classify", path, "--model", tiny_bundle_path))
     assert fragment in message and str(path) in message
     if case.startswith("sparse"):
         assert bytes_read() - before < 1_000_000  # refused from its first bytes, not read
-    result = run_fast(model, path)
+    result = run_fast(tiny_bundle_path, path)
     if case in ("nan", "inf"):  # found mid-stream: the hops before it were reported, then one error line
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
         assert result.stderr.count("\n") == 1 and fragment in result.stderr and "Traceback" not in result.output
@@ -219,27 +215,27 @@ def test_bad_audio_is_one_line_through_classify_and_run(model: Path, tmp_path: P
         assert fragment in one_line_error(result)
 
 
-def test_a_2_gb_wav_is_refused_by_classify_from_its_header(model: Path, tmp_path: Path) -> None:
+def test_a_2_gb_wav_is_refused_by_classify_from_its_header(tiny_bundle_path: Path, tmp_path: Path) -> None:
     path = _wav_header_then_holes(tmp_path / "long.wav")
     before = bytes_read()
-    message = one_line_error(invoke("classify", path, "--model", model))
+    message = one_line_error(invoke("classify", path, "--model", tiny_bundle_path))
     assert "67108.9 s of audio, longer than --max-seconds 3600 s" in message
     assert bytes_read() - before < 1_000_000
 
 
-def test_a_device_or_pipe_is_refused_without_blocking(model: Path, tmp_path: Path) -> None:
-    assert "is not a regular file" in one_line_error(invoke("classify", "/dev/zero", "--model", model))
+def test_a_device_or_pipe_is_refused_without_blocking(tiny_bundle_path: Path, tmp_path: Path) -> None:
+    assert "is not a regular file" in one_line_error(invoke("classify", "/dev/zero", "--model", tiny_bundle_path))
     fifo = tmp_path / "pipe.wav"
     os.mkfifo(fifo)  # opening it for reading would block forever
-    assert "is not a regular file" in one_line_error(run_fast(model, fifo))
+    assert "is not a regular file" in one_line_error(run_fast(tiny_bundle_path, fifo))
 
 
-def test_wav_streams_of_unknown_length_are_accepted(model: Path, tmp_path: Path) -> None:
+def test_wav_streams_of_unknown_length_are_accepted(tiny_bundle_path: Path, tmp_path: Path) -> None:
     """Recorders writing to a pipe leave 0 or 0xFFFFFFFF as the data size: not a truncation."""
     data = bytearray(write_tone(tmp_path / "stream.wav", 16000, subtype="PCM_16").read_bytes())
     data[40:44] = struct.pack("<I", 0xFFFFFFFF)
     (tmp_path / "stream.wav").write_bytes(bytes(data))
-    result = invoke("classify", tmp_path / "stream.wav", "--json", "--model", model)
+    result = invoke("classify", tmp_path / "stream.wav", "--json", "--model", tiny_bundle_path)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["label"] == "low"
 
@@ -316,23 +312,20 @@ def test_random_bytes_named_wav_raise_only_source_error(loaded: Any, data: bytes
         path = Path(folder) / "random.wav"
         path.write_bytes(data)
         try:
-            result = run_cli.classify_file(str(path), loaded, {**ENGINE_OPTS})
+            result = classify_file(str(path), loaded, settings=EngineSettings())
         except sources.SourceError as exc:
             assert "\n" not in str(exc) and str(path) in str(exc)
             return
-        assert result["label"] in (*loaded.labels, "silence", "unknown") and result["hops"] >= 1
-
-
-ENGINE_OPTS = {"hop": None, "smooth": 3, "silence_db": -60.0, "min_confidence": 0.4, "top_k": 3, "onset_align": True}
+        assert result.label in (*loaded.labels, "silence", "unknown") and len(result.timeline) >= 1
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(st.binary(min_size=1, max_size=300), riff_files))
-def test_random_wav_bytes_through_the_cli_are_one_line_or_an_answer(model: Path, data: bytes) -> None:
+def test_random_wav_bytes_through_the_cli_are_one_line_or_an_answer(tiny_bundle_path: Path, data: bytes) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "random.wav"
         path.write_bytes(data)
-        result = invoke("classify", path, "--model", model)
+        result = invoke("classify", path, "--model", tiny_bundle_path)
         if result.exit_code == 0:
             assert result.output.startswith(f"{path}: ")
         else:
@@ -424,9 +417,9 @@ def test_a_non_numeric_quantisation_scale_is_one_line_in_run(tmp_path: Path, sid
     """The daemon's loader turns any loader failure into one line (and a reload into a refusal)."""
     path = tmp_path / "scale.tflite"
     path.write_bytes(with_member((side, "scale"), value))
-    with pytest.raises(run_cli.RunError) as info:
-        run_cli.load_bundle(path, 1)
-    assert str(path) in info.value.format_message() and "\n" not in info.value.format_message()
+    with pytest.raises(model_files.ModelLoadError) as info:
+        model_files.load_bundle(path, 1)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("value", [None, "abc"])

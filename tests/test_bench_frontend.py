@@ -16,7 +16,7 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-from instrument_ai.device.commands import bench as bench_cli
+from instrument_ai.device import bench_frontend as bench_lib
 from instrument_ai.device.commands.bench import bench, bench_frontend, format_frontend_report, run_frontend_benchmark
 
 ROWS = ("ours_batch", "ours_stream", "librosa", "python_speech_features")
@@ -88,7 +88,7 @@ def test_plain_bench_runs_every_runnable_benchmark(monkeypatch: pytest.MonkeyPat
 
 def test_without_reference_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
     """The device install has neither librosa nor psf: only our rows, no target lines, no crash."""
-    monkeypatch.setattr(bench_cli, "_installed", lambda module: False)
+    monkeypatch.setattr(bench_lib, "_installed", lambda module: False)
     report = run_frontend_benchmark(repeats=5)
     assert tuple(report["results"]) == ROWS[:2]
     assert report["unavailable"] == {"librosa": "not installed", "python_speech_features": "not installed"}

@@ -1,7 +1,7 @@
 """The device bundle reader: metadata round trip, digests, every refusal, inference and inspect.
 
 The bundle under test is a real conversion of a tiny trained Keras model
-(`test_bundle_support.artifacts`, made once per session through the CLI).
+(`bundle_support.artifacts`, made once per session through the CLI).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bundle_support import FRAMES, LABELS, N_MFCC, normalised, rewrite, strip_metadata
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_bundle_support import FRAMES, LABELS, N_MFCC, artifacts, normalised, rewrite, strip_metadata
 
 from instrument_ai.device import bundle as B
 from instrument_ai.device import tflite_file
@@ -26,11 +26,6 @@ from instrument_ai.device.commands.inspect import inspect_bundle
 from instrument_ai.device.frontend import DEFAULT_SPEC
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def art(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return artifacts(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

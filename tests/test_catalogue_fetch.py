@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from instrument_ai.train import catalogue as cat
-from instrument_ai.train import fetch
-from instrument_ai.train.data_cli import data
-from instrument_ai.train.gittree import FolderTree, GitTree, MissingBlob
+from instrument_ai.train.commands.data import data
+from instrument_ai.train.sources import catalogue as cat
+from instrument_ai.train.sources import fetch
+from instrument_ai.train.sources.gittree import FolderTree, GitTree, MissingBlob
 
 COMMIT = "0" * 40
 

@@ -1,6 +1,6 @@
 """`instrument-ai convert`: the refusal rule, the float fallback, signing, and every bad run folder.
 
-The int8 conversion itself happens once per session (`test_bundle_support.artifacts`).
+The int8 conversion itself happens once per session (`bundle_support.artifacts`).
 """
 
 from __future__ import annotations
@@ -15,29 +15,24 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from test_bundle_support import FRAMES, N_MFCC, artifacts, degenerate_model, normalised, write_run
+from bundle_support import FRAMES, N_MFCC, degenerate_model, normalised, write_run
+from clirun import run_main
 
 from instrument_ai.convert import bundle_writer, quantize
-from instrument_ai.convert.cli import convert, pick_golden, read_run
+from instrument_ai.convert.converter import pick_golden, read_run
 from instrument_ai.device import bundle as B
 from instrument_ai.device import tflite_file
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def art(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return artifacts(tmp_path_factory)
-
-
 def run_cli(args: list[str]) -> Any:
-    return CliRunner().invoke(convert, [str(a) for a in args])
+    return run_main("convert", *args)
 
 
 def one_line_error(result: Any) -> str:
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("instrument-ai convert: ") and result.output.count("\n") == 1, result.output
     assert "Traceback" not in result.output
     return result.output
 

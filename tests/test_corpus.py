@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from click.testing import CliRunner
+from clirun import run_main
 
-from instrument_ai.device.cli import cli
-from instrument_ai.train import corpus, data, gm_programs
+from instrument_ai.train.corpus import build as corpus
+from instrument_ai.train.corpus import nsynth as data
+from instrument_ai.train.sources import gm_programs
 
 LIMIT = 48
 
@@ -57,7 +58,7 @@ def issue_table() -> dict[int, tuple[str, str]]:
 
 
 def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    result = run_main(*list(args))
     return result.exit_code, result.output
 
 
@@ -248,7 +249,7 @@ def test_refuses_a_foreign_folder(tmp_path: Path) -> None:
     ],
 )
 def test_bad_options_fail_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
-    result = CliRunner().invoke(cli, ["data", "build", "--out", str(tmp_path / "x"), "--libraries", "TimGM6mb", *args])
+    result = run_main(*["data", "build", "--out", str(tmp_path / "x"), "--libraries", "TimGM6mb", *args])
     assert result.exit_code != 0
     assert isinstance(result.exception, SystemExit)  # a clean click error, not a traceback
     assert message in result.output

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instrument_ai.train import corpus, soundfont_render
-from instrument_ai.train.soundfont_render import SoundFontError, SoundFontRenderer, read_presets
+from instrument_ai.train.corpus import build as corpus
+from instrument_ai.train.sources import soundfont_render
+from instrument_ai.train.sources.soundfont_render import SoundFontError, SoundFontRenderer, read_presets
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "sample-libraries"
 

@@ -3,6 +3,7 @@ streaming, and every kind of bad input (counted when skipping, one-line DataErro
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
@@ -12,26 +13,24 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import click
 import numpy as np
 import pytest
 import soundfile
-from click.testing import CliRunner
 
-from instrument_ai.train import data, tfrecord
-from instrument_ai.train.data import (
-    FAMILIES,
+from instrument_ai.device.labels import FAMILIES
+from instrument_ai.train.corpus import nsynth as data
+from instrument_ai.train.corpus import tfrecord
+from instrument_ai.train.corpus.info import corpus_info, describe, notes_for_split
+from instrument_ai.train.corpus.nsynth import (
     FIELDS,
     QUALITIES,
     SOURCES,
     DataError,
     Note,
     ReadReport,
-    corpus_info,
-    describe,
     iter_notes,
-    notes_for_split,
     write_examples_json,
     write_note_wav,
     write_tfrecord,
@@ -240,7 +239,7 @@ def test_malformed_examples_json_is_one_line_error(nsynth_folder: Path, text: st
     (nsynth_folder / "examples.json").write_text(text)
     with pytest.raises(DataError, match=match) as info:
         list(iter_notes(nsynth_folder))
-    assert "\n" not in info.value.message
+    assert "\n" not in str(info.value)
 
 
 def test_iter_notes_streams_json_and_audio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -487,7 +486,7 @@ def test_bad_json_input_is_skipped_and_counted_or_strict_error(
     breaker, reason, match = BREAKS[case]
     breaker(nsynth_folder)
     report = ReadReport()
-    with caplog.at_level(logging.WARNING, logger="instrument_ai.train.data"):
+    with caplog.at_level(logging.WARNING, logger="instrument_ai.train.corpus.nsynth"):
         notes = list(iter_notes(nsynth_folder, report=report))
     expected = 6 if case == "duplicate" else 5  # the duplicate's first copy is fine
     assert len(notes) == expected and report.notes == expected
@@ -501,7 +500,7 @@ def test_bad_json_input_is_skipped_and_counted_or_strict_error(
 
     with pytest.raises(DataError, match=match) as info:
         list(iter_notes(nsynth_folder, strict=True))
-    assert "\n" not in info.value.message and reason in info.value.message
+    assert "\n" not in str(info.value) and reason in str(info.value)
 
 
 def test_report_adds_up_over_runs(nsynth_folder: Path, tfrecord_file: Path) -> None:
@@ -513,18 +512,19 @@ def test_report_adds_up_over_runs(nsynth_folder: Path, tfrecord_file: Path) -> N
     assert report.to_dict()["sources"] == [str(nsynth_folder), str(tfrecord_file)]
 
 
-def test_strict_error_in_a_cli_is_one_line_not_a_traceback(nsynth_folder: Path) -> None:
+def test_strict_error_in_a_cli_is_one_line_not_a_traceback(nsynth_folder: Path, monkeypatch: Any) -> None:
+    """A strict read's DataError is an InstrumentAIError: `cli.main` prints one line and exits 1."""
+    from clirun import run_main
+
+    from instrument_ai.train.corpus import info as info_module
+
     _break_family_mismatch(nsynth_folder)
-
-    @click.command()
-    def count() -> None:
-        click.echo(sum(1 for _ in iter_notes(nsynth_folder, strict=True)))
-
-    result = CliRunner().invoke(count, [])
+    monkeypatch.setattr(info_module, "iter_notes", functools.partial(iter_notes, strict=True))
+    result = run_main("data", "info", nsynth_folder)
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "inconsistent_label" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("instrument-ai data: ") and "inconsistent_label" in lines[0]
 
 
 # --------------------------------------------------------------------------- TFRecord
@@ -706,7 +706,7 @@ def test_bad_tfrecord_is_skipped_and_counted_or_strict_error(case: str, tfrecord
         check_same(note, good[note.note_str], exact_audio=True)
     with pytest.raises(DataError, match=match) as info:
         list(iter_notes(tfrecord_file, strict=True))
-    assert "\n" not in info.value.message
+    assert "\n" not in str(info.value)
 
 
 # --------------------------------------------------------------------------- corpus metadata
@@ -817,7 +817,7 @@ def test_describe(nsynth_folder: Path, tfrecord_file: Path) -> None:
 
 def test_importing_data_stays_light() -> None:
     code = (
-        "import sys, instrument_ai.train.data, instrument_ai.train.tfrecord;"
+        "import sys, instrument_ai.train.corpus.nsynth, instrument_ai.train.corpus.tfrecord;"
         "print([m for m in ('tensorflow', 'librosa', 'scipy', 'numba', 'soundfile') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

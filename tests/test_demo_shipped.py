@@ -41,11 +41,11 @@ def test_shipped_model_names_the_demo_notes_it_named_at_release() -> None:
 
 
 def test_the_demo_recording_is_the_lossless_render_of_its_notes() -> None:
-    """demo.flac is what `python -m instrument_ai.train.demo_clip` renders, to 16-bit precision (no codec between)."""
+    """demo.flac is what `python -m instrument_ai.train.corpus.demo_clip` renders, to 16-bit precision (no codec)."""
     import numpy as np
     import soundfile
 
-    from instrument_ai.train.demo_clip import DEMO_ASSET, render_demo
+    from instrument_ai.train.corpus.demo_clip import DEMO_ASSET, render_demo
 
     signal, notes = render_demo()
     audio, rate = soundfile.read(str(DEMO_ASSET), dtype="float32")

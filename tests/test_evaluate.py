@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from clirun import run_main
 
-from instrument_ai.train import evaluate as ev
-from instrument_ai.train.evaluate_cli import evaluate as evaluate_cmd
-from instrument_ai.train.report import is_png
+from instrument_ai.train.commands.evaluate import evaluate as evaluate_cmd
+from instrument_ai.train.experiments import evaluate as ev
+from instrument_ai.train.experiments.report import is_png
 
 _spec = importlib.util.spec_from_file_location("toy_eval", Path(__file__).with_name("test_evaluate_toycorpus.py"))
 _module = importlib.util.module_from_spec(_spec)
@@ -144,7 +145,7 @@ def test_evaluate_split_restricts_to_its_instruments(tmp_path: Path, corpus_and_
 
 
 def test_evaluate_reads_nsynth_tfrecords(corpus_and_run, tmp_path: Path) -> None:
-    from instrument_ai.train import data as data_module
+    from instrument_ai.train.corpus import nsynth as data_module
 
     corpus, run = corpus_and_run
     notes = [n for n in data_module.iter_notes(corpus, num_samples=None) if n.family_str == "flute"]
@@ -165,7 +166,7 @@ def test_cli_prints_a_summary_and_uses_a_default_out_dir(corpus_and_run, tmp_pat
     assert "note accuracy" in res.output and "reversed" in res.output and "organ" in res.output
     assert is_png(out / "confusion.png")
     assert json.loads((tmp_path / "e.json").read_text())["n_notes"] == 24
-    from instrument_ai.train.evaluate_cli import default_out_dir
+    from instrument_ai.train.commands.evaluate import default_out_dir
 
     assert default_out_dir(run, corpus, "test") == run / "eval-corpus-test"
 
@@ -211,7 +212,7 @@ def test_a_tflite_path_goes_through_the_device_bundle(monkeypatch, corpus_and_ru
 
 def test_a_real_int8_bundle_scores_like_its_keras_run(corpus_and_run, tmp_path: Path) -> None:
     """Convert the run, evaluate the .tflite through the device path: int8 and float agree on the notes."""
-    from instrument_ai.convert.cli import convert_run
+    from instrument_ai.convert.converter import convert_run
 
     corpus, run = corpus_and_run
     bundle_path = tmp_path / "toy.tflite"
@@ -233,16 +234,15 @@ def _one_line_error(res) -> str:
     assert "Traceback" not in res.output
     lines = [line for line in res.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1, res.output
-    assert lines[0].startswith("Error:")
+    assert lines[0].startswith("instrument-ai evaluate: ")
     return lines[0]
 
 
 def test_bad_inputs_give_one_line_errors(corpus_and_run, tmp_path: Path) -> None:
     corpus, run = corpus_and_run
-    runner = CliRunner()
 
     def call(*args: str) -> str:
-        return _one_line_error(runner.invoke(evaluate_cmd, list(args)))
+        return _one_line_error(run_main("evaluate", *args))
 
     assert "no such model" in call("--model", str(tmp_path / "nope"), "--data", str(corpus))
     assert "no model.keras" in call("--model", str(tmp_path), "--data", str(corpus))

@@ -11,7 +11,7 @@ import soundfile
 from click.testing import CliRunner
 from fakemic import FakeBundle
 
-from instrument_ai.train import evaluate as ev
+from instrument_ai.train.experiments import evaluate as ev
 
 
 def _pred(families: list[str], sounding: list[float | None], probs: list[list[float]], owner: list[int]):
@@ -66,7 +66,7 @@ def test_other_folder_bad_input_is_one_line(tmp_path: Path) -> None:
         ev.evaluate_other_folder(_fake_predictor(), tmp_path)
     with pytest.raises(ev.EvaluationError, match="no such folder"):
         ev.evaluate_other_folder(_fake_predictor(), tmp_path / "missing")
-    from instrument_ai.train.evaluate_cli import evaluate as evaluate_cmd
+    from instrument_ai.train.commands.evaluate import evaluate as evaluate_cmd
 
     res = CliRunner().invoke(evaluate_cmd, ["--model", str(tmp_path / "x.tflite"), "--data", str(tmp_path),
                                             "--other-folder", str(tmp_path / "missing")])  # fmt: skip

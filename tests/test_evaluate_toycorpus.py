@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from instrument_ai.train import data as data_module
+from instrument_ai.device.labels import FAMILIES
+from instrument_ai.train.corpus import nsynth as data_module
+from instrument_ai.train.corpus.info import corpus_info
 
 RATE = 16000
 # family -> (harmonic slope, odd harmonics only, percussive)
@@ -96,7 +98,7 @@ def make_corpus(
                             data_module.Note(
                                 note_str=data_module.format_note_str(name, pitch, velocity),
                                 instrument=instrument_id, instrument_str=name, pitch=pitch, velocity=velocity,
-                                sample_rate=RATE, family=data_module.FAMILIES.index(family), family_str=family,
+                                sample_rate=RATE, family=FAMILIES.index(family), family_str=family,
                                 source=data_module.SOURCES.index(source), source_str=source, qualities=flags,
                                 audio=audio,
                             )
@@ -127,7 +129,7 @@ def make_run(
 
     spec, window_frames = DEFAULT_SPEC, 59
     notes = list(data_module.iter_notes(corpus, num_samples=None, instruments=instruments))
-    labels = [f for f in data_module.FAMILIES if any(n.family_str == f for n in notes)]
+    labels = [f for f in FAMILIES if any(n.family_str == f for n in notes)]
     xs, ys, per_note = [], [], []
     for note in notes:
         m = mfcc(note.load_audio(), spec)
@@ -180,4 +182,4 @@ def test_toy_corpus_reads_back_through_the_data_module(tmp_path: Path) -> None:
     notes = list(data_module.iter_notes(folder, num_samples=None))
     assert sorted(n.family_str for n in notes) == ["bass", "organ"]
     assert notes[0].load_audio().shape == (int(1.5 * RATE),)
-    assert data_module.corpus_info(folder).library_of(notes[0].instrument_str) == "LibA"
+    assert corpus_info(folder).library_of(notes[0].instrument_str) == "LibA"

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from clirun import run_main
 
-from instrument_ai.train import holdout as ho
-from instrument_ai.train import study as st
-from instrument_ai.train.experiment_cli import experiment
-from instrument_ai.train.report import is_png
+from instrument_ai.train.commands.experiment import experiment
+from instrument_ai.train.experiments import holdout as ho
+from instrument_ai.train.experiments import study as st
+from instrument_ai.train.experiments.report import is_png
 
 _spec = importlib.util.spec_from_file_location("toy_experiment", Path(__file__).with_name("test_evaluate_toycorpus.py"))
 toy = importlib.util.module_from_spec(_spec)
@@ -26,7 +27,7 @@ def _one_line_error(res) -> str:
     assert res.exit_code != 0
     assert "Traceback" not in res.output
     lines = [line for line in res.output.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), res.output
+    assert len(lines) == 1 and lines[0].startswith("instrument-ai experiment: "), res.output
     return lines[0]
 
 
@@ -85,11 +86,10 @@ def test_study_quick_writes_its_report_beside_the_published_figures(tmp_path: Pa
 
 
 def test_study_bad_inputs(tmp_path: Path) -> None:
-    runner = CliRunner()
-    err = _one_line_error(runner.invoke(experiment, ["study", "--data", str(tmp_path / "x"), "--out", str(tmp_path)]))
+    err = _one_line_error(run_main("experiment", "study", "--data", tmp_path / "x", "--out", tmp_path))
     assert "no such data folder" in err
     one_family = toy.make_corpus(tmp_path / "one", families=("bass",), libraries=("A", "B"), pitches=(60,))
-    err = _one_line_error(runner.invoke(experiment, ["study", "--data", str(one_family), "--out", str(tmp_path / "o")]))
+    err = _one_line_error(run_main("experiment", "study", "--data", one_family, "--out", tmp_path / "o"))
     assert "at least two families" in err
 
 
@@ -115,7 +115,7 @@ class StandInTrainer:
         self.calls: list[dict[str, object]] = []
 
     def __call__(self, data: Path, out: Path, *, holdout, preset, epochs, seed, jobs=0, overrides=None) -> Path:
-        info = toy.data_module.corpus_info(data)
+        info = toy.corpus_info(data)
         train = sorted(i for i, row in info.instruments.items() if row.library not in holdout)
         self.calls.append({"out": out, "holdout": list(holdout), "train": train, "preset": preset,
                            "overrides": overrides})  # fmt: skip
@@ -188,14 +188,13 @@ def test_holdout_cli_overrides_reach_every_fold_and_are_part_of_the_settings(
     assert json.loads((out / "holdout-settings.json").read_text())["overrides"] == want
     assert 'augment_copies 0, feature_augment {"enabled": false}' in (out / "holdout.md").read_text()
     # Resuming without the same overrides would mix two recipes in one table: refused.
-    assert "other settings (overrides=" in _one_line_error(CliRunner().invoke(experiment, args))
+    assert "other settings (overrides=" in _one_line_error(run_main("experiment", *args))
 
 
 def test_holdout_bad_inputs(two_library_corpus: Path, tmp_path: Path) -> None:
-    runner = CliRunner()
 
     def call(*args: str) -> str:
-        return _one_line_error(runner.invoke(experiment, ["holdout", *args]))
+        return _one_line_error(run_main("experiment", "holdout", *args))
 
     assert "no such data folder" in call("--data", str(tmp_path / "none"), "--out", str(tmp_path / "o"))
     assert "no library named nosuchbank" in call("--data", str(two_library_corpus), "--out", str(tmp_path / "o"),

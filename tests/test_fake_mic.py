@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import soundfile
-from fakemic import REPO, TINY_TEST_TONES, PulseFakeMic, sequence, write_tiny_bundle
+from fakemic import REPO, TINY_TEST_TONES, PulseFakeMic, sequence
 
 DEADLINE_SECONDS = 45.0  # a guard against a hung server, not a timing assertion
 
@@ -28,11 +28,6 @@ DEADLINE_SECONDS = 45.0  # a guard against a hung server, not a timing assertion
 def fake_mic() -> PulseFakeMic:
     with PulseFakeMic(rate=48000) as mic:
         yield mic
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_bundle(tmp_path_factory)
 
 
 def _reader(stream, lines: queue.Queue) -> None:

@@ -359,7 +359,7 @@ def rendered_notes() -> dict[int, list[np.ndarray]]:
     """A few General MIDI notes from the TimGM6mb SoundFont inside pretty_midi, at 16 and 22.05 kHz."""
     import tinysoundfont
 
-    from instrument_ai.train.demo_clip import timgm6mb_path
+    from instrument_ai.train.corpus.demo_clip import timgm6mb_path
 
     sf2 = timgm6mb_path()
     assert sf2.exists(), f"{sf2} missing: pretty_midi ships it"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from instrument_ai.train import holdout as ho
+from instrument_ai.train.experiments import holdout as ho
 
 _spec = importlib.util.spec_from_file_location("toy_sources", Path(__file__).with_name("test_evaluate_toycorpus.py"))
 toy = importlib.util.module_from_spec(_spec)
@@ -24,7 +24,7 @@ class RecordingTrainer:
         self.runs: list[tuple[list[str], dict[str, list[str]]]] = []
 
     def __call__(self, data: Path, out: Path, *, holdout, preset, epochs, seed, jobs=0, overrides=None) -> Path:
-        info = toy.data_module.corpus_info(data)
+        info = toy.corpus_info(data)
         keep = sorted(i for i, row in info.instruments.items() if row.library not in holdout)
         run = toy.make_run(out, data, instruments=keep, epochs=0, seed=seed)
         config = json.loads((run / "config.json").read_text())

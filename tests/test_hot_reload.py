@@ -21,25 +21,15 @@ import numpy as np
 import pytest
 import soundfile
 from fakemic import REPO, FakeBundle, sequence, tiny_bundle_bytes, tone
+from livehelp import wait_until
 
 from instrument_ai.device import bundle as device_bundle
-from instrument_ai.device import model_watch
-from instrument_ai.device.commands import run as run_cli
+from instrument_ai.device import model_files, model_watch
 from instrument_ai.device.engine import Classifier
 from instrument_ai.device.frontend import DEFAULT_SPEC
+from instrument_ai.device.settings import EngineSettings
 
 DEADLINE = 30.0  # a guard against a hung child, never a timing assertion
-ENGINE_OPTS = {"hop": None, "smooth": 3, "silence_db": -60.0, "min_confidence": 0.4, "top_k": 3, "onset_align": True}
-
-
-def wait_for(predicate: Any, what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def point(directory: Path, target: str) -> None:
@@ -86,7 +76,7 @@ def model_dir(tmp_path: Path) -> Path:
 
 
 def take(watcher: model_watch.ModelWatcher) -> model_watch.Candidate:
-    return wait_for(watcher.take, "a candidate")
+    return wait_until(watcher.take, DEADLINE, "a candidate")
 
 
 def test_watcher_polls_the_resolved_target_and_refuses_once(model_dir: Path) -> None:
@@ -142,7 +132,7 @@ def test_close_does_not_hang_on_a_stuck_load(tmp_path: Path) -> None:
     target.write_bytes(b"x")
     watcher = model_watch.ModelWatcher(target, lambda p: release.wait(30), poll_seconds=None).start()
     watcher.request("SIGHUP")
-    wait_for(lambda: watcher.busy and not watcher._idle.is_set(), "the load to start")
+    wait_until(lambda: watcher.busy and not watcher._idle.is_set(), DEADLINE, "the load to start")
     assert watcher.close(timeout=0.2) is False  # gave up waiting; the thread is a daemon
     release.set()
 
@@ -240,7 +230,7 @@ def test_check_runnable_refuses_what_the_daemon_cannot_use(bundle: Any, reason: 
 def test_check_runnable_accepts_a_real_bundle_at_the_daemons_rate(tmp_path: Path) -> None:
     path = tmp_path / "tiny.tflite"
     path.write_bytes(tiny_bundle_bytes())
-    bundle = run_cli.prepare_bundle(path, 1, None, ENGINE_OPTS, 44100, 2)
+    bundle = model_files.prepare_bundle(path, 1, None, EngineSettings(), 44100, 2)
     assert bundle.name == "tiny-test" and bundle.self_test["passed"]
 
 
@@ -374,8 +364,8 @@ def test_daemon_refuses_unsigned_and_corrupt_bundles_keeps_classifying_then_swap
 
 SLOW_SECOND_LOAD = """
 import sys, time
-from instrument_ai.device.commands import run as run_cli
-_load = run_cli.load_bundle
+from instrument_ai.device import model_files
+_load = model_files.load_bundle
 _calls = []
 def slow_load(*args, **kwargs):
     _calls.append(args)
@@ -383,7 +373,7 @@ def slow_load(*args, **kwargs):
         print("LOADING", file=sys.stderr, flush=True)
         time.sleep(60)
     return _load(*args, **kwargs)
-run_cli.load_bundle = slow_load
+model_files.load_bundle = slow_load
 """
 
 
@@ -399,7 +389,7 @@ def test_sigterm_during_a_model_load_stops_cleanly_and_audio_flows_during_the_lo
     )
     daemon.until(lambda r: r["type"] in ("hop", "change"), "first hop")
     daemon.process.send_signal(signal.SIGHUP)
-    wait_for(lambda: any("LOADING" in line for line in daemon.stderr), "the reload to start")
+    wait_until(lambda: any("LOADING" in line for line in daemon.stderr), DEADLINE, "the reload to start")
     during = daemon.hops_after(3)  # the load blocks for a minute; the audio keeps being classified
     assert {h["label"] for h in during} <= {"low", "high"}
     code = daemon.stop()  # a bound (DEADLINE) well under the load's minute

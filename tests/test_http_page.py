@@ -137,7 +137,7 @@ def test_healthz_turns_503_when_the_input_stalls_and_200_when_it_resumes() -> No
 
 def _token_file(tmp_path: Path, mode: int) -> Path:
     path = tmp_path / f"token-{mode:o}"
-    path.write_text("s3cret-token\n")
+    path.write_text("s3cret-token-of-32-characters-ok\n")
     path.chmod(mode)
     return path
 
@@ -156,9 +156,9 @@ def test_a_token_is_required_beyond_loopback(tmp_path: Path) -> None:
             assert get(url + path + "?token=wrong")[0] == 401, path
         code, headers, _ = get(url + "status")
         assert headers.get("WWW-Authenticate", "").startswith("Bearer")
-        assert get(url + "status", token="s3cret-token")[0] == 200
-        assert get(url + "?token=s3cret-token")[0] == 200
-        assert get_json(url + "status?token=s3cret-token")["http"]["unauthorized"] == 16
+        assert get(url + "status", token="s3cret-token-of-32-characters-ok")[0] == 200
+        assert get(url + "?token=s3cret-token-of-32-characters-ok")[0] == 200
+        assert get_json(url + "status?token=s3cret-token-of-32-characters-ok")["http"]["unauthorized"] == 16
         assert daemon.finish() == 0
     finally:
         daemon.stop()

@@ -212,7 +212,10 @@ def test_wheel_builds_and_installs_into_a_fresh_venv(tmp_path: Path) -> None:
         "instrument_ai/device/commands/bench.py",
         "instrument_ai/device/assets/demo.flac",
         "instrument_ai/train/__init__.py",
-        "instrument_ai/train/demo_clip.py",
+        "instrument_ai/train/corpus/demo_clip.py",
+        "instrument_ai/train/sources/sources.toml",
+        "instrument_ai/train/commands/train.py",
+        "instrument_ai/train/experiments/evaluate.py",
         "instrument_ai/convert/__init__.py",
     ):
         assert required in names, f"{required} missing from {wheel.name}"

@@ -1,4 +1,4 @@
-"""train/import_notes.py on recordings the tests synthesise in every container format."""
+"""train/sources/import_notes.py on recordings the tests synthesise in every container format."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from instrument_ai.train.import_notes import ImportProblem, import_note_file, prepare_recording
-from instrument_ai.train.imported import NUM_SAMPLES, Problems
-from instrument_ai.train.pitch import midi_to_hz
+from instrument_ai.train.sources.import_notes import ImportProblem, import_note_file, prepare_recording
+from instrument_ai.train.sources.imported import NUM_SAMPLES, Problems
+from instrument_ai.train.sources.pitch import midi_to_hz
 
 
 def note(rate: int, midi: float = 60.0, lead: float = 0.25, sounding: float = 0.6, channels: int = 2) -> np.ndarray:
@@ -53,7 +53,7 @@ def test_every_format_decodes_cuts_at_onset_and_measures_length(name: str, fmt: 
 
 
 def test_pitch_is_kept_and_long_notes_are_capped_at_four_seconds() -> None:
-    from instrument_ai.train.pitch import estimate_pitch
+    from instrument_ai.train.sources.pitch import estimate_pitch
 
     data = encode(note(44100, midi=45.0, sounding=6.0), 44100, "WAV", "PCM_16")
     audio, sounding = prepare_recording(data, "long.wav")

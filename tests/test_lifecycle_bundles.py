@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bundle_support import rewrite
 from click.testing import CliRunner
-from test_bundle_support import artifacts, rewrite
 
 from instrument_ai.device import bundle as device_bundle
 from instrument_ai.device import lifecycle
@@ -22,11 +22,6 @@ from instrument_ai.device.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "instrument_ai.device.cli"]
-
-
-@pytest.fixture(scope="module")
-def art(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return artifacts(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from clirun import run_main
 
-from instrument_ai.device.cli import cli
-from instrument_ai.train import holdout as ho
+from instrument_ai.train.experiments import holdout as ho
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +50,7 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_the_card_carries_the_json_figures_and_says_which_targets_are_missed(inputs: dict[str, Path]) -> None:
-    result = CliRunner().invoke(cli, ["experiment", "model-card", "--bundle", str(REPO / "models" / "default.tflite"),
+    result = run_main(*["experiment", "model-card", "--bundle", str(REPO / "models" / "default.tflite"),
                                       "--run", str(inputs["run"]), "--holdout", str(inputs["holdout"]),
                                       "--compare", f"0.3.0 recipe={inputs['holdout']}",
                                       "--command", "train=instrument-ai train --data X --out Y",
@@ -69,12 +68,12 @@ def test_the_card_carries_the_json_figures_and_says_which_targets_are_missed(inp
 
 
 def test_a_missing_input_is_one_line_and_the_old_card_stays(inputs: dict[str, Path]) -> None:
-    result = CliRunner().invoke(cli, ["experiment", "model-card", "--bundle", str(REPO / "models" / "default.tflite"),
+    result = run_main(*["experiment", "model-card", "--bundle", str(REPO / "models" / "default.tflite"),
                                       "--run", str(inputs["run"]), "--holdout", str(inputs["run"] / "nothing"),
                                       "--out", str(inputs["out"])])  # fmt: skip
     assert result.exit_code == 1
     assert "nothing: no such file (the holdout summary)" in result.output and "Traceback" not in result.output
     assert inputs["out"].read_text() == "the previous card\n"
-    bad = CliRunner().invoke(cli, ["experiment", "model-card", "--bundle", "x", "--run", "y", "--holdout", "z",
+    bad = run_main(*["experiment", "model-card", "--bundle", "x", "--run", "y", "--holdout", "z",
                                    "--compare", "no-equals-sign"])  # fmt: skip
     assert bad.exit_code == 2 and "LABEL=VALUE" in bad.output

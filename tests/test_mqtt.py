@@ -228,3 +228,73 @@ def test_tls_and_a_password_and_a_broker_that_refuses_the_login(tmp_path: Path) 
     refused = [json.loads(line) for line in bad.stderr if line.startswith("{")]
     assert [r["type"] for r in refused] == ["mqtt_unavailable"], bad.stderr
     assert "refused by the broker" in refused[0]["error"] and "still classifying" in refused[0]["action"]
+
+
+def _change(hop: int) -> dict[str, Any]:
+    return {
+        "type": "change",
+        "label": ("strings", "brass")[hop % 2],
+        "confidence": 0.9,
+        "top_k": [{"label": "strings", "p": 0.9}],
+        "model_version": "1",
+        "hop": hop,
+        "time": hop * 0.25,
+    }
+
+
+@pytest.mark.needs_apt("mosquitto")
+def test_an_outage_with_a_thousand_changes_ends_with_online_and_the_newest_state(tmp_path: Path) -> None:
+    """Issue 21, defect 3: after a broker outage with many queued changes the broker holds `online` (retained)
+    and the newest state, which is published after discovery and availability; stale states are never replayed
+    and events beyond the bound are dropped oldest first, counted in /metrics."""
+    from instrument_ai.device.live_state import LiveState
+    from instrument_ai.device.metrics import render
+    from instrument_ai.device.mqtt_out import QUEUE_MESSAGES, MqttConfig, MqttOut
+
+    port = free_port()
+    broker = Broker(tmp_path, port)
+    broker.start()
+    out = MqttOut(MqttConfig("127.0.0.1", port, device=DEVICE, reconnect_max_s=1), lambda record: None)
+    out.start()
+    try:
+        out.start_info({"model": {"name": "m", "version": "1"}})
+        wait_until(lambda: out.connected, 15, "the first connection")
+        out.change(_change(0))
+        wait_until(lambda: out.status()["queued"] == 0, 10, "the first state to go out")
+        broker.stop()
+        wait_until(lambda: not out.connected, 15, "the publisher to notice the outage")
+        last = 1500
+        for hop in range(1, last + 1):
+            out.change(_change(hop))
+        broker.start()
+        early = Subscriber(port, "early")  # subscribed before the publisher is back: sees the order
+        wait_until(lambda: out.connected, 30, "the reconnect")
+        wait_until(lambda: early.on(f"{BASE}/state"), 15, "a state after the reconnect")
+        time.sleep(1.5)  # anything stale replayed late would arrive (and overwrite the retained state) now
+        fresh = Subscriber(port, "fresh")  # only retained messages reach it
+        wait_until(
+            lambda: fresh.on(DISCOVERY) and fresh.on(f"{BASE}/state") and fresh.on(f"{BASE}/availability"),
+            15,
+            "the retained messages",
+        )
+        assert fresh.on(f"{BASE}/availability") == [("online", True)]
+        assert [json.loads(p)["hop"] for p, _ in fresh.on(f"{BASE}/state")] == [last]
+        states = [json.loads(p)["hop"] for p, _ in early.on(f"{BASE}/state")]
+        assert states[-1] == last and states.count(last) == 1 and all(h == last for h in states), states
+        with early.lock:  # what reached it live (not as retained messages on subscribing), in order
+            live = [t for t, _, retained, _ in early.messages if not retained]
+        order = [t for t in live if t in (DISCOVERY, f"{BASE}/availability", f"{BASE}/state")]
+        if DISCOVERY in order:  # subscribed before the reconnect: discovery, online, then the state
+            assert order == [DISCOVERY, f"{BASE}/availability", f"{BASE}/state"], order
+        events = [json.loads(p)["hop"] for p, _ in early.on(f"{BASE}/event")]
+        assert events == sorted(events) and (not events or events[-1] == last)
+        dropped = out.status()["dropped"]
+        assert dropped == last - QUEUE_MESSAGES, dropped  # the oldest events of the outage
+        state = LiveState()
+        state.publishers.append(out)
+        assert f'instrument_ai_mqtt_dropped_total{{broker="127.0.0.1:{port}"}} {dropped}' in render(state)
+        early.close()
+        fresh.close()
+    finally:
+        out.close()
+        broker.stop()

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instrument_ai.train import other_sounds
-from instrument_ai.train.corpus import timgm6mb_path
+from instrument_ai.train.corpus.build import timgm6mb_path
+from instrument_ai.train.sources import other_sounds
 
 
 def test_noise_clips_cover_kinds_deterministic_and_levelled():

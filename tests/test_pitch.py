@@ -1,11 +1,11 @@
-"""train/pitch.py on synthetic harmonic tones with known pitch."""
+"""train/sources/pitch.py on synthetic harmonic tones with known pitch."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from instrument_ai.train.pitch import cents_between, estimate_pitch, midi_to_hz
+from instrument_ai.train.sources.pitch import cents_between, estimate_pitch, midi_to_hz
 
 SR = 16000
 

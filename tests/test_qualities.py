@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from instrument_ai.train import data
-from instrument_ai.train.qualities import MEASURED, QUALITY_NAMES, measure, midi_to_hz, names_of, qualities
+from instrument_ai.train.corpus import nsynth as data
+from instrument_ai.train.corpus.qualities import MEASURED, QUALITY_NAMES, measure, midi_to_hz, names_of, qualities
 
 SR = 16000
 N = 64000

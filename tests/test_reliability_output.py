@@ -14,18 +14,13 @@ from typing import Any
 import pytest
 import soundfile
 from click.testing import CliRunner
-from fakemic import REPO, sequence, write_tiny_bundle
+from fakemic import REPO, sequence
 
 from instrument_ai.device import line_output
 from instrument_ai.device.cli import cli
 from instrument_ai.device.line_output import LineOutput
 
 SCRIPT = [(None, 0.5), (200.0, 1.5), (None, 0.5), (4000.0, 1.5)]  # 4 s: 16 hops
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_bundle(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +34,10 @@ def records(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def test_a_full_disk_is_counted_reported_on_stderr_and_classification_goes_on(model: Path, clip: Path) -> None:
-    args = ["run", "--source", str(clip), "--fast", "--json", "--every-hop", "--model", str(model)]
+def test_a_full_disk_is_counted_reported_on_stderr_and_classification_goes_on(
+    tiny_bundle_path: Path, clip: Path
+) -> None:
+    args = ["run", "--source", str(clip), "--fast", "--json", "--every-hop", "--model", str(tiny_bundle_path)]
     result = CliRunner().invoke(cli, [*args, "--output", "/dev/full"])
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
@@ -53,9 +50,9 @@ def test_a_full_disk_is_counted_reported_on_stderr_and_classification_goes_on(mo
     assert stop["hops"] == 16 and stop["output_lost"] == 1 + 16  # the start and every hop (then this stop record)
 
 
-def test_plain_text_mode_reports_in_words(model: Path, clip: Path) -> None:
+def test_plain_text_mode_reports_in_words(tiny_bundle_path: Path, clip: Path) -> None:
     result = CliRunner().invoke(
-        cli, ["run", "--source", str(clip), "--fast", "--model", str(model), "--output", "/dev/full"]
+        cli, ["run", "--source", str(clip), "--fast", "--model", str(tiny_bundle_path), "--output", "/dev/full"]
     )
     assert result.exit_code == 0
     first = result.stderr.splitlines()[0]
@@ -102,9 +99,9 @@ def test_a_disk_that_fills_then_frees_loses_only_the_records_in_between(
     assert 2 <= kinds.count("output_error") <= 5  # first failure + a reminder a minute, not one per record
 
 
-def test_broken_pipe_stops_the_daemon_cleanly(model: Path, clip: Path) -> None:
+def test_broken_pipe_stops_the_daemon_cleanly(tiny_bundle_path: Path, clip: Path) -> None:
     """`run | head -n 3`: the reader goes away; the daemon stops (reason "output closed"), no traceback."""
-    args = ["run", "--source", str(clip), "--json", "--every-hop", "--model", str(model)]
+    args = ["run", "--source", str(clip), "--json", "--every-hop", "--model", str(tiny_bundle_path)]
     process = subprocess.Popen(
         [sys.executable, "-m", "instrument_ai.device.cli", *args],
         stdout=subprocess.PIPE,
@@ -124,10 +121,10 @@ def test_broken_pipe_stops_the_daemon_cleanly(model: Path, clip: Path) -> None:
     assert reports[-1]["stream_seconds"] < 3.5 and "Traceback" not in err
 
 
-def test_an_output_that_cannot_be_opened_is_one_line(model: Path, clip: Path, tmp_path: Path) -> None:
+def test_an_output_that_cannot_be_opened_is_one_line(tiny_bundle_path: Path, clip: Path, tmp_path: Path) -> None:
     target = tmp_path / "no" / "such" / "dir" / "events.jsonl"
     result = CliRunner().invoke(
-        cli, ["run", "--source", str(clip), "--fast", "--model", str(model), "--output", str(target)]
+        cli, ["run", "--source", str(clip), "--fast", "--model", str(tiny_bundle_path), "--output", str(target)]
     )
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert f"{target}: cannot write (No such file or directory)" in result.output

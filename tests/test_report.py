@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instrument_ai.train import report
+from instrument_ai.train.experiments import report
 
 
 def test_normalise_rows_gives_recall_rows_and_leaves_empty_rows_zero() -> None:
@@ -85,7 +85,8 @@ def test_evaluation_sections_name_unknown_families(tmp_path: Path) -> None:
 
 def test_importing_the_evaluation_modules_stays_light() -> None:
     """The CLI imports these on use; the heavy libraries must wait until a function needs them."""
-    modules = ["report", "evaluate", "evaluate_cli", "experiment_cli", "study", "holdout"]
+    modules = ["experiments.report", "experiments.evaluate", "commands.evaluate", "commands.experiment",
+               "experiments.study", "experiments.holdout"]
     code = (
         "import sys\n"
         + "".join(f"import instrument_ai.train.{m}\n" for m in modules)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile
 from click.testing import CliRunner
-from fakemic import REPO, sequence, write_tiny_bundle
+from fakemic import REPO, sequence
 from livehelp import demo_hops
 
 from instrument_ai.device import sources
@@ -29,11 +29,6 @@ from instrument_ai.device.live_view import LiveView
 SCRIPT = [(None, 1.0), (200.0, 1.5), (None, 1.0), (4000.0, 1.5), (None, 0.5)]
 EXPECTED = ["silence", "low", "silence", "high", "silence"]
 FORBIDDEN = ("tensorflow", "librosa", "scipy", "numba", "keras", "matplotlib")
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_bundle(tmp_path_factory)
 
 
 def write_clip(path: Path, rate: int, channels: int = 1, script: list = SCRIPT, **kwargs: object) -> Path:
@@ -261,7 +256,7 @@ def test_unreadable_audio_and_garbage_model(tmp_path: Path, tiny_bundle_path: Pa
     empty_dir = tmp_path / "models"
     empty_dir.mkdir()
     result = CliRunner().invoke(cli, ["run", "--source", "demo", "--fast", "--model-dir", str(empty_dir)])
-    assert result.exit_code == 1 and "no model installed" in result.output
+    assert result.exit_code == 2 and "no model installed" in result.output
 
 
 def test_mid_stream_read_failure_is_reported_not_raised(tmp_path: Path, tiny_bundle_path: Path) -> None:

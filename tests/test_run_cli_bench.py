@@ -5,18 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
-from fakemic import write_tiny_bundle
 from livehelp import demo_hops
 
 from instrument_ai.device.bench_runtime import float_companion, format_runtime_report, run_runtime_benchmark
 from instrument_ai.device.cli import cli
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_bundle(tmp_path_factory)
 
 
 def test_runtime_benchmark_measures_every_section(tiny_bundle_path: Path, tmp_path: Path) -> None:

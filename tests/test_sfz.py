@@ -1,4 +1,4 @@
-"""The SFZ parser and renderer (train/sfz.py) on instruments the tests write, and on a real mirrored one."""
+"""The SFZ parser and renderer (train/sources/sfz.py) on instruments the tests write, and on a real mirrored one."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from instrument_ai.train import sfz
-from instrument_ai.train.imported import Problems
-from instrument_ai.train.sfz_dsp import decode, wav_loop
+from instrument_ai.train.sources import sfz
+from instrument_ai.train.sources.imported import Problems
+from instrument_ai.train.sources.sfz_dsp import decode, wav_loop
 
 RATE = 16000
 
@@ -253,8 +253,8 @@ def _tree(tmp_path: Path) -> tuple[SimpleNamespace, dict[str, bytes]]:
 
 
 def test_render_source_through_the_catalogue_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from instrument_ai.train import catalogue_units
-    from instrument_ai.train.catalogue import Skip
+    from instrument_ai.train.corpus import catalogue_units
+    from instrument_ai.train.sources.catalogue import Skip
 
     tree, files = _tree(tmp_path)
 
@@ -307,7 +307,7 @@ def _mirror(slug: str) -> Path | None:
      "Splendid Grand Piano.sfz", (45, 60, 72)),
 ])  # fmt: skip
 def test_real_instrument_pitch_within_10_cents(slug: str, commit: str, path: str, keys: tuple[int, ...]) -> None:
-    from instrument_ai.train.gittree import GitTree, find_git_dir
+    from instrument_ai.train.sources.gittree import GitTree, find_git_dir
 
     folder = _mirror(slug)
     if folder is None or (git_dir := find_git_dir(folder)) is None:
@@ -328,8 +328,8 @@ def test_real_instrument_pitch_within_10_cents(slug: str, commit: str, path: str
 
 
 def test_sfz_units_carry_the_renderer_version_so_a_new_renderer_rebuilds_them() -> None:
-    """A corpus built before train/sfz.py existed holds 0 notes per SFZ source; its units must not stay 'up to date'."""
-    from instrument_ai.train import catalogue_units
+    """A corpus built before sources/sfz.py existed holds 0 notes per SFZ source; its units are not 'up to date'."""
+    from instrument_ai.train.corpus import catalogue_units
 
     options = SimpleNamespace(pitch_step=3, velocities=(50, 100), limit=None)
     units = {u.name: u for u in catalogue_units.catalogue_units("all", options, from_dir=None, cache=None,

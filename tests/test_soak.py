@@ -14,16 +14,11 @@ import numpy as np
 import pytest
 import soundfile
 from click.testing import CliRunner
-from fakemic import REPO, FakeBundle, sequence, tiny_bundle_bytes, write_tiny_bundle
+from fakemic import REPO, FakeBundle, sequence, tiny_bundle_bytes
 
+from instrument_ai.device import soak as soak_lib
 from instrument_ai.device.cli import cli
-from instrument_ai.device.commands import soak as soak_cli
 from instrument_ai.device.engine import Event
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_bundle(tmp_path_factory)
 
 
 def soak(*args: Any) -> tuple[Any, dict]:
@@ -32,9 +27,9 @@ def soak(*args: Any) -> tuple[Any, dict]:
     return result, report
 
 
-def test_short_soak_passes_with_swaps_and_bounded_rss(model: Path) -> None:
+def test_short_soak_passes_with_swaps_and_bounded_rss(tiny_bundle_path: Path) -> None:
     """In its own process, as it is run: the RSS and thread counts are the soak's alone."""
-    args = ["soak", "--hours", "0.05", "--model", str(model), "--swap-every", "0.5", "--json"]
+    args = ["soak", "--hours", "0.05", "--model", str(tiny_bundle_path), "--swap-every", "0.5", "--json"]
     result = subprocess.run(
         [sys.executable, "-m", "instrument_ai.device.cli", *args], capture_output=True, text=True, timeout=300, cwd=REPO
     )
@@ -51,34 +46,41 @@ def test_short_soak_passes_with_swaps_and_bounded_rss(model: Path) -> None:
     assert r["wall_seconds"] > 0 and r["speed_x_realtime"] > 1 and r["hop_mean_ms"] > 0
 
 
-def test_two_bundles_alternate_and_a_file_source_loops(model: Path, tmp_path: Path) -> None:
+def test_two_bundles_alternate_and_a_file_source_loops(tiny_bundle_path: Path, tmp_path: Path) -> None:
     second = tmp_path / "v2.tflite"
     second.write_bytes(tiny_bundle_bytes(version="2"))
     clip = tmp_path / "clip.wav"
     soundfile.write(
         str(clip), np.repeat(sequence([(200.0, 0.7), (None, 0.3), (4000.0, 1.0)], 22050)[:, None], 2, 1), 22050
     )
-    result, r = soak("--hours", 0.01, "--model", model, "--model", second, "--swap-every", 0.1, "--source", clip)
+    result, r = soak(
+        "--hours", 0.01, "--model", tiny_bundle_path, "--model", second, "--swap-every", 0.1, "--source", clip
+    )
     assert result.exit_code == 0, result.output
-    assert r["swapped_in"] == {"tiny-test 2": 3, "tiny-test 1": 2} and r["models"] == [str(model), str(second)]
+    assert r["swapped_in"] == {"tiny-test 2": 3, "tiny-test 1": 2} and r["models"] == [
+        str(tiny_bundle_path),
+        str(second),
+    ]
     assert r["source"] == f"{clip} (22050 Hz x2, looped)" and r["hops"] in (144, 145)
     assert set(r["labels"]) == {"low", "high", "silence"}
 
 
-def test_text_report_and_failure_on_rss_growth(model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_text_report_and_failure_on_rss_growth(tiny_bundle_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rss = iter([50.0, 51.0, 58.0])
-    monkeypatch.setattr(soak_cli, "process_figures", lambda: {"rss_mb": next(rss), "threads": 1, "fds": 5})
-    result = CliRunner().invoke(cli, ["soak", "--hours", "0.002", "--model", str(model), "--swap-every", "0"])
+    monkeypatch.setattr(soak_lib, "process_figures", lambda: {"rss_mb": next(rss), "threads": 1, "fds": 5})
+    result = CliRunner().invoke(
+        cli, ["soak", "--hours", "0.002", "--model", str(tiny_bundle_path), "--swap-every", "0"]
+    )
     assert result.exit_code == 1
     lines = result.output.splitlines()
     assert lines[0].startswith("soak FAIL: 0.00 h of generated") and "growth +7.00 MB (limit 5)" in result.output
     assert lines[-1] == "Error: soak failed: RSS grew 7.0 MB (limit 5)"
 
 
-def test_a_refused_swap_is_an_error(model: Path, tmp_path: Path) -> None:
+def test_a_refused_swap_is_an_error(tiny_bundle_path: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(tiny_bundle_bytes()[:-100])
-    result, r = soak("--hours", 0.005, "--model", model, "--model", broken, "--swap-every", 0.1)
+    result, r = soak("--hours", 0.005, "--model", tiny_bundle_path, "--model", broken, "--swap-every", 0.1)
     assert result.exit_code == 1 and r["swaps_refused"] >= 1 and r["errors"] == r["swaps_refused"]
     assert "swap refused" in r["error_messages"][0] and str(broken) in r["error_messages"][0]
     assert result.stderr.startswith("Error: soak failed: ") and result.stderr.count("\n") == 1
@@ -93,9 +95,9 @@ def test_a_refused_swap_is_an_error(model: Path, tmp_path: Path) -> None:
         (["--hours", "1", "--source", "missing.wav"], "no such file"),
     ],
 )
-def test_bad_soak_arguments_are_one_line(model: Path, args: list[str], fragment: str) -> None:
+def test_bad_soak_arguments_are_one_line(tiny_bundle_path: Path, args: list[str], fragment: str) -> None:
     if "--model" not in args:
-        args = [*args, "--model", str(model)]
+        args = [*args, "--model", str(tiny_bundle_path)]
     result = CliRunner().invoke(cli, ["soak", *args])
     assert result.exit_code in (1, 2) and fragment in result.output and "Traceback" not in result.output
 
@@ -110,8 +112,8 @@ class FailingBundle(FakeBundle):
 
 def test_exceptions_in_the_pipeline_are_counted_and_the_soak_goes_on() -> None:
     bundle = FailingBundle()
-    audio = soak_cli.GeneratedAudio(16000, seed=3)
-    report = soak_cli.run_soak(bundle, [Path("unused.tflite")], audio, hours=0.01, swap_every=0, warmup=0)
+    audio = soak_lib.GeneratedAudio(16000, seed=3)
+    report = soak_lib.run_soak(bundle, [Path("unused.tflite")], audio, hours=0.01, swap_every=0, warmup=0)
     assert report["errors"] == bundle.calls // 50 >= 2 and report["hops"] > 100
     assert "RuntimeError: interpreter failed at call 50" in report["error_messages"][0]
 
@@ -131,7 +133,7 @@ def _event(hop: int, time: float, label: str = "low", probs: Any = None) -> Even
 
 
 def test_checker_finds_every_broken_invariant() -> None:
-    checker = soak_cli.Checker()
+    checker = soak_lib.Checker()
     labels = ["low", "mid", "high"]
     checker.check([_event(0, 0.25, probs=np.array([0.2, 0.3, 0.5])), _event(1, 0.5, "silence")], labels)
     assert checker.errors == 0 and checker.sounding == 1
@@ -146,7 +148,7 @@ def test_checker_finds_every_broken_invariant() -> None:
 
 def test_generated_audio_is_seeded_varied_and_in_range() -> None:
     def take(seed: int, n: int = 300) -> list[np.ndarray]:
-        blocks = soak_cli.GeneratedAudio(48000, seed).blocks()
+        blocks = soak_lib.GeneratedAudio(48000, seed).blocks()
         return [next(blocks) for _ in range(n)]
 
     first, again, other = take(1), take(1), take(2)
@@ -156,7 +158,7 @@ def test_generated_audio_is_seeded_varied_and_in_range() -> None:
     sizes = {b.shape[0] for b in first}
     assert audio.dtype == np.float32 and audio.shape[1] == 1 and np.isfinite(audio).all()
     assert np.abs(audio).max() <= 1.0 and min(sizes) >= 240 and max(sizes) < 5760 and len(sizes) > 100
-    source = soak_cli.GeneratedAudio(16000, 0)
+    source = soak_lib.GeneratedAudio(16000, 0)
     blocks = source.blocks()
     for _ in range(3000):
         next(blocks)

@@ -1,4 +1,4 @@
-"""Source kinds (train/sources.py): the grouping rule, note-length buckets and the `other` figures."""
+"""Source kinds (train/corpus/kinds.py): the grouping rule, note-length buckets and the `other` figures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instrument_ai.train.sources import declared_kinds, kind_means, length_bucket, other_figures, source_kind
+from instrument_ai.train.corpus.kinds import declared_kinds, kind_means, length_bucket, other_figures, source_kind
 
 
 def test_kind_field_wins_else_it_is_derived_from_the_notes() -> None:

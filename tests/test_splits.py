@@ -11,11 +11,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from clirun import run_main
 
-from instrument_ai.device.cli import cli
-from instrument_ai.train import data, gm_programs
-from instrument_ai.train.splits import SplitError, check_disjoint, make_splits, write_splits
+from instrument_ai.device.labels import FAMILIES
+from instrument_ai.train.corpus import info as info_module
+from instrument_ai.train.corpus import nsynth as data
+from instrument_ai.train.corpus.splits import SplitError, check_disjoint, make_splits, write_splits
+from instrument_ai.train.sources import gm_programs
 
 LIBRARIES = ("TimGM6mb", "FluidR3", "MuseScoreGeneral", "GeneralUserGS", "AlexsGM")
 PROGRAMS = (0, 4, 11, 19, 24, 33, 40, 48, 56, 65, 73, 81, 52)
@@ -48,7 +50,7 @@ def make_corpus(folder: Path, *, with_instruments: bool = True) -> None:
                             pitch=pitch,
                             velocity=100,
                             sample_rate=16000,
-                            family=data.FAMILIES.index(gm.family_str),
+                            family=FAMILIES.index(gm.family_str),
                             family_str=gm.family_str,
                             source=data.SOURCES.index(gm.source_str),
                             source_str=gm.source_str,
@@ -134,13 +136,13 @@ def test_holdout_of_an_independent_library(folder: Path) -> None:
 
 
 def test_cli_writes_splits_json_the_data_module_reads(folder: Path) -> None:
-    result = CliRunner().invoke(cli, ["data", "split", str(folder), "--scheme", "holdout", "--holdout", "TimGM6mb"])
+    result = run_main(*["data", "split", str(folder), "--scheme", "holdout", "--holdout", "TimGM6mb"])
     assert result.exit_code == 0, result.output
     assert "test = TimGM6mb" in result.output
-    info = data.corpus_info(folder)
+    info = info_module.corpus_info(folder)
     assert info.scheme == "holdout" and info.splits is not None
     assert {info.library_of(n) for n in info.splits["test"]} == {"TimGM6mb"}
-    train_notes = list(data.notes_for_split(folder, "train", audio="none"))
+    train_notes = list(info_module.notes_for_split(folder, "train", audio="none"))
     assert train_notes and all(info.library_of(n.instrument_str) != "TimGM6mb" for n in train_notes)
     raw = json.loads((folder / "splits.json").read_text())
     assert set(raw) >= {"scheme", "splits"}
@@ -157,7 +159,7 @@ def test_cli_writes_splits_json_the_data_module_reads(folder: Path) -> None:
     ],
 )
 def test_cli_bad_input_is_one_line(folder: Path, args: list[str], message: str) -> None:
-    result = CliRunner().invoke(cli, ["data", "split", str(folder), *args])
+    result = run_main(*["data", "split", str(folder), *args])
     assert result.exit_code != 0 and isinstance(result.exception, SystemExit)
     assert message in result.output
 
@@ -180,5 +182,5 @@ def test_real_nsynth_folder_without_instruments_json(tmp_path: Path) -> None:
 
 
 def test_missing_folder_is_one_line() -> None:
-    result = CliRunner().invoke(cli, ["data", "split", "/no/such/corpus", "--scheme", "nsynth"])
+    result = run_main(*["data", "split", "/no/such/corpus", "--scheme", "nsynth"])
     assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from instrument_ai.train import synth
+from instrument_ai.train.sources import synth
 
 
 def _f0(x):

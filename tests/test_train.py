@@ -42,8 +42,9 @@ def render_tiny_corpus(
     """Render an NSynth-format corpus folder (examples.json, audio/, instruments.json) with tinysoundfont."""
     import tinysoundfont
 
-    from instrument_ai.train.data import (
-        FAMILIES,
+    from instrument_ai.device.labels import FAMILIES
+    from instrument_ai.train.corpus.demo_clip import timgm6mb_path
+    from instrument_ai.train.corpus.nsynth import (
         SOURCES,
         Note,
         format_instrument_str,
@@ -51,7 +52,6 @@ def render_tiny_corpus(
         write_examples_json,
         write_note_wav,
     )
-    from instrument_ai.train.demo_clip import timgm6mb_path
 
     rate = 16000
     synth = tinysoundfont.Synth(samplerate=rate)
@@ -126,7 +126,7 @@ def edge_run(corpus: Path, cache: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.mark.slow  # the module's edge run (TensorFlow import + 2 short epochs) is set up here: 20-35 s
 def test_edge_run_folder_follows_the_contract(edge_run: Path) -> None:
     from instrument_ai.device.frontend import DEFAULT_SPEC
-    from instrument_ai.train.report import is_png
+    from instrument_ai.train.experiments.report import is_png
 
     for name in ("config.json", "model.keras", "history.json", "metrics.json", "calibration.npz", "report.md"):
         assert (edge_run / name).is_file(), name
@@ -237,13 +237,13 @@ def test_interrupted_run_resumes_from_its_checkpoint(corpus: Path, cache: Path, 
 
 
 def _config(corpus: Path, cache: Path, out: Path, **overrides: object) -> object:
-    from instrument_ai.train.trainer import TrainConfig
+    from instrument_ai.train.config import TrainConfig
 
     return TrainConfig(data=str(corpus), out=str(out), cache=str(cache), **{**FAST, **overrides}).resolved()
 
 
 def test_feature_cache_hit_on_second_run_and_miss_on_spec_change(corpus: Path, tmp_path: Path) -> None:
-    from instrument_ai.train.trainer import prepare_data
+    from instrument_ai.train.prepare import prepare_data
 
     cache = tmp_path / "cache"
     first = prepare_data(_config(corpus, cache, tmp_path / "a"))
@@ -278,7 +278,8 @@ def first_spec() -> dict:
 
 
 def test_split_file_holdout_and_missing_family(corpus: Path, cache: Path, tmp_path: Path) -> None:
-    from instrument_ai.train.trainer import TrainError, prepare_data
+    from instrument_ai.train.config import TrainError
+    from instrument_ai.train.prepare import prepare_data
 
     instruments = json.loads((corpus / "instruments.json").read_text())
     by_library = {lib: sorted(n for n, row in instruments.items() if row["library"] == lib) for lib in ("libA", "libB")}
@@ -309,11 +310,9 @@ def test_split_file_holdout_and_missing_family(corpus: Path, cache: Path, tmp_pa
 
 
 def _cli(*args: str) -> tuple[int, str]:
-    from click.testing import CliRunner
+    from clirun import run_main
 
-    from instrument_ai.device.cli import cli
-
-    result = CliRunner().invoke(cli, ["train", *args, "--quiet"])
+    result = run_main("train", *args, "--quiet")
     output = result.output  # stdout and stderr, interleaved as a terminal shows them
     assert "Traceback" not in output
     if result.exit_code != 0:
@@ -362,7 +361,7 @@ def test_bad_input_gives_one_line_errors(corpus: Path, cache: Path, tmp_path: Pa
         code, output = _cli(*args)
         assert code != 0, args
         assert message in output, (args, output)
-        errors = [line for line in output.splitlines() if line.startswith("Error")]
+        errors = [line for line in output.splitlines() if line.startswith(("Error", "instrument-ai train: "))]
         assert len(errors) == 1, output
     assert not (tmp_path / "out").exists()  # nothing was written by a refused request
 
@@ -371,7 +370,7 @@ def test_bad_input_gives_one_line_errors(corpus: Path, cache: Path, tmp_path: Pa
 
 
 def test_balanced_sampling_draws_families_evenly() -> None:
-    from instrument_ai.train.trainer import note_sampling_probs
+    from instrument_ai.train.windows import note_sampling_probs
 
     labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
     balanced = note_sampling_probs(labels, 4, "balanced")
@@ -386,7 +385,8 @@ def test_balanced_sampling_draws_families_evenly() -> None:
 def test_window_sampler_batches_are_reproducible(corpus: Path, cache: Path, tmp_path: Path) -> None:
     from instrument_ai.device.frontend import DEFAULT_SPEC
     from instrument_ai.train.augment import FeatureAugment, band_to_feature_matrix
-    from instrument_ai.train.trainer import WindowSampler, prepare_data
+    from instrument_ai.train.prepare import prepare_data
+    from instrument_ai.train.windows import WindowSampler
 
     prepared = prepare_data(_config(corpus, cache, tmp_path / "s"))
     mean, std = prepared.train.feature_stats()
@@ -420,8 +420,8 @@ def test_window_sampler_batches_are_reproducible(corpus: Path, cache: Path, tmp_
 
 
 def test_edge_preset_renders_pitch_filling_copies_and_an_override_wins() -> None:
+    from instrument_ai.train.config import TrainConfig
     from instrument_ai.train.models import PITCH_FILL
-    from instrument_ai.train.trainer import TrainConfig
 
     edge = TrainConfig(data="d", out="o").audio_augment_settings()
     assert edge.copies == 2 and edge.pitch_prob == 1.0 and edge.pitch_cents == PITCH_FILL["pitch_cents"] == 150.0
@@ -434,7 +434,7 @@ def test_edge_preset_renders_pitch_filling_copies_and_an_override_wins() -> None
 
 def test_a_config_saved_before_the_0_3_recipe_resumes_with_what_it_was_trained_with() -> None:
     from instrument_ai.train.augment import AudioAugment
-    from instrument_ai.train.trainer import TrainConfig
+    from instrument_ai.train.config import TrainConfig
 
     new = TrainConfig(data="d", out="o").resolved()
     again = TrainConfig.from_dict(new.to_dict())
@@ -451,7 +451,8 @@ def test_window_sampler_cuts_its_onset_share_like_the_device(corpus: Path, cache
     from instrument_ai.device.frontend import DEFAULT_SPEC
     from instrument_ai.train.augment import FeatureAugment
     from instrument_ai.train.features import silence_frame
-    from instrument_ai.train.trainer import WindowSampler, prepare_data
+    from instrument_ai.train.prepare import prepare_data
+    from instrument_ai.train.windows import WindowSampler
 
     prepared = prepare_data(_config(corpus, cache, tmp_path / "o"))
     zero, one = np.zeros(40, np.float32), np.ones(40, np.float32)  # no normalisation: raw frames come out
@@ -501,7 +502,7 @@ def test_ctrl_c_is_held_back_while_a_checkpoint_is_written() -> None:
 
 def test_evaluate_reads_the_run_and_scores_its_training_notes(edge_run: Path, corpus: Path) -> None:
     """The evaluation side consumes the run folder as written: sane numbers, above chance on training notes."""
-    from instrument_ai.train.evaluate import evaluate
+    from instrument_ai.train.experiments.evaluate import evaluate
 
     config = json.loads((edge_run / "config.json").read_text())
     result = evaluate(edge_run, corpus, instruments=config["data"]["instruments"]["train"])
@@ -513,7 +514,7 @@ def test_evaluate_reads_the_run_and_scores_its_training_notes(edge_run: Path, co
 def test_real_weight_reweights_notes_inside_a_family_not_the_family_share() -> None:
     import numpy as np
 
-    from instrument_ai.train.trainer import note_sampling_probs
+    from instrument_ai.train.windows import note_sampling_probs
 
     labels = np.array([0, 0, 0, 1, 1])
     weights = np.array([1.0, 1.0, 4.0, 1.0, 1.0])  # the third note of family 0 is a real recording

@@ -27,9 +27,8 @@ SUBSET = [
 
 def _add_other_notes(folder: Path, n_instruments: int = 2, per_instrument: int = 5) -> None:
     """Noise, hum and clicks as `other` instruments of their own library (an other-source)."""
-    from instrument_ai.train.data import (
-        LABELS,
-        OTHER,
+    from instrument_ai.device.labels import LABELS, OTHER
+    from instrument_ai.train.corpus.nsynth import (
         Note,
         format_instrument_str,
         format_note_str,
@@ -59,7 +58,7 @@ def _add_other_notes(folder: Path, n_instruments: int = 2, per_instrument: int =
 
 @pytest.mark.slow  # two short trainings and a conversion: ~60 s
 def test_other_output_calibration_bundle_and_engine(tmp_path: Path) -> None:
-    from instrument_ai.convert.cli import convert_run
+    from instrument_ai.convert.converter import convert_run
     from instrument_ai.device import bundle as bundle_mod
     from instrument_ai.device.engine import Classifier
     from instrument_ai.train.trainer import TrainConfig, train_model

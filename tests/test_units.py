@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instrument_ai.train import corpus, units
-from instrument_ai.train.data import iter_notes
-from instrument_ai.train.data import read_examples_json as read_examples
-from instrument_ai.train.imported import NUM_SAMPLES, ImportedNote, Problems
+from instrument_ai.train.corpus import build as corpus
+from instrument_ai.train.corpus import units
+from instrument_ai.train.corpus.nsynth import iter_notes
+from instrument_ai.train.corpus.nsynth import read_examples_json as read_examples
+from instrument_ai.train.sources.imported import NUM_SAMPLES, ImportedNote, Problems
 
 
 def toy_notes(problems: Problems, *, family: str, count: int, seed: int) -> list[ImportedNote]:
@@ -106,24 +107,22 @@ def test_bad_units_are_refused_with_one_line(tmp_path: Path) -> None:
 
 
 def test_cli_unit_build_and_report(tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from instrument_ai.device.cli import cli
+    from clirun import run_main
 
     out = tmp_path / "c"
     args = ["data", "build", "--out", str(out), "--units", "--libraries", "TimGM6mb", "--limit", "5", "--jobs", "1"]
-    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    result = run_main(*args)
     assert result.exit_code == 0, result.output
     assert "5 notes" in result.output and "1 rendered now" in result.output and "problems: none" in result.output
-    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    again = run_main(*args)
     assert again.exit_code == 0 and "0 rendered now" in again.output
     png = tmp_path / "composition.png"
-    report = CliRunner().invoke(cli, ["data", "report", str(out), "--png", str(png), "--json"])
+    report = run_main(*["data", "report", str(out), "--png", str(png), "--json"])
     assert report.exit_code == 0, report.output
     counts = json.loads(report.output.splitlines()[0])
     assert counts["notes"] == 5 and counts["kinds"] == {"soundfont": 5}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    bad = CliRunner().invoke(cli, ["data", "report", str(tmp_path / "nope")])
+    bad = run_main(*["data", "report", str(tmp_path / "nope")])
     assert bad.exit_code != 0 and len(bad.output.strip().splitlines()) == 1
 
 
@@ -134,7 +133,7 @@ def test_recorded_catalogue_files_become_notes_and_problems_are_counted() -> Non
 
     import soundfile
 
-    from instrument_ai.train import catalogue_units
+    from instrument_ai.train.corpus import catalogue_units
 
     t = np.arange(22050) / 44100
     files = {}
@@ -146,7 +145,7 @@ def test_recorded_catalogue_files_become_notes_and_problems_are_counted() -> Non
     files["flute/broken.wav"] = b"RIFF0000WAVEjunk"
     files["README.txt"] = b"no note"
 
-    from instrument_ai.train.catalogue import Skip
+    from instrument_ai.train.sources.catalogue import Skip
 
     def label(path: str) -> SimpleNamespace | Skip:
         if not path.startswith("flute/"):
@@ -164,7 +163,7 @@ def test_recorded_catalogue_files_become_notes_and_problems_are_counted() -> Non
 
 
 def test_composition_counts_recorded_instrument_notes_apart_from_renders_and_other(tmp_path: Path) -> None:
-    from instrument_ai.train.composition import composition
+    from instrument_ai.train.corpus.composition import composition
 
     rows = {"tuba_0": {"library": "war-tuba", "lineage": "war-tuba", "kind": "notes"},
             "sax_0": {"library": "solosax", "lineage": "solosax", "kind": "sfz"},

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from instrument_ai.train import webaudiofont as waf
+from instrument_ai.train.sources import webaudiofont as waf
 
 SR = 16000
 BANKS = Path(__file__).resolve().parents[2] / "shared" / "sample-libraries" / "webaudiofont"

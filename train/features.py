@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device import frontend
+from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.frontend import DEFAULT_WINDOW_SECONDS, FrontendSpec
 from instrument_ai.train.augment import AudioAugment, render_rendition
 
@@ -62,7 +63,7 @@ DIGITAL_SILENCE_DBFS = -100.0
 STAGES = ("mfcc", "log_mel", "mel_power")
 
 
-class FeatureError(ValueError):
+class FeatureError(InstrumentAIError, ValueError):
     """A feature request that cannot be served (oversized, empty, wrong rate); one line for the user."""
 
 

@@ -2,7 +2,7 @@
 
 The score is the maximum probability after temperature scaling (device/openset.py says why not an energy
 score). Both are fitted on the run's validation instruments only - never on a held-out test source - so a
-holdout fold's test source cannot leak into its calibration (train/holdout.py runs one training per fold).
+holdout fold's test source cannot leak into its calibration (train/experiments/holdout.py runs one training per fold).
 
 Threshold rule: among the candidate thresholds that keep instrument note recall within `max_recall_drop`
 (3 points) of no rejection, take the one that names an instrument on the fewest `other` validation windows;

@@ -21,7 +21,7 @@ def features(path: str | None, demo: bool, preset: str, as_json: bool) -> None:
     """Compute MFCCs of PATH (mono or downmixed) with the device frontend and print a summary."""
     if demo == (path is not None):
         raise click.UsageError("give exactly one of PATH or --demo")
-    source = demo_path() if demo else path
+    source = demo_path() if demo or path is None else path
     spec: FrontendSpec = PRESETS[preset]()
     try:
         data, rate = read_audio(source)

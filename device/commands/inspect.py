@@ -1,61 +1,29 @@
 """`instrument-ai inspect BUNDLE`: what a bundle holds, whether this device accepts it, and how fast it loads.
 
-Runs the same `bundle.load` (digests, fields, interpreter, golden self-test) a
-device runs before it swaps a model in, so "inspect says ok" means "the daemon
-will accept it". Device-side: numpy, flatbuffers and the interpreter only.
+The shell prints `bundle_report.describe`, which runs the same `bundle.load` (digests, fields, interpreter,
+golden self-test) a device runs before it swaps a model in, so "inspect says ok" means "the daemon will
+accept it". Device-side: numpy, flatbuffers and the interpreter only.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import click
 
 from instrument_ai.device import bundle as bundle_module
-from instrument_ai.device.tflite_file import parse
+from instrument_ai.device.bundle_report import describe
+from instrument_ai.device.commands.options import threads_option, trusted_key_option
 
-
-def describe(path: Path, *, num_threads: int = 1, trusted_key: str | None = None) -> dict[str, Any]:
-    """Everything `inspect` prints, as one JSON-ready dict; BundleError when the device refuses the bundle."""
-    bundle = bundle_module.load(path, num_threads=num_threads, trusted_key=trusted_key)
-    model = parse(bundle.model.data)
-    payload = model.buffers[model.metadata_buffer(bundle_module.METADATA_NAME)][1]
-    metadata_buffers = {index for _, index in model.metadata}
-    tensors = [t for subgraph in model.subgraph_tensors for t in subgraph]
-    metadata = dict(bundle.metadata)
-    golden = metadata.pop("golden", {})
-    metadata["golden"] = {"vectors": len(golden.get("vectors", [])), "tolerance": golden.get("tolerance")}
-    return {
-        "path": str(path),
-        "metadata": metadata,
-        "ops": dict(sorted(model.op_counts.items())),
-        "operator_codes": model.operators,
-        "tensors": len(tensors),
-        "tensor_types": dict(sorted(Counter(t.dtype for t in tensors).items())),
-        "sizes": {
-            "file_bytes": len(model.data),
-            "model_bytes_without_metadata": len(model.data) - payload,
-            "metadata_bytes": payload,
-            "tensor_data_bytes": sum(n for i, (_, n) in enumerate(model.buffers) if i not in metadata_buffers),
-        },
-        "quantization": {"input": bundle.input_codec.to_dict(), "output": bundle.output_codec.to_dict()},
-        "other_metadata": [name for name, _ in model.metadata if name != bundle_module.METADATA_NAME],
-        "runtime": bundle.runtime,
-        "num_threads": num_threads,
-        "self_test": bundle.self_test,
-        "signature_checked": trusted_key is not None,
-        "load_ms": bundle.load_ms,
-    }
+__all__ = ["describe", "inspect_bundle"]
 
 
 @click.command("inspect")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64), help="Interpreter threads.")
-@click.option("--trusted-key", help="Also require a signature by this ed25519 public key (hex or file).")
+@threads_option()
+@trusted_key_option("Also require a signature by this ed25519 public key (hex or file).")
 def inspect_bundle(path: Path, as_json: bool, threads: int, trusted_key: str | None) -> None:
     """Print the metadata, operators, sizes and self-test result of the bundle PATH."""
     try:

@@ -24,7 +24,9 @@ def _verifier(trusted_key: str | None) -> lifecycle.Verifier:
 @click.option("--dry-run", is_flag=True, help="Verify and say what would be done, change nothing.")
 @click.option("--trusted-key", help="Refuse bundles not signed by this ed25519 public key (hex or file).")
 @click.option("--remote-command", default="instrument-ai", show_default=True, help="The CLI on the devices.")
-@click.option("--remove-source", is_flag=True, hidden=True, help="Delete BUNDLE after a local install (remote use).")
+@click.option(
+    "--remove-source", is_flag=True, hidden=True, help="Delete BUNDLE when done, whatever the outcome (remote use)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the per-device results as JSON.")
 def flash(
     bundle: Path,
@@ -53,13 +55,30 @@ def flash(
     if keep < 1:
         raise click.UsageError("--keep must be at least 1")
     try:
-        metadata = lifecycle.verify_bundle(bundle, trusted_key=trusted_key) if bundle.is_file() else None
+        if trusted_key is not None:
+            lifecycle.trusted_key_hex(trusted_key)  # a bad key is configuration: exit 2, as `run` does
+        results = _flash_all(bundle, destinations, keep, dry_run, trusted_key, remote_command)
+    finally:
+        if remove_source and not dry_run:  # the device's own upload: never left behind, whatever happened
+            bundle.unlink(missing_ok=True)
+    _print_results(results, as_json)
+    if any(r.status not in ("ok", "dry-run") for r in results):
+        raise SystemExit(3)
+
+
+def _flash_all(
+    bundle: Path,
+    destinations: list[str],
+    keep: int,
+    dry_run: bool,
+    trusted_key: str | None,
+    remote_command: str,
+) -> list[FlashResult]:
+    try:
+        lifecycle.check_bundle_file(bundle)
+        metadata = lifecycle.verify_bundle(bundle, trusted_key=trusted_key)
     except lifecycle.LifecycleError as exc:
         raise click.ClickException(str(exc)) from None
-    if metadata is None:
-        what = "is a directory, not a bundle file; give the .tflite file" if bundle.is_dir() else "no such bundle file"
-        raise click.ClickException(f"{bundle}: {what}")
-
     try:
         parsed = [parse_target(spec) for spec in destinations]
     except ValueError as exc:
@@ -84,13 +103,12 @@ def flash(
             )
             status = "dry-run" if dry_run else "ok"
             results.append(FlashResult(spec, status, f"{entry.name} {entry.version} -> {entry.file}"))
-        except (lifecycle.LifecycleError, OSError) as exc:
+        except lifecycle.LifecycleError as exc:
             results.append(FlashResult(spec, "refused", str(exc)))
-    if remove_source and not dry_run and all(r.status == "ok" for r in results):
-        bundle.unlink(missing_ok=True)
-    _print_results(results, as_json)
-    if any(r.status not in ("ok", "dry-run") for r in results):
-        raise SystemExit(3)
+        except OSError as exc:
+            where = exc.filename or target.directory
+            results.append(FlashResult(spec, "refused", f"{where}: {exc.strerror or exc}"))
+    return results
 
 
 def _print_results(results: list[FlashResult], as_json: bool) -> None:
@@ -132,6 +150,8 @@ def models(directory: Path, as_json: bool) -> None:
 @click.option("--trusted-key", help="Refuse to roll back to a bundle not signed by this key.")
 def rollback(directory: Path, trusted_key: str | None) -> None:
     """Point the model directory's current.tflite back one version."""
+    if trusted_key is not None:
+        lifecycle.trusted_key_hex(trusted_key)  # a bad key is configuration: exit 2, as `run` does
     if not directory.is_dir():
         raise click.ClickException(f"{directory}: no such model directory")
     try:

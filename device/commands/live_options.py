@@ -17,10 +17,10 @@ from typing import Any
 import click
 
 from instrument_ai.device.commands.options import FiniteFloat
+from instrument_ai.device.errors import ConfigurationError
 
 TOKEN_ENV = "INSTRUMENT_AI_HTTP_TOKEN"
 MQTT_PASSWORD_ENV = "INSTRUMENT_AI_MQTT_PASSWORD"
-EXIT_USAGE = 2
 
 
 def live_options(func: Any) -> Any:
@@ -109,10 +109,8 @@ LIVE_KEYS = (
 )
 
 
-class LiveOptionError(click.ClickException):
-    """A bad live option: one line, exit 2."""
-
-    exit_code = EXIT_USAGE
+class LiveOptionError(ConfigurationError, click.ClickException):
+    """A bad live option: one line, exit 2 (a ClickException too, for click's own runner)."""
 
 
 @dataclass
@@ -141,9 +139,12 @@ def read_secret(path: Path, option: str) -> str:
         raise LiveOptionError(f"{option} {path}: cannot read it ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise LiveOptionError(f"{option} {path}: not a text file") from None
-    secret = text.strip().splitlines()[0].strip() if text.strip() else ""
-    if not secret:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
         raise LiveOptionError(f"{option} {path}: the file is empty")
+    if len(lines) > 1:  # which line is the secret? never guess
+        raise LiveOptionError(f"{option} {path}: {len(lines)} lines; the file must hold the secret alone on one line")
+    secret = lines[0]
     if info.st_mode & stat.S_IROTH:
         _warn(f"{option} {path} is readable by every user on this machine; chmod 600 {path}")
     return secret
@@ -151,7 +152,7 @@ def read_secret(path: Path, option: str) -> str:
 
 def parse_live_options(opts: dict[str, Any]) -> LiveConfig:
     """Check the --http/--mqtt options together; LiveOptionError (exit 2) with one line for any mistake."""
-    from instrument_ai.device.http_page import HttpConfigError, is_loopback, parse_bind, resolve
+    from instrument_ai.device.http_page import HttpConfigError, is_loopback, parse_bind, resolve, token_warning
 
     config = LiveConfig(max_clients=opts["http_max_clients"], stall_seconds=opts["http_stall_seconds"])
     bind = opts.get("http_bind")
@@ -171,6 +172,8 @@ def parse_live_options(opts: dict[str, Any]) -> LiveConfig:
             raise LiveOptionError("--http-token: the token is empty")
         if token is not None and opts.get("http_open"):
             raise LiveOptionError("give a token or --http-open, not both")
+        if token is not None and (weak := token_warning(token)):
+            _warn(f"--http-token: {weak}")
         try:
             host, port = parse_bind(bind)
             _, address = resolve(host, port)

@@ -1,11 +1,26 @@
-"""Option types shared by the command shells."""
+"""The options and errors the command shells share, each defined once.
+
+`--model/--model-dir/--trusted-key/--threads/--require-other` and the engine options (`--hop`, `--smooth`,
+`--silence-db`, `--min-confidence`, `--top-k`, `--onset-align`) are declared here and used by `run`,
+`classify`, `soak`, `inspect` and `bench`; the engine defaults come from `EngineSettings`, never a literal.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
+
+from instrument_ai.device import model_files
+from instrument_ai.device.errors import InstrumentAIError
+from instrument_ai.device.settings import DEFAULT_SETTINGS, EngineSettings
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_AUDIO = 0, 1, 2, 3
+Decorator = Callable[[Any], Any]
 
 
 class FiniteFloat(click.FloatRange):
@@ -18,3 +33,163 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return super().convert(number, param, ctx)
+
+
+class RunError(InstrumentAIError, click.ClickException):
+    """A one-line error of a command shell with its documented exit code (the message may name a flag).
+
+    Also a ClickException, so click's own runner (the tests' `CliRunner`) prints it as `cli.main` does.
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message, exit_code=exit_code)
+
+
+def threads_option(*, default: int | None = 1, help: str = "Interpreter threads.") -> Decorator:
+    """`--threads N`: the interpreter's threads."""
+    return click.option(
+        "--threads", type=click.IntRange(1, 64), default=default, show_default=default is not None, help=help
+    )
+
+
+def trusted_key_option(help: str) -> Decorator:
+    """`--trusted-key KEY`: accept only bundles signed by this ed25519 public key (hex or key file)."""
+    return click.option("--trusted-key", default=None, help=help)
+
+
+def bundle_file_option(help: str, *, dest: str = "model", multiple: bool = False) -> Decorator:
+    """`--model FILE`: one bundle file (or several, with `multiple`)."""
+    return click.option(
+        "--model", dest, multiple=multiple, type=click.Path(path_type=Path, dir_okay=False), help=help
+    )
+
+
+def _stack(options: list[Decorator]) -> Decorator:
+    def apply(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+MODEL_OPTIONS = _stack(
+    [
+        click.option("--model", type=click.Path(path_type=Path), help="Bundle (.tflite) to use."),
+        click.option(
+            "--model-dir",
+            type=click.Path(path_type=Path, file_okay=False),
+            help=f"Model directory (uses its {model_files.CURRENT}, as installed by `flash`).",
+        ),
+        trusted_key_option(
+            "Accept only bundles signed by this ed25519 public key (hex or key file), reloads included."
+        ),
+        threads_option(),
+        click.option(
+            "--require-other",
+            is_flag=True,
+            help="Refuse a bundle without an 'other' output (at start and on every reload).",
+        ),
+    ]
+)
+"""Where the model comes from and how it is checked (`run`, `classify`)."""
+
+ENGINE_OPTIONS = _stack(
+    [
+        click.option(
+            "--hop", type=FiniteFloat(0.01, 10.0), default=None, help="Seconds between decisions [bundle's]."
+        ),
+        click.option(
+            "--smooth", type=click.IntRange(1, 100), default=DEFAULT_SETTINGS.smooth, show_default=True,
+            help="Hops averaged.",
+        ),  # fmt: skip
+        click.option(
+            "--silence-db",
+            type=FiniteFloat(-200.0, 0.0),
+            default=DEFAULT_SETTINGS.silence_db,
+            show_default=True,
+            help="Hops quieter than this RMS level (dBFS) are silence.",
+        ),
+        click.option(
+            "--min-confidence",
+            type=FiniteFloat(0.0, 1.0),
+            default=DEFAULT_SETTINGS.min_confidence,
+            show_default=True,
+            help="Below this smoothed probability the label is 'unknown'.",
+        ),
+        click.option(
+            "--top-k", type=click.IntRange(1, 20), default=DEFAULT_SETTINGS.top_k, show_default=True,
+            help="Classes reported.",
+        ),  # fmt: skip
+        click.option(
+            "--onset-align/--no-onset-align",
+            default=DEFAULT_SETTINGS.align_onsets,
+            show_default=True,
+            help="Right after an onset, start the window at the note (padded) rather than in the silence before.",
+        ),
+    ]
+)
+"""The `EngineSettings` fields as options (`run`, `classify`)."""
+
+ENGINE_KEYS = ("hop", "smooth", "silence_db", "min_confidence", "top_k", "onset_align")
+
+
+def settings_from_options(opts: dict[str, Any]) -> EngineSettings:
+    """Take the engine options out of a command's keyword arguments (they are removed from `opts`)."""
+    values = {key: opts.pop(key) for key in ENGINE_KEYS}
+    try:
+        return EngineSettings(
+            hop_seconds=values["hop"],
+            smooth=values["smooth"],
+            silence_db=values["silence_db"],
+            min_confidence=values["min_confidence"],
+            top_k=values["top_k"],
+            align_onsets=values["onset_align"],
+        )
+    except ValueError as exc:
+        raise RunError(str(exc), EXIT_USAGE) from None
+
+
+def cli_message(exc: Exception) -> str:
+    """A library error's one line, with the flag that would fix it where the library cannot know it."""
+    from instrument_ai.device.files import FileTooLong
+
+    if isinstance(exc, model_files.NoModelFound):
+        return f"no model found: give --model FILE or --model-dir DIR (or set {model_files.MODEL_ENV})"
+    if isinstance(exc, model_files.NoModelDirectory):
+        return f"{exc}; give the --to DIR of `instrument-ai flash`"
+    if isinstance(exc, model_files.TrustedKeyError):
+        return f"--trusted-key: {exc.reason}; give 64 hex characters or a file holding them"
+    if isinstance(exc, model_files.OtherRequiredError):
+        return f"{exc} (--require-other)"
+    if isinstance(exc, FileTooLong):
+        return (
+            f"{exc.path}: {exc.seconds:.1f} s of audio, longer than --max-seconds {exc.limit:g} s "
+            "(classify names one family per file; stream long recordings with `instrument-ai run --source FILE`)"
+        )
+    return str(exc)
+
+
+@contextlib.contextmanager
+def library_errors() -> Iterator[None]:
+    """Turn a library error into the command's one line (`RunError`, same exit status)."""
+    try:
+        yield
+    except RunError:
+        raise
+    except InstrumentAIError as exc:
+        raise RunError(cli_message(exc), exc.exit_code) from None
+
+
+def find_model(model: Path | None, model_dir: Path | None) -> Path:
+    """The bundle `--model` / `--model-dir` / the defaults name; RunError when there is none."""
+    if model is not None and model_dir is not None:
+        raise RunError("give either --model or --model-dir, not both", EXIT_USAGE)
+    with library_errors():
+        return model_files.find_model(model, model_dir)
+
+
+def load_model(path: Path, threads: int, trusted_key: str | None = None, require_other: bool = False) -> Any:
+    """`model_files.load_bundle` with the command's one-line errors."""
+    with library_errors():
+        return model_files.load_bundle(path, threads, trusted_key, require_other)

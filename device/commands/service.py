@@ -38,6 +38,36 @@ def quote(path: str) -> str:
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def systemd_escape(text: str, *, dollar: bool = True) -> str:
+    """`text` as systemd reads it back unchanged: `%` specifiers (and, in ExecStart=, `$` variables) doubled."""
+    text = text.replace("%", "%%")
+    return text.replace("$", "$$") if dollar else text
+
+
+def check_install_options(executable: str, model_dir: str, http: str | None, token_file: str | None, args: str) -> None:
+    """Refuse (exit 2) what would make a unit that can only fail to start: relative paths, an open page."""
+    import shlex
+
+    from instrument_ai.device.http_page import HttpConfigError, is_loopback, parse_bind
+
+    for label, path in (("--executable", executable), ("--model-dir", model_dir)):
+        if not os.path.isabs(path):
+            raise click.UsageError(f"{label} {path}: give an absolute path (systemd does not start the unit here)")
+    if not http:
+        return
+    try:
+        host, _port = parse_bind(http)
+        words = {word.split("=", 1)[0] for word in shlex.split(args)}
+    except (HttpConfigError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    secured = token_file or words & {"--http-open", "--http-token", "--http-token-file"}
+    if not secured and not (host == "localhost" or is_loopback(host)):
+        raise click.UsageError(
+            f"--http {http}: reachable from the network, and the daemon refuses that without a token; "
+            "give --http-token-file FILE (or --args --http-open for a trusted network)"
+        )
+
+
 def sandbox_warnings(executable: str, model_dir: str) -> list[str]:
     """One line per path the service could not see (the daemon would fail to start with a puzzling error)."""
     out = []
@@ -81,7 +111,9 @@ def live_args(http: str | None, token_file: str | None, mqtt: str | None) -> str
 
 def render_unit(executable: str, model_dir: str, user: str, extra_args: str) -> str:
     """The text of the systemd unit."""
-    args = f" {extra_args.strip()}" if extra_args.strip() else ""
+    args = f" {systemd_escape(extra_args.strip())}" if extra_args.strip() else ""
+    exe, models = systemd_escape(quote(executable)), systemd_escape(quote(model_dir))
+    models_path = systemd_escape(quote(model_dir), dollar=False)
     return f"""[Unit]
 Description=instrument-ai: name the instrument family heard by the microphone
 Documentation={_documentation()}
@@ -93,19 +125,19 @@ Type=simple
 User={user}
 Group={user}
 SupplementaryGroups=audio
-{LIVE_HELP}ExecStart={quote(executable)} run --source mic --model-dir {quote(model_dir)} --json --stats 60{args}
+{LIVE_HELP}ExecStart={exe} run --source mic --model-dir {models} --json --stats 60{args}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=5
 # exit status 2 is a usage/configuration error: restarting would not fix it
 RestartPreventExitStatus=2
 StateDirectory=instrument-ai
-WorkingDirectory={model_dir}
+WorkingDirectory={systemd_escape(model_dir, dollar=False)}
 Environment=PYTHONUNBUFFERED=1
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
-ReadWritePaths={quote(model_dir)}
+ReadWritePaths={models_path}
 PrivateTmp=yes
 
 [Install]
@@ -148,6 +180,7 @@ def install(
 ) -> None:
     """Write the systemd unit (or print it with --print); see docs/raspberry-pi.md for the rest."""
     executable = executable or _default_executable()
+    check_install_options(executable, model_dir, http, http_token_file, extra_args)
     for line in sandbox_warnings(executable, model_dir):
         click.echo(f"warning: {line}", err=True)
     if http_token_file and not http:

@@ -1,7 +1,7 @@
-"""Check train/sources.toml against local bare mirrors: selected files, rule and pitch-pattern coverage.
+"""Check train/sources/sources.toml against local bare mirrors: selected files, rule and pitch-pattern coverage.
 
 Why: a catalogue regex that silently misses names drops notes from the corpus; this counts them per source.
-Usage: python tests/research/check_catalogue.py MIRROR_DIR [train/sources.toml] [-v]
+Usage: python tests/research/check_catalogue.py MIRROR_DIR [train/sources/sources.toml] [-v]
 MIRROR_DIR holds OWNER+NAME/repo bare git directories (the layout of the shared mirror).
 """
 
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
         print("usage: check_catalogue.py MIRROR_DIR [sources.toml] [-v]", file=sys.stderr)
         return 2
     mirror = Path(argv[1])
-    cat = Path(argv[2]) if len(argv) > 2 and not argv[2].startswith("-") else Path("train/sources.toml")
+    cat = Path(argv[2]) if len(argv) > 2 and not argv[2].startswith("-") else Path("train/sources/sources.toml")
     verbose = "-v" in argv
     data = tomllib.loads(cat.read_text())
     bad = 0

@@ -1,6 +1,6 @@
 """How a bundle names the demo's notes through the device engine, for the demo's encodings and input gains.
 
-The demo (`instrument_ai.train.demo_clip`) is rendered again here, so the
+The demo (`instrument_ai.train.corpus.demo_clip`) is rendered again here, so the
 figures are for the render itself ("raw", what demo.flac holds to 16-bit
 precision), for Ogg Vorbis at libsndfile's default quality (~22 kbit/s, what
 the package shipped until model 0.3.0) and at its best quality, each at gains
@@ -21,7 +21,7 @@ import soundfile
 
 from instrument_ai.device.bench_runtime import note_latencies
 from instrument_ai.device.bundle import load
-from instrument_ai.train.demo_clip import SAMPLE_RATE, render_demo
+from instrument_ai.train.corpus.demo_clip import SAMPLE_RATE, render_demo
 
 
 def _through(signal: np.ndarray, fmt: str, subtype: str, **options: float) -> np.ndarray:

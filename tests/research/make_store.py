@@ -20,8 +20,8 @@ import dataclasses
 import sys
 
 from instrument_ai.device.frontend import DEFAULT_SPEC
-from instrument_ai.train import data
 from instrument_ai.train.augment import AudioAugment
+from instrument_ai.train.corpus import nsynth as data
 from instrument_ai.train.features import ExtractSettings, FeatureCache, data_fingerprint
 
 WINDOW_FRAMES = 59  # frames per window: the product's 1 s window at hop 256, 16 kHz

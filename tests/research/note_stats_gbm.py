@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from screen_levers import folds_of_store, load_store  # noqa: E402
 
-from instrument_ai.train.holdout import TRAIN_ONLY  # noqa: E402
+from instrument_ai.train.experiments.holdout import TRAIN_ONLY  # noqa: E402
 
 ONSET_FRAMES = 20  # the "attack" statistic: mean of the first frames minus the note's mean
 

@@ -1,7 +1,7 @@
 """Does a run know its training instruments between the pitches the corpus rendered?
 
 The corpus renders every third semitone of each instrument. This renders the
-TimGM6mb instruments of the demo (train/demo_clip.py) at every semitone of
+TimGM6mb instruments of the demo (train/corpus/demo_clip.py) at every semitone of
 their corpus range, velocity 100, as the corpus renders notes, and scores a
 note by its first 1.5 s (the windows at 0, 0.25 and 0.5 s, averaged): the
 share named right on the pitches the corpus has ("on the grid") and on the
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from instrument_ai.device.frontend import mfcc
-from instrument_ai.train.demo_clip import DEMO_NOTES, timgm6mb_path
-from instrument_ai.train.soundfont_render import SoundFontRenderer
+from instrument_ai.train.corpus.demo_clip import DEMO_NOTES, timgm6mb_path
+from instrument_ai.train.sources.soundfont_render import SoundFontRenderer
 from instrument_ai.train.trainer import load_run
 
 

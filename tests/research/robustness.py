@@ -19,20 +19,16 @@ import json
 import numpy as np
 
 from instrument_ai.train.features import silence_frame
-from instrument_ai.train.trainer import (
-    _subset_windows,
-    load_run,
-    onset_window_accuracy,
-    prepare_data,
-    window_note_scores,
-)
+from instrument_ai.train.prepare import prepare_data
+from instrument_ai.train.trainer import load_run
+from instrument_ai.train.windows import onset_window_accuracy, subset_windows, window_note_scores
 
 
 def robustness(run_dir: str, max_windows: int = 30000) -> dict[str, float]:
     run = load_run(run_dir)
     prepared = prepare_data(run.train_config.resolved(), labels=run.labels)
     model = run.load_model()
-    x, owner, note_y = _subset_windows(
+    x, owner, note_y = subset_windows(
         prepared.valid, run.hop_frames, prepared.valid_y, max_windows, np.random.default_rng(0)
     )
     row: dict[str, float] = {}

@@ -63,11 +63,11 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device.frontend import DEFAULT_SPEC, dct_matrix
+from instrument_ai.device.labels import FAMILIES
 from instrument_ai.train.augment import FeatureAugment, augment_features, band_to_feature_matrix
-from instrument_ai.train.data import FAMILIES
+from instrument_ai.train.experiments.holdout import fold_name
 from instrument_ai.train.features import FeatureSet, default_cache_dir
-from instrument_ai.train.holdout import fold_name
-from instrument_ai.train.trainer import note_sampling_probs, window_note_scores
+from instrument_ai.train.windows import note_sampling_probs, window_note_scores
 
 TEST_HOP = 16  # frames between the starts of two test windows
 
