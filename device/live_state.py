@@ -99,6 +99,7 @@ class LiveState:
         self.costs = HopCosts()
         self.output_lost = 0
         self.observer_errors = 0
+        self.personal: dict[str, Any] | None = None  # the personal head in force: {"families": [...], "notes": N}
 
     # -- sink interface (the audio thread) ------------------------------------------------------------------
     def start(self, info: dict[str, Any]) -> None:
@@ -110,6 +111,7 @@ class LiveState:
             "path": info.get("model"),
             "labels": list(info.get("labels", [])),
         }
+        self.personal = info.get("personal")
         if self.hub is not None:
             hop = float(info.get("hop_seconds") or 0.25)
             self.hub.history = type(self.hub.history)(maxlen=max(16, int(60.0 / hop) + 8))
@@ -150,6 +152,12 @@ class LiveState:
                 "version": data.get("new_version"),
                 "runtime": data.get("runtime"),
             }
+        elif kind == "personal":
+            self.personal = {"families": list(data.get("families", [])), "notes": data.get("notes", 0)}
+        elif kind in ("personal_removed", "personal_dropped"):
+            self.personal = None
+        elif kind == "personal_refused":
+            self.last_error = {"kind": kind, "message": str(data.get("reason")), "wall": wall_time()}
         elif kind == "model_refused":
             self.refused += 1
             self.last_error = {"kind": kind, "message": str(data.get("reason")), "wall": wall_time()}
@@ -180,6 +188,7 @@ class LiveState:
         return {
             "type": "hello",
             "model": self.model,
+            "personal": self.personal,
             "hop_seconds": self.info.get("hop_seconds"),
             "source": self.info.get("source"),
             "state": self.last,
@@ -207,6 +216,7 @@ class LiveState:
 
         return {
             "model": self.model,
+            "personal": self.personal,
             "source": self.info.get("source"),
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started_monotonic, 3),

@@ -296,6 +296,9 @@ class PersonalHead:
     background: np.ndarray | None = None  # (M, D) hops of known sounds of every family, in the head's space
     background_label: np.ndarray | None = None  # (M,) their label index in the bundle's labels
     background_ratio: float = BACKGROUND_RATIO
+    bundle: dict[str, str] = field(default_factory=dict)  # `bundle_identity` of the bundle it was fitted for
+    labels: list[str] = field(default_factory=list)  # that bundle's labels
+    notes: int = 0  # enrolled notes it was fitted on
     _norms: np.ndarray = field(init=False, repr=False)
     _background_norms: np.ndarray | None = field(init=False, repr=False)
 
@@ -307,6 +310,18 @@ class PersonalHead:
 
     blend: float = BLEND
     soft_edge: float = SOFT_EDGE
+
+    def fits(self, bundle: Any) -> bool:
+        """True when `bundle` is the one the head was fitted for (same digests and labels): the engine keeps
+        a head across a model swap only then."""
+        theirs = bundle_identity(bundle)
+        keys = ("model_sha256", "metadata_sha256")
+        same = not self.bundle or all(self.bundle.get(k, "") == theirs[k] for k in keys)  # {}: fitted untied
+        return same and (not self.labels or list(bundle.labels) == self.labels)
+
+    def summary(self) -> dict[str, Any]:
+        """What the daemon's records say about the head: ``{"families": [...], "notes": N}``."""
+        return {"families": list(self.families), "notes": int(self.notes)}
 
     def match(self, descriptor: np.ndarray, probs: np.ndarray | None = None) -> tuple[int, float, float]:
         """(family index, distance, weight) of the nearest enrolled hop; weight 0 outside its family's radius."""
@@ -444,26 +459,9 @@ def fit_head(
         background=np.concatenate([p for p, _ in known]) if known else None,
         background_label=np.concatenate([np.full(p.shape[0], i) for p, i in known]) if known else None,
         background_ratio=background_ratio,
+        labels=labels,
+        notes=sum(1 for note in notes if note.family in families),
     )
-
-
-class PersonalBundle:
-    """A bundle with the personal head applied to its output: what the engine sees in place of the bundle.
-
-    Round-1 glue (no engine change): `Classifier(PersonalBundle(bundle, head))` classifies as the daemon will.
-    """
-
-    def __init__(self, bundle: Any, head: PersonalHead) -> None:
-        self.bundle, self.head = bundle, head
-        self.labels = list(bundle.labels)
-        self.spec = bundle.spec
-        self.window_frames = bundle.window_frames
-        self.sample_rate = bundle.sample_rate
-        self.default_hop_seconds = bundle.default_hop_seconds
-        self.metadata = getattr(bundle, "metadata", None)
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        return self.head.adjust(features, self.bundle.predict(features))
 
 
 # -- the personal file -------------------------------------------------------------------------------------------
@@ -534,7 +532,9 @@ class PersonalFile:
     def head(self, bundle: Any, path: str = "personal file", background: Sequence[Note] = ()) -> PersonalHead:
         """The head for `bundle`, refusing a bundle the file was not fitted for (see `fit_head` for `background`)."""
         self.check_bundle(bundle, path)
-        return fit_head(self.notes, bundle.labels, bundle.spec, bundle.mean, bundle.std, background=background)
+        head = fit_head(self.notes, bundle.labels, bundle.spec, bundle.mean, bundle.std, background=background)
+        head.bundle = dict(self.bundle)
+        return head
 
     def refit(self, bundle: Any) -> PersonalFile:
         """The same enrolment tied to another bundle, without asking the user again.

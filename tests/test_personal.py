@@ -53,9 +53,10 @@ def synth_note(kind: str, f0: float, seed: int, seconds: float = 1.5) -> np.ndar
     return np.concatenate((np.zeros(1600), x, np.zeros(4000))).astype(np.float32)
 
 
-def answer(bundle: object, audio: np.ndarray) -> tuple[str, int]:
-    """The file answer and the number of instrument events, as `classify` and `run` give them."""
+def answer(bundle: object, audio: np.ndarray, head: personal.PersonalHead | None = None) -> tuple[str, int]:
+    """The file answer and the number of instrument events, as `classify` and `run` give them (with `head`)."""
     engine = Classifier(bundle)
+    engine.set_personal(head)
     hops = engine.process_hops(audio) + engine.flush()
     events = sum(1 for e in hops if e.changed and e.is_instrument)
     return file_answer(hops, list(engine.labels), 3)["label"], events
@@ -115,8 +116,7 @@ def test_enrolling_two_confused_timbres_makes_them_recognised(bundle: bundle_mod
     notes = enrol(bundle, "odd", "reed", range(4)) + enrol(bundle, "bright", "string", range(4))
     head = personal.fit_head(notes, bundle.labels, bundle.spec, bundle.mean, bundle.std)
     assert head.families == ["reed", "string"]
-    personal_bundle = personal.PersonalBundle(bundle, head)
-    after = [answer(personal_bundle, synth_note(kind, PITCHES[seed], seed))[0] for kind, seed, _ in held_out]
+    after = [answer(bundle, synth_note(kind, PITCHES[seed], seed), head)[0] for kind, seed, _ in held_out]
     assert after == [want for _, _, want in held_out]
 
 
@@ -124,7 +124,8 @@ def test_a_sound_far_from_every_enrolled_family_is_untouched(bundle: bundle_modu
     notes = enrol(bundle, "odd", "reed", range(3))
     head = personal.fit_head(notes, bundle.labels, bundle.spec, bundle.mean, bundle.std)
     far = synth_note("hiss", 220, 0)
-    plain, tapped = Classifier(bundle), Classifier(personal.PersonalBundle(bundle, head))
+    plain, tapped = Classifier(bundle), Classifier(bundle)
+    tapped.set_personal(head)
     hops = plain.process_hops(far) + plain.flush()
     with_head = tapped.process_hops(far) + tapped.flush()
     assert [e.label for e in hops] == [e.label for e in with_head]
@@ -142,7 +143,7 @@ def test_a_background_sound_of_another_family_is_left_alone(bundle: bundle_modul
     notes = enrol(bundle, "odd", "reed", range(3))
     beep = synth_note("beep", 220, 0)
     wide = personal.fit_head(notes, bundle.labels, bundle.spec, bundle.mean, bundle.std)
-    assert answer(personal.PersonalBundle(bundle, wide), beep)[0] == "reed"  # without a background: captured
+    assert answer(bundle, beep, wide)[0] == "reed"  # without a background: captured
     known = [
         personal.Note(answer(bundle, b)[0], n.descriptors, probs=n.probs)
         for b in [synth_note("beep", f, i) for i, f in enumerate((200.0, 240.0, 230.0))]
@@ -151,8 +152,8 @@ def test_a_background_sound_of_another_family_is_left_alone(bundle: bundle_modul
     assert {n.family for n in known} == {"mallet"}
     head = personal.fit_head(notes, bundle.labels, bundle.spec, bundle.mean, bundle.std, background=known)
     assert head.background is not None and head.background.shape[0] == sum(n.descriptors.shape[0] for n in known)
-    assert answer(personal.PersonalBundle(bundle, head), beep) == answer(bundle, beep)
-    assert answer(personal.PersonalBundle(bundle, head), synth_note("odd", PITCHES[3], 3))[0] == "reed"
+    assert answer(bundle, beep, head) == answer(bundle, beep)
+    assert answer(bundle, synth_note("odd", PITCHES[3], 3), head)[0] == "reed"
 
 
 def test_enrolled_other_suppresses_instrument_events(bundle: bundle_module.Bundle) -> None:
@@ -161,11 +162,11 @@ def test_enrolled_other_suppresses_instrument_events(bundle: bundle_module.Bundl
     assert before > 0  # the general model names the appliance's beeps as an instrument
     notes = [n for b in beeps[:3] for n in personal.extract_notes(b, SR, bundle, "other")]
     head = personal.fit_head(notes, bundle.labels, bundle.spec, bundle.mean, bundle.std)
-    after = sum(answer(personal.PersonalBundle(bundle, head), b)[1] for b in beeps[3:])
+    after = sum(answer(bundle, b, head)[1] for b in beeps[3:])
     assert after == 0
     # and the instrument timbres are still what the general model said
     odd = synth_note("odd", 220, 1)
-    assert answer(personal.PersonalBundle(bundle, head), odd) == answer(bundle, odd)
+    assert answer(bundle, odd, head) == answer(bundle, odd)
 
 
 def test_fit_of_100_notes_is_fast_and_a_family_needs_two_notes(bundle: bundle_module.Bundle) -> None:

@@ -43,6 +43,7 @@ from instrument_ai.device.commands.options import (
     find_model,
     library_errors,
     load_model,
+    personal_head,
     settings_from_options,
 )
 from instrument_ai.device.daemon import Daemon, Signals
@@ -151,6 +152,7 @@ def run(
     plain: bool,
     stats_every: float,
     duration: float | None,
+    personal: Path | None,
     **engine_opts: Any,
 ) -> None:
     """Classify a live stream continuously and report each change of instrument family.
@@ -183,6 +185,9 @@ def run(
         if loaded is not None:  # flash never prunes the version a daemon runs (issue 21, defect 4)
             record_running(Path(loaded.target))
         engine = make_engine(bundle, audio.rate, audio.channels, settings, audio.name)
+        head, personal_path, unusable = personal_head(personal, model_dir, bundle)
+        personal_seen = fingerprint(personal_path) if personal_path is not None else None
+        engine.set_personal(head)
         report = report_to_stderr(as_json=as_json)
         with contextlib.ExitStack() as stack:
             out = _open_output(stack, output, report)
@@ -201,6 +206,13 @@ def run(
             stack.callback(watcher.close)
             watcher.start()
             daemon = Daemon(audio, engine, sink, out, signals, watcher, report, live)
+            if personal_path is not None:
+                daemon.personal_watcher = _personal_watcher(
+                    personal_path, daemon, reload_poll if model_dir else None, personal_seen
+                )
+                stack.callback(daemon.personal_watcher.close)
+                daemon.personal_watcher.start()
+                daemon.personal_unusable = unusable
             try:
                 daemon.loop(bundle, model_path, threads, stats_every, duration, started)
             except SourceError as exc:
@@ -209,6 +221,21 @@ def run(
         close = getattr(audio, "close", None)
         if close is not None:
             close()
+
+
+def _personal_watcher(path: Path, daemon: Daemon, poll: float | None, seen: Any) -> ModelWatcher:
+    """A watcher of the personal file: a new file is loaded and fitted for the model in force, aside."""
+    from instrument_ai.device.enrol import head_for
+    from instrument_ai.device.errors import InstrumentAIError
+    from instrument_ai.device.model_watch import ModelRefused
+
+    def prepare(target: Path) -> Any:
+        try:
+            return head_for(path, daemon.engine.bundle)
+        except InstrumentAIError as exc:
+            raise ModelRefused(str(exc)) from None
+
+    return ModelWatcher(path, prepare, poll_seconds=poll, loaded=seen)
 
 
 def _open_output(stack: contextlib.ExitStack, output: Path | None, report: Any) -> LineOutput:
@@ -256,6 +283,7 @@ def classify(
     timeline: bool,
     as_json: bool,
     max_seconds: float,
+    personal: Path | None,
     **engine_opts: Any,
 ) -> None:
     """Name the instrument family of each audio FILE (any length, rate, channels; wav/flac/ogg...).
@@ -267,9 +295,12 @@ def classify(
     require_other = bool(engine_opts.pop("require_other", False))
     settings = settings_from_options(engine_opts)
     bundle = load_model(find_model(model, model_dir), threads, trusted_key, require_other)
+    head, _, unusable = personal_head(personal, model_dir, bundle)
+    if unusable:
+        click.echo(f"instrument-ai classify: {unusable}; classifying without it", err=True)
     try:
         with library_errors():
-            failed = _classify_all(files, bundle, settings, max_seconds, timeline, as_json)
+            failed = _classify_all(files, bundle, settings, max_seconds, timeline, as_json, head)
     except BrokenPipeError:  # `| head`: the reader has what it wanted; stop quietly like `run`
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -279,7 +310,13 @@ def classify(
 
 
 def _classify_all(
-    files: tuple[str, ...], bundle: Any, settings: EngineSettings, max_seconds: float, timeline: bool, as_json: bool
+    files: tuple[str, ...],
+    bundle: Any,
+    settings: EngineSettings,
+    max_seconds: float,
+    timeline: bool,
+    as_json: bool,
+    head: Any = None,
 ) -> int:
     from instrument_ai.device.files import classify_file
     from instrument_ai.device.live_view import change_line
@@ -287,7 +324,7 @@ def _classify_all(
     failed = 0
     for path in files:
         try:
-            result = classify_file(path, bundle, settings=settings, max_seconds=max_seconds)
+            result = classify_file(path, bundle, settings=settings, max_seconds=max_seconds, personal=head)
         except SourceError as exc:
             message = cli_message(exc)
             if len(files) == 1 and not as_json:  # one file: its reason is the one line
