@@ -109,9 +109,11 @@ def test_bad_input_is_one_line_and_the_file_is_untouched(notes_dir: Path, tmp_pa
     damaged = tmp_path / "damaged.bin"
     for content in (before[: len(before) // 2], before[:300] + bytes([before[300] ^ 4]) + before[301:]):
         damaged.write_bytes(content)
-        for args in (("classify", notes_dir / "odd4.wav", "--model", DEFAULT_MODEL, "--personal", damaged),
-                     ("enrol", "--list", "--out", damaged),
-                     ("enrol", "reed", notes_dir / "odd0.wav", "--model", DEFAULT_MODEL, "--out", damaged)):  # fmt: skip
+        for args in (
+            ("classify", notes_dir / "odd4.wav", "--model", DEFAULT_MODEL, "--personal", damaged),
+            ("enrol", "--list", "--out", damaged),
+            ("enrol", "reed", notes_dir / "odd0.wav", "--model", DEFAULT_MODEL, "--out", damaged),
+        ):
             result = run_main(*args)
             assert result.exit_code == 2 and "damaged" in one_line(result.output), result.output
         assert damaged.read_bytes() == content  # a damaged file is reported, never overwritten
@@ -222,8 +224,9 @@ def test_enrolling_while_the_daemon_runs_hot_reloads_the_head(notes_dir: Path, t
         assert "personal" not in start
         assert all("personal" not in h for h in daemon.hops_after(2))
         files = [notes_dir / f"odd{i}.wav" for i in range(4)]
-        done = subprocess.run([sys.executable, "-m", "instrument_ai.device.cli", "enrol", "reed", *map(str, files),
-                               "--model-dir", str(directory)], capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+        command = [sys.executable, "-m", "instrument_ai.device.cli", "enrol", "reed", *map(str, files)]
+        done = subprocess.run([*command, "--model-dir", str(directory)], capture_output=True, text=True,
+                              timeout=120, cwd=REPO)  # fmt: skip
         assert done.returncode == 0, done.stderr
         loaded = daemon.until(lambda r: r["type"] == "personal", "the personal head to be loaded")
         assert loaded["families"] == ["reed"] and loaded["notes"] == 4
@@ -279,3 +282,64 @@ def test_enrol_records_notes_from_the_fake_microphone(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert "microphone: kept 3 notes" in out, out
     assert personal.PersonalFile.load(directory / library.PERSONAL_NAME).families() == {"reed": 3}
+
+
+# -- evaluate and the experiment -----------------------------------------------------------------------------------
+
+
+def _toy() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("toy_enrol", Path(__file__).with_name("test_evaluate_toycorpus.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_applies_a_personal_file_to_every_window(bundle: bundle_module.Bundle, tmp_path: Path) -> None:
+    toy = _toy()
+    data = toy.make_corpus(tmp_path / "corpus", families=("reed", "organ"), libraries=("LibA",),  # type: ignore[attr-defined]
+                           pitches=(48, 55, 60, 67, 72, 77))  # fmt: skip
+    reed = sorted((data / "audio").glob("reed_*.wav"))[:3]
+    path = tmp_path / "mine.bin"
+    result = run_main("enrol", "reed", *reed, "--model", DEFAULT_MODEL, "--out", path)
+    assert result.exit_code == 0, result.output
+
+    def reed_recall(*extra: object) -> tuple[float, dict]:
+        out = tmp_path / f"eval{len(extra)}"
+        done = run_main("evaluate", "--model", DEFAULT_MODEL, "--data", data, "--out", out, "--quiet", *extra)
+        assert done.exit_code == 0, done.output
+        figures = json.loads((out / "evaluation.json").read_text())
+        return figures["per_family"]["reed"]["recall"], figures["model"]
+
+    before, model = reed_recall()
+    after, with_head = reed_recall("--personal", path)
+    assert "personal" not in model and with_head["personal"]["families"] == ["reed"]
+    assert after > before
+    path.write_bytes(path.read_bytes()[:-10])
+    damaged = run_main("evaluate", "--model", DEFAULT_MODEL, "--data", data, "--out", tmp_path / "x",
+                       "--personal", path)  # fmt: skip
+    assert damaged.exit_code == 2 and "damaged" in one_line(damaged.output)
+
+
+def test_experiment_enrol_reports_before_after_with_settings_chosen_elsewhere(tmp_path: Path) -> None:
+    toy = _toy()
+    data = toy.make_corpus(tmp_path / "corpus", families=("reed", "organ", "flute"),  # type: ignore[attr-defined]
+                           libraries=("LibA", "RealA", "RealB"), pitches=(48, 52, 55, 60, 64, 67))  # fmt: skip
+    out = tmp_path / "out"
+    result = run_main("experiment", "enrol", "--data", data, "--holdout", "RealA,RealB", "--shots", "2",
+                      "--repeats", "1", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    figures = json.loads((out / "enrol.json").read_text())
+    rows = figures["instruments"]
+    assert [(r["source"], r["shots"]) for r in rows] == [("RealA", 2), ("RealB", 2)]
+    for row in rows:
+        assert row["settings"]["tuned_on"] == [s for s in ("RealA", "RealB") if s != row["source"]]
+        assert row["notes_scored"] == 3 * 4 and 0.0 <= row["after"] <= 1.0
+        assert row["foreign_notes"] == 0  # every family of the toy corpus is in each source: none left out
+    assert figures["timing"]["fit_100_notes_ms"] > 0 and figures["timing"]["per_hop_median_ms"] > 0
+    table = (out / "enrol.md").read_text()
+    assert "| RealA | flute, organ, reed | 2 |" in table and "chosen per source on the other held-out" in table
+    missing = run_main("experiment", "enrol", "--data", data, "--holdout", "Nowhere", "--out", out)
+    assert missing.exit_code == 1 and "no library named Nowhere" in one_line(missing.output)
