@@ -151,8 +151,10 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
 @click.option("--command", "commands", multiple=True, metavar="WHAT=COMMAND",
               help="The command that made an input (train, convert, holdout), printed in the card; repeatable.")
 @click.option("--out", "out_file", type=click.Path(path_type=Path), default=Path("models/README.md"), show_default=True)
+@click.option("--enrol", "enrol_file", type=click.Path(path_type=Path),
+              help="`instrument-ai experiment enrol`'s enrol.json, for the enrolment section.")  # fmt: skip
 def model_card(bundle: Path, run_dir: Path, holdout_dir: Path, compare: tuple[str, ...], bench_file: Path | None,
-               commands: tuple[str, ...], out_file: Path) -> None:  # fmt: skip
+               commands: tuple[str, ...], out_file: Path, enrol_file: Path | None) -> None:  # fmt: skip
     """Write the model card (models/README.md) from the run's, the holdout's, the bundle's and the bench's JSON."""
     from instrument_ai.train.experiments.model_card import load_inputs, write_card
 
@@ -166,7 +168,7 @@ def model_card(bundle: Path, run_dir: Path, holdout_dir: Path, compare: tuple[st
         return out
 
     comparisons = [(label, Path(p)) for label, p in pairs(compare, "--compare")]
-    inputs = load_inputs(bundle, run_dir, holdout_dir, comparisons=comparisons, bench=bench_file)
+    inputs = load_inputs(bundle, run_dir, holdout_dir, comparisons=comparisons, bench=bench_file, enrol=enrol_file)
     inputs.commands = dict(pairs(commands, "--command"))
     written = write_card(inputs, out_file)
     click.echo(f"wrote {written}")

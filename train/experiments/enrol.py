@@ -36,9 +36,12 @@ from instrument_ai.device import personal
 from instrument_ai.device.labels import OTHER, SILENCE, UNKNOWN
 
 GRID: tuple[dict[str, float], ...] = tuple(
-    {"radius_quantile": q, "prob_weight": w} for q in (0.5, 0.75, 0.9) for w in (0.0, personal.PROB_WEIGHT)
+    {"radius_quantile": q, "radius_scale": r, "prob_weight": personal.PROB_WEIGHT}
+    for q in (0.5, 0.75, 0.9)
+    for r in (0.5, 0.75, 1.0)
 )
-"""Head settings tried on the tuning sources (the radius quantile, the weight of the model's output)."""
+"""Head settings tried on the tuning sources: the radius (quantile of the leave-one-note-out distances, times a
+scale). The model output's weight stays at `personal.PROB_WEIGHT`: 0 (MFCC only) was never chosen in a first run."""
 FOREIGN_PER_FAMILY = 12
 """Notes per family drawn from the rest of the corpus for the 'families not enrolled' figure."""
 TUNE_REPEATS = 2
@@ -298,7 +301,8 @@ def _draw(mine: list[Recording], k: int, seed: str) -> tuple[list[personal.Note]
 
 def _fit(notes: list[personal.Note], bundle: Any, params: dict[str, float]) -> personal.PersonalHead:
     return personal.fit_head(notes, bundle.labels, bundle.spec, bundle.mean, bundle.std,
-                             radius_quantile=params["radius_quantile"], prob_weight=params["prob_weight"])  # fmt: skip
+                             radius_quantile=params["radius_quantile"], radius_scale=params["radius_scale"],
+                             prob_weight=params["prob_weight"])  # fmt: skip
 
 
 def _foreign(recordings: list[Recording], families: set[str]) -> list[Recording]:
@@ -354,9 +358,13 @@ def run_enrol_experiment(cfg: EnrolConfig, say: Callable[[str], None] = print) -
         mine = [r for r in recordings if r.source == source and r.family != OTHER]
         families = sorted({r.family for r in mine})
         foreign = _foreign(recordings, set(families))
+        unseen = [r for r in foreign if r.source != "corpus"]  # other held-out sources: the model never heard them
+        known = [r for r in foreign if r.source == "corpus"]  # the corpus sample: sounds like the training data
+        split_before = {"unseen": scorer.accuracy(unseen, None), "known": scorer.accuracy(known, None)}
         for k in cfg.shots:
             params = chosen_for(source, k)
             before, after, f_before, f_after, fits = [], [], [], [], []
+            split_after: dict[str, list[float]] = {"unseen": [], "known": []}
             for rep in range(cfg.repeats):
                 enrolled, rest = _draw(mine, k, f"{cfg.seed}:{rep}:{source}:{k}")
                 started = time.perf_counter()
@@ -366,12 +374,18 @@ def run_enrol_experiment(cfg: EnrolConfig, say: Callable[[str], None] = print) -
                 after.append(scorer.accuracy(rest, head))
                 f_before.append(scorer.accuracy(foreign, None))
                 f_after.append(scorer.accuracy(foreign, head))
+                split_after["unseen"].append(scorer.accuracy(unseen, head))
+                split_after["known"].append(scorer.accuracy(known, head))
             row = {
                 "source": source, "families": families, "shots": k, "notes_scored": len(rest),
                 "before": float(np.mean(before)), "after": float(np.mean(after)),
                 "after_min": float(np.min(after)), "after_max": float(np.max(after)),
                 "foreign_notes": len(foreign), "foreign_before": float(np.mean(f_before)),
                 "foreign_after": float(np.mean(f_after)), "fit_ms": 1e3 * float(np.mean(fits)),
+                "unseen_notes": len(unseen), "unseen_before": split_before["unseen"],
+                "unseen_after": float(np.mean(split_after["unseen"])),
+                "known_notes": len(known), "known_before": split_before["known"],
+                "known_after": float(np.mean(split_after["known"])),
                 "settings": params,
             }  # fmt: skip
             rows.append(row)
@@ -478,17 +492,19 @@ def markdown_table(result: dict[str, Any]) -> str:
     """The instruments table, the `other` table and the cost line, as markdown."""
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     lines = [
-        "| source (held out) | families | K | notes scored | before | after (min-max) | families not enrolled: "
-        "before → after | head settings (chosen on) |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| source (held out) | families | K | notes scored | before | after (min-max) | families not enrolled, "
+        "other held-out sources: before → after | families not enrolled, corpus sample: before → after "
+        "| radius (chosen on) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in result["instruments"]:
         s = row["settings"]
         lines.append(
             f"| {row['source']} | {', '.join(row['families'])} | {row['shots']} | {row['notes_scored']} | "
             f"{pct(row['before'])} % | **{pct(row['after'])} %** ({pct(row['after_min'])}-{pct(row['after_max'])}) | "
-            f"{pct(row['foreign_before'])} → {pct(row['foreign_after'])} % (n={row['foreign_notes']}) | "
-            f"q={s['radius_quantile']:g}, w={s['prob_weight']:g} ({len(s['tuned_on'])} other sources) |"
+            f"{pct(row['unseen_before'])} → {pct(row['unseen_after'])} % (n={row['unseen_notes']}) | "
+            f"{pct(row['known_before'])} → {pct(row['known_after'])} % (n={row['known_notes']}) | "
+            f"q={s['radius_quantile']:g} x{s['radius_scale']:g} ({len(s['tuned_on'])} other sources) |"
         )
     if result["other"]:
         lines += [
