@@ -243,6 +243,8 @@ class Daemon:
             if signals.reload.is_set():
                 signals.reload.clear()
                 self.watcher.request("SIGHUP")
+                if self.personal_watcher is not None:
+                    self.personal_watcher.request("SIGHUP")
             candidate = self.watcher.take()
             if candidate is not None:
                 self.apply(candidate)

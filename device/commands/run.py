@@ -165,6 +165,9 @@ def run(
     A bundle that fails (digests, --trusted-key, self-test, a trial run) is refused with a
     "model_refused" event and the old model keeps running.
     Signals: SIGINT/SIGTERM stop within one hop; SIGHUP reloads the model between hops.
+    Personal head (`instrument-ai enrol`): --personal FILE, or --model-dir's personal.bin,
+    is applied at every hop and reloaded like the model ("personal" event); a damaged file is
+    refused ("personal_refused") and the head in force stays.
     Live page: --http HOST:PORT serves it with /events, /status, /healthz and /metrics (read-only);
     beyond loopback it needs --http-token-file (or --http-open). --mqtt HOST[:PORT] publishes events,
     the retained state and Home Assistant discovery (see docs/raspberry-pi.md).

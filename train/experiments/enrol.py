@@ -399,8 +399,9 @@ def run_enrol_experiment(cfg: EnrolConfig, say: Callable[[str], None] = print) -
         "holdout": found,
         "shots": cfg.shots,
         "repeats": cfg.repeats,
-        "settings_note": "radius quantile and output weight chosen per source on the other held-out sources "
-        "(leave-one-source-out over the grid); the reported source never took part in the choice",
+        "settings_note": "the head's radius (quantile of the leave-one-note-out distances x scale) is chosen per "
+        "source on the other held-out sources (leave-one-source-out over the grid; for `other`, on the other "
+        "sources' non-instrument sounds); the reported source never took part in the choice",
         "grid": list(GRID),
         "instruments": rows,
         "other": others,
@@ -408,6 +409,25 @@ def run_enrol_experiment(cfg: EnrolConfig, say: Callable[[str], None] = print) -
     }
     write_outputs(result, cfg.out)
     return result
+
+
+def _other_draw(
+    sounds: list[Recording], seconds: float, seed: str
+) -> tuple[list[personal.Note], list[Recording], float]:
+    """About `seconds` of `sounds` enrolled as `other` (at least two left to score), the rest, and the seconds."""
+    order = list(range(len(sounds)))
+    random.Random(seed).shuffle(order)
+    chosen: list[int] = []
+    total = 0.0
+    for i in order:
+        if total >= seconds or len(chosen) >= len(sounds) - 2:
+            break
+        chosen.append(i)
+        total += sounds[i].seconds
+    notes = [n for i in chosen for n in notes_of(sounds[i])]
+    for note in notes:
+        note.family = OTHER
+    return notes, [s for i, s in enumerate(sounds) if i not in set(chosen)], total
 
 
 def _other_rows(
@@ -419,29 +439,39 @@ def _other_rows(
     chosen_for: Callable[[str, int], dict[str, float]],
     say: Callable[[str], None],
 ) -> list[dict[str, Any]]:
+    """Enrol a source's non-instrument sounds as `other`; the radius is chosen on the *other* sources' sounds
+    (events removed, minus twice any instrument accuracy lost), or as for instruments when only one has any."""
     rows = []
     instruments = [r for r in recordings if r.family != OTHER]
-    for source in found:
-        sounds = [r for r in recordings if r.source == source and r.family == OTHER]
-        if len(sounds) < 4:
-            continue
-        params = chosen_for(source, max(cfg.shots))
+    kinds = {s: [r for r in recordings if r.source == s and r.family == OTHER] for s in found}
+    kinds = {s: sounds for s, sounds in kinds.items() if len(sounds) >= 4}
+    baseline = scorer.accuracy(instruments, None)
+
+    def objective(source: str, params: dict[str, float]) -> float:
+        total = 0.0
+        for rep in range(TUNE_REPEATS):
+            notes, held_out, _ = _other_draw(kinds[source], cfg.other_seconds, f"tune:{rep}:{source}:other")
+            head = _fit(notes, bundle, params)
+            before = scorer.events_per_minute(held_out, None)
+            cut = (before - scorer.events_per_minute(held_out, head)) / before if before else 0.0
+            total += cut - 2.0 * max(0.0, baseline - scorer.accuracy(instruments, head))
+        return total / TUNE_REPEATS
+
+    scores = {(s, i): objective(s, p) for s in kinds for i, p in enumerate(GRID)} if len(kinds) > 1 else {}
+    for source, sounds in kinds.items():
+        tuning = [s for s in kinds if s != source]
+        if tuning:
+            means = [np.mean([scores[(s, i)] for s in tuning]) for i in range(len(GRID))]
+            params: dict[str, Any] = {**GRID[int(np.argmax(means))], "tuned_on": tuning}
+        else:
+            params = chosen_for(source, max(cfg.shots))
         before, after, i_before, i_after, seconds = [], [], [], [], []
         for rep in range(cfg.repeats):
-            order = list(range(len(sounds)))
-            random.Random(f"{cfg.seed}:{rep}:{source}:other").shuffle(order)
-            chosen, total = [], 0.0
-            for i in order:
-                if total >= cfg.other_seconds or len(chosen) >= len(sounds) - 2:
-                    break
-                chosen.append(i)
-                total += sounds[i].seconds
-            notes = [n for i in chosen for n in notes_of(sounds[i])]
+            notes, held_out, total = _other_draw(sounds, cfg.other_seconds, f"{cfg.seed}:{rep}:{source}:other")
             head = _fit(notes, bundle, params)
-            held_out = [s for i, s in enumerate(sounds) if i not in set(chosen)]
             before.append(scorer.events_per_minute(held_out, None))
             after.append(scorer.events_per_minute(held_out, head))
-            i_before.append(scorer.accuracy(instruments, None))
+            i_before.append(baseline)
             i_after.append(scorer.accuracy(instruments, head))
             seconds.append(total)
         row = {
@@ -510,14 +540,16 @@ def markdown_table(result: dict[str, Any]) -> str:
         lines += [
             "",
             "| `other` sounds of | enrolled | instrument events/min: before → after | all instrument notes: "
-            "before → after |",
-            "|---|---:|---:|---:|",
+            "before → after | radius (chosen on) |",
+            "|---|---:|---:|---:|---|",
         ]
         for row in result["other"]:
+            s = row["settings"]
             lines.append(
                 f"| {row['source']} | {row['enrolled_seconds']:.0f} s | {row['events_per_min_before']:.1f} → "
                 f"**{row['events_per_min_after']:.1f}** | {pct(row['instrument_before'])} → "
-                f"{pct(row['instrument_after'])} % (n={row['instrument_notes']}) |"
+                f"{pct(row['instrument_after'])} % (n={row['instrument_notes']}) | "
+                f"q={s['radius_quantile']:g} x{s['radius_scale']:g} ({', '.join(s['tuned_on'])}) |"
             )
     t = result["timing"]
     lines += [
