@@ -343,3 +343,44 @@ def test_experiment_enrol_reports_before_after_with_settings_chosen_elsewhere(tm
     assert "| RealA | flute, organ, reed | 2 |" in table and "chosen per source on the other held-out" in table
     missing = run_main("experiment", "enrol", "--data", data, "--holdout", "Nowhere", "--out", out)
     assert missing.exit_code == 1 and "no library named Nowhere" in one_line(missing.output)
+
+
+def test_a_model_swap_drops_the_head_then_the_daemon_refits_it_from_the_stored_notes(
+    bundle: bundle_module.Bundle, tmp_path: Path
+) -> None:
+    """`flash` of another model: the engine drops the head (it belongs to the old model), the daemon asks the
+    personal watcher to load the file again, which re-fits it for the new model from its clips and saves it."""
+    from livehelp import wait_until
+
+    from instrument_ai.device.daemon import Daemon as Loop
+    from instrument_ai.device.model_watch import Candidate, ModelWatcher
+
+    path = tmp_path / "personal.bin"
+    data = personal.PersonalFile.new(bundle)
+    for seed in range(3):
+        data.add(personal.extract_notes(synth_note("odd", PITCHES[seed], seed), SR, bundle, "reed"))
+    data.save(path)
+    engine = Classifier(bundle)
+    engine.set_personal(library.head_for(path, bundle))
+    notices: list[tuple[str, dict]] = []
+
+    class Sink:
+        def notice(self, kind: str, info: dict) -> None:
+            notices.append((kind, info))
+
+    loop = Loop(None, engine, Sink(), None, None, None, None)
+    watcher = ModelWatcher(path, lambda _: library.head_for(path, engine.bundle), poll_seconds=None)
+    loop.personal_watcher = watcher.start()
+    try:
+        other = OtherBundle(bundle)
+        other.name, other.version, other.runtime = "default", "9.9.9", "test"  # type: ignore[attr-defined]
+        loop.apply(Candidate(str(tmp_path / "new.tflite"), "poll", other, None, 1.0))
+        assert engine.bundle is other and engine.personal is None
+        assert [k for k, _ in notices] == ["swap", "personal_dropped"]
+        candidate = wait_until(watcher.take, 30.0, "the re-fitted head")
+        loop.apply_personal(candidate)
+    finally:
+        watcher.close()
+    assert engine.personal is not None and engine.personal.fits(other) and notices[-1][0] == "personal"
+    assert notices[-1][1]["families"] == ["reed"] and notices[-1][1]["trigger"] == "model swap"
+    assert personal.PersonalFile.load(path).bundle == personal.bundle_identity(other)  # saved for the new model
