@@ -371,6 +371,27 @@ class PersonalHead:
         return out
 
 
+def _note_points(note: Note, offset: np.ndarray, scale: np.ndarray, prob_weight: float) -> np.ndarray:
+    """A note's hops in the head's space (the model's outputs only when `prob_weight` > 0)."""
+    outputs = note.probs if prob_weight > 0 else None
+    return np.stack(
+        [
+            _point(descriptor, None if outputs is None else outputs[i], offset, scale, prob_weight)
+            for i, descriptor in enumerate(note.descriptors)
+        ]
+    )
+
+
+def _leave_one_note_out(per_note: list[np.ndarray], quantile: float) -> float:
+    """The `quantile` of each hop's distance to the nearest hop of *another* note of the same family."""
+    loo = []
+    for i, points in enumerate(per_note):
+        others = np.concatenate([p for j, p in enumerate(per_note) if j != i])
+        squared = ((points[:, None, :] - others[None, :, :]) ** 2).sum(axis=2)
+        loo.append(np.sqrt(squared.min(axis=1)))
+    return float(np.quantile(np.concatenate(loo), quantile))
+
+
 def fit_head(
     notes: Sequence[Note],
     labels: Sequence[str],
@@ -400,14 +421,7 @@ def fit_head(
     for note in notes:
         if note.family not in labels:
             raise PersonalError(f"enrolled family {note.family!r} is not a label of this model ({', '.join(labels)})")
-        outputs = note.probs if prob_weight > 0 else None
-        points = np.stack(
-            [
-                _point(descriptor, None if outputs is None else outputs[i], offset, scale, prob_weight)
-                for i, descriptor in enumerate(note.descriptors)
-            ]
-        )
-        by_family.setdefault(note.family, []).append(points)
+        by_family.setdefault(note.family, []).append(_note_points(note, offset, scale, prob_weight))
     families: list[str] = []
     prototypes, owners, radii, envelopes = [], [], [], []
     family_probs: dict[str, list[np.ndarray]] = {}
@@ -418,12 +432,7 @@ def fit_head(
         per_note = by_family[family]
         if len(per_note) < MIN_NOTES:
             continue
-        loo = []
-        for i, points in enumerate(per_note):
-            others = np.concatenate([p for j, p in enumerate(per_note) if j != i])
-            squared = ((points[:, None, :] - others[None, :, :]) ** 2).sum(axis=2)
-            loo.append(np.sqrt(squared.min(axis=1)))
-        spread = float(np.quantile(np.concatenate(loo), radius_quantile))
+        spread = _leave_one_note_out(per_note, radius_quantile)
         stacked = np.concatenate(per_note)
         prototypes.append(stacked)
         owners.append(np.full(stacked.shape[0], len(families)))
@@ -433,15 +442,7 @@ def fit_head(
             envelopes.append(np.concatenate(family_probs[family]).max(axis=0))
     width = offset.size + (len(labels) if prob_weight > 0 else 0)
     known = [
-        (
-            np.stack(
-                [
-                    _point(d, None if note.probs is None else note.probs[i], offset, scale, prob_weight)
-                    for i, d in enumerate(note.descriptors)
-                ]
-            ),
-            labels.index(note.family),
-        )
+        (_note_points(note, offset, scale, prob_weight), labels.index(note.family))
         for note in background
         if note.family in labels and (note.probs is not None or prob_weight == 0)
     ]

@@ -165,9 +165,8 @@ def run(
     A bundle that fails (digests, --trusted-key, self-test, a trial run) is refused with a
     "model_refused" event and the old model keeps running.
     Signals: SIGINT/SIGTERM stop within one hop; SIGHUP reloads the model between hops.
-    Personal head (`instrument-ai enrol`): --personal FILE, or --model-dir's personal.bin,
-    is applied at every hop and reloaded like the model ("personal" event); a damaged file is
-    refused ("personal_refused") and the head in force stays.
+    Personal head (`enrol`): --personal FILE or --model-dir's personal.bin, applied at every hop,
+    reloaded like the model ("personal"; a damaged file: "personal_refused", the old head stays).
     Live page: --http HOST:PORT serves it with /events, /status, /healthz and /metrics (read-only);
     beyond loopback it needs --http-token-file (or --http-open). --mqtt HOST[:PORT] publishes events,
     the retained state and Home Assistant discovery (see docs/raspberry-pi.md).
@@ -188,9 +187,7 @@ def run(
         if loaded is not None:  # flash never prunes the version a daemon runs (issue 21, defect 4)
             record_running(Path(loaded.target))
         engine = make_engine(bundle, audio.rate, audio.channels, settings, audio.name)
-        head, personal_path, unusable = personal_head(personal, model_dir, bundle)
-        personal_seen = fingerprint(personal_path) if personal_path is not None else None
-        engine.set_personal(head)
+        personal_setup = _personal_setup(personal, model_dir, bundle, engine)
         report = report_to_stderr(as_json=as_json)
         with contextlib.ExitStack() as stack:
             out = _open_output(stack, output, report)
@@ -209,13 +206,7 @@ def run(
             stack.callback(watcher.close)
             watcher.start()
             daemon = Daemon(audio, engine, sink, out, signals, watcher, report, live)
-            if personal_path is not None:
-                daemon.personal_watcher = _personal_watcher(
-                    personal_path, daemon, reload_poll if model_dir else None, personal_seen
-                )
-                stack.callback(daemon.personal_watcher.close)
-                daemon.personal_watcher.start()
-                daemon.personal_unusable = unusable
+            _watch_personal(stack, daemon, personal_setup, reload_poll if model_dir else None)
             try:
                 daemon.loop(bundle, model_path, threads, stats_every, duration, started)
             except SourceError as exc:
@@ -224,6 +215,27 @@ def run(
         close = getattr(audio, "close", None)
         if close is not None:
             close()
+
+
+def _personal_setup(personal: Path | None, model_dir: Path | None, bundle: Any, engine: Any) -> tuple[Any, Any, Any]:
+    """Put `--personal` (or the model directory's personal.bin) in force: (its path, fingerprint, why unusable)."""
+    head, path, unusable = personal_head(personal, model_dir, bundle)
+    seen = fingerprint(path) if path is not None else None  # before the daemon starts: a change is seen by a poll
+    engine.set_personal(head)
+    return path, seen, unusable
+
+
+def _watch_personal(
+    stack: contextlib.ExitStack, daemon: Daemon, setup: tuple[Any, Any, Any], poll: float | None
+) -> None:
+    """Reload the personal file like the model (when there is a path to watch)."""
+    path, seen, unusable = setup
+    if path is None:
+        return
+    daemon.personal_watcher = _personal_watcher(path, daemon, poll, seen)
+    stack.callback(daemon.personal_watcher.close)
+    daemon.personal_watcher.start()
+    daemon.personal_unusable = unusable
 
 
 def _personal_watcher(path: Path, daemon: Daemon, poll: float | None, seen: Any) -> ModelWatcher:
