@@ -1,6 +1,10 @@
 # Two entry points, both idempotent on a fresh Debian machine with Python 3.11 as root:
 #   make demo  - install everything, run the main job on the shipped model
 #   make test  - install everything, run the test suite
+# And for releases and CI (.ci/run runs `make test` then `make test-pi`):
+#   make dist     - sdist + wheel in dist/, checked with twine (the version: device/__init__.py)
+#   make test-pi  - that wheel installed with [device] in an arm64 Raspberry Pi OS (bookworm) rootfs under
+#                   qemu, self-test + events compared with x86 on cortex-a72 (Pi 4) and cortex-a76 (Pi 5)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -18,7 +22,7 @@ CORPUS_APT_PACKAGES := musescore-general-soundfont espeak-ng
 SHARED ?= ../shared/sample-libraries
 CORPUS ?= data/corpus
 
-.PHONY: demo test apt venv lint clean corpus
+.PHONY: demo test apt venv lint clean corpus dist test-pi
 
 apt: .stamp-apt
 .stamp-apt: Makefile
@@ -65,9 +69,29 @@ corpus: venv
 	$(VENV)/bin/instrument-ai data build --out $(CORPUS) $(if $(wildcard $(SHARED)),--shared-libraries $(SHARED)) \
 	  $(if $(CATALOGUE),--sources all $(SOURCE_ARGS)) --other --synth $(SYNTH_INSTRUMENTS) --jobs 2
 
+# The wheel a Pi installs (docs/raspberry-pi.md), with the shipped models and the device assets inside.
+dist: venv
+	rm -rf dist
+	$(PY) -m build --quiet --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
+
+# qemu-user + debootstrap for the arm64 install test; the base rootfs is cached in ~/.cache/instrument-ai.
+PI_APT_PACKAGES := qemu-user-static binfmt-support debootstrap zstd
+.stamp-apt-pi: Makefile
+	@missing=""; for p in $(PI_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+test-pi: dist .stamp-apt-pi
+	.ci/test-pi.sh dist/instrument_ai-*-py3-none-any.whl
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) .stamp-apt build *.egg-info
+	rm -rf $(VENV) .stamp-apt .stamp-apt-pi build dist *.egg-info

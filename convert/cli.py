@@ -53,7 +53,6 @@ def convert(
 ) -> None:
     """Convert the training run RUNDIR into one int8 TFLite bundle (checked against Keras before it is written)."""
     from instrument_ai.convert.converter import convert_run
-    from instrument_ai.device.bundle import BundleError
 
     signer = None
     if sign_key is not None:
@@ -65,21 +64,18 @@ def convert(
             signature, public = signing.sign(sign_key, message)
             return public, signature
 
-    try:
-        bundle, report, run = convert_run(
-            rundir,
-            out,
-            int8=not as_float,
-            name=name,
-            version=version,
-            golden=golden,
-            calibration_windows=calibration_windows,
-            max_disagreement=max_disagreement,
-            max_note_loss_points=max_note_loss,
-            signer=signer,
-        )
-    except BundleError as exc:  # the device's own error class (not yet an InstrumentAIError)
-        raise click.ClickException(str(exc)) from None
+    bundle, report, run = convert_run(
+        rundir,
+        out,
+        int8=not as_float,
+        name=name,
+        version=version,
+        golden=golden,
+        calibration_windows=calibration_windows,
+        max_disagreement=max_disagreement,
+        max_note_loss_points=max_note_loss,
+        signer=signer,
+    )
     for warning in run.warnings:
         click.echo(f"warning: {warning}", err=True)
     payload = bundle.model.buffers[bundle.model.metadata_buffer("instrument_ai")][1]

@@ -19,15 +19,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import sys
 import warnings
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from instrument_ai.device.frontend import normalise_windows
+from instrument_ai.device.native_stderr import quiet_native_stderr
 
 MAX_DISAGREEMENT = 0.02
 MAX_NOTE_LOSS_POINTS = 1.0
@@ -99,23 +98,9 @@ def to_tflite(model: Any, representative: np.ndarray | None, *, int8: bool = Tru
         converter.inference_output_type = tf.int8
     # Keras' export prints every captured tensor to stdout and the converter's C++ core logs to
     # stderr: the CLI output stays ours (a failure still raises, with its message).
-    with contextlib.redirect_stdout(io.StringIO()), _native_stderr_silenced(), warnings.catch_warnings():
+    with contextlib.redirect_stdout(io.StringIO()), quiet_native_stderr(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return bytes(converter.convert())
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 (C++ logging) to /dev/null for the duration (the convert CLI is single-threaded)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def keras_probabilities(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -13,11 +13,23 @@ from instrument_ai.device.errors import InstrumentAIError
 
 
 class SigningError(InstrumentAIError, RuntimeError):
-    """A key that cannot be used; one line for the user."""
+    """A key that cannot be used, or no `cryptography` to use it with; one line for the user."""
+
+
+def _require_cryptography() -> None:
+    """SigningError naming the extra when `cryptography` is missing (a `[device]`-only install lacks it)."""
+    try:
+        import cryptography  # noqa: F401 - only whether it imports
+    except ImportError:
+        raise SigningError(
+            "signing keys need the 'cryptography' package, which the [device] extra does not install: "
+            "pip install 'instrument-ai[train]' (or pip install cryptography)"
+        ) from None
 
 
 def generate_keypair(private_path: Path, *, force: bool = False) -> tuple[Path, str]:
     """Write a new private key (PEM, mode 0600) and `<name>.pub` (hex); return (pub path, hex)."""
+    _require_cryptography()
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -37,6 +49,7 @@ def generate_keypair(private_path: Path, *, force: bool = False) -> tuple[Path, 
 
 def load_private_key(path: Path):  # -> Ed25519PrivateKey
     """Read a PEM private key written by `generate_keypair`."""
+    _require_cryptography()
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -53,6 +66,7 @@ def load_private_key(path: Path):  # -> Ed25519PrivateKey
 
 def sign(private_path: Path, message: bytes) -> tuple[bytes, bytes]:
     """Return (signature, raw public key) for `message`."""
+    _require_cryptography()
     from cryptography.hazmat.primitives import serialization
 
     key = load_private_key(private_path)

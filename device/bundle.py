@@ -61,6 +61,19 @@ INT8_GOLDEN_TOLERANCE = 1
 FLOAT_GOLDEN_TOLERANCE = 1e-3
 """Golden outputs of a float model: a probability may move by 1e-3 between runtimes (one int8 step is 4e-3)."""
 
+INT8_KERNEL_TOLERANCE: dict[str, float] = {"tflite-runtime": 12}
+"""Int8 golden tolerance (output steps) of runtimes whose int8 kernels are not the ones that made the golden outputs.
+
+The writer computes the expected outputs with ai-edge-litert, whose XNNPACK int8 kernels requantize in
+float and round half to even; tensorflow.lite 2.21 gives the same bytes. tflite-runtime 2.14 (its last
+release, and the only runtime for 32-bit Raspberry Pi OS) runs TFLite's own int8 kernels, which requantize
+with a fixed-point multiplier and round half away from zero: the same bytes as ai-edge-litert with its
+reference kernels. A one-step difference after the first convolution grows through the network. Measured
+on the shipped model over 655 windows (the demo clip and random MFCCs): up to 10 output steps, 99 % within
+6.5, top-1 different on 5; its golden vector differs by 4. A broken kernel is far outside this (XNNPACK
+under qemu's default CPU model: 116 steps), so 12 keeps the self-test meaningful.
+"""
+
 
 class BundleError(InstrumentAIError):
     """A bundle the device refuses; the message is one line and names the file and the reason."""
@@ -247,7 +260,7 @@ class Bundle:
     def run_self_test(self) -> dict[str, Any]:
         """Run the golden vectors; BundleError when an output is more than the tolerance away."""
         golden = self.metadata["golden"]
-        tolerance = float(golden["tolerance"])
+        tolerance = golden_tolerance(float(golden["tolerance"]), self.runtime, int8=self.output_codec.dtype == "int8")
         worst = 0.0
         started = time.perf_counter()
         for i, vector in enumerate(golden["vectors"]):
@@ -276,6 +289,13 @@ class Bundle:
             "ms": (time.perf_counter() - started) * 1e3,
         }
         return self.self_test
+
+
+def golden_tolerance(tolerance: float, runtime: str, *, int8: bool) -> float:
+    """The bundle's golden tolerance, widened for a runtime whose int8 kernels round differently (see above)."""
+    if int8:
+        return max(tolerance, float(INT8_KERNEL_TOLERANCE.get(runtime.split(" ")[0], tolerance)))
+    return tolerance
 
 
 # -- reading --------------------------------------------------------------------------------------

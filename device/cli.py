@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from instrument_ai.device import __version__
 from instrument_ai.device.errors import InstrumentAIError
 
 # name -> ("module:attribute", one-line help). The help is kept here so that
@@ -65,11 +66,25 @@ class LazyGroup(click.Group):
             ) from None
         return getattr(module, attr)
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the subcommand; a library error becomes click's, so every runner prints the same one line."""
+        try:
+            return super().invoke(ctx)
+        except InstrumentAIError as exc:
+            raise as_click_error(exc) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def as_click_error(exc: InstrumentAIError) -> click.ClickException:
+    """The one translation of a library error for click: its message on one line, its own exit status."""
+    error = click.ClickException(" ".join(str(exc).split()))
+    error.exit_code = exc.exit_code  # type: ignore[misc]  # click reads it per instance
+    return error
 
 
 def _module_exists(target: str) -> bool:
@@ -82,7 +97,7 @@ def _module_exists(target: str) -> bool:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="instrument-ai")
+@click.version_option(version=__version__, prog_name="instrument-ai")
 @click.option("--verbose", is_flag=True, help="Keep the TFLite runtime's own INFO lines on stderr.")
 def cli(verbose: bool) -> None:
     """instrument-ai: hear a note, name the instrument family, on a Raspberry Pi."""

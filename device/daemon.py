@@ -144,6 +144,7 @@ class Daemon:
                 "new_name": new.name,
                 "new_version": new.version,
                 "runtime": new.runtime,
+                "new_labels": list(new.labels),  # the live page, /status and MQTT name what is running now
                 "labels_changed": list(getattr(old, "labels", [])) != list(new.labels),
                 "stream_kept": kept_stream,
                 **where,

@@ -21,7 +21,11 @@ feature frames. At every hop boundary (hop ``h`` ends at model-rate sample
 2. otherwise calls the interpreter once on the newest ``window_frames`` frames
    (frames before the stream began count as digital silence, so the first
    decision comes after one hop, not after a whole window);
-3. averages the probabilities of the last ``smooth`` non-silent hops; the
+3. averages the probabilities of the last ``smooth`` non-silent hops (with
+   ``decision="note"``: of every hop since the note's onset, as a mean
+   log-probability - `decision.decide_note_labels`; a note also ends where
+   the level jumps within sound, `decision.find_onset`, and with
+   ``align_onsets`` its window then starts at that jump); the
    label (`decision.decide_label`) is the top class, or "unknown" under ``min_confidence`` or under the
    bundle's open-set threshold on the temperature-calibrated maximum
    probability (`openset.Rejection`; none in a bundle without ``open_set``).
@@ -42,7 +46,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from instrument_ai.device.decision import decide_label
+from instrument_ai.device.decision import (
+    ONSET_LOOKBACK,
+    chunk_levels_db,
+    decide_label,
+    find_onset,
+    log_probabilities,
+    note_distribution,
+)
 from instrument_ai.device.frontend import FrontendSpec, MfccStream, mfcc
 from instrument_ai.device.labels import OTHER, SILENCE, UNKNOWN
 from instrument_ai.device.openset import Rejection, rejection_from_metadata
@@ -233,6 +244,7 @@ class Classifier:
         self.input_rate, self.channels = int(rate), channels
         self.hop_seconds = hop
         self.align_onsets = bool(settings.align_onsets)
+        self.per_note = settings.decision == "note"
         self._top_k_wanted = settings.top_k
         self._hop_times: deque[float] = deque(maxlen=8192)
         self.personal: PersonalStage | None = None
@@ -255,7 +267,8 @@ class Classifier:
 
         `model`: a bundle path, or None for the default model (``$INSTRUMENT_AI_MODEL``, ``models/default.tflite``,
         else the one shipped with the package). `settings`: `EngineSettings` fields. A refused bundle raises a
-        one-line `model_files.ModelLoadError`.
+        one-line `model_files.ModelLoadError`; a named bundle (`model`, ``$INSTRUMENT_AI_MODEL``) that is not
+        there raises `model_files.NamedModelMissing` (never a fall-back to the default).
 
         >>> import numpy as np
         >>> from instrument_ai.device import Classifier
@@ -299,9 +312,14 @@ class Classifier:
         self._ring = FeatureRing(self.spec.n_mfcc, capacity, silent_frame)
         # The newest samples (a hop and a little more), kept to locate an onset only when one happens.
         self._recent = np.zeros(0)
-        self._recent_keep = self.hop_samples + 2 * self.spec.hop_length
+        self._onset_keep = self.hop_samples + 2 * self.spec.hop_length  # what `_locate_onset` looks at
+        # With one decision per note, also the chunks before the hop that `onset_within` compares it with.
+        self._recent_keep = self._onset_keep + (ONSET_LOOKBACK * self.spec.hop_length if self.per_note else 0)
+        self._keep_recent = self.align_onsets or self.per_note
         self._onset_frame: int | None = None
         self._history: deque[np.ndarray] = deque(maxlen=self.smooth)
+        self._note_log_sum = np.zeros(0)  # decision "note": sum of the note's log-probabilities so far
+        self._note_hops = 0  # ... over this many sounding hops (0: no note sounding)
         self._pending: list[np.ndarray] = []  # mono input not yet resampled (less than the next hop needs)
         self._pending_count = 0
         self._samples = 0  # model-rate samples consumed since the time base
@@ -351,6 +369,7 @@ class Classifier:
             self.top_k = min(self._top_k_wanted, len(self.labels))
             if not same_labels:
                 self._history.clear()
+                self._note_hops = 0
             return True
         now, input_samples, label, hop = (
             self.stream_time,
@@ -437,7 +456,7 @@ class Classifier:
             if new_frames.shape[1]:
                 self._ring.push(new_frames)
             self._hop_energy += float(piece @ piece)
-            if self.align_onsets:
+            if self._keep_recent:
                 kept = self._recent[max(0, self._recent.size - (self._recent_keep - take)) :]
                 self._recent = np.concatenate((kept, piece))[-self._recent_keep :]
             self._hop_frontend_s += time.perf_counter() - started
@@ -453,19 +472,31 @@ class Classifier:
         Chunk k is the frame hop of samples where frame k starts; the newest
         samples (`_recent`) cover the last hop and a bit more.
         """
-        chunk = self.spec.hop_length
-        start = self._samples - self._recent.size  # sample index of _recent[0]
-        first = -(-start // chunk)  # first whole chunk inside _recent
-        last = self._samples // chunk  # chunks first .. last-1 are complete
-        if last <= first:
-            return max(0, last - 1)
-        offset = first * chunk - start
-        chunks = self._recent[offset : offset + (last - first) * chunk].reshape(-1, chunk)
-        energy = np.einsum("ij,ij->i", chunks, chunks) / chunk
-        with np.errstate(divide="ignore"):
-            levels = 10.0 * np.log10(energy)
+        first, levels = self._recent_chunk_levels(self._onset_keep)
+        if levels.size == 0:
+            return max(0, first - 1)
         above = np.flatnonzero(levels >= self.silence_db)
         return first + int(above[0]) if above.size else first
+
+    def _recent_chunk_levels(self, keep: int) -> tuple[int, np.ndarray]:
+        """The levels (dBFS) of the whole frame-hop chunks within the newest `keep` samples, and the index of the
+        first (empty when none is complete: the index is then that of the chunk in progress)."""
+        chunk = self.spec.hop_length
+        recent = self._recent[-keep:]
+        start = self._samples - recent.size  # sample index of recent[0]
+        first = -(-start // chunk)  # first whole chunk inside recent
+        last = self._samples // chunk  # chunks first .. last-1 are complete
+        if last <= first:
+            return last, np.zeros(0)
+        offset = first * chunk - start
+        return first, chunk_levels_db(recent[offset : offset + (last - first) * chunk], chunk)
+
+    def _onset_in_hop(self) -> int | None:
+        """The frame where the level jumps within this hop (`decision.find_onset`): a new note without silence."""
+        first, levels = self._recent_chunk_levels(self._recent_keep)
+        newly_complete = (self._samples - self.hop_samples) // self.spec.hop_length  # first chunk completed now
+        found = find_onset(levels, newly_complete - first, floor_db=self.silence_db)
+        return None if found is None else first + found
 
     def _window(self) -> np.ndarray:
         """The model's input: the newest frames, or - right after an onset - frames from the onset on.
@@ -493,10 +524,19 @@ class Classifier:
         probs = None
         if mean_square == 0.0 or level_db < self.silence_db:  # digital zeros are silence at any gate
             self._history.clear()
+            self._note_hops = 0
             self._onset_frame = None
             label, confidence, top = SILENCE, 0.0, []
         else:
-            if self.align_onsets and not self._history:  # first sounding hop after silence (or at the start)
+            new_note = not self._history  # first sounding hop after silence (or at the start)
+            if self.per_note and not new_note:
+                onset = self._onset_in_hop()
+                if onset is not None:
+                    new_note = True
+                    self._note_hops = 0
+                    if self.align_onsets:
+                        self._onset_frame = onset
+            elif self.align_onsets and new_note:
                 self._onset_frame = self._locate_onset()
             window = self._window()
             started = time.perf_counter()
@@ -507,7 +547,7 @@ class Classifier:
             if probs.size != len(self.labels):
                 raise ValueError(f"the model returned {probs.size} probabilities for {len(self.labels)} labels")
             self._history.append(probs)
-            smoothed = np.mean(self._history, axis=0)
+            smoothed = self._note_evidence(probs) if self.per_note else np.mean(self._history, axis=0)
             order = np.argsort(-smoothed, kind="stable")[: self.top_k]
             top = [(self.labels[i], float(smoothed[i])) for i in order]
             confidence = top[0][1]
@@ -535,6 +575,21 @@ class Classifier:
         self._hop_energy = 0.0
         self._hop_frontend_s = 0.0
         return event
+
+    def _note_evidence(self, probs: np.ndarray) -> np.ndarray:
+        """Add this hop to its note (a new one after silence or an onset: `_note_hops` 0) and return the note's
+        probabilities."""
+        if self._note_hops == 0 or self._note_log_sum.shape != probs.shape:
+            self._note_log_sum = np.zeros_like(probs)
+            self._note_hops = 0
+        self._note_log_sum += log_probabilities(probs)
+        self._note_hops += 1
+        return note_distribution(self._note_log_sum, self._note_hops)
+
+    @property
+    def note_hops(self) -> int:
+        """Sounding hops in the note so far (decision "note"; 0 in silence, and always with decision "hops")."""
+        return self._note_hops
 
     @property
     def hops(self) -> int:

@@ -40,6 +40,7 @@ class Client:
     queue: queue.Queue[bytes] = field(default_factory=lambda: queue.Queue(maxsize=DEFAULT_QUEUE))
     dropped: str | None = None  # set by the audio thread when the client fell behind
     sent: int = 0
+    final: bytes | None = None  # the last message of the stream (the source ended): close after sending it
 
     def offer(self, message: bytes) -> None:
         """Called by the audio thread: queue `message`, or drop this client if its queue is full."""
@@ -104,6 +105,12 @@ class EventHub:
         for client in self._clients:  # a tuple: replaced, never mutated, by the server threads
             if changed or client.every_hop:
                 client.offer(message)
+
+    def finish(self, message: bytes) -> None:
+        """The last message of every stream (the source ended): each client closes once it has sent it."""
+        for client in self._clients:
+            client.final = message
+            client.offer(message)
 
     def remember(self, stream_time: float, label: str, confidence: float) -> None:
         """One hop of the timeline history (bounded)."""

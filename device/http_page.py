@@ -31,6 +31,7 @@ import queue
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -50,6 +51,8 @@ HEAD_SECONDS = 5.0
 MIN_TOKEN_CHARS = 16
 """Tokens shorter than this are warned about (`openssl rand -hex 16` gives 32 characters)."""
 DEFAULT_STALL_SECONDS = 5.0
+END_DRAIN_SECONDS = 1.0
+"""At the end of the source, how long the server waits for the live streams to send their `end` message."""
 STREAM_SEND_BUFFER = 16384
 """Kernel send buffer of a live stream (bytes): what a stuck reader can absorb before its queue fills."""
 
@@ -216,6 +219,10 @@ class PageApp:
         ).start()
 
     def close(self) -> None:
+        if self.state.ended is not None:  # let the pages read "source ended" rather than a dropped connection
+            deadline = time.monotonic() + END_DRAIN_SECONDS
+            while self.hub.clients and time.monotonic() < deadline:
+                time.sleep(0.02)
         self.stopping.set()
         if self._server is not None:
             self._server.shutdown()
@@ -241,7 +248,11 @@ class PageApp:
             "stall_seconds": self.stall_seconds,
             "hops": self.state.hops,
         }
-        if not ok:
+        ended = self.state.ended
+        if ended is not None:
+            ok = body["ok"] = False
+            body["error"] = f"the source ended ({ended.get('reason')})"
+        elif not ok:
             body["error"] = (
                 "no audio yet" if self.state.hops == 0 else f"no hop for {age:.1f} s: the microphone has stalled"
             )
@@ -406,6 +417,9 @@ class _Handler(BaseHTTPRequestHandler):
             if self.command == "HEAD":
                 return
             self.wfile.write(b"retry: 2000\n\n" + sse_message(json.dumps(app.state.hello(), default=str)))
+            if app.state.ended is not None:  # opened after the end: say so, and close
+                self.wfile.write(app.state.end_message())
+                return
             self._stream(client)
         finally:
             app.hub.disconnect(client)
@@ -425,6 +439,8 @@ class _Handler(BaseHTTPRequestHandler):
                     batch.append(client.queue.get_nowait())
             self.wfile.write(b"".join(batch))  # a stuck reader times out here (socket timeout), not the audio
             client.sent += len(batch)
+            if client.final is not None and any(message is client.final for message in batch):
+                return  # the source ended: the page knows, the stream is over
         if client.dropped is not None:
             with contextlib.suppress(OSError):
                 self.wfile.write(sse_message(json.dumps({"type": "dropped", "reason": client.dropped})))

@@ -23,6 +23,9 @@ import numpy as np
 from instrument_ai.device.event_hub import EventHub, sse_message, wall_time
 from instrument_ai.device.process_stats import rss_mb
 
+SOURCE_ENDED = ("end of source", "duration")
+"""Stop reasons after which no more audio will come (a signal may be a service restart: the page reconnects)."""
+
 COST_BUCKETS_MS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0)
 """Upper bounds of the hop-cost histogram (ms); a 0.25 s hop must stay far below the last one."""
 
@@ -100,6 +103,7 @@ class LiveState:
         self.output_lost = 0
         self.observer_errors = 0
         self.personal: dict[str, Any] | None = None  # the personal head in force: {"families": [...], "notes": N}
+        self.ended: dict[str, Any] | None = None  # set when the source ended: the page stops reconnecting
 
     # -- sink interface (the audio thread) ------------------------------------------------------------------
     def start(self, info: dict[str, Any]) -> None:
@@ -151,6 +155,8 @@ class LiveState:
                 "name": data.get("new_name"),
                 "version": data.get("new_version"),
                 "runtime": data.get("runtime"),
+                "path": data.get("path", self.model.get("path")),
+                "labels": list(data.get("new_labels", self.model.get("labels", []))),
             }
         elif kind == "personal":
             self.personal = {"families": list(data.get("families", [])), "notes": data.get("notes", 0)}
@@ -175,7 +181,18 @@ class LiveState:
         self.output_lost = int(summary.get("output_lost", 0))
 
     def close(self, summary: dict[str, Any]) -> None:
+        """The stream is over; when its source ended (not a signal), the live streams get an `end` message."""
         self.stats(summary)
+        reason = summary.get("reason")
+        if reason not in SOURCE_ENDED:
+            return
+        self.ended = {"reason": reason, "stream_seconds": summary.get("stream_seconds"), "wall": wall_time()}
+        if self.hub is not None:
+            self.hub.finish(self.end_message())
+
+    def end_message(self) -> bytes:
+        """The SSE message that tells a page the source ended (so it shows that instead of reconnecting)."""
+        return sse_message(json.dumps({"type": "end", **(self.ended or {})}, separators=(",", ":")))
 
     # -- readers (the server threads) ---------------------------------------------------------------------
     def last_hop_age(self) -> float:
@@ -193,6 +210,7 @@ class LiveState:
             "source": self.info.get("source"),
             "state": self.last,
             "history": self.hub.timeline() if self.hub is not None else [],
+            "ended": self.ended,
             "wall": wall_time(),
         }
 
@@ -218,6 +236,7 @@ class LiveState:
             "model": self.model,
             "personal": self.personal,
             "source": self.info.get("source"),
+            "ended": self.ended,
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started_wall)),

@@ -2,10 +2,11 @@
 
 A model is a bundle file given directly, the ``current.tflite`` of a model directory (as `flash` installs it),
 ``$INSTRUMENT_AI_MODEL``, ``models/default.tflite`` under the working directory, or the default that ships with
-the package. Every refusal is one line: `ModelNotFound` / `ModelLoadError` (exit 1) or, for what a service
-restart cannot fix, exit 2: a `ConfigurationError` (a bad trusted key, a bundle the key refuses, a bundle without
-``other`` where one is required) or a model directory that is missing or holds no model yet. Messages name
-values, not flags.
+the package. A model that is named (a file given, ``$INSTRUMENT_AI_MODEL``, a model directory) must be there:
+it is never replaced by a default (`NamedModelMissing`). Every refusal is one line: `ModelNotFound` /
+`ModelLoadError` (exit 1) or, for what a service restart cannot fix, exit 2: a `ConfigurationError` (a bad
+trusted key, a bundle the key refuses, a bundle without ``other`` where one is required), a named model that
+is missing, or a model directory that is missing or holds no model yet. Messages name values, not flags.
 """
 
 from __future__ import annotations
@@ -38,6 +39,20 @@ class NoModelFound(ModelNotFound):
     """Nothing given, and none of the default places holds a bundle."""
 
 
+class NamedModelMissing(ModelNotFound):
+    """A bundle file named by the caller or by ``$INSTRUMENT_AI_MODEL`` is not there (exit 2: configuration).
+
+    `named_by` says where it was named: ``"model"`` (the caller's argument) or ``"$INSTRUMENT_AI_MODEL"``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, path: Path, named_by: str, reason: str) -> None:
+        where = "" if named_by == "model" else f" (named by {named_by})"
+        super().__init__(f"{path}: {reason}{where}")
+        self.path, self.named_by, self.reason = path, named_by, reason
+
+
 class NoModelInstalled(ModelNotFound):
     """A model directory with no current model yet (exit 2: a service restart cannot fix it, a flash can)."""
 
@@ -65,7 +80,7 @@ class OtherRequiredError(ConfigurationError):
 
 
 def default_model_candidates() -> list[Path]:
-    """Where a model is looked for when none is named, in order."""
+    """Where a model is looked for when none is named, in order (``$INSTRUMENT_AI_MODEL`` first, when set)."""
     out = []
     if os.environ.get(MODEL_ENV):
         out.append(Path(os.environ[MODEL_ENV]))
@@ -74,14 +89,36 @@ def default_model_candidates() -> list[Path]:
     return out
 
 
+def environment_model() -> Path | None:
+    """The bundle ``$INSTRUMENT_AI_MODEL`` names (NamedModelMissing when it is not there), or None when unset."""
+    value = os.environ.get(MODEL_ENV)
+    if not value:
+        return None
+    return named_model(Path(value), f"${MODEL_ENV}")
+
+
+def named_model(path: Path, named_by: str = "model") -> Path:
+    """`path`, checked to exist: a named model is never silently replaced by a default.
+
+    Only existence: a directory or a bad file is the bundle loader's refusal (exit 1), as for `inspect`.
+    """
+    if not path.exists():
+        raise NamedModelMissing(path, named_by, "no such model file")
+    return path
+
+
 def find_model(model: Path | None = None, model_dir: Path | None = None) -> Path:
-    """The bundle file to load: `model`, else `model_dir`'s current one, else the first default that exists."""
+    """The bundle file to load: `model`, else `model_dir`'s current one, else ``$INSTRUMENT_AI_MODEL``, else the
+    first default that exists. A model that is named and missing is an error (exit 2), never a fall-back."""
     if model is not None and model_dir is not None:
         raise ConfigurationError("give either a model file or a model directory, not both")
     if model is not None:
-        return Path(model)
+        return named_model(Path(model))
     if model_dir is not None:
         return installed_model(Path(model_dir))
+    from_environment = environment_model()
+    if from_environment is not None:
+        return from_environment
     for candidate in default_model_candidates():
         if candidate.is_file():
             return candidate

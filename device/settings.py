@@ -6,8 +6,9 @@ everywhere in the library (the CLI spells two of them differently: ``--hop`` and
 
 >>> EngineSettings().smooth, EngineSettings().silence_db, EngineSettings().min_confidence
 (3, -60.0, 0.4)
->>> EngineSettings(smooth=5).replace(top_k=1)
-EngineSettings(hop_seconds=None, smooth=5, silence_db=-60.0, min_confidence=0.4, top_k=1, align_onsets=True)
+>>> EngineSettings(smooth=5).replace(top_k=1)  # doctest: +NORMALIZE_WHITESPACE
+EngineSettings(hop_seconds=None, smooth=5, silence_db=-60.0, min_confidence=0.4, top_k=1, align_onsets=True,
+               decision='hops')
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
+
+Decision = Literal["hops", "note"]
+"""How a sounding hop's label is decided: `EngineSettings.decision`."""
+DECISIONS: tuple[str, ...] = get_args(Decision)
 
 
 def _check(name: str, value: Any, ok: bool, want: str) -> None:
@@ -41,13 +46,19 @@ class EngineSettings:
     """Hops quieter than this RMS level (dBFS) are silence: no model call, and the smoothing restarts."""
 
     min_confidence: float = 0.4
-    """Below this smoothed top probability the label is ``unknown``."""
+    """Below this smoothed top probability (with ``decision="note"``: the note's accumulated one) the label is
+    ``unknown``."""
 
     top_k: int = 3
     """Classes reported per decision, best first (at most the bundle's label count)."""
 
     align_onsets: bool = True
     """Right after an onset, start the model window at the note (padded) rather than in the silence before it."""
+
+    decision: Decision = "hops"
+    """``hops``: each hop decides on the mean of the last `smooth` hops. ``note``: on the evidence since the
+    note's onset (mean log-probability of its sounding hops, reset at the next onset or silence:
+    `decision.decide_note_labels`), so a held note's label only firms up as it sounds."""
 
     def __post_init__(self) -> None:
         hop = self.hop_seconds
@@ -61,6 +72,7 @@ class EngineSettings:
         _check("min_confidence", confidence, isinstance(confidence, (int, float)) and 0.0 <= confidence <= 1.0,
                "in [0, 1]")  # fmt: skip
         _check("top_k", self.top_k, _is_int(self.top_k) and self.top_k >= 1, "an integer >= 1")
+        _check("decision", self.decision, self.decision in DECISIONS, f"one of {', '.join(DECISIONS)}")
 
     def replace(self, **changes: Any) -> EngineSettings:
         """A copy with some fields changed (TypeError for a name that is no field)."""

@@ -93,9 +93,20 @@ class Source:
 
 
 class FileSource(Source):
-    """An audio file (anything libsndfile reads: wav, flac, ogg...), at real time or as fast as possible."""
+    """An audio file (anything libsndfile reads: wav, flac, ogg...), at real time or as fast as possible.
 
-    def __init__(self, path: str | Path, *, realtime: bool = True, block_seconds: float = 0.05, name: str = "") -> None:
+    `loop`: at the end, play it again from the start, until the stop event (a demo on a screen all day).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        realtime: bool = True,
+        block_seconds: float = 0.05,
+        name: str = "",
+        loop: bool = False,
+    ) -> None:
         import soundfile
 
         path = Path(path)
@@ -114,8 +125,13 @@ class FileSource(Source):
             name=name or str(path), rate=int(info.samplerate), channels=int(info.channels), realtime=realtime
         )
         self.path = path
+        self.loop = loop
+        self.passes = 0  # plays started (a loop's count)
         self.frames = int(info.frames)
         self.block_frames = max(1, round(block_seconds * self.rate)) if realtime else max(1, round(0.25 * self.rate))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "loop": True} if self.loop else super().describe()
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
         import soundfile
@@ -124,10 +140,15 @@ class FileSource(Source):
         delivered = 0
         try:
             with soundfile.SoundFile(str(self.path)) as handle:
+                self.passes = 1
                 while not stop.is_set():
                     block = handle.read(self.block_frames, dtype="float32", always_2d=True)
                     if block.shape[0] == 0:
-                        return
+                        if not self.loop:
+                            return
+                        handle.seek(0)  # again from the start; the stream's clock runs on
+                        self.passes += 1
+                        continue
                     if not np.isfinite(block).all():
                         raise SourceError(f"{self.path}: contains NaN or Inf samples")
                     delivered += block.shape[0]
@@ -209,9 +230,9 @@ def _amount(n_bytes: int, block_align: int, rate: int) -> str:
     return f"{n_bytes} bytes"
 
 
-def demo_source(*, realtime: bool = True) -> FileSource:
+def demo_source(*, realtime: bool = True, loop: bool = False) -> FileSource:
     """The recording that ships with the package (notes of several families, silences between)."""
-    return FileSource(demo_path(), realtime=realtime, name="demo")
+    return FileSource(demo_path(), realtime=realtime, name="demo", loop=loop)
 
 
 # -- stdin ----------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The live page in a real headless browser (Debian chromium driven by chromium-driver through selenium; no
 browser download) while `instrument-ai run --source demo --http` plays the demo at real time: the family
 text follows the daemon's changes through the demo's notes, the timeline canvas draws, and a screenshot is
-saved as a test artifact ($INSTRUMENT_AI_ARTIFACTS, else the test's tmp_path). The delay from each note's
-onset to the page showing its family is printed (a figure, not an assertion)."""
+saved as a test artifact ($INSTRUMENT_AI_ARTIFACTS, else the test's tmp_path); at the demo's end the page shows
+"source ended" rather than reconnecting. The delay from each note's onset to the page showing its family is
+printed (a figure, not an assertion)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,9 @@ def test_the_page_follows_the_demo_in_a_real_browser(tmp_path: Path) -> None:
         screenshot = _artifacts(tmp_path) / "live-page.png"
         assert browser.get_screenshot_as_file(str(screenshot))
         assert daemon.finish(timeout=60) == 0
+        # the demo ended: the page says so instead of reconnecting forever (issue 21, defect 14)
+        wait_until(lambda: browser.find_element("id", "conn").text == "source ended", 10, "'source ended'")
+        assert browser.execute_script("return window.__ended.reason") == "end of source"
         shown: list[dict[str, Any]] = browser.execute_script("return window.__shown")
         origin = browser.execute_script("return window.__origin")
         top = browser.find_elements("css selector", "#top .row")

@@ -52,6 +52,12 @@ def test_the_engine_and_the_evaluation_decide_the_same_labels() -> None:
     evaluated = hop_labels(pred, OPEN_SET, DEVICE_MIN_CONFIDENCE, DEVICE_SMOOTH)
     assert [e.label for e in sounding] == evaluated
     assert {"low", "high", "other", "unknown"} <= set(evaluated)  # every branch of the rule was taken
+    # one decision per note: the engine's running sum and the evaluation's batch rule agree too
+    engine = Classifier(ScriptedBundle(labels=list(LABELS), script=script), settings=settings.replace(decision="note"))
+    events = engine.process_hops(tone(440.0, 60 * 0.25 - 0.01)) + engine.flush()
+    per_note = hop_labels(pred, OPEN_SET, DEVICE_MIN_CONFIDENCE, decision="note")
+    assert [e.label for e in events if e.probs is not None] == per_note
+    assert per_note != evaluated and len(set(per_note)) >= 2
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +57,28 @@ def test_output_open_error_keeps_os_error_fields() -> None:
     assert exc.strerror == "out.jsonl: cannot write (Permission denied)"
     assert isinstance(exc, InstrumentAIError) and not isinstance(exc, ConfigurationError)
     assert exc.exit_code == 1
+
+
+def test_a_library_error_is_translated_once_by_the_cli_group(tmp_path: Path) -> None:
+    """No command wraps a library error itself: the group turns it into one line with the error's own status."""
+    from click.testing import CliRunner
+
+    from instrument_ai.device.cli import cli
+
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("not audio\n")
+    runner = CliRunner().invoke(cli, ["features", str(not_audio)])
+    assert runner.exit_code == 1
+    assert runner.output.count("\n") == 1 and str(not_audio) in runner.output and "Traceback" not in runner.output
+    done = subprocess.run(
+        [sys.executable, "-m", "instrument_ai.device.cli", "models", "--dir", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    (tmp_path / "installed.json").write_text("{not json")
+    broken = subprocess.run(
+        [sys.executable, "-m", "instrument_ai.device.cli", "rollback", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0
+    assert broken.returncode == 1 and broken.stderr.startswith("instrument-ai rollback: ")
+    assert broken.stderr.count("\n") == 1 and "Traceback" not in broken.stderr

@@ -80,6 +80,19 @@ def test_holdout_by_source_kinds_lengths_one_family_and_no_leak(mixed_corpus: Pa
     assert summary["by_kind"]["real"]["mean_note_accuracy"] == pytest.approx(real["note_accuracy"])
     md = (tmp_path / "h" / "holdout.md").read_text()
     assert "real-recording folds (1)" in md and "one family only" in md
+    # issue 23: four note lengths (0.3 s is in 0.3-0.7 s, 1.0 s in 0.7-1.5 s), notes lost to other, phrases
+    assert real["per_note_length_notes"] == {"0.3-0.7 s": 3, "0.7-1.5 s": 6}
+    assert by_name["TimGM6mb"]["per_note_length_notes"] == {"longer": 9}
+    lost = real["lost"]["notes"]
+    assert lost["n"] == 9 and lost["lost"] == pytest.approx(lost["other"] + lost["unknown"])
+    played = real["phrases"]
+    assert played["notes"] >= 9 and set(played["scores"]) == {"hops", "note"}
+    for scores in played["scores"].values():
+        assert scores["hops"] == sum(scores[k] for k in ("right", "unknown", "other", "wrong")) > 0
+    assert "phrases" not in by_name["TimGM6mb"]  # only real-recording folds are played as phrases
+    assert summary["phrases"]["note"]["hops"] == played["scores"]["note"]["hops"]
+    for title in ("Phrases through the daemon", "Instrument notes lost to other", "Note accuracy by note length"):
+        assert title in md
 
 
 def test_an_other_source_fold_reports_hops_named_and_false_events(mixed_corpus: Path, tmp_path: Path) -> None:

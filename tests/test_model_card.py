@@ -67,6 +67,31 @@ def test_the_card_carries_the_json_figures_and_says_which_targets_are_missed(inp
     assert "labels, in output order" in card and "bass, brass" in card  # read from the bundle itself
 
 
+def test_the_card_adds_the_phrase_lost_and_note_length_sections_when_the_holdout_has_them(
+        inputs: dict[str, Path], tmp_path: Path) -> None:  # fmt: skip
+    from instrument_ai.train.experiments.phrases import with_shares
+
+    real = _fold("karoryfer-war-tuba", "real", 0.734, short=0.41)
+    hops = with_shares({"right": 30, "unknown": 50, "other": 5, "wrong": 15})
+    note = with_shares({"right": 45, "unknown": 30, "other": 5, "wrong": 20})
+    real.update(per_note_length={"< 0.3 s": 0.25, "longer": 0.8}, per_note_length_notes={"< 0.3 s": 4, "longer": 9},
+                lost={"notes": {"n": 40, "other": 0.05, "unknown": 0.125, "lost": 0.175},
+                      "hops": {"n": 300, "other": 0.02, "unknown": 0.3, "lost": 0.32}},
+                phrases={"notes": 40, "seconds": 80.0, "scores": {"hops": hops, "note": note}})  # fmt: skip
+    ho.write_summary([_fold("AlexsGM", "soundfont", 0.612), real], tmp_path / "h23",
+                     {"preset": "edge", "epochs": 24, "seed": 0, "data": "/data/c", "overrides": {}})  # fmt: skip
+    args = ["experiment", "model-card", "--bundle", str(REPO / "models" / "default.tflite"), "--run",
+            str(inputs["run"]), "--out"]  # fmt: skip
+    old = run_main(*args, str(tmp_path / "old.md"), "--holdout", str(inputs["holdout"]))
+    new = run_main(*args, str(tmp_path / "new.md"), "--holdout", str(tmp_path / "h23"))
+    assert old.exit_code == 0 and new.exit_code == 0, new.output
+    old_card, card = (tmp_path / "old.md").read_text(), (tmp_path / "new.md").read_text()
+    assert "Phrases through the daemon" not in old_card  # a holdout without the figures: the card as before
+    assert "| karoryfer-war-tuba | note | 100 | 45.0 % | 30.0 % | 5.0 % | 20.0 % |" in card
+    assert "| karoryfer-war-tuba | 40 | 5.0 % | 12.5 % | 17.5 % | 32.0 % |" in card
+    assert "| karoryfer-war-tuba | real | 25.0 % | n/a | n/a | 80.0 % |" in card
+
+
 def test_a_missing_input_is_one_line_and_the_old_card_stays(inputs: dict[str, Path]) -> None:
     result = run_main(*["experiment", "model-card", "--bundle", str(REPO / "models" / "default.tflite"),
                                       "--run", str(inputs["run"]), "--holdout", str(inputs["run"] / "nothing"),

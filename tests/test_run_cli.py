@@ -234,7 +234,7 @@ def test_no_microphone_in_a_real_process() -> None:
         (["--source", "demo", "--smooth", "0"], 2, "--smooth"),
         (["--source", "demo", "--min-confidence", "2"], 2, "--min-confidence"),
         (["--source", "nowhere.wav"], 1, "no such file"),
-        (["--source", "demo", "--model", "missing.tflite"], 1, "missing.tflite"),
+        (["--source", "demo", "--model", "missing.tflite"], 2, "--model missing.tflite: no such model file"),
     ],
 )
 def test_bad_run_input_is_one_line_with_its_exit_code(args: list[str], code: int, fragment: str) -> None:

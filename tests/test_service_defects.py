@@ -72,3 +72,13 @@ def test_errors_a_restart_cannot_fix_exit_2_so_systemd_stops_retrying(tmp_path: 
     lifecycle.install(art["bundle"], models)  # unsigned, flashed before the key was set up
     result = CliRunner().invoke(cli, [*demo, "--model-dir", str(models), "--trusted-key", str(public)])
     assert result.exit_code == 2 and "not signed" in result.output, result.output
+
+
+def test_the_state_directory_stays_group_writable_across_restarts() -> None:
+    """systemd resets a StateDirectory= to StateDirectoryMode at every start (0755 by default), which would take
+    the group's write access (the guide's flash user) away: the unit names the mode the install step gives it."""
+    result = CliRunner().invoke(cli, BASE)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "StateDirectory=instrument-ai" in lines
+    assert "StateDirectoryMode=2775" in lines

@@ -125,9 +125,12 @@ def runtime(
     """Interpreter latency (int8/float, 1/N threads), end-to-end cost per hop, decision latency, RSS and start-up."""
     from instrument_ai.device.bench_runtime import format_runtime_report, run_runtime_benchmark
     from instrument_ai.device.bundle import BundleError
-    from instrument_ai.device.model_files import default_model_candidates
+    from instrument_ai.device.model_files import default_model_candidates, environment_model
 
     as_json, repeats = resolve_common(ctx, as_json, repeats)
+    if model is None:
+        with library_errors():  # a $INSTRUMENT_AI_MODEL that is not there is an error, never skipped
+            model = environment_model()
     if model is None:
         model = next((c for c in default_model_candidates() if c.is_file()), None)
     for path in (model, float_model):

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from instrument_ai.device.audio_io import AudioFileError, demo_path, read_audio
+from instrument_ai.device.audio_io import demo_path, read_audio
 from instrument_ai.device.frontend import DEFAULT_SPEC, FrontendSpec, librosa_preset, mfcc, psf_preset
 
 PRESETS = {"default": lambda: DEFAULT_SPEC, "librosa": librosa_preset, "psf": psf_preset}
@@ -23,10 +23,7 @@ def features(path: str | None, demo: bool, preset: str, as_json: bool) -> None:
         raise click.UsageError("give exactly one of PATH or --demo")
     source = demo_path() if demo or path is None else path
     spec: FrontendSpec = PRESETS[preset]()
-    try:
-        data, rate = read_audio(source)
-    except AudioFileError as exc:
-        raise click.ClickException(str(exc)) from None
+    data, rate = read_audio(source)
     if rate != spec.sample_rate:
         raise click.ClickException(
             f"{source}: sample rate {rate} Hz, the {preset} frontend expects {spec.sample_rate} Hz"

@@ -74,11 +74,8 @@ def _flash_all(
     trusted_key: str | None,
     remote_command: str,
 ) -> list[FlashResult]:
-    try:
-        lifecycle.check_bundle_file(bundle)
-        metadata = lifecycle.verify_bundle(bundle, trusted_key=trusted_key)
-    except lifecycle.LifecycleError as exc:
-        raise click.ClickException(str(exc)) from None
+    lifecycle.check_bundle_file(bundle)
+    metadata = lifecycle.verify_bundle(bundle, trusted_key=trusted_key)
     try:
         parsed = [parse_target(spec) for spec in destinations]
     except ValueError as exc:
@@ -128,10 +125,7 @@ def models(directory: Path, as_json: bool) -> None:
     if not directory.is_dir():
         raise click.ClickException(f"{directory}: no such model directory")
     lifecycle.repair_if_possible(directory)
-    try:
-        rows = lifecycle.list_installed(directory)
-    except lifecycle.LifecycleError as exc:
-        raise click.ClickException(str(exc)) from None
+    rows = lifecycle.list_installed(directory)
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -154,8 +148,5 @@ def rollback(directory: Path, trusted_key: str | None) -> None:
         lifecycle.trusted_key_hex(trusted_key)  # a bad key is configuration: exit 2, as `run` does
     if not directory.is_dir():
         raise click.ClickException(f"{directory}: no such model directory")
-    try:
-        old, new = lifecycle.rollback(directory, verifier=_verifier(trusted_key))
-    except lifecycle.LifecycleError as exc:
-        raise click.ClickException(str(exc)) from None
+    old, new = lifecycle.rollback(directory, verifier=_verifier(trusted_key))
     click.echo(f"rolled back: {old.name} {old.version} -> {new.name} {new.version} ({new.file})")

@@ -1,7 +1,7 @@
 """The options and errors the command shells share, each defined once.
 
 `--model/--model-dir/--trusted-key/--threads/--require-other` and the engine options (`--hop`, `--smooth`,
-`--silence-db`, `--min-confidence`, `--top-k`, `--onset-align`) are declared here and used by `run`,
+`--silence-db`, `--min-confidence`, `--top-k`, `--onset-align`, `--decision`) are declared here and used by `run`,
 `classify`, `soak`, `inspect` and `bench`; the engine defaults come from `EngineSettings`, never a literal.
 """
 
@@ -17,7 +17,7 @@ import click
 
 from instrument_ai.device import model_files
 from instrument_ai.device.errors import InstrumentAIError
-from instrument_ai.device.settings import DEFAULT_SETTINGS, EngineSettings
+from instrument_ai.device.settings import DECISIONS, DEFAULT_SETTINGS, EngineSettings
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_AUDIO = 0, 1, 2, 3
 Decorator = Callable[[Any], Any]
@@ -133,11 +133,19 @@ ENGINE_OPTIONS = _stack(
             show_default=True,
             help="Right after an onset, start the window at the note (padded) rather than in the silence before.",
         ),
+        click.option(
+            "--decision",
+            type=click.Choice(DECISIONS),
+            default=DEFAULT_SETTINGS.decision,
+            show_default=True,
+            help="hops: decide each hop on the last --smooth hops; note: on all the evidence since the note's onset "
+            "(reset at the next onset or silence).",
+        ),
     ]
 )
 """The `EngineSettings` fields as options (`run`, `classify`)."""
 
-ENGINE_KEYS = ("hop", "smooth", "silence_db", "min_confidence", "top_k", "onset_align")
+ENGINE_KEYS = ("hop", "smooth", "silence_db", "min_confidence", "top_k", "onset_align", "decision")
 
 
 def settings_from_options(opts: dict[str, Any]) -> EngineSettings:
@@ -151,6 +159,7 @@ def settings_from_options(opts: dict[str, Any]) -> EngineSettings:
             min_confidence=values["min_confidence"],
             top_k=values["top_k"],
             align_onsets=values["onset_align"],
+            decision=values["decision"],
         )
     except ValueError as exc:
         raise RunError(str(exc), EXIT_USAGE) from None
@@ -162,8 +171,10 @@ def cli_message(exc: Exception) -> str:
 
     if isinstance(exc, model_files.NoModelFound):
         return f"no model found: give --model FILE or --model-dir DIR (or set {model_files.MODEL_ENV})"
+    if isinstance(exc, model_files.NamedModelMissing) and exc.named_by == "model":
+        return f"--model {exc}"
     if isinstance(exc, model_files.NoModelDirectory):
-        return f"{exc}; give the --to DIR of `instrument-ai flash`"
+        return f"--model-dir {exc}; give the --to DIR of `instrument-ai flash`"
     if isinstance(exc, model_files.TrustedKeyError):
         return f"--trusted-key: {exc.reason}; give 64 hex characters or a file holding them"
     if isinstance(exc, model_files.OtherRequiredError):

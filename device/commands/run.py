@@ -77,7 +77,9 @@ def make_engine(bundle: Any, rate: int, channels: int, settings: EngineSettings,
         raise RunError(str(exc), EXIT_USAGE) from None
 
 
-def _open_source(source: str, device: str | None, samplerate: int | None, channels: int | None, fast: bool) -> Any:
+def _open_source(
+    source: str, device: str | None, samplerate: int | None, channels: int | None, fast: bool, loop: bool = False
+) -> Any:
     from instrument_ai.device import sources
 
     try:
@@ -88,14 +90,16 @@ def _open_source(source: str, device: str | None, samplerate: int | None, channe
         if source == "-":
             if samplerate is None:
                 raise RunError("--source - (raw 16-bit PCM on stdin) needs --samplerate", EXIT_USAGE)
+            if sys.stdin is None:  # started with `<&-`: nothing to read the audio from
+                raise RunError("--source -: stdin is closed; pipe raw 16-bit PCM into it (arecord ... |)", EXIT_USAGE)
             return sources.StdinSource(samplerate, channels or 1)
         if samplerate is not None:
             raise RunError("--samplerate applies only to --source mic or -; a file has its own rate", EXIT_USAGE)
         if channels is not None:
             raise RunError("--channels applies only to --source mic or -; a file has its own channels", EXIT_USAGE)
         if source == "demo":
-            return sources.demo_source(realtime=not fast)
-        return sources.FileSource(source, realtime=not fast)
+            return sources.demo_source(realtime=not fast, loop=loop)
+        return sources.FileSource(source, realtime=not fast, loop=loop)
     except sources.NoMicrophoneError as exc:
         raise RunError(str(exc), EXIT_NO_AUDIO) from None
     except sources.SourceError as exc:
@@ -115,6 +119,9 @@ def _open_source(source: str, device: str | None, samplerate: int | None, channe
 )
 @click.option("--channels", type=click.IntRange(1, 32), default=None, help="Input channels (downmixed) [1].")
 @click.option("--fast", is_flag=True, help="Read a FILE (or demo) as fast as possible instead of at real time.")
+@click.option(
+    "--loop", is_flag=True, help="Play a FILE (or demo) again from the start at its end, until stopped or --duration."
+)
 @MODEL_OPTIONS
 @ENGINE_OPTIONS
 @click.option(
@@ -141,6 +148,7 @@ def run(
     samplerate: int | None,
     channels: int | None,
     fast: bool,
+    loop: bool,
     model: Path | None,
     model_dir: Path | None,
     trusted_key: str | None,
@@ -177,11 +185,13 @@ def run(
     settings = settings_from_options(engine_opts)
     if fast and source in ("mic", "-"):
         raise RunError("--fast applies only to a FILE or demo source", EXIT_USAGE)
+    if loop and source in ("mic", "-"):
+        raise RunError("--loop applies only to a FILE or demo source", EXIT_USAGE)
     if model is not None and model_dir is not None:
         raise RunError("give either --model or --model-dir, not both", EXIT_USAGE)
-    audio = _open_source(source, device, samplerate, channels, fast)  # first: "no microphone" is the likeliest
+    model_path = find_model(model, model_dir)  # a named model that is missing: before the audio (exit 2)
+    audio = _open_source(source, device, samplerate, channels, fast, loop)  # then "no microphone", the likeliest
     try:
-        model_path = find_model(model, model_dir)
         loaded = fingerprint(model_path)  # before the load: a change during it is seen by the first poll
         bundle = load_model(model_path, threads, trusted_key, require_other)
         if loaded is not None:  # flash never prunes the version a daemon runs (issue 21, defect 4)
@@ -256,6 +266,8 @@ def _personal_watcher(path: Path, daemon: Daemon, poll: float | None, seen: Any)
 def _open_output(stack: contextlib.ExitStack, output: Path | None, report: Any) -> LineOutput:
     """`--output FILE` (appended, closed on exit) or stdout."""
     if output is None:
+        if sys.stdout is None:  # started with `>&-`: the events would go nowhere
+            raise RunError("stdout is closed; give --output FILE for the events (or leave stdout open)")
         return LineOutput.for_stream(sys.stdout, report)
     try:
         out = LineOutput.open_file(output, report)

@@ -132,6 +132,8 @@ RestartSec=5
 # exit status 2 is a usage/configuration error: restarting would not fix it
 RestartPreventExitStatus=2
 StateDirectory=instrument-ai
+# systemd resets the directory to this mode at every start: keep it group-writable (setgid) for `flash`
+StateDirectoryMode=2775
 WorkingDirectory={systemd_escape(model_dir, dollar=False)}
 Environment=PYTHONUNBUFFERED=1
 NoNewPrivileges=yes

@@ -2,7 +2,8 @@
 
 Why: a catalogue regex that silently misses names drops notes from the corpus; this counts them per source.
 Usage: python tests/research/check_catalogue.py MIRROR_DIR [train/sources/sources.toml] [-v]
-MIRROR_DIR holds OWNER+NAME/repo bare git directories (the layout of the shared mirror).
+MIRROR_DIR holds OWNER+NAME/repo bare git directories (the layout of the shared mirror); sources without one
+are listed as not checked.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def glob_re(glob: str) -> re.Pattern[str]:
             out, i = out + "[^/]*", i + 1
         elif glob[i] == "?":
             out, i = out + "[^/]", i + 1
+        elif glob[i] == "[" and (end := glob.find("]", i + 1)) > i:
+            out, i = out + "[" + glob[i + 1 : end].replace("!", "^", 1) + "]", end + 1
         else:
             out, i = out + re.escape(glob[i]), i + 1
     return re.compile(out + r"\Z")
@@ -59,9 +62,13 @@ def main(argv: list[str]) -> int:
     verbose = "-v" in argv
     data = tomllib.loads(cat.read_text())
     bad = 0
+    skipped = []
     for src in data["source"]:
         owner, name = src["repo"].rstrip("/").split("/")[-2:]
         git = mirror / f"{owner}+{name}" / "repo"
+        if not git.is_dir():
+            skipped.append(src["name"])
+            continue
         files = subprocess.run(["git", "-C", str(git), "ls-tree", "-r", "--name-only", src["commit"]],
                                capture_output=True, text=True, check=True).stdout.splitlines()
         inc = [glob_re(g) for g in src["include"]]
@@ -92,6 +99,8 @@ def main(argv: list[str]) -> int:
             print(f"    pitch fail: {f}")
         # a SoundFont program without a GM label is skipped on purpose (gm_programs.py leaves it out)
         bad += len(fails) + (norule if src["kind"] != "soundfont" else 0) + (len(sel) == 0)
+    if skipped:
+        print(f"no mirror in {mirror}, not checked: {', '.join(skipped)}")
     return 1 if bad else 0
 
 

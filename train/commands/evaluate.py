@@ -7,6 +7,7 @@ CLI's commands never pays for them.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ import click
     type=click.Path(path_type=Path),
     default=None,
     help="Folder for the confusion matrices, per-source chart, evaluation.json and report.md "
-    "[default: <model folder>/eval-<data name>[-<split>]].",
+    "[default: a run's <run>/eval-<data name>[-<split>]; a bundle's "
+    "runs/evaluate-<bundle>-<data name>[-<split>]-<time>].",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate at most this many notes.")
 @click.option(
@@ -91,13 +93,22 @@ def _progress(n_notes: int) -> None:
 
 
 def default_out_dir(model_path: Path, data_dir: Path, split: str | None) -> Path:
-    """Beside the model: <run>/eval-<data>[-<split>] or <bundle stem>-eval-<data>[-<split>]."""
-    name = f"eval-{data_dir.resolve().name}" + (f"-{split}" if split else "")
+    """A run's <run>/eval-<data>[-<split>] (the user's own folder); a bundle's runs/evaluate-<stem>-<data>...-<time>.
+
+    A bundle's folder is never beside it: that may be the shipped models/ folder (issue 21, defect 15). It is a
+    new folder under ./runs each time, so an earlier evaluation is never overwritten.
+    """
+    data = data_dir.resolve().name + (f"-{split}" if split else "")
     if model_path.is_dir():
-        return model_path / name
+        return model_path / f"eval-{data}"
     if model_path.name == "model.keras":
-        return model_path.parent / name
-    return model_path.with_name(f"{model_path.stem}-{name}")
+        return model_path.parent / f"eval-{data}"
+    base = Path("runs") / f"evaluate-{model_path.stem}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while out.exists():  # two evaluations in one second
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 def summary_text(result: dict[str, Any], verbose: bool = True) -> str:

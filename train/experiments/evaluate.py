@@ -26,7 +26,7 @@ import numpy as np
 
 from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.frontend import FrontendSpec, log_mel, mel_power, mfcc, normalise_windows
-from instrument_ai.device.labels import FAMILIES, OTHER
+from instrument_ai.device.labels import FAMILIES, OTHER, UNKNOWN
 from instrument_ai.device.settings import DEFAULT_SETTINGS
 from instrument_ai.train.run_folder import RunFolder, RunFolderError, read_run_folder
 
@@ -482,18 +482,22 @@ DEVICE_MIN_CONFIDENCE = DEFAULT_SETTINGS.min_confidence
 
 
 def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_confidence: float = 0.0,
-               smooth: int = 1) -> list[str]:  # fmt: skip
+               smooth: int = 1, decision: str = "hops") -> list[str]:  # fmt: skip
     """The label the device would give each window (`device.decision.decide_labels`, the engine's rule).
 
     With `smooth` > 1 each window's probabilities are averaged with the previous ones of its note (at most
-    `smooth`), and `min_confidence` applies to that average, as the engine does per hop.
+    `smooth`), and `min_confidence` applies to that average, as the engine does per hop. With `decision`
+    ``"note"``, each window is decided on its note's windows so far (`decide_note_labels`; a note is one onset).
     """
-    from instrument_ai.device.decision import decide_labels
+    from instrument_ai.device.decision import decide_labels, decide_note_labels
     from instrument_ai.device.openset import rejection_from_metadata
 
     rejection = rejection_from_metadata({"open_set": open_set} if open_set else None)
     if not len(pred.probs):
         return []
+    if decision == "note":
+        starts = np.concatenate(([True], pred.window_note[1:] != pred.window_note[:-1]))
+        return decide_note_labels(pred.probs, starts, pred.labels, min_confidence=min_confidence, rejection=rejection)
     probs = pred.probs
     if smooth > 1:
         probs = np.empty_like(pred.probs)
@@ -519,6 +523,38 @@ def device_other_figures(pred: Predictions, chosen: np.ndarray, open_set: dict[s
     device["decided_as"] = {"smooth": DEVICE_SMOOTH, "min_confidence": DEVICE_MIN_CONFIDENCE}
     device["raw"] = figures(hop_labels(pred, open_set))
     return device
+
+
+def note_length_and_lost_figures(pred: Predictions, note_probs: np.ndarray, group_scores: Callable[[list[str]], Any],
+                                 open_set: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    """Issue 23's reporting: accuracy by the four note lengths (`per_note_length`), and the instrument notes lost
+    to ``other`` or rejected (``unknown``) as the daemon decides (`lost`): per note (its mean probabilities) and
+    per hop (smoothing and floor of `EngineSettings()`)."""
+    from instrument_ai.device.decision import decide_labels
+    from instrument_ai.device.openset import rejection_from_metadata
+    from instrument_ai.train.corpus.kinds import note_length_bucket
+
+    lengths = [note_length_bucket(r.sounding_seconds) for r in pred.notes]
+    out: dict[str, Any] = {"per_note_length": group_scores(lengths)}
+    instrument = np.array([r.family_str in pred.labels and r.family_str != OTHER for r in pred.notes], dtype=bool)
+    if not instrument.any():
+        return out
+    rejection = rejection_from_metadata({"open_set": open_set} if open_set else None)
+    notes = decide_labels(note_probs[instrument], pred.labels, min_confidence=DEVICE_MIN_CONFIDENCE,
+                          rejection=rejection)  # fmt: skip
+    window_chosen = instrument[pred.window_note] if len(pred.window_note) else np.zeros(0, bool)
+    hops = [h for h, c in zip(hop_labels(pred, open_set, DEVICE_MIN_CONFIDENCE, DEVICE_SMOOTH), window_chosen,
+                              strict=True) if c]  # fmt: skip
+
+    def shares(labels: list[str]) -> dict[str, Any]:
+        n = len(labels)
+        other, unknown = labels.count(OTHER), labels.count(UNKNOWN)
+        return {"n": n, "other": other / n if n else None, "unknown": unknown / n if n else None,
+                "lost": (other + unknown) / n if n else None}  # fmt: skip
+
+    out["lost"] = {"notes": shares(notes), "hops": shares(hops),
+                   "decided_as": {"smooth": DEVICE_SMOOTH, "min_confidence": DEVICE_MIN_CONFIDENCE}}  # fmt: skip
+    return out
 
 
 def score(pred: Predictions, *, open_set: dict[str, Any] | None = None, hop_seconds: float = 0.25) -> dict[str, Any]:
@@ -584,6 +620,7 @@ def score(pred: Predictions, *, open_set: dict[str, Any] | None = None, hop_seco
     from instrument_ai.train.corpus.kinds import length_bucket
 
     result["per_length"] = group_scores([length_bucket(r.sounding_seconds) for r in pred.notes])
+    result.update(note_length_and_lost_figures(pred, note_probs, group_scores, open_set))
     other_notes = np.array([r.family_str == OTHER for r in pred.notes], dtype=bool)
     if other_notes.any() and len(pred.window_note):
         chosen = other_notes[pred.window_note]

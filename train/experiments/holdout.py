@@ -292,6 +292,7 @@ def _evaluate_fold(cfg: HoldoutConfig, fold: Fold, run_dir: Path, used: set[str]
         if (Path(run_dir) / "metrics.json").is_file()
         else None,
     }
+    entry.update(fold_note_figures(cfg, fold, run_dir, result))
     if fold.kind == "other":  # no instrument to name: its figures are the `other` ones
         entry["note_accuracy"] = entry["window_accuracy"] = entry["macro_f1"] = None
     _write_json(done, entry)
@@ -349,6 +350,7 @@ def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, An
         "mean_family_recall": {k: float(np.mean(family_recall[k])) for k in families},
         "folds": folds,
     }
+    summary.update(note_summary(folds))
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "holdout.json", summary)
     figures = ""
@@ -410,8 +412,103 @@ def write_summary(folds: list[dict[str, Any]], out: Path, settings: dict[str, An
         sections.append(("Notes", "\n".join(f"- {n}" for n in notes_lines)))
     if untrained:
         sections.append(("Families with no training instrument in a fold", "\n".join(f"- {u}" for u in untrained)))
+    sections += note_sections(summary)
     report.write_markdown(out / "holdout.md", "Leave-one-library-out", sections)
     return summary
+
+
+# -- issue 23: phrases through the daemon, notes lost to `other`, four note lengths -------------------------------
+
+
+def fold_note_figures(cfg: HoldoutConfig, fold: Fold, run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """A fold's issue-23 figures: accuracy by the four note lengths, instrument notes lost to ``other`` or
+    rejected (from `evaluate`), and - for a real-recording fold - its notes played as phrases through the
+    daemon's `Classifier` in both decision modes (`phrases.fold_phrase_scores`)."""
+    from instrument_ai.train.experiments.phrases import fold_phrase_scores
+
+    lengths = result.get("per_note_length", {})
+    out: dict[str, Any] = {
+        "per_note_length": {k: v["note_accuracy"] for k, v in lengths.items()},
+        "per_note_length_notes": {k: v["n_notes"] for k, v in lengths.items()},
+        "lost": result.get("lost"),
+    }
+    if fold.kind == "real":
+        out["phrases"] = fold_phrase_scores(cfg.data, fold.instruments, run_dir, seed=cfg.seed)
+    return out
+
+
+def note_summary(folds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means and totals of the issue-23 figures over the folds (phrases summed over the real folds)."""
+    from instrument_ai.train.corpus.kinds import NOTE_LENGTHS
+    from instrument_ai.train.experiments.phrases import merge_scores
+
+    instrument_folds = [f for f in folds if f.get("note_accuracy") is not None]
+    real = [f for f in folds if f.get("kind") == "real"]
+    played = [f["phrases"] for f in real if isinstance(f.get("phrases"), dict) and "scores" in f["phrases"]]
+    modes = sorted({m for p in played for m in p["scores"]})
+    lost = [f["lost"]["notes"]["lost"] for f in real if f.get("lost") and f["lost"]["notes"]["lost"] is not None]
+    return {
+        "mean_per_note_length": {
+            k: float(np.mean(v))
+            for k in NOTE_LENGTHS
+            if (v := [f["per_note_length"][k] for f in instrument_folds if k in f.get("per_note_length", {})])
+        },
+        "phrases": {m: merge_scores(p["scores"][m] for p in played if m in p["scores"]) for m in modes},
+        "real_notes_lost": {"mean": float(np.mean(lost)), "worst": float(np.max(lost))} if lost else None,
+    }
+
+
+def note_sections(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """holdout.md's issue-23 sections: phrases, notes lost to `other`, accuracy by note length."""
+    from instrument_ai.train.corpus.kinds import NOTE_LENGTHS
+    from instrument_ai.train.experiments import report
+    from instrument_ai.train.experiments.phrases import OUTCOMES
+
+    pct = report.pct
+    folds = summary["folds"]
+    sections = []
+    rows = []
+    for f in folds:
+        played = f.get("phrases")
+        if not isinstance(played, dict):
+            continue
+        if "scores" not in played:
+            rows.append([f["name"], "-", "-", played.get("skipped", ""), "", "", ""])
+            continue
+        for mode, s in played["scores"].items():
+            rows.append([f["name"], mode, s["hops"], *(pct(s["share"][k]) for k in OUTCOMES)])
+    for mode, s in summary.get("phrases", {}).items():
+        rows.append(["**all real folds**", mode, s["hops"], *(pct(s["share"][k]) for k in OUTCOMES)])
+    if rows:
+        text = ("Each held-out real source's notes played one after another (legato overlaps, short gaps, repeated "
+                "notes; fixed seed) through the daemon's `Classifier`: share of sounding hops named right, no "
+                "family (`unknown` or silence), `other`, another family; `hops` decides per hop (the default), "
+                "`note` on the evidence since the note's onset.\n\n")  # fmt: skip
+        table = report.markdown_table(["held-out source", "decision", "hops", *OUTCOMES], rows)
+        sections.append(("Phrases through the daemon", text + table))
+    rows = []
+    for f in folds:
+        lost = f.get("lost")
+        if f.get("kind") == "real" and lost:
+            notes, hops = lost["notes"], lost["hops"]
+            rows.append([f["name"], notes["n"], pct(notes["other"]), pct(notes["unknown"]), pct(notes["lost"]),
+                         pct(hops["lost"])])  # fmt: skip
+    if rows:
+        worst = summary.get("real_notes_lost") or {}
+        text = ("Instrument notes of each held-out real source called `other` or rejected (`unknown`), as the "
+                "daemon decides (default floor and open-set threshold; per note on its mean probabilities, and "
+                f"per hop). Mean {pct(worst.get('mean'))}, worst fold {pct(worst.get('worst'))}; target: at most "
+                "3 % on every real fold.\n\n")  # fmt: skip
+        header = ["held-out source", "notes", "called other", "rejected", "lost (notes)", "lost (hops)"]
+        sections.append(("Instrument notes lost to other", text + report.markdown_table(header, rows)))
+    rows = [[f["name"], f.get("kind", ""), *(pct(f.get("per_note_length", {}).get(k)) for k in NOTE_LENGTHS)]
+            for f in folds if f.get("note_accuracy") is not None and f.get("per_note_length")]  # fmt: skip
+    if rows:
+        means = summary.get("mean_per_note_length", {})
+        rows.append(["**mean**", "", *(pct(means.get(k)) for k in NOTE_LENGTHS)])
+        sections.append(("Note accuracy by note length (seconds of sounding note)",
+                         report.markdown_table(["held-out source", "kind", *NOTE_LENGTHS], rows)))  # fmt: skip
+    return sections
 
 
 def _run_instruments(run_dir: Path) -> set[str]:

@@ -217,6 +217,7 @@ def render(inputs: CardInputs) -> str:
     out += ["", "`instrument-ai inspect models/" + f"{name}.tflite` prints all of it and runs the self-test."]
     out += _training_section(inputs)
     out += _holdout_section(inputs.holdout)
+    out += _note_sections(inputs.holdout)
     if inputs.comparisons:
         out += _lever_section(inputs)
     out += _latency_section(inputs)
@@ -284,6 +285,17 @@ def _holdout_section(summary: dict[str, Any]) -> list[str]:
     lengths = summary.get("mean_per_length", {})
     if lengths:
         lines += ["", "Mean note accuracy per note length: " + ", ".join(f"{k} {_pct(v)}" for k, v in lengths.items())]
+    return lines
+
+
+def _note_sections(summary: dict[str, Any]) -> list[str]:
+    """Issue 23's sections, as holdout.md has them: phrases through the daemon, instrument notes lost to `other`,
+    accuracy by four note lengths (none for a holdout.json written before them)."""
+    from instrument_ai.train.experiments.holdout import note_sections
+
+    lines: list[str] = []
+    for title, body in note_sections({"folds": [], **summary}):
+        lines += ["", f"## {title}", "", body]
     return lines
 
 
