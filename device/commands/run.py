@@ -183,13 +183,10 @@ def run(
     require_other = bool(engine_opts.pop("require_other", False))
     live_config = parse_live_options({key: engine_opts.pop(key) for key in LIVE_KEYS})
     settings = settings_from_options(engine_opts)
-    if fast and source in ("mic", "-"):
-        raise RunError("--fast applies only to a FILE or demo source", EXIT_USAGE)
-    if loop and source in ("mic", "-"):
-        raise RunError("--loop applies only to a FILE or demo source", EXIT_USAGE)
-    if model is not None and model_dir is not None:
-        raise RunError("give either --model or --model-dir, not both", EXIT_USAGE)
-    model_path = find_model(model, model_dir)  # a named model that is missing: before the audio (exit 2)
+    for flag, given in (("--fast", fast), ("--loop", loop)):
+        if given and source in ("mic", "-"):
+            raise RunError(f"{flag} applies only to a FILE or demo source", EXIT_USAGE)
+    model_path = find_model(model, model_dir)  # --model and --model-dir, or a named model missing: exit 2 first
     audio = _open_source(source, device, samplerate, channels, fast, loop)  # then "no microphone", the likeliest
     try:
         loaded = fingerprint(model_path)  # before the load: a change during it is seen by the first poll
