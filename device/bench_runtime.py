@@ -12,6 +12,8 @@ Measured on this machine, in one run, side by side:
   share of its sounding hops that carry the right family (a label that flips later counts against it);
 * **process** - `instrument-ai run --source demo --fast` in a subprocess: process start to the
   first decided hop, peak RSS, and whether tensorflow/librosa/scipy/numba were imported;
+* **personal head** - the head of `instrument-ai enrol` (fitted on the demo's own notes, each enrolled as its
+  annotated family): its cost per sounding hop alone, and the end-to-end hop beside the plain engine's;
 * **runtimes** - the same `run` with tensorflow.lite instead of LiteRT
   (INSTRUMENT_AI_RUNTIME=tensorflow): start-up, RSS and per-hop compute, i.e. what the device
   path saves.
@@ -33,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from instrument_ai.device.errors import InstrumentAIError
 
 HEAVY_MODULES = ("tensorflow", "librosa", "scipy", "numba", "keras")
 TARGETS = {
@@ -113,7 +117,9 @@ def interpreter_latency(model: Path, threads: int, repeats: int) -> dict[str, An
 # -- end to end ------------------------------------------------------------------------------------
 
 
-def end_to_end(model: Path, *, input_rate: int, block_seconds: float, repeats: int, threads: int = 1) -> dict[str, Any]:
+def end_to_end(
+    model: Path, *, input_rate: int, block_seconds: float, repeats: int, threads: int = 1, personal: Any = None
+) -> dict[str, Any]:
     """Stream the demo through a Classifier as a source would; per-hop compute and real-time factor.
 
     The clip is played `ceil(repeats / hops_in_clip)` times (at least once); every hop's compute
@@ -136,6 +142,8 @@ def end_to_end(model: Path, *, input_rate: int, block_seconds: float, repeats: i
     stream_seconds, compute_s = 0.0, 0.0
     for _ in range(passes):
         engine = Classifier(bundle, input_rate=input_rate)
+        if personal is not None:
+            engine.set_personal(personal)
         spent = 0.0
         for start in range(0, audio.size, block):
             t0 = time.perf_counter()
@@ -278,9 +286,7 @@ def run_process(model: Path, *, runtime: str | None = None, timeout: float = 300
             first_hop_s = time.perf_counter() - started
     process.wait(timeout=timeout)
     reader.join(timeout=5)
-    probe: dict[str, Any] = next(
-        (json.loads(s[len("PROBE=") :]) for s in stderr_lines if s.startswith("PROBE=")), {}
-    )
+    probe: dict[str, Any] = next((json.loads(s[len("PROBE=") :]) for s in stderr_lines if s.startswith("PROBE=")), {})
     if process.returncode != 0 or not records:
         tail = " ".join(s.strip() for s in stderr_lines[-3:] if not s.startswith("PROBE="))
         return {"runtime": runtime or "default", "error": f"exit {process.returncode}: {tail[:300]}"}
@@ -322,6 +328,66 @@ def _tensorflow_installed() -> bool:
 # -- the whole benchmark ---------------------------------------------------------------------------
 
 
+def demo_head(bundle: Any) -> Any:
+    """A personal head for the cost figures, fitted on the demo's notes as demo.json names them.
+
+    The demo holds one note per family, and a family needs two notes, so each hop of a note is enrolled as a
+    note of its own: every family active, about a hundred prototypes (a user's 10 notes of one family). A bundle
+    without the demo's families (a test bundle) gets each hop enrolled as its own top label.
+    """
+    from instrument_ai.device import personal
+
+    audio, rate, notes = _demo_audio()
+    hops = []
+    for note in personal.extract_notes(audio, rate, bundle, "other"):
+        family = str(min(notes, key=lambda n: abs(float(n["onset"]) - note.onset))["family"])
+        assert note.probs is not None
+        for i in range(note.descriptors.shape[0]):
+            label = family if family in bundle.labels else bundle.labels[int(np.argmax(note.probs[i]))]
+            hops.append(personal.Note(label, note.descriptors[i : i + 1], probs=note.probs[i : i + 1]))
+    return personal.fit_head(hops, bundle.labels, bundle.spec, bundle.mean, bundle.std)
+
+
+def personal_head_cost(model: Path, repeats: int) -> dict[str, Any]:
+    """The head's own cost per sounding hop (on the windows the engine gave the model while streaming the demo)
+    and the end-to-end hop with it beside the plain engine's, measured back to back."""
+    from instrument_ai.device.bundle import load
+    from instrument_ai.device.engine import Classifier
+
+    bundle = load(model)
+    head = demo_head(bundle)
+    windows: list[tuple[np.ndarray, np.ndarray]] = []
+
+    class Tap:  # the bundle, keeping each window and output the engine asks for
+        labels, spec, window_frames = bundle.labels, bundle.spec, bundle.window_frames
+        sample_rate, default_hop_seconds, metadata = bundle.sample_rate, bundle.default_hop_seconds, bundle.metadata
+
+        def predict(self, features: np.ndarray) -> np.ndarray:
+            probs = bundle.predict(features)
+            windows.append((features, probs))
+            return probs
+
+    audio, rate, _ = _demo_audio()
+    engine = Classifier(Tap(), input_rate=rate)
+    engine.process_hops(audio)
+    costs = []
+    for _ in range(max(1, -(-repeats // max(1, len(windows))))):
+        for window, probs in windows:
+            started = time.perf_counter()
+            head.adjust(window, probs)
+            costs.append((time.perf_counter() - started) * 1e3)
+    plain = end_to_end(model, input_rate=16000, block_seconds=0.25, repeats=repeats)
+    with_head = end_to_end(model, input_rate=16000, block_seconds=0.25, repeats=repeats, personal=head)
+    return {
+        "families": list(head.families),
+        "notes": head.notes,
+        "prototypes": int(head.prototypes.shape[0]),
+        "adjust_ms": _percentiles(costs),
+        "plain_sounding_hop_ms": plain["sounding_hop_ms"],
+        "personal_sounding_hop_ms": with_head["sounding_hop_ms"],
+    }
+
+
 def run_runtime_benchmark(
     model: Path | None,
     float_model: Path | None = None,
@@ -358,6 +424,10 @@ def run_runtime_benchmark(
         end_to_end(model, input_rate=16000, block_seconds=0.25, repeats=repeats),
         end_to_end(model, input_rate=48000, block_seconds=0.02, repeats=repeats),
     ]
+    try:
+        report["personal_head"] = personal_head_cost(model, repeats)
+    except InstrumentAIError as exc:  # e.g. a bundle whose labels are no families: enrolment does not apply
+        report["unavailable"]["personal_head"] = str(exc)
     report["decision_latency"] = decision_latency(model)
     report["decision_latency_unaligned"] = decision_latency(model, align_onsets=False)
     if process_runs > 0:
@@ -444,6 +514,22 @@ def format_runtime_report(report: dict[str, Any]) -> str:
                 )
             )
         lines += [""] + _table(rows)
+    if "personal_head" in report:
+        p = report["personal_head"]
+        rows = [("personal head (enrol)", "median", "p99")]
+        rows.append(
+            ("head alone per sounding hop", f"{p['adjust_ms']['median']:.3f} ms", f"{p['adjust_ms']['p99']:.3f} ms")
+        )
+        for name, key in (
+            ("end to end, plain engine", "plain_sounding_hop_ms"),
+            ("end to end, with the head", "personal_sounding_hop_ms"),
+        ):
+            rows.append((name, f"{p[key]['median']:.3f} ms", f"{p[key]['p99']:.3f} ms"))
+        lines += [
+            "",
+            f"personal head fitted on the demo: {', '.join(p['families'])} ({p['notes']} notes, "
+            f"{p['prototypes']} hops)",
+        ] + _table(rows)
     lines += _latency_lines(report)
     lines += _process_lines(report)
     return "\n".join(lines)
@@ -470,8 +556,10 @@ def _latency_lines(report: dict[str, Any]) -> list[str]:
         ]
         for span in d.get("no_instrument", []):
             said = ", ".join(span["instrument_events"]) or "no instrument event"
-            lines.append(f"  {span['kind']} at {span['onset']:.0f}-{span['offset']:.0f} s (no instrument): "
-                         f"{span['hops_named_instrument']} of {span['hops']} hops named an instrument; {said}")
+            lines.append(
+                f"  {span['kind']} at {span['onset']:.0f}-{span['offset']:.0f} s (no instrument): "
+                f"{span['hops_named_instrument']} of {span['hops']} hops named an instrument; {said}"
+            )
     return lines
 
 

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "experiment": ("instrument_ai.train.commands.experiment:experiment", "Rerun the study and the holdout protocol."),
     "convert": ("instrument_ai.convert.cli:convert", "Convert a training run into an int8 TFLite bundle."),
     "inspect": ("instrument_ai.device.commands.inspect:inspect_bundle", "Print a bundle's metadata and self-test."),
+    "enrol": ("instrument_ai.device.commands.enrol:enrol", "Teach it an instrument from a few of your notes."),
     "classify": ("instrument_ai.device.commands.run:classify", "Name the instrument family of audio files."),
     "run": ("instrument_ai.device.commands.run:run", "Classify a live stream continuously (the daemon)."),
     "devices": ("instrument_ai.device.commands.run:devices", "List audio input devices and their native rates."),

@@ -95,6 +95,8 @@ class Daemon:
         self.costs = live.state.costs if live is not None else HopCosts()  # main-loop time per hop, outputs included
         self.swaps = 0
         self.refused = 0
+        self.personal_watcher: Any = None  # a ModelWatcher of the personal file (`run` sets it), or None
+        self.personal_unusable: str | None = None  # why the personal file found at start is not in force
 
     def summary(self) -> dict[str, Any]:
         compute = self.engine.compute_stats()
@@ -149,6 +151,32 @@ class Daemon:
                 "at": self._now(),
             },
         )
+        if self.engine.personal_notice is not None:  # the head belonged to the old model: re-fit it for the new one
+            self.sink.notice("personal_dropped", {"reason": self.engine.personal_notice, "at": self._now()})
+            self.engine.personal_notice = None
+        if self.personal_watcher is not None:
+            self.personal_watcher.request("model swap")
+
+    def apply_personal(self, candidate: Any) -> None:
+        """Put a reloaded personal head in force between two hops; a refused file keeps the head in force, a
+        removed file takes it away."""
+        from instrument_ai.device.model_watch import fingerprint
+
+        where = {"trigger": candidate.trigger, "path": str(self.personal_watcher.path), "load_ms": candidate.load_ms}
+        if candidate.bundle is None:
+            if fingerprint(self.personal_watcher.path) is None and self.engine.personal is not None:
+                self.engine.set_personal(None)
+                self.sink.notice("personal_removed", {**where, "at": self._now()})
+            elif fingerprint(self.personal_watcher.path) is not None:
+                keeping = None if self.engine.personal is None else self.engine.personal.summary()
+                self.sink.notice("personal_refused", {"reason": candidate.reason, "keeping": keeping, **where})
+            return
+        try:
+            self.engine.set_personal(candidate.bundle)
+        except ValueError:  # fitted for the model before a swap that happened meanwhile: fit it again
+            self.personal_watcher.request("model swap")
+            return
+        self.sink.notice("personal", {**candidate.bundle.summary(), **where, "at": self._now()})
 
     def _now(self) -> dict[str, Any]:
         return {"time": round(self.engine.stream_time, 3), "hop": self.engine.hops}
@@ -167,6 +195,7 @@ class Daemon:
             "model_rate": engine.model_rate,
             "hop_seconds": round(engine.hop_samples / engine.model_rate, 4),
             "pid": os.getpid(),
+            **({"personal": engine.personal.summary()} if engine.personal is not None else {}),
             **self.live_info,
         }
 
@@ -186,6 +215,8 @@ class Daemon:
         audio, engine, sink, signals = self.audio, self.engine, self.sink, self.signals
         info = self.start_info(bundle, model_path, threads)
         sink.start(info)
+        if self.personal_unusable:
+            sink.notice("personal_refused", {"reason": self.personal_unusable, "keeping": None})
         first_hop_s: float | None = None
         next_stats = time.monotonic() + stats_every if stats_every else None
         ended_by = "end of source"
@@ -213,9 +244,15 @@ class Daemon:
             if signals.reload.is_set():
                 signals.reload.clear()
                 self.watcher.request("SIGHUP")
+                if self.personal_watcher is not None:
+                    self.personal_watcher.request("SIGHUP")
             candidate = self.watcher.take()
             if candidate is not None:
                 self.apply(candidate)
+            if self.personal_watcher is not None:
+                personal = self.personal_watcher.take()
+                if personal is not None:
+                    self.apply_personal(personal)
             if next_stats is not None and time.monotonic() >= next_stats:
                 sink.stats(self.summary())
                 next_stats = time.monotonic() + stats_every

@@ -97,6 +97,16 @@ def check_input_rate(input_rate: int, model_rate: int) -> None:
         )
 
 
+class PersonalStage(Protocol):
+    """A per-hop stage between the model's output and the smoothing (`personal.PersonalHead` is one)."""
+
+    def fits(self, bundle: Any) -> bool: ...
+
+    def adjust(self, window: np.ndarray, probs: np.ndarray) -> np.ndarray: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
 class BundleLike(Protocol):
     """What the engine needs of a model bundle (`instrument_ai.device.bundle.Bundle` has it)."""
 
@@ -124,7 +134,8 @@ class Event:
     changed: bool = True  # the label differs from the previous hop's
     previous: str | None = None  # the label before this hop
     kind: str = "change"  # "change", or "hop" for an unchanged hop
-    probs: np.ndarray | None = field(default=None, repr=False, compare=False)  # this hop's raw model output
+    probs: np.ndarray | None = field(default=None, repr=False, compare=False)  # this hop's model output (+ head)
+    personal: dict[str, Any] | None = field(default=None, repr=False, compare=False)  # the head in force, if any
 
     @property
     def is_instrument(self) -> bool:
@@ -148,6 +159,7 @@ class Event:
             "inference_ms": round(self.inference_ms, 3),
             "hop": self.hop,
             "previous": self.previous,
+            **({"personal": self.personal} if self.personal is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -235,6 +247,9 @@ class Classifier:
         self.per_note = settings.decision == "note"
         self._top_k_wanted = settings.top_k
         self._hop_times: deque[float] = deque(maxlen=8192)
+        self.personal: PersonalStage | None = None
+        self.personal_notice: str | None = None
+        self._personal_info: dict[str, Any] | None = None
         self._set_bundle(bundle)
 
     @classmethod
@@ -346,6 +361,7 @@ class Classifier:
         stream was kept.
         """
         if self.can_keep_stream(bundle):
+            self._keep_personal(bundle)
             same_labels = list(bundle.labels) == self.labels
             self.bundle = bundle
             self.labels = list(bundle.labels)
@@ -362,8 +378,25 @@ class Classifier:
             self._hop_base + self._hop_index,
         )
         self._set_bundle(bundle)
+        self._keep_personal(bundle)
         self._time_base, self._hop_base, self.input_samples, self.label = now, hop, input_samples, label
         return False
+
+    # -- the personal head (issue 22) ------------------------------------------------------
+    def set_personal(self, head: PersonalStage | None) -> None:
+        """Apply a personal head to every sounding hop from the next one on (None: stop); it sits between the
+        model's output and the smoothing, so the decision rule is the same with or without it. ValueError
+        for a head fitted for another bundle."""
+        if head is not None and not head.fits(self.bundle):
+            raise ValueError("the personal head was fitted for another model; re-fit it for this one")
+        self.personal, self.personal_notice = head, None
+        self._personal_info = None if head is None else head.summary()
+
+    def _keep_personal(self, bundle: BundleLike) -> None:
+        """On a model swap: keep the head when it fits the new bundle, else drop it and say so."""
+        if self.personal is not None and not self.personal.fits(bundle):
+            self.personal, self.personal_notice = None, "personal head dropped: it was fitted for the previous model"
+            self._personal_info = None
 
     # -- the stream ------------------------------------------------------------------
     def process(self, block: np.ndarray) -> list[Event]:
@@ -508,6 +541,8 @@ class Classifier:
             window = self._window()
             started = time.perf_counter()
             probs = np.asarray(self.bundle.predict(window), dtype=np.float64).reshape(-1)
+            if self.personal is not None and probs.size == len(self.labels):
+                probs = np.asarray(self.personal.adjust(window, probs), dtype=np.float64)
             inference_ms = (time.perf_counter() - started) * 1e3
             if probs.size != len(self.labels):
                 raise ValueError(f"the model returned {probs.size} probabilities for {len(self.labels)} labels")
@@ -532,6 +567,7 @@ class Classifier:
             previous=self.label,
             kind="change" if label != self.label else "hop",
             probs=probs,
+            personal=self._personal_info,
         )
         self.label = label
         self.last_event = event

@@ -59,6 +59,8 @@ class FileResult:
     """The model's labels."""
     timeline: list[Event]
     """Every hop's decision, in order."""
+    personal: dict[str, Any] | None = None
+    """The personal head applied (``{"families": [...], "notes": N}``), None without one."""
 
     def to_dict(self, *, timeline: bool = False) -> dict[str, Any]:
         """The fields `instrument-ai classify --json` prints (with the hops when `timeline`)."""
@@ -73,6 +75,8 @@ class FileResult:
             "share": self.share,
             "top_k": [{"label": name, "p": p} for name, p in self.top_k],
         }
+        if self.personal is not None:
+            out["personal"] = self.personal
         if timeline:
             out["timeline"] = [event.to_dict() for event in self.timeline]
         return out
@@ -85,6 +89,7 @@ def classify_file(
     settings: EngineSettings | None = None,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     threads: int = 1,
+    personal: Any = None,
     **overrides: Any,
 ) -> FileResult:
     """Name the instrument family of one audio file (any length, rate and channels libsndfile reads).
@@ -93,7 +98,8 @@ def classify_file(
     model (`model_files.find_model`). `settings` / `overrides`: `EngineSettings` fields (``smooth=1``).
     A file longer than `max_seconds` (by its header) is refused with `FileTooLong` before a sample is read:
     a 2 GB file would take minutes. An unreadable file, or a rate the engine cannot convert, is a
-    `SourceError` (this file's fault: the other files of a batch still run).
+    `SourceError` (this file's fault: the other files of a batch still run). `personal`: a head from
+    `enrol.head_for` (`instrument-ai enrol`), applied at every sounding hop as in the daemon.
     """
     from instrument_ai.device.engine import Classifier, UnsupportedRate
     from instrument_ai.device.file_answer import file_answer
@@ -112,6 +118,10 @@ def classify_file(
         raise SourceError(f"{path}: {exc}") from None
     except ValueError as exc:  # the settings against this bundle (its default hop): no file would do better
         raise ConfigurationError(str(exc)) from None
+    try:
+        engine.set_personal(personal)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
     hops = []
     for block in source.blocks(threading.Event()):
         hops += engine.process_hops(block)
@@ -129,6 +139,7 @@ def classify_file(
         channels=source.channels,
         labels=labels,
         timeline=hops,
+        personal=None if personal is None else personal.summary(),
     )
 
 

@@ -102,6 +102,7 @@ class LiveState:
         self.costs = HopCosts()
         self.output_lost = 0
         self.observer_errors = 0
+        self.personal: dict[str, Any] | None = None  # the personal head in force: {"families": [...], "notes": N}
         self.ended: dict[str, Any] | None = None  # set when the source ended: the page stops reconnecting
 
     # -- sink interface (the audio thread) ------------------------------------------------------------------
@@ -114,6 +115,7 @@ class LiveState:
             "path": info.get("model"),
             "labels": list(info.get("labels", [])),
         }
+        self.personal = info.get("personal")
         if self.hub is not None:
             hop = float(info.get("hop_seconds") or 0.25)
             self.hub.history = type(self.hub.history)(maxlen=max(16, int(60.0 / hop) + 8))
@@ -156,6 +158,12 @@ class LiveState:
                 "path": data.get("path", self.model.get("path")),
                 "labels": list(data.get("new_labels", self.model.get("labels", []))),
             }
+        elif kind == "personal":
+            self.personal = {"families": list(data.get("families", [])), "notes": data.get("notes", 0)}
+        elif kind in ("personal_removed", "personal_dropped"):
+            self.personal = None
+        elif kind == "personal_refused":
+            self.last_error = {"kind": kind, "message": str(data.get("reason")), "wall": wall_time()}
         elif kind == "model_refused":
             self.refused += 1
             self.last_error = {"kind": kind, "message": str(data.get("reason")), "wall": wall_time()}
@@ -197,6 +205,7 @@ class LiveState:
         return {
             "type": "hello",
             "model": self.model,
+            "personal": self.personal,
             "hop_seconds": self.info.get("hop_seconds"),
             "source": self.info.get("source"),
             "state": self.last,
@@ -225,6 +234,7 @@ class LiveState:
 
         return {
             "model": self.model,
+            "personal": self.personal,
             "source": self.info.get("source"),
             "ended": self.ended,
             "pid": os.getpid(),

@@ -141,6 +141,7 @@ def state_payload(event: dict[str, Any]) -> dict[str, Any]:
         "time": event.get("time"),
         "hop": event.get("hop"),
         "wall": event.get("wall"),
+        "personal": event.get("personal"),
     }
 
 

@@ -71,6 +71,7 @@ class TextSink:
             f"instrument-ai run: model {info['model_name']} {info['model_version']} ({info['model']}), "
             f"runtime {info['runtime']}, threads {info['threads']}; source {info['source']} "
             f"{info['rate']} Hz x{info['channels']} -> {info['model_rate']} Hz, hop {info['hop_seconds']} s"
+            + (f"; personal head: {', '.join(info['personal']['families'])}" if info.get("personal") else "")
         )
 
     def hop(self, event: Any, stats: dict[str, Any]) -> None:

@@ -102,3 +102,25 @@ def test_a_missing_input_is_one_line_and_the_old_card_stays(inputs: dict[str, Pa
     bad = run_main(*["experiment", "model-card", "--bundle", "x", "--run", "y", "--holdout", "z",
                                    "--compare", "no-equals-sign"])  # fmt: skip
     assert bad.exit_code == 2 and "LABEL=VALUE" in bad.output
+
+
+def test_the_enrolment_table_joins_the_card_only_when_given(inputs: dict[str, Path], tmp_path: Path) -> None:
+    args = ["experiment", "model-card", "--bundle", str(REPO / "models" / "default.tflite"), "--run",
+            str(inputs["run"]), "--holdout", str(inputs["holdout"]), "--out", str(inputs["out"])]  # fmt: skip
+    assert run_main(*args).exit_code == 0
+    plain = inputs["out"].read_text()
+    assert "Enrolled notes" not in plain
+    settings = {"radius_quantile": 0.5, "radius_scale": 0.75, "prob_weight": 3.0, "tuned_on": ["b", "c"]}
+    row = {"source": "cello-x", "families": ["string"], "shots": 10, "notes_scored": 23, "before": 0.87,
+           "after": 0.965, "after_min": 0.91, "after_max": 1.0, "unseen_notes": 600, "unseen_before": 0.46,
+           "unseen_after": 0.45, "known_notes": 120, "known_before": 0.7, "known_after": 0.69, "settings": settings}
+    enrol = {"instruments": [row], "other": [], "repeats": 5, "settings_note": "chosen elsewhere",
+             "timing": {"fit_100_notes_ms": 98.0, "notes": 100, "hops": 480, "per_hop_median_ms": 0.03,
+                        "per_hop_p99_ms": 0.2}}  # fmt: skip
+    (tmp_path / "enrol.json").write_text(json.dumps(enrol))
+    command = "enrol=instrument-ai experiment enrol --data D --holdout cello-x"
+    assert run_main(*args, "--enrol", str(tmp_path / "enrol.json"), "--command", command).exit_code == 0
+    card = inputs["out"].read_text()
+    assert "## Enrolled notes on held-out sources" in card and "instrument-ai experiment enrol --data D" in card
+    assert "| cello-x | string | 10 | 23 | 87.0 % | **96.5 %** (91.0-100.0) |" in card
+    assert card.replace(card[card.index("\n## Enrolled notes"):card.index("\n## Sources and licences")], "") == plain

@@ -40,8 +40,12 @@ def test_runtime_benchmark_measures_every_section(tiny_bundle_path: Path, tmp_pa
     assert 20 < process["peak_rss_mb"] < 1000 and process["process_to_first_hop_s"] > 0
     assert report["bundle_load"]["golden_vectors"] == 3
     assert {"hop_median_ms", "hop_p99_ms", "rss_mb", "startup_s", "no_heavy_imports"} <= set(report["verdicts"])
+    head = report["personal_head"]  # the enrolment head's cost beside the plain engine
+    assert head["families"] and head["prototypes"] >= 2 and 0 < head["adjust_ms"]["median"] <= head["adjust_ms"]["p99"]
+    assert head["plain_sounding_hop_ms"]["n"] == head["personal_sounding_hop_ms"]["n"] > 0
     text = format_runtime_report(report)
     assert "interpreter per 1 s window" in text and "end to end per 0.25 s hop" in text and "peak RSS" in text
+    assert "head alone per sounding hop" in text and "end to end, with the head" in text
 
 
 def test_bench_runtime_cli_json_and_missing_model(tiny_bundle_path: Path, tmp_path: Path) -> None:

@@ -90,6 +90,12 @@ MODEL_OPTIONS = _stack(
             is_flag=True,
             help="Refuse a bundle without an 'other' output (at start and on every reload).",
         ),
+        click.option(
+            "--personal",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help="Personal file from `instrument-ai enrol` [with --model-dir: its personal.bin, if there is one].",
+        ),
     ]
 )
 """Where the model comes from and how it is checked (`run`, `classify`)."""
@@ -198,6 +204,29 @@ def find_model(model: Path | None, model_dir: Path | None) -> Path:
         raise RunError("give either --model or --model-dir, not both", EXIT_USAGE)
     with library_errors():
         return model_files.find_model(model, model_dir)
+
+
+def personal_head(personal: Path | None, model_dir: Path | None, bundle: Any) -> tuple[Any, Path | None, str | None]:
+    """(head, its file, why none) for `--personal FILE` or a model directory's personal.bin.
+
+    `--personal` must load (one line, exit 2: damaged, for another model without stored notes...); a model
+    directory's own file that cannot be used is reported (the third value) and the device runs without it.
+    A file made for another bundle is re-fitted from its stored notes and saved first.
+    """
+    from instrument_ai.device import enrol
+
+    if personal is not None:
+        with library_errors():
+            return enrol.head_for(personal, bundle), personal, None
+    if model_dir is None:
+        return None, None, None
+    path = enrol.personal_path(model_dir)
+    if not path.exists():
+        return None, path, None
+    try:
+        return enrol.head_for(path, bundle), path, None
+    except InstrumentAIError as exc:
+        return None, path, str(exc)
 
 
 def load_model(path: Path, threads: int, trusted_key: str | None = None, require_other: bool = False) -> Any:

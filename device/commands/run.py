@@ -43,6 +43,7 @@ from instrument_ai.device.commands.options import (
     find_model,
     library_errors,
     load_model,
+    personal_head,
     settings_from_options,
 )
 from instrument_ai.device.daemon import Daemon, Signals
@@ -159,6 +160,7 @@ def run(
     plain: bool,
     stats_every: float,
     duration: float | None,
+    personal: Path | None,
     **engine_opts: Any,
 ) -> None:
     """Classify a live stream continuously and report each change of instrument family.
@@ -171,6 +173,8 @@ def run(
     A bundle that fails (digests, --trusted-key, self-test, a trial run) is refused with a
     "model_refused" event and the old model keeps running.
     Signals: SIGINT/SIGTERM stop within one hop; SIGHUP reloads the model between hops.
+    Personal head (`enrol`): --personal FILE or --model-dir's personal.bin, applied at every hop,
+    reloaded like the model ("personal"; a damaged file: "personal_refused", the old head stays).
     Live page: --http HOST:PORT serves it with /events, /status, /healthz and /metrics (read-only);
     beyond loopback it needs --http-token-file (or --http-open). --mqtt HOST[:PORT] publishes events,
     the retained state and Home Assistant discovery (see docs/raspberry-pi.md).
@@ -179,13 +183,10 @@ def run(
     require_other = bool(engine_opts.pop("require_other", False))
     live_config = parse_live_options({key: engine_opts.pop(key) for key in LIVE_KEYS})
     settings = settings_from_options(engine_opts)
-    if fast and source in ("mic", "-"):
-        raise RunError("--fast applies only to a FILE or demo source", EXIT_USAGE)
-    if loop and source in ("mic", "-"):
-        raise RunError("--loop applies only to a FILE or demo source", EXIT_USAGE)
-    if model is not None and model_dir is not None:
-        raise RunError("give either --model or --model-dir, not both", EXIT_USAGE)
-    model_path = find_model(model, model_dir)  # a named model that is missing: before the audio (exit 2)
+    for flag, given in (("--fast", fast), ("--loop", loop)):
+        if given and source in ("mic", "-"):
+            raise RunError(f"{flag} applies only to a FILE or demo source", EXIT_USAGE)
+    model_path = find_model(model, model_dir)  # --model and --model-dir, or a named model missing: exit 2 first
     audio = _open_source(source, device, samplerate, channels, fast, loop)  # then "no microphone", the likeliest
     try:
         loaded = fingerprint(model_path)  # before the load: a change during it is seen by the first poll
@@ -193,6 +194,7 @@ def run(
         if loaded is not None:  # flash never prunes the version a daemon runs (issue 21, defect 4)
             record_running(Path(loaded.target))
         engine = make_engine(bundle, audio.rate, audio.channels, settings, audio.name)
+        personal_setup = _personal_setup(personal, model_dir, bundle, engine)
         report = report_to_stderr(as_json=as_json)
         with contextlib.ExitStack() as stack:
             out = _open_output(stack, output, report)
@@ -211,6 +213,7 @@ def run(
             stack.callback(watcher.close)
             watcher.start()
             daemon = Daemon(audio, engine, sink, out, signals, watcher, report, live)
+            _watch_personal(stack, daemon, personal_setup, reload_poll if model_dir else None)
             try:
                 daemon.loop(bundle, model_path, threads, stats_every, duration, started)
             except SourceError as exc:
@@ -219,6 +222,42 @@ def run(
         close = getattr(audio, "close", None)
         if close is not None:
             close()
+
+
+def _personal_setup(personal: Path | None, model_dir: Path | None, bundle: Any, engine: Any) -> tuple[Any, Any, Any]:
+    """Put `--personal` (or the model directory's personal.bin) in force: (its path, fingerprint, why unusable)."""
+    head, path, unusable = personal_head(personal, model_dir, bundle)
+    seen = fingerprint(path) if path is not None else None  # before the daemon starts: a change is seen by a poll
+    engine.set_personal(head)
+    return path, seen, unusable
+
+
+def _watch_personal(
+    stack: contextlib.ExitStack, daemon: Daemon, setup: tuple[Any, Any, Any], poll: float | None
+) -> None:
+    """Reload the personal file like the model (when there is a path to watch)."""
+    path, seen, unusable = setup
+    if path is None:
+        return
+    daemon.personal_watcher = _personal_watcher(path, daemon, poll, seen)
+    stack.callback(daemon.personal_watcher.close)
+    daemon.personal_watcher.start()
+    daemon.personal_unusable = unusable
+
+
+def _personal_watcher(path: Path, daemon: Daemon, poll: float | None, seen: Any) -> ModelWatcher:
+    """A watcher of the personal file: a new file is loaded and fitted for the model in force, aside."""
+    from instrument_ai.device.enrol import head_for
+    from instrument_ai.device.errors import InstrumentAIError
+    from instrument_ai.device.model_watch import ModelRefused
+
+    def prepare(target: Path) -> Any:
+        try:
+            return head_for(path, daemon.engine.bundle)
+        except InstrumentAIError as exc:
+            raise ModelRefused(str(exc)) from None
+
+    return ModelWatcher(path, prepare, poll_seconds=poll, loaded=seen)
 
 
 def _open_output(stack: contextlib.ExitStack, output: Path | None, report: Any) -> LineOutput:
@@ -268,6 +307,7 @@ def classify(
     timeline: bool,
     as_json: bool,
     max_seconds: float,
+    personal: Path | None,
     **engine_opts: Any,
 ) -> None:
     """Name the instrument family of each audio FILE (any length, rate, channels; wav/flac/ogg...).
@@ -279,9 +319,12 @@ def classify(
     require_other = bool(engine_opts.pop("require_other", False))
     settings = settings_from_options(engine_opts)
     bundle = load_model(find_model(model, model_dir), threads, trusted_key, require_other)
+    head, _, unusable = personal_head(personal, model_dir, bundle)
+    if unusable:
+        click.echo(f"instrument-ai classify: {unusable}; classifying without it", err=True)
     try:
         with library_errors():
-            failed = _classify_all(files, bundle, settings, max_seconds, timeline, as_json)
+            failed = _classify_all(files, bundle, settings, max_seconds, timeline, as_json, head)
     except BrokenPipeError:  # `| head`: the reader has what it wanted; stop quietly like `run`
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -291,7 +334,13 @@ def classify(
 
 
 def _classify_all(
-    files: tuple[str, ...], bundle: Any, settings: EngineSettings, max_seconds: float, timeline: bool, as_json: bool
+    files: tuple[str, ...],
+    bundle: Any,
+    settings: EngineSettings,
+    max_seconds: float,
+    timeline: bool,
+    as_json: bool,
+    head: Any = None,
 ) -> int:
     from instrument_ai.device.files import classify_file
     from instrument_ai.device.live_view import change_line
@@ -299,7 +348,7 @@ def _classify_all(
     failed = 0
     for path in files:
         try:
-            result = classify_file(path, bundle, settings=settings, max_seconds=max_seconds)
+            result = classify_file(path, bundle, settings=settings, max_seconds=max_seconds, personal=head)
         except SourceError as exc:
             message = cli_message(exc)
             if len(files) == 1 and not as_json:  # one file: its reason is the one line

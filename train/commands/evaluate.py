@@ -62,9 +62,15 @@ import click
     "instrument and the false instrument events per minute.",
 )
 @click.option("--quiet", is_flag=True, help="Print only the one-line summary.")
+@click.option(
+    "--personal",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A personal file (`instrument-ai enrol`) applied to the bundle's every window, as on the device.",
+)
 def evaluate(model_path: Path, data_dir: Path, split: str | None, json_path: Path | None, out_dir: Path | None,
              limit: int | None, silence_db: float | None, other_folder: Path | None,
-             quiet: bool) -> None:  # fmt: skip
+             quiet: bool, personal: Path | None) -> None:  # fmt: skip
     """Accuracy and macro-F1 per note and per window, per family, per source, and the time-reversed test."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
     from instrument_ai.train.experiments.evaluate import evaluate as run_evaluation
@@ -72,7 +78,7 @@ def evaluate(model_path: Path, data_dir: Path, split: str | None, json_path: Pat
 
     if out_dir is None:
         out_dir = default_out_dir(model_path, data_dir, split)
-    predictor = load_predictor(model_path)
+    predictor = load_predictor(model_path, personal=personal)
     other = evaluate_other_folder(predictor, other_folder, silence_db) if other_folder is not None else None
     result = run_evaluation(predictor, data_dir, split=split, out_dir=out_dir, json_path=json_path, limit=limit,
                             silence_db=silence_db, progress=None if quiet else _progress,

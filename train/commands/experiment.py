@@ -151,8 +151,10 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
 @click.option("--command", "commands", multiple=True, metavar="WHAT=COMMAND",
               help="The command that made an input (train, convert, holdout), printed in the card; repeatable.")
 @click.option("--out", "out_file", type=click.Path(path_type=Path), default=Path("models/README.md"), show_default=True)
+@click.option("--enrol", "enrol_file", type=click.Path(path_type=Path),
+              help="`instrument-ai experiment enrol`'s enrol.json, for the enrolment section.")  # fmt: skip
 def model_card(bundle: Path, run_dir: Path, holdout_dir: Path, compare: tuple[str, ...], bench_file: Path | None,
-               commands: tuple[str, ...], out_file: Path) -> None:  # fmt: skip
+               commands: tuple[str, ...], out_file: Path, enrol_file: Path | None) -> None:  # fmt: skip
     """Write the model card (models/README.md) from the run's, the holdout's, the bundle's and the bench's JSON."""
     from instrument_ai.train.experiments.model_card import load_inputs, write_card
 
@@ -166,7 +168,42 @@ def model_card(bundle: Path, run_dir: Path, holdout_dir: Path, compare: tuple[st
         return out
 
     comparisons = [(label, Path(p)) for label, p in pairs(compare, "--compare")]
-    inputs = load_inputs(bundle, run_dir, holdout_dir, comparisons=comparisons, bench=bench_file)
+    inputs = load_inputs(bundle, run_dir, holdout_dir, comparisons=comparisons, bench=bench_file, enrol=enrol_file)
     inputs.commands = dict(pairs(commands, "--command"))
     written = write_card(inputs, out_file)
     click.echo(f"wrote {written}")
+
+
+@experiment.command("enrol")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="A corpus folder with instruments.json (the library of each instrument).")  # fmt: skip
+@click.option("--holdout", required=True, multiple=True, metavar="SOURCE",
+              help="A library the model never heard (repeat or comma-separate).")  # fmt: skip
+@click.option("--shots", default="3,10", show_default=True, help="Notes enrolled per family, comma-separated.")
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="The bundle [the shipped one]; it must never have heard the held-out sources.")  # fmt: skip
+@click.option("--repeats", type=click.IntRange(1, 100), default=5, show_default=True, help="Seeded draws per row.")
+@click.option("--other-seconds", type=click.FloatRange(1, 600), default=30.0, show_default=True,
+              help="Seconds of a source's non-instrument sounds enrolled as 'other'.")  # fmt: skip
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Report folder.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def enrol(data_dir: Path, holdout: tuple[str, ...], shots: str, model_path: Path | None, repeats: int,
+          other_seconds: float, out_dir: Path, seed: int) -> None:  # fmt: skip
+    """Enrol K notes per instrument of held-out sources, score the rest before and after (OUT/enrol.md, .json)."""
+    from instrument_ai.device.model_files import SHIPPED_MODEL
+    from instrument_ai.train.experiments.enrol import EnrolConfig, EnrolExperimentError, run_enrol_experiment
+
+    try:
+        shot_list = sorted({int(s) for s in shots.split(",") if s.strip()})
+    except ValueError:
+        raise click.UsageError(f"--shots takes comma-separated integers, got {shots!r}") from None
+    if not shot_list or min(shot_list) < 1:
+        raise click.UsageError("--shots needs at least one count of 1 or more")
+    sources = [s.strip() for item in holdout for s in item.split(",") if s.strip()]
+    cfg = EnrolConfig(data=data_dir, holdout=sources, shots=shot_list, model=model_path or SHIPPED_MODEL,
+                      out=out_dir, repeats=repeats, other_seconds=other_seconds, seed=seed)  # fmt: skip
+    try:
+        run_enrol_experiment(cfg, say=_say)
+    except EnrolExperimentError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"report: {out_dir / 'enrol.md'}; json: {out_dir / 'enrol.json'}")

@@ -73,9 +73,15 @@ class Predictor:
         return self.spec.window_samples(self.window_frames)
 
 
-def load_predictor(path: str | Path, *, batch_size: int = 256) -> Predictor:
-    """A run folder, a model.keras (with config.json beside it) or a .tflite bundle -> Predictor."""
+def load_predictor(path: str | Path, *, batch_size: int = 256, personal: str | Path | None = None) -> Predictor:
+    """A run folder, a model.keras (with config.json beside it) or a .tflite bundle -> Predictor.
+
+    `personal`: a personal file (`instrument-ai enrol`) whose head is applied to a bundle's every window, as the
+    device applies it at every sounding hop; a bundle only.
+    """
     path = Path(path)
+    if personal is not None and path.suffix != ".tflite":
+        raise EvaluationError(f"--personal applies to a .tflite bundle, not to {path}")
     if not path.exists():
         raise EvaluationError(f"{path}: no such model (give a run folder, a model.keras or a .tflite bundle)")
     if path.is_dir():
@@ -85,7 +91,7 @@ def load_predictor(path: str | Path, *, batch_size: int = 256) -> Predictor:
     if path.suffix == ".keras":
         return _keras_predictor(path, batch_size)
     if path.suffix == ".tflite":
-        return _bundle_predictor(path)
+        return _bundle_predictor(path, None if personal is None else Path(personal))
     raise EvaluationError(f"{path}: unknown model type (expected a run folder, a .keras file or a .tflite bundle)")
 
 
@@ -167,7 +173,7 @@ def _run_name(model_path: Path) -> str:
     return f"{run.parent.name}/{run.name}" if run.name == "run" else run.name
 
 
-def _bundle_predictor(path: Path) -> Predictor:
+def _bundle_predictor(path: Path, personal: Path | None = None) -> Predictor:
     try:
         from instrument_ai.device import bundle as bundle_module
     except ImportError:
@@ -176,6 +182,22 @@ def _bundle_predictor(path: Path) -> Predictor:
         bundle = bundle_module.load(path)
     except Exception as exc:  # BundleError carries a one-line message; anything else is made one
         raise EvaluationError(f"{path}: {_one_line(exc)}") from None
+    info: dict[str, Any] = {}
+
+    def predict(windows: np.ndarray) -> np.ndarray:
+        return np.asarray(bundle.predict_batch(np.ascontiguousarray(windows, dtype=np.float32)))
+
+    if personal is not None:
+        from instrument_ai.device.enrol import head_for
+
+        head = head_for(personal, bundle)  # a damaged or foreign file: its one line, exit 2
+        info["personal"] = {**head.summary(), "path": str(personal)}
+        plain = predict
+
+        def predict(windows: np.ndarray) -> np.ndarray:  # the head at every window, as the device at every hop
+            probs = plain(windows)
+            return np.stack([head.adjust(w, p) for w, p in zip(windows, probs, strict=True)]) if len(probs) else probs
+
     return Predictor(
         name=str(getattr(bundle, "name", path.stem)),
         kind="bundle",
@@ -183,9 +205,9 @@ def _bundle_predictor(path: Path) -> Predictor:
         spec=bundle.spec,
         window_frames=int(bundle.window_frames),
         hop_seconds=float(bundle.default_hop_seconds),
-        predict=lambda windows: np.asarray(bundle.predict_batch(np.ascontiguousarray(windows, dtype=np.float32))),
+        predict=predict,
         info={"path": str(path), "runtime": getattr(bundle, "runtime", ""), "version": getattr(bundle, "version", ""),
-              **_bundle_open_set(bundle)},  # fmt: skip
+              **_bundle_open_set(bundle), **info},  # fmt: skip
     )
 
 

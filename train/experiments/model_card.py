@@ -47,6 +47,8 @@ class CardInputs:
     """Catalogue entries (train/catalogue.Source) of the corpus' libraries, for the credits."""
     commands: dict[str, str] = field(default_factory=dict)
     """What produced each input (shown beside its figures)."""
+    enrol: dict[str, Any] | None = None
+    """enrol.json of `instrument-ai experiment enrol` (the personal-head table), if given."""
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -66,6 +68,7 @@ def load_inputs(
     comparisons: Sequence[tuple[str, Path]] = (),
     bench: Path | None = None,
     catalogue: Path | None = None,
+    enrol: Path | None = None,
 ) -> CardInputs:
     """Read every input; a missing one is a CardError naming the file."""
     from instrument_ai.device.commands.inspect import describe
@@ -84,6 +87,7 @@ def load_inputs(
         holdout=_read_json(holdout_json, "the holdout summary"),
         bench=_read_json(bench, "the benchmark JSON") if bench else None,
         float_bundle=float_info,
+        enrol=_read_json(enrol, "the enrolment JSON") if enrol else None,
     )
     for label, path in comparisons:
         p = Path(path) / "holdout.json" if Path(path).is_dir() else Path(path)
@@ -217,6 +221,7 @@ def render(inputs: CardInputs) -> str:
     if inputs.comparisons:
         out += _lever_section(inputs)
     out += _latency_section(inputs)
+    out += enrol_section(inputs.enrol, inputs.commands.get("enrol"))
     out += _credits_section(inputs)
     out += _weaknesses_section(inputs, h)
     return "\n".join(out).rstrip() + "\n"
@@ -329,6 +334,19 @@ def _latency_section(inputs: CardInputs) -> list[str]:
                           else f"{r['family']} missed" for r in latency["notes"])  # fmt: skip
         lines += ["", f"Demo: {latency['named_correctly']} of {len(latency['notes'])} notes named ({named})."]
     return lines
+
+
+def enrol_section(enrol: dict[str, Any] | None, command: str | None = None) -> list[str]:
+    """"Teach it your instrument": `experiment enrol`'s table (nothing without its JSON)."""
+    if not enrol:
+        return []
+    from instrument_ai.train.experiments.enrol import markdown_table
+
+    how = command or "`instrument-ai experiment enrol`"
+    return ["", "## Enrolled notes on held-out sources (`instrument-ai enrol`)", "",
+            f"{how}: K notes of each instrument family of a source this model never heard are enrolled "
+            "(`device/personal.py`), the source's other notes scored before and after.", "",
+            markdown_table(enrol)]  # fmt: skip
 
 
 def _credits_section(inputs: CardInputs) -> list[str]:
