@@ -65,7 +65,7 @@ def libraries_cmd(shared: str | None) -> None:
 @click.option("--sources", default=None, help="Catalogue sources: comma-separated names, or 'all'.")
 @click.option("--from", "from_dir", default=None, help="Folder of clones or bare mirrors (OWNER+NAME, OWNER/NAME).")
 @click.option("--cache", default=None, help="Clone cache of `data fetch` [default: ~/.cache/instrument-ai/sources].")
-@click.option("--catalogue", default=None, help="Source catalogue [default: the shipped train/sources.toml].")
+@click.option("--catalogue", default=None, help="Source catalogue [default: the shipped train/sources/sources.toml].")
 @click.option("--other", "other", is_flag=True, help="Add the `other` class: noise, speech and drum-kit clips.")
 @click.option("--other-clips", default=None, type=int, help="numpy noise/hum/click clips [default: 3000].")
 @click.option("--speech-clips", default=None, type=int, help="espeak-ng speech clips [default: 1200].")

@@ -353,7 +353,8 @@ def _credits_section(inputs: CardInputs) -> list[str]:
     libraries = inputs.run_config.get("data", {}).get("libraries", [])
     catalogued = {s.name for s in inputs.sources}
     lines = ["", "## Sources and licences", "",
-             "Recorded and sampled sources (catalogue `train/sources.toml`, pinned commits; docs/sources.md):", ""]
+             "Recorded and sampled sources (catalogue `train/sources/sources.toml`, pinned commits; "
+             "docs/sources.md):", ""]
     rows = [[s.name, s.repo, s.licence] for s in sorted(inputs.sources, key=lambda s: s.name)]
     lines.append(_table(["source", "repository", "licence"], rows) if rows else "(none)")
     rest = [lib for lib in libraries if lib not in catalogued]
