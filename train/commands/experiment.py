@@ -67,7 +67,8 @@ def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train
               help="A corpus folder with instruments.json (the library of each instrument).")  # fmt: skip
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Results folder (finished folds in it are not trained again).")  # fmt: skip
-@click.option("--preset", type=click.Choice(["edge", "baseline"]), default="edge", show_default=True)
+@click.option("--preset", type=click.Choice(["edge", "baseline", "mel2d", "mel_ds"]), default="edge", show_default=True,
+              help="edge: MFCC temporal CNN (shipped); mel2d, mel_ds: 2-D CNNs on log-mel bands.")
 @click.option("--libraries", multiple=True, metavar="NAME",
               help="Hold out only these libraries (repeat or comma-separate); default: every one present.")  # fmt: skip
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [default: the preset's].")

@@ -49,7 +49,8 @@ def _families(value: str | None) -> list[str] | None:
     type=click.Path(path_type=Path),
     help="Continue an interrupted run from its last checkpoint (takes the run's own settings).",
 )
-@click.option("--preset", type=click.Choice(["baseline", "edge"]), default="edge", show_default=True)
+@click.option("--preset", type=click.Choice(["baseline", "edge", "mel2d", "mel_ds"]), default="edge", show_default=True,
+              help="edge: MFCC temporal CNN (shipped); mel2d, mel_ds: 2-D CNNs on log-mel bands.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the preset's: baseline 72, edge 48).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--split", "split_file", type=click.Path(path_type=Path), help="A splits.json to use instead of DIR's.")
