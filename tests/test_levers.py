@@ -114,6 +114,8 @@ def test_log_mel_presets_fit_the_budget_and_take_log_mel_bands() -> None:
         assert model.input_shape == (None, 64, 59, 1)
         assert 1_000_000 < count_macs(model) <= MAX_MACS
     assert count_macs(build_model("mel2d", 12, (64, 59, 1), compile=False)) <= 26_000_000
+    wide = count_macs(build_model("edge_wide", 12, (40, 59, 1), compile=False))
+    assert count_macs(build_model("edge", 12, (40, 59, 1), compile=False)) < wide <= MAX_MACS
     edge = TrainConfig(data="d", out="o", preset="edge")
     assert edge.stage == "mfcc" and "stage" not in edge.spec().to_dict()
     assert PRESETS["edge"].stage == "mfcc"
@@ -196,3 +198,10 @@ def test_the_lever_table_reads_every_figure_from_the_holdout_folders(tmp_path: P
         "| mel2d | 55.0 % (+5.0) | 60.0 % (+0.0) | 25.0 % (+0.0) | 2.5 | 20.0 % / 20.0 % | 25.9 M | 1.5 | `b` |" in text
     )
     assert "| later | running |" in text
+
+
+def test_the_cli_offers_every_preset() -> None:
+    from instrument_ai.train.commands.train import PRESET_NAMES
+    from instrument_ai.train.models import PRESETS
+
+    assert sorted(PRESET_NAMES) == sorted(PRESETS)

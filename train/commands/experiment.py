@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from instrument_ai.train.commands.train import AUDIO_AUGMENT_HELP, parse_audio_augment
+from instrument_ai.train.commands.train import AUDIO_AUGMENT_HELP, PRESET_HELP, PRESET_NAMES, parse_audio_augment
 
 
 def _say(message: str) -> None:
@@ -67,8 +67,7 @@ def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train
               help="A corpus folder with instruments.json (the library of each instrument).")  # fmt: skip
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Results folder (finished folds in it are not trained again).")  # fmt: skip
-@click.option("--preset", type=click.Choice(["edge", "baseline", "mel2d", "mel_ds"]), default="edge", show_default=True,
-              help="edge: MFCC temporal CNN (shipped); mel2d, mel_ds: 2-D CNNs on log-mel bands.")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="edge", show_default=True, help=PRESET_HELP)
 @click.option("--libraries", multiple=True, metavar="NAME",
               help="Hold out only these libraries (repeat or comma-separate); default: every one present.")  # fmt: skip
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [default: the preset's].")
