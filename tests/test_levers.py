@@ -205,3 +205,25 @@ def test_the_cli_offers_every_preset() -> None:
     from instrument_ai.train.models import PRESETS
 
     assert sorted(PRESET_NAMES) == sorted(PRESETS)
+
+
+def test_vibrato_swings_the_pitch_and_tremolo_the_level() -> None:
+    from instrument_ai.train.augment import tremolo, vibrato
+
+    t = np.arange(2 * RATE) / RATE
+    tone = np.sin(2 * np.pi * 440.0 * t)
+    swung = vibrato(tone, RATE, 50.0, 5.0)
+    # the instantaneous frequency, from zero crossings, swings by about +-50 cents (+-2.9 %) around 440 Hz
+    index = np.flatnonzero((swung[:-1] < 0) & (swung[1:] >= 0))
+    crossings = index + swung[index] / (swung[index] - swung[index + 1])  # interpolated between samples
+    freq = RATE / np.diff(crossings)
+    assert 440 * 2 ** (35 / 1200) < freq.max() < 440 * 2 ** (65 / 1200)
+    assert 440 * 2 ** (-65 / 1200) < freq.min() < 440 * 2 ** (-35 / 1200)
+    level = tremolo(np.ones(RATE), RATE, 0.3, 4.0)
+    assert level.max() == pytest.approx(1.0) and level.min() == pytest.approx(0.7, abs=1e-4)
+    config = AudioAugment(copies=1, vibrato_prob=1.0, tremolo_prob=1.0)
+    assert {"vibrato_cents", "tremolo_hz"} <= set(config.to_dict()) and "vibrato_hz" not in AudioAugment().to_dict()
+    augmented, clean = render_rendition(tone, RATE, 256, np.random.default_rng(1), config)
+    assert augmented.shape == clean.shape and np.isfinite(augmented).all()
+    with pytest.raises(ValueError, match="tremolo_depth"):
+        AudioAugment(tremolo_depth=(0.2, 1.5))

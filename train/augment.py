@@ -79,28 +79,41 @@ class AudioAugment:
     """The release: a raised-cosine fade to zero over this long (no click at the cut)."""
     short_reverb_prob: float = 0.5
     """Chance that a short note gets a room (RT60 `rt60_s`) even where `reverb_prob` says none: its tail."""
+    vibrato_prob: float = 0.0
+    """Share of (long) renditions given a vibrato: a sinusoidal pitch swing, as a player sustains a note."""
+    vibrato_cents: tuple[float, float] = (10.0, 40.0)
+    vibrato_hz: tuple[float, float] = (4.0, 7.0)
+    tremolo_prob: float = 0.0
+    """Share of (long) renditions given a tremolo: a sinusoidal swing of the level."""
+    tremolo_depth: tuple[float, float] = (0.1, 0.4)
+    tremolo_hz: tuple[float, float] = (3.0, 8.0)
 
     def __post_init__(self) -> None:
         if not 0 <= self.copies <= 16:
             raise ValueError(f"audio augmentation: copies must be in 0..16, got {self.copies}")
         probabilities = ("noise_prob", "pink_prob", "reverb_prob", "bandlimit_prob", "pitch_prob")
-        for name in (*probabilities, "short_prob", "short_reverb_prob"):
+        for name in (*probabilities, "short_prob", "short_reverb_prob", "vibrato_prob", "tremolo_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"audio augmentation: {name} must be a probability")
-        for name in ("snr_db", "rt60_s", "wet", "highpass_hz", "lowpass_hz", "preroll_s", "short_s", "release_s"):
+        ranges = ("snr_db", "rt60_s", "wet", "highpass_hz", "lowpass_hz", "preroll_s", "short_s", "release_s")
+        for name in (*ranges, "vibrato_cents", "vibrato_hz", "tremolo_depth", "tremolo_hz"):
             lo, hi = getattr(self, name)
             if not lo <= hi:
                 raise ValueError(f"audio augmentation: {name} must be (low, high), got {(lo, hi)}")
         if self.short_s[0] <= 0 or self.release_s[0] <= 0:
             raise ValueError("audio augmentation: short_s and release_s must be positive")
+        if self.tremolo_depth[0] < 0.0 or self.tremolo_depth[1] > 1.0:
+            raise ValueError("audio augmentation: tremolo_depth must be within 0..1")
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields (the feature-cache key); the short-note ones only when short notes are on, so the
-        renditions and caches of earlier recipes keep their key."""
+        """The fields (the feature-cache key); the short-note, vibrato and tremolo ones only when they are on,
+        so the renditions and caches of earlier recipes keep their key."""
         data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-        if not self.short_prob:
-            for name in SHORT_NOTE_FIELDS:
-                data.pop(name)
+        for switch, names in ((self.short_prob, SHORT_NOTE_FIELDS), (self.vibrato_prob, VIBRATO_FIELDS),
+                              (self.tremolo_prob, TREMOLO_FIELDS)):  # fmt: skip
+            if not switch:
+                for name in names:
+                    data.pop(name)
         return data
 
     @classmethod
@@ -109,6 +122,8 @@ class AudioAugment:
 
 
 SHORT_NOTE_FIELDS = ("short_prob", "short_s", "release_s", "short_reverb_prob")
+VIBRATO_FIELDS = ("vibrato_prob", "vibrato_cents", "vibrato_hz")
+TREMOLO_FIELDS = ("tremolo_prob", "tremolo_depth", "tremolo_hz")
 
 
 @dataclass(frozen=True)
@@ -228,6 +243,24 @@ def cut_short(audio: np.ndarray, sample_rate: int, held_s: float, release_s: flo
     return out
 
 
+def vibrato(audio: np.ndarray, sample_rate: int, cents: float, hz: float, phase: float = 0.0) -> np.ndarray:
+    """The note read at a rate that swings +-`cents` around 1, `hz` times a second: its pitch swings with it."""
+    note = np.asarray(audio, dtype=np.float64)
+    if note.size < 2 or cents == 0.0:
+        return note
+    t = np.arange(note.size) / sample_rate
+    rate = 2.0 ** (cents * np.sin(2 * np.pi * hz * t + phase) / 1200.0)
+    positions = np.concatenate([[0.0], np.cumsum(rate[:-1])])
+    return np.interp(positions, np.arange(note.size), note, right=0.0)
+
+
+def tremolo(audio: np.ndarray, sample_rate: int, depth: float, hz: float, phase: float = 0.0) -> np.ndarray:
+    """The note's level swung between 1 and 1 - `depth`, `hz` times a second."""
+    note = np.asarray(audio, dtype=np.float64)
+    t = np.arange(note.size) / sample_rate
+    return note * (1.0 - depth * 0.5 * (1.0 - np.cos(2 * np.pi * hz * t + phase)))
+
+
 def render_rendition(
     audio: np.ndarray, sample_rate: int, hop_length: int, rng: np.random.Generator, config: AudioAugment
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -248,6 +281,12 @@ def render_rendition(
         last = int(np.flatnonzero(note)[-1]) + 1 if np.any(note) else 0
         note = note[: min(note.size, last + tail)]  # room for the tail, no long silence after it
         short = True
+    if not short and config.vibrato_prob and rng.random() < config.vibrato_prob:
+        phase = rng.uniform(0, 2 * np.pi)
+        note = vibrato(note, sample_rate, rng.uniform(*config.vibrato_cents), rng.uniform(*config.vibrato_hz), phase)
+    if not short and config.tremolo_prob and rng.random() < config.tremolo_prob:
+        phase = rng.uniform(0, 2 * np.pi)
+        note = tremolo(note, sample_rate, rng.uniform(*config.tremolo_depth), rng.uniform(*config.tremolo_hz), phase)
     # time shift: whole hops of silence (the crop covers the rest) plus a sub-hop offset
     preroll = int(rng.uniform(*config.preroll_s) * sample_rate) + int(rng.integers(0, max(1, hop_length)))
     clean = np.concatenate([np.zeros(preroll), note])
