@@ -203,12 +203,12 @@ class Bundle:
 
     # -- inference --------------------------------------------------------------------------
     def input_tensor(self, features: np.ndarray) -> np.ndarray:
-        """Raw MFCC windows (N, n_mfcc, frames) -> the model's input tensor (N, n_mfcc, frames, 1)."""
+        """Raw feature windows (N, n_features, frames) -> the model's input tensor (N, n_features, frames, 1)."""
         x = (features.astype(np.float32, copy=False) - self.mean[:, None]) / self.std[:, None]
         return self.input_codec.quantize(x)[..., None]
 
     def invoke_raw(self, tensor: np.ndarray) -> np.ndarray:
-        """Run one input tensor (1, n_mfcc, frames, 1); return the raw output row (int8 or float32)."""
+        """Run one input tensor (1, n_features, frames, 1); return the raw output row (int8 or float32)."""
         self._interpreter.set_tensor(self._input_index, tensor)
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output_index).reshape(-1).copy()
@@ -225,13 +225,13 @@ class Bundle:
         return features
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """Probabilities (n_labels,) float32 for one window of raw MFCCs (n_mfcc, window_frames)."""
+        """Probabilities (n_labels,) float32 for one window of raw features (n_features, window_frames)."""
         features = self._check_features(features, batch=False)
         raw = self.invoke_raw(self.input_tensor(features[None]))
         return self.output_codec.dequantize(raw)
 
     def predict_batch(self, features: np.ndarray) -> np.ndarray:
-        """Probabilities (N, n_labels) for N windows (N, n_mfcc, window_frames).
+        """Probabilities (N, n_labels) for N windows (N, n_features, window_frames).
 
         One invoke per window on the batch-1 interpreter. Measured on a 3-conv
         int8 CNN (40x59 input, ai-edge-litert, 1 thread): 1.8-2.0 ms per window
