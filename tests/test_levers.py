@@ -159,7 +159,7 @@ def _holdout(out: Path, real: float, lost_notes: int, macs: int) -> Path:
     labels = ["bass", "reed", "other"]
     run = out / "groups" / "g1"
     run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps({"model": {"macs": macs}}))
+    (run / "metrics.json").write_text(json.dumps({"model": {"macs": macs}, "train_seconds": 90.0}))
     fold = {"name": "cello", "kind": "real", "note_accuracy": real, "per_length": {"short": 0.25},
             "per_length_notes": {"short": 4}, "trained_as": "g1", "train_seconds": 90.0,
             "run_dir": str(run)}  # fmt: skip
@@ -227,3 +227,25 @@ def test_vibrato_swings_the_pitch_and_tremolo_the_level() -> None:
     assert augmented.shape == clean.shape and np.isfinite(augmented).all()
     with pytest.raises(ValueError, match="tremolo_depth"):
         AudioAugment(tremolo_depth=(0.2, 1.5))
+
+
+def test_the_screen_tests_each_fold_on_a_fixed_even_sample_of_its_notes(tmp_path: Path) -> None:
+    from test_experiment import StandInTrainer, toy
+
+    from instrument_ai.train.experiments import holdout as ho
+
+    corpus = toy.make_corpus(tmp_path / "c", families=("bass", "flute", "organ"), libraries=("TimGM6mb", "FluidR3"),
+                             pitches=(48, 60, 72))  # fmt: skip
+    fold = ho.folds_of(corpus)[0][0]
+    every = ho.screen_sample(corpus, fold.instruments, None)
+    sample = ho.screen_sample(corpus, fold.instruments, 4)
+    assert every is None and sample is not None and len(sample) == 4
+    assert sample == ho.screen_sample(corpus, fold.instruments, 4)  # the same notes for every recipe
+    assert {name.split("-")[0] for name in sample} == set(fold.instruments)  # spread over the instruments
+    cfg = ho.HoldoutConfig(data=corpus, out=tmp_path / "h", preset="edge", epochs=30, max_test_notes=4)
+    summary = ho.run_holdout(cfg, train_fn=StandInTrainer())
+    assert all(f["n_notes"] == 4 for f in summary["folds"])
+    assert summary["settings"]["max_test_notes"] == 4
+    with pytest.raises(ho.HoldoutError, match="other settings \\(max_test_notes=4\\)"):
+        ho.run_holdout(ho.HoldoutConfig(data=corpus, out=tmp_path / "h", preset="edge", epochs=30),
+                       train_fn=StandInTrainer())  # fmt: skip

@@ -17,7 +17,7 @@ import contextlib
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -672,6 +672,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     json_path: str | Path | None = None,
     limit: int | None = None,
+    notes_only: Collection[str] | None = None,
     silence_db: float | None = None,
     title: str | None = None,
     progress: Callable[[int], None] | None = None,
@@ -679,7 +680,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a model on an NSynth json/wav folder, a .tfrecord file or a folder of them.
 
-    Writes figures, evaluation.json and report.md into `out_dir` (if given).
+    Writes figures, evaluation.json and report.md into `out_dir` (if given). `notes_only`: score only the
+    notes of these note_strs (a fixed sample, e.g. the lever screen's).
     """
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
     check_labels(predictor.labels, [])
@@ -697,6 +699,9 @@ def evaluate(
     read_report = ReadReport()
     notes = iter_corpus(data, instruments=instruments, limit=limit, sample_rate=predictor.spec.sample_rate,
                         report=read_report)  # fmt: skip
+    if notes_only is not None:
+        wanted = set(notes_only)
+        notes = (note for note in notes if note.note_str in wanted)
     first = next(notes, None)
     if first is None:
         where = f" in split {split!r}" if split else " for those instruments" if instruments is not None else ""

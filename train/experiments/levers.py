@@ -48,14 +48,14 @@ def lost_to_other(fold_dir: Path) -> float | None:
     return float(confusion[rows, labels.index(OTHER)].sum() / notes) if notes else None
 
 
-def _macs(folds: list[dict[str, Any]]) -> int | None:
-    for fold in folds:
-        metrics = Path(fold.get("run_dir", "")) / "metrics.json"
-        if metrics.is_file():
-            macs = _read(metrics).get("model", {}).get("macs")
-            if macs is not None:
-                return int(macs)
-    return None
+def _run_metrics(folds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """metrics.json of each training the folds were tested with (once per group)."""
+    paths = {Path(fold["run_dir"]) / "metrics.json" for fold in folds if fold.get("run_dir")}
+    return [_read(path) for path in sorted(paths) if path.is_file()]
+
+
+def _macs(runs: list[dict[str, Any]]) -> int | None:
+    return next((int(m["model"]["macs"]) for m in runs if m.get("model", {}).get("macs") is not None), None)
 
 
 def lever_row(out: Path) -> dict[str, Any] | None:
@@ -69,7 +69,7 @@ def lever_row(out: Path) -> dict[str, Any] | None:
     real = [f for f in folds if f.get("kind") == "real" and f.get("note_accuracy") is not None]
     short = [f["per_length"]["short"] for f in real if "short" in f.get("per_length", {})]
     lost = [x for f in real if (x := lost_to_other(Path(out) / "folds" / f["name"])) is not None]
-    seconds = {f.get("trained_as", f["name"]): f.get("train_seconds", 0.0) for f in folds}
+    runs = _run_metrics(folds)
     return {
         "real": by_kind.get("real", {}).get("mean_note_accuracy"),
         "real_folds": len(real),
@@ -79,8 +79,8 @@ def lever_row(out: Path) -> dict[str, Any] | None:
         "other_events": by_kind.get("other", {}).get("false_events_per_minute"),
         "lost_to_other": float(np.mean(lost)) if lost else None,
         "lost_to_other_worst": max(lost) if lost else None,
-        "macs": _macs(folds),
-        "train_minutes": sum(seconds.values()) / 60.0,
+        "macs": _macs(runs),
+        "train_minutes": sum(m.get("train_seconds", 0.0) for m in runs) / 60.0,  # the trainer's own clock
     }
 
 
