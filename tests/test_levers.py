@@ -149,6 +149,12 @@ def test_a_log_mel_model_runs_on_the_device_end_to_end(tmp_path_factory: pytest.
     assert answer.exit_code == 0, answer.output
     named = answer.output.strip().splitlines()[-1]
     assert named.startswith(f"{note}: ") and named.split()[1] in loaded.labels, named
+    from instrument_ai.train.experiments.evaluate import evaluate
+
+    on_device = evaluate(bundle_path, corpus)  # the bundle through the device path, on its own stage
+    in_keras = evaluate(run, corpus)
+    assert on_device["n_notes"] == in_keras["n_notes"] == 60
+    assert abs(on_device["note_accuracy"] - in_keras["note_accuracy"]) <= 0.05  # int8 against float
 
 
 # -- the lever table ------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ STAGES: dict[str, Callable[[np.ndarray, FrontendSpec], np.ndarray]] = {
     "log_mel": log_mel,
     "mel_power": mel_power,
 }
-"""Frontend outputs a run may be trained on (the trainer's `feature_stage`); bundles carry MFCC models."""
+"""Frontend outputs a run may be trained on (the trainer's `feature_stage`); a bundle's spec names its stage
+(mfcc or log_mel)."""
 
 
 class EvaluationError(InstrumentAIError):
@@ -183,6 +184,7 @@ def _bundle_predictor(path: Path) -> Predictor:
         spec=bundle.spec,
         window_frames=int(bundle.window_frames),
         hop_seconds=float(bundle.default_hop_seconds),
+        stage=bundle.spec.stage,  # what the bundle's model takes: MFCCs or log-mel bands
         predict=lambda windows: np.asarray(bundle.predict_batch(np.ascontiguousarray(windows, dtype=np.float32))),
         info={"path": str(path), "runtime": getattr(bundle, "runtime", ""), "version": getattr(bundle, "version", ""),
               **_bundle_open_set(bundle)},  # fmt: skip
