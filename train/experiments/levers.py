@@ -81,6 +81,7 @@ def lever_row(out: Path) -> dict[str, Any] | None:
         "lost_to_other_worst": max(lost) if lost else None,
         "macs": _macs(runs),
         "train_minutes": sum(m.get("train_seconds", 0.0) for m in runs) / 60.0,  # the trainer's own clock
+        "epochs": [m.get("epochs_run") for m in runs],
     }
 
 
@@ -97,7 +98,8 @@ def _delta(value: float | None, base: float | None) -> str:
 def render(levers: list[dict[str, Any]]) -> str:
     """The markdown table: one row per lever, accuracy deltas against the first (the baseline) in points."""
     header = ["lever", "real folds", "SoundFont folds", "real notes < 0.5 s", "`other` false events/min",
-              "instrument notes lost to `other` (mean / worst real fold)", "MACs", "train min", "command"]  # fmt: skip
+              "instrument notes lost to `other` (mean / worst real fold)", "MACs", "train min (epochs)",
+              "command"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = [(lever, lever_row(Path(lever["out"]))) for lever in levers]
     base = rows[0][1] if rows and rows[0][1] else {}
@@ -114,11 +116,12 @@ def render(levers: list[dict[str, Any]]) -> str:
             "n/a" if row["other_events"] is None else f"{row['other_events']:.1f}",
             f"{_pct(row['lost_to_other'])} / {_pct(row['lost_to_other_worst'])}",
             "n/a" if row["macs"] is None else f"{row['macs'] / 1e6:.1f} M",
-            f"{row['train_minutes']:.1f}",
+            f"{row['train_minutes']:.1f} ({' + '.join(str(e) for e in row['epochs'])})",
             command,
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    notes = [f"- {lever['name']}: {lever['note']}" for lever in levers if lever.get("note")]
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def main(argv: list[str]) -> int:
