@@ -132,9 +132,8 @@ class FrontendSpec:
     energy_c0: bool = False
     """Replace c0 by the log of the frame's total power (python_speech_features' `appendEnergy`)."""
     stage: InputStage = "mfcc"
-    """The model's input rows: "mfcc" (`n_mfcc` cepstra) or "log_mel" (`n_mels` bands, no DCT). Written into
-    `to_dict` only when it is not "mfcc", so an MFCC spec reads (and hashes) as it did before the field existed,
-    and a device too old to know the field refuses a log-mel bundle instead of feeding it MFCCs."""
+    """The model's input rows: "mfcc" or "log_mel" (`n_mels` bands); in `to_dict` only when not "mfcc", so MFCC
+    specs read as before and an older device refuses a log-mel bundle instead of feeding it MFCCs."""
     version: int = SPEC_VERSION
     """Meaning of the fields above; a device refuses a spec whose version it does not know."""
 
@@ -826,8 +825,7 @@ def log_mel(signal: np.ndarray, spec: FrontendSpec = DEFAULT_SPEC) -> np.ndarray
 
 
 def model_input(signal: np.ndarray, spec: FrontendSpec = DEFAULT_SPEC) -> np.ndarray:
-    """The features the spec's model takes (`spec.stage`): `mfcc` or `log_mel` of a whole clip,
-    (n_features, n_frames) float32."""
+    """What the spec's model takes (`spec.stage`) of a whole clip: (n_features, n_frames) float32."""
     return _batch(signal, spec, spec.stage)
 
 
