@@ -47,21 +47,29 @@ class ConvertRun:
 def read_run(rundir: Path) -> ConvertRun:
     """Read and cross-check a run folder for conversion; RunFolderError names the first problem.
 
-    Beyond `read_run_folder`: an MFCC model (the bundle's frontend), finite stds above zero, model.keras
-    and calibration.npz present and consistent; metrics.json is optional (a warning when unreadable).
+    Beyond `read_run_folder`: a model on a stage the device computes (MFCC or log-mel, named in the spec),
+    finite stds above zero, model.keras and calibration.npz present and consistent; metrics.json is optional
+    (a warning when unreadable).
     """
     import numpy as np
 
     folder = read_run_folder(rundir)
     spec, config_path = folder.spec, folder.config_path
-    if folder.mean.shape != (spec.n_mfcc,) or folder.std.shape != (spec.n_mfcc,):
-        raise RunFolderError(config_path, f"input_normalization needs {spec.n_mfcc} means and stds (one per MFCC)")
+    if folder.stage != spec.stage:
+        raise RunFolderError(
+            config_path,
+            f"feature_stage {folder.stage} but the frontend spec's stage is "
+            f"{spec.stage}: a device computes mfcc or log_mel, named in the spec (retrain the run)",
+        )
+    per = "MFCC" if spec.stage == "mfcc" else "mel band"
+    if folder.mean.shape != (spec.n_features,) or folder.std.shape != (spec.n_features,):
+        raise RunFolderError(config_path, f"input_normalization needs {spec.n_features} means and stds (one per {per})")
     if not (np.isfinite(folder.mean).all() and np.isfinite(folder.std).all() and (folder.std > 0).all()):
         raise RunFolderError(config_path, "input_normalization must be finite with std > 0")
     if not folder.model_path.is_file():
         raise RunFolderError(folder.model_path, "missing (the run's trained model)")
     calibration = read_calibration(
-        folder.path / "calibration.npz", (spec.n_mfcc, folder.window_frames), len(folder.labels)
+        folder.path / "calibration.npz", (spec.n_features, folder.window_frames), len(folder.labels)
     )
     run = ConvertRun(folder=folder, calibration=calibration)
     try:

@@ -85,11 +85,11 @@ def _demo_audio() -> tuple[np.ndarray, int, list[dict[str, Any]]]:
 def interpreter_latency(model: Path, threads: int, repeats: int) -> dict[str, Any]:
     """Per-window `predict` and bare `invoke` times of one bundle at `threads` interpreter threads."""
     from instrument_ai.device.bundle import load
-    from instrument_ai.device.frontend import mfcc
+    from instrument_ai.device.frontend import model_input
 
     bundle = load(model, num_threads=threads)
     audio, _, _ = _demo_audio()
-    features = mfcc(audio, bundle.spec)
+    features = model_input(audio, bundle.spec)
     starts = range(0, features.shape[1] - bundle.window_frames, 4)
     windows = [np.ascontiguousarray(features[:, s : s + bundle.window_frames]) for s in starts]
     tensors = [bundle.input_tensor(w[None]) for w in windows]

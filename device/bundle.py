@@ -198,8 +198,14 @@ class Bundle:
         self.load_ms: float | None = None
 
     @property
+    def n_features(self) -> int:
+        """Rows of one input frame: MFCCs, or log-mel bands (the spec's `stage`)."""
+        return self.spec.n_features
+
+    @property
     def n_mfcc(self) -> int:
-        return self.spec.n_mfcc
+        """The input rows under their old name (MFCC bundles); `n_features` says the same for any stage."""
+        return self.spec.n_features
 
     @property
     def file_bytes(self) -> int:
@@ -210,12 +216,12 @@ class Bundle:
 
     # -- inference --------------------------------------------------------------------------
     def input_tensor(self, features: np.ndarray) -> np.ndarray:
-        """Raw MFCC windows (N, n_mfcc, frames) -> the model's input tensor (N, n_mfcc, frames, 1)."""
+        """Raw feature windows (N, n_features, frames) -> the model's input tensor (N, n_features, frames, 1)."""
         x = (features.astype(np.float32, copy=False) - self.mean[:, None]) / self.std[:, None]
         return self.input_codec.quantize(x)[..., None]
 
     def invoke_raw(self, tensor: np.ndarray) -> np.ndarray:
-        """Run one input tensor (1, n_mfcc, frames, 1); return the raw output row (int8 or float32)."""
+        """Run one input tensor (1, n_features, frames, 1); return the raw output row (int8 or float32)."""
         self._interpreter.set_tensor(self._input_index, tensor)
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output_index).reshape(-1).copy()
@@ -223,22 +229,22 @@ class Bundle:
     def _check_features(self, features: Any, batch: bool) -> np.ndarray:
         if not isinstance(features, np.ndarray):
             raise ValueError(f"features must be a numpy array, got {type(features).__name__}")
-        window = (self.n_mfcc, self.window_frames)
+        window = (self.n_features, self.window_frames)
         if (features.shape[1:] if batch else features.shape) != window or features.ndim != (3 if batch else 2):
             want = f"(N, {window[0]}, {window[1]})" if batch else str(window)
-            raise ValueError(f"features must have shape {want} (n_mfcc, window frames), got {features.shape}")
+            raise ValueError(f"features must have shape {want} (features, window frames), got {features.shape}")
         if not np.isfinite(features).all():
             raise ValueError("features contain NaN or Inf")
         return features
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """Probabilities (n_labels,) float32 for one window of raw MFCCs (n_mfcc, window_frames)."""
+        """Probabilities (n_labels,) float32 for one window of raw features (n_features, window_frames)."""
         features = self._check_features(features, batch=False)
         raw = self.invoke_raw(self.input_tensor(features[None]))
         return self.output_codec.dequantize(raw)
 
     def predict_batch(self, features: np.ndarray) -> np.ndarray:
-        """Probabilities (N, n_labels) for N windows (N, n_mfcc, window_frames).
+        """Probabilities (N, n_labels) for N windows (N, n_features, window_frames).
 
         One invoke per window on the batch-1 interpreter. Measured on a 3-conv
         int8 CNN (40x59 input, ai-edge-litert, 1 thread): 1.8-2.0 ms per window
@@ -265,7 +271,7 @@ class Bundle:
         started = time.perf_counter()
         for i, vector in enumerate(golden["vectors"]):
             try:
-                features = decode_features(vector["features_f16"], (self.n_mfcc, self.window_frames))
+                features = decode_features(vector["features_f16"], (self.n_features, self.window_frames))
                 expected = np.asarray(vector["expected"], dtype=np.float64)
             except (KeyError, TypeError, ValueError) as exc:
                 raise BundleError(f"{self.path}: golden vector {i} is malformed ({exc})") from None
@@ -450,8 +456,9 @@ def _check_fields(path: str, metadata: dict[str, Any]) -> FrontendSpec:
         std = np.asarray(norm["std"], dtype=np.float64)
     except (KeyError, TypeError, ValueError):
         raise _fail(path, "input_normalization must hold numeric 'mean' and 'std' lists") from None
-    if mean.shape != (spec.n_mfcc,) or std.shape != (spec.n_mfcc,):
-        raise _fail(path, f"input_normalization mean/std must have {spec.n_mfcc} values (one per MFCC)")
+    if mean.shape != (spec.n_features,) or std.shape != (spec.n_features,):
+        per = "MFCC" if spec.stage == "mfcc" else "mel band"
+        raise _fail(path, f"input_normalization mean/std must have {spec.n_features} values (one per {per})")
     if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
         raise _fail(path, "input_normalization must be finite with positive std")
     try:
@@ -466,7 +473,7 @@ def _check_fields(path: str, metadata: dict[str, Any]) -> FrontendSpec:
 
 def _check_tensors(path: str, bundle: Bundle) -> None:
     """The interpreter's view of the model must be what the metadata promises."""
-    expected_input = (1, bundle.n_mfcc, bundle.window_frames, 1)
+    expected_input = (1, bundle.n_features, bundle.window_frames, 1)
     if bundle.input_shape != expected_input:
         raise _fail(path, f"model input shape {list(bundle.input_shape)} is not {list(expected_input)}")
     if bundle.output_size != len(bundle.labels):

@@ -54,7 +54,7 @@ from instrument_ai.device.decision import (
     log_probabilities,
     note_distribution,
 )
-from instrument_ai.device.frontend import FrontendSpec, MfccStream, mfcc
+from instrument_ai.device.frontend import FrontendSpec, MfccStream, model_input
 from instrument_ai.device.labels import OTHER, SILENCE, UNKNOWN
 from instrument_ai.device.openset import Rejection, rejection_from_metadata
 from instrument_ai.device.resample import StreamResampler, as_float_frames
@@ -305,11 +305,11 @@ class Classifier:
         """Start a new stream (time 0, empty history), keeping the bundle and the options."""
         self._resampler = StreamResampler(self.input_rate, self.model_rate)
         self._stream = MfccStream(self.spec)
-        silent_frame = mfcc(np.zeros(self.spec.win_length), self.spec)[:, 0]
+        silent_frame = model_input(np.zeros(self.spec.win_length), self.spec)[:, 0]
         frames_per_hop = math.ceil(self.hop_samples / self.spec.hop_length) + 1
         capacity = self.window_frames + frames_per_hop + 1
         self._silent_frame = silent_frame.astype(np.float32)
-        self._ring = FeatureRing(self.spec.n_mfcc, capacity, silent_frame)
+        self._ring = FeatureRing(self.spec.n_features, capacity, silent_frame)
         # The newest samples (a hop and a little more), kept to locate an onset only when one happens.
         self._recent = np.zeros(0)
         self._onset_keep = self.hop_samples + 2 * self.spec.hop_length  # what `_locate_onset` looks at

@@ -71,6 +71,8 @@ MelNorm = Literal["slaney", "none"]
 LogKind = Literal["db", "ln"]
 PowerScale = Literal["none", "1/n_fft"]
 DctNorm = Literal["ortho", "none"]
+InputStage = Literal["mfcc", "log_mel"]
+"""What the model takes: MFCCs, or the log-mel bands the MFCCs' DCT starts from (a 2-D spectrogram CNN)."""
 
 _DB_PER_NEPER = 10.0 / math.log(10.0)
 """10*log10(x) == _DB_PER_NEPER * ln(x); numpy's natural log is about twice as fast as its log10."""
@@ -129,6 +131,9 @@ class FrontendSpec:
     """Cepstral lifter `L`: coefficient `n` is scaled by `1 + L/2 sin(pi n / L)` (HTK, psf); 0: off."""
     energy_c0: bool = False
     """Replace c0 by the log of the frame's total power (python_speech_features' `appendEnergy`)."""
+    stage: InputStage = "mfcc"
+    """The model's input rows: "mfcc" or "log_mel" (`n_mels` bands); in `to_dict` only when not "mfcc", so MFCC
+    specs read as before and an older device refuses a log-mel bundle instead of feeding it MFCCs."""
     version: int = SPEC_VERSION
     """Meaning of the fields above; a device refuses a spec whose version it does not know."""
 
@@ -198,6 +203,11 @@ class FrontendSpec:
 
     # -- derived --------------------------------------------------------------------
     @property
+    def n_features(self) -> int:
+        """Rows of one frame of the model's input: `n_mfcc` cepstra or `n_mels` log-mel bands."""
+        return self.n_mfcc if self.stage == "mfcc" else self.n_mels
+
+    @property
     def n_bins(self) -> int:
         """Number of rfft bins."""
         return self.n_fft // 2 + 1
@@ -214,7 +224,10 @@ class FrontendSpec:
 
     # -- serialisation --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["stage"] == "mfcc":
+            del data["stage"]  # the field's default, left out: MFCC specs keep their earlier form
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -228,7 +241,7 @@ class FrontendSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"frontend spec: unknown field(s) {', '.join(unknown)} (made by a newer version?)")
-        missing = sorted(known - set(data))
+        missing = sorted(known - set(data) - {"stage"})
         if missing:
             raise ValueError(f"frontend spec: missing field(s) {', '.join(missing)}")
         return cls(**data)
@@ -811,8 +824,14 @@ def log_mel(signal: np.ndarray, spec: FrontendSpec = DEFAULT_SPEC) -> np.ndarray
     return _batch(signal, spec, "log_mel")
 
 
+def model_input(signal: np.ndarray, spec: FrontendSpec = DEFAULT_SPEC) -> np.ndarray:
+    """What the spec's model takes (`spec.stage`) of a whole clip: (n_features, n_frames) float32."""
+    return _batch(signal, spec, spec.stage)
+
+
 class MfccStream:
-    """Streaming MFCCs: feed blocks of any size, get only the frames they complete.
+    """Streaming model input (MFCCs, or log-mel bands when `spec.stage` says so): feed blocks of any size,
+    get only the frames they complete.
 
     Keeps the overlap between frames (at most ``win_length - 1`` samples) and
     the last raw sample for pre-emphasis, so that the concatenation of all
@@ -820,7 +839,7 @@ class MfccStream:
     audio source and is used by one thread at a time (it has its own buffers).
 
     >>> stream = MfccStream(DEFAULT_SPEC)
-    >>> new_frames = stream.process(block)   # (n_mfcc, k), k >= 0
+    >>> new_frames = stream.process(block)   # (n_features, k), k >= 0
     """
 
     def __init__(self, spec: FrontendSpec = DEFAULT_SPEC) -> None:
@@ -844,12 +863,12 @@ class MfccStream:
         self._frames = _frame(self._buffer, self.spec)
 
     def process(self, block: np.ndarray) -> np.ndarray:
-        """Consume one block of audio; return the MFCCs of the frames it completed."""
+        """Consume one block of audio; return the features (`spec.stage`) of the frames it completed."""
         spec = self.spec
         raw = _checked_mono(block, allow_empty=True)
         n = raw.shape[0]
         if n == 0:
-            return np.zeros((spec.n_mfcc, 0), dtype=np.float32)
+            return np.zeros((spec.n_features, 0), dtype=np.float32)
         total = self._pending + n
         if total > self._buffer.shape[0]:
             kept = self._buffer[: self._pending].copy()
@@ -861,8 +880,8 @@ class MfccStream:
         n_frames = spec.n_frames(total)
         self._pending = total
         if n_frames == 0:
-            return np.zeros((spec.n_mfcc, 0), dtype=np.float32)
-        out = _frames_to(spec, self._frames[:n_frames], "mfcc", self._tables, self._space)
+            return np.zeros((spec.n_features, 0), dtype=np.float32)
+        out = _frames_to(spec, self._frames[:n_frames], spec.stage, self._tables, self._space)
         consumed = n_frames * spec.hop_length
         self._pending = total - consumed
         self._buffer[: self._pending] = self._buffer[consumed:total]  # numpy copes with the overlap

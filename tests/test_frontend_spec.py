@@ -33,10 +33,13 @@ def test_string_choices_come_from_the_literal_types() -> None:
         "mel_norm": ("slaney", "none"),
         "log": ("db", "ln"),
         "dct_norm": ("ortho", "none"),
+        "stage": ("mfcc", "log_mel"),
     }
 
 
-@pytest.mark.parametrize("name", ["window", "power_scale", "mel_scale", "mel_triangles", "mel_norm", "log", "dct_norm"])
+@pytest.mark.parametrize(
+    "name", ["window", "power_scale", "mel_scale", "mel_triangles", "mel_norm", "log", "dct_norm", "stage"]
+)
 def test_a_value_outside_the_literal_is_refused_with_the_choices(name: str) -> None:
     choices = frontend._CHOICES[name]
     with pytest.raises(ValueError, match=rf"^frontend spec: {name}='nope' is not one of {', '.join(choices)}$"):

@@ -11,8 +11,12 @@ the CNN step for its windows far less), so augmentation is split in two:
   low-pass 3.5-7.5 kHz), a small pitch shift (+-40 cents, by resampling), and
   a time shift (silence before the onset, so windows that hold the attack
   start at every position, plus a sub-hop shift so frames do not always align
-  with the onset). K such renditions per note are extracted once and cached on
-  disk beside the clean note (`FeatureCache` in features.py).
+  with the onset), and short notes (`short_prob`: the note cut 0.1-0.6 s after
+  its onset with a raised-cosine release of 30-150 ms, then a room's tail, as
+  a staccato or a quick passage sounds: the corpus renders mostly long notes,
+  and real notes under 0.5 s are where the models fail most). K such
+  renditions per note are extracted once and cached on disk beside the clean
+  note (`FeatureCache` in features.py).
 * **Feature domain, per batch, free** (`FeatureAugment`, `augment_features`):
   what *is* linear in the log-mel domain. A gain of g dB adds g to every log-mel
   band, which after the DCT is a shift of c0 only; a smooth EQ curve e(m) over
@@ -67,24 +71,59 @@ class AudioAugment:
     pitch_cents: float = 40.0
     preroll_s: tuple[float, float] = (0.0, 0.5)
     seed: int = 0
+    short_prob: float = 0.0
+    """Share of renditions cut to a short note (0: off, the renditions of every recipe before 0.5)."""
+    short_s: tuple[float, float] = (0.1, 0.6)
+    """How long a short note is held after its onset, before its release begins (seconds)."""
+    release_s: tuple[float, float] = (0.03, 0.15)
+    """The release: a raised-cosine fade to zero over this long (no click at the cut)."""
+    short_reverb_prob: float = 0.5
+    """Chance that a short note gets a room (RT60 `rt60_s`) even where `reverb_prob` says none: its tail."""
+    vibrato_prob: float = 0.0
+    """Share of (long) renditions given a vibrato: a sinusoidal pitch swing, as a player sustains a note."""
+    vibrato_cents: tuple[float, float] = (10.0, 40.0)
+    vibrato_hz: tuple[float, float] = (4.0, 7.0)
+    tremolo_prob: float = 0.0
+    """Share of (long) renditions given a tremolo: a sinusoidal swing of the level."""
+    tremolo_depth: tuple[float, float] = (0.1, 0.4)
+    tremolo_hz: tuple[float, float] = (3.0, 8.0)
 
     def __post_init__(self) -> None:
         if not 0 <= self.copies <= 16:
             raise ValueError(f"audio augmentation: copies must be in 0..16, got {self.copies}")
-        for name in ("noise_prob", "pink_prob", "reverb_prob", "bandlimit_prob", "pitch_prob"):
+        probabilities = ("noise_prob", "pink_prob", "reverb_prob", "bandlimit_prob", "pitch_prob")
+        for name in (*probabilities, "short_prob", "short_reverb_prob", "vibrato_prob", "tremolo_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"audio augmentation: {name} must be a probability")
-        for name in ("snr_db", "rt60_s", "wet", "highpass_hz", "lowpass_hz", "preroll_s"):
+        ranges = ("snr_db", "rt60_s", "wet", "highpass_hz", "lowpass_hz", "preroll_s", "short_s", "release_s")
+        for name in (*ranges, "vibrato_cents", "vibrato_hz", "tremolo_depth", "tremolo_hz"):
             lo, hi = getattr(self, name)
             if not lo <= hi:
                 raise ValueError(f"audio augmentation: {name} must be (low, high), got {(lo, hi)}")
+        if self.short_s[0] <= 0 or self.release_s[0] <= 0:
+            raise ValueError("audio augmentation: short_s and release_s must be positive")
+        if self.tremolo_depth[0] < 0.0 or self.tremolo_depth[1] > 1.0:
+            raise ValueError("audio augmentation: tremolo_depth must be within 0..1")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """The fields (the feature-cache key); the short-note, vibrato and tremolo ones only when they are on,
+        so the renditions and caches of earlier recipes keep their key."""
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        for switch, names in ((self.short_prob, SHORT_NOTE_FIELDS), (self.vibrato_prob, VIBRATO_FIELDS),
+                              (self.tremolo_prob, TREMOLO_FIELDS)):  # fmt: skip
+            if not switch:
+                for name in names:
+                    data.pop(name)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> AudioAugment:
         return _from_dict(cls, data)
+
+
+SHORT_NOTE_FIELDS = ("short_prob", "short_s", "release_s", "short_reverb_prob")
+VIBRATO_FIELDS = ("vibrato_prob", "vibrato_cents", "vibrato_hz")
+TREMOLO_FIELDS = ("tremolo_prob", "tremolo_depth", "tremolo_hz")
 
 
 @dataclass(frozen=True)
@@ -177,6 +216,51 @@ def _noise(rng: np.random.Generator, n: int, pink: bool) -> np.ndarray:
     return noise / (math.sqrt(float(np.mean(noise**2))) + 1e-12)
 
 
+ONSET_FRACTION = 0.05
+"""A note's onset, for cutting it short: its first sample above this fraction of its peak."""
+
+
+def cut_short(audio: np.ndarray, sample_rate: int, held_s: float, release_s: float) -> np.ndarray:
+    """The note held `held_s` after its onset, then a raised-cosine release over `release_s`, then silence.
+
+    The fade's slope is zero at both ends, so the cut adds no click; a note that has already ended by then is
+    returned unchanged. The length is kept (the rest is zeros), so a room can ring into it.
+    """
+    note = np.asarray(audio, dtype=np.float64)
+    peak = float(np.max(np.abs(note))) if note.size else 0.0
+    if peak == 0.0:
+        return note
+    onset = int(np.argmax(np.abs(note) >= ONSET_FRACTION * peak))
+    start = onset + int(round(held_s * sample_rate))
+    length = max(1, int(round(release_s * sample_rate)))
+    if start >= note.size:
+        return note
+    out = note.copy()
+    stop = min(note.size, start + length)
+    fade = 0.5 * (1.0 + np.cos(np.pi * np.arange(1, length + 1) / length))  # 1 -> 0, flat at both ends
+    out[start:stop] *= fade[: stop - start]
+    out[stop:] = 0.0
+    return out
+
+
+def vibrato(audio: np.ndarray, sample_rate: int, cents: float, hz: float, phase: float = 0.0) -> np.ndarray:
+    """The note read at a rate that swings +-`cents` around 1, `hz` times a second: its pitch swings with it."""
+    note = np.asarray(audio, dtype=np.float64)
+    if note.size < 2 or cents == 0.0:
+        return note
+    t = np.arange(note.size) / sample_rate
+    rate = 2.0 ** (cents * np.sin(2 * np.pi * hz * t + phase) / 1200.0)
+    positions = np.concatenate([[0.0], np.cumsum(rate[:-1])])
+    return np.interp(positions, np.arange(note.size), note, right=0.0)
+
+
+def tremolo(audio: np.ndarray, sample_rate: int, depth: float, hz: float, phase: float = 0.0) -> np.ndarray:
+    """The note's level swung between 1 and 1 - `depth`, `hz` times a second."""
+    note = np.asarray(audio, dtype=np.float64)
+    t = np.arange(note.size) / sample_rate
+    return note * (1.0 - depth * 0.5 * (1.0 - np.cos(2 * np.pi * hz * t + phase)))
+
+
 def render_rendition(
     audio: np.ndarray, sample_rate: int, hop_length: int, rng: np.random.Generator, config: AudioAugment
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -189,12 +273,28 @@ def render_rendition(
     note = np.asarray(audio, dtype=np.float64)
     if rng.random() < config.pitch_prob:
         note = _pitch_shift(note, rng.uniform(-config.pitch_cents, config.pitch_cents))
+    short = False
+    if config.short_prob and rng.random() < config.short_prob:  # no draw when off: earlier renditions unchanged
+        held, release = rng.uniform(*config.short_s), rng.uniform(*config.release_s)
+        tail = int((release + config.rt60_s[1]) * sample_rate)
+        note = cut_short(np.concatenate([note, np.zeros(tail)]), sample_rate, held, release)
+        last = int(np.flatnonzero(note)[-1]) + 1 if np.any(note) else 0
+        note = note[: min(note.size, last + tail)]  # room for the tail, no long silence after it
+        short = True
+    if not short and config.vibrato_prob and rng.random() < config.vibrato_prob:
+        phase = rng.uniform(0, 2 * np.pi)
+        note = vibrato(note, sample_rate, rng.uniform(*config.vibrato_cents), rng.uniform(*config.vibrato_hz), phase)
+    if not short and config.tremolo_prob and rng.random() < config.tremolo_prob:
+        phase = rng.uniform(0, 2 * np.pi)
+        note = tremolo(note, sample_rate, rng.uniform(*config.tremolo_depth), rng.uniform(*config.tremolo_hz), phase)
     # time shift: whole hops of silence (the crop covers the rest) plus a sub-hop offset
     preroll = int(rng.uniform(*config.preroll_s) * sample_rate) + int(rng.integers(0, max(1, hop_length)))
     clean = np.concatenate([np.zeros(preroll), note])
     n = clean.size
     wet_signal = clean
     reverb = rng.random() < config.reverb_prob
+    if short and not reverb:
+        reverb = rng.random() < config.short_reverb_prob
     n_fft = fast_length(n + int(config.rt60_s[1] * sample_rate) + 1)
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     response = _magnitude_response(rng, freqs, config, sample_rate)

@@ -60,7 +60,8 @@ class TrainConfig:
     """Feature-cache folder; None = ~/.cache/instrument-ai."""
     frontend_spec: dict[str, Any] | None = None
     """None = the device's DEFAULT_SPEC."""
-    stage: str = "mfcc"
+    stage: str | None = None
+    """The frontend output the model takes ("mfcc" or "log_mel"); None = the preset's."""
     window_seconds: float = 1.0
     hop_seconds: float = DEFAULT_HOP_SECONDS
     silence_dbfs: float = SILENCE_DBFS
@@ -92,6 +93,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise TrainError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        if self.stage is None:
+            self.stage = self.defaults.stage
+        if self.stage not in ("mfcc", "log_mel", "mel_power"):
+            raise TrainError(f"unknown feature stage {self.stage!r}; choose from mfcc, log_mel, mel_power")
         if self.monitor not in MONITORS:
             raise TrainError(f"unknown monitor {self.monitor!r}; choose from {', '.join(MONITORS)}")
         if self.balance not in BALANCES:
@@ -141,8 +146,12 @@ class TrainConfig:
         )
 
     def spec(self) -> FrontendSpec:
+        """The frontend spec, saying which stage the model takes when it is one a device runs (mfcc, log_mel)."""
         try:
-            return DEFAULT_SPEC if self.frontend_spec is None else FrontendSpec.from_dict(dict(self.frontend_spec))
+            spec = DEFAULT_SPEC if self.frontend_spec is None else FrontendSpec.from_dict(dict(self.frontend_spec))
+            if self.stage in ("mfcc", "log_mel") and spec.stage != self.stage:
+                spec = dataclasses.replace(spec, stage=self.stage)
+            return spec
         except ValueError as exc:
             raise TrainError(str(exc)) from None
 

@@ -38,6 +38,7 @@ TensorFlow/Keras is imported inside the functions: importing this module is ligh
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,8 @@ class PresetDefaults:
     """Share of training windows cut to a note's first frames then silence, as the device's first hops see them."""
     audio_augment: dict[str, Any] = field(default_factory=dict)
     """AudioAugment fields of the preset's renditions (the rest keep AudioAugment's defaults)."""
+    stage: str = "mfcc"
+    """The frontend output the model takes ("mfcc" or "log_mel"); it travels in the bundle's frontend spec."""
 
 
 PITCH_FILL: dict[str, Any] = {
@@ -122,8 +125,26 @@ PRESETS: dict[str, PresetDefaults] = {
     ),
 }
 
+# The log-mel presets: the edge's training recipe, on the 64 log-mel bands instead of 40 MFCCs. A log-mel
+# input cannot be made level invariant inside the model the way c0 can (the per-band normalisation turns a gain
+# into a different shift per band), so these presets train with the per-batch gain/EQ augmentation on.
+PRESETS["mel2d"] = dataclasses.replace(PRESETS["edge"], stage="log_mel", feature_augment=True)
+PRESETS["mel_ds"] = dataclasses.replace(PRESETS["edge"], stage="log_mel", feature_augment=True)
+# A bigger edge: the same design and recipe, 1.5x the channels (~6.5 M MACs): is capacity what MFCCs lack?
+PRESETS["edge_wide"] = PRESETS["edge"]
+
+MAX_MACS = 40_000_000
+"""The Raspberry Pi budget of multiply-adds per window for any preset (issue 23)."""
+MEL2D_FILTERS = (24, 48, 96, 128)
+"""mel2d: 3x3 convolutions over (band, frame), each but the last followed by 2x2 max-pooling (~26 M MACs)."""
+MEL_DS_WIDTH = 64
+MEL_DS_BLOCKS = 4
+"""mel_ds (DS-CNN, after keyword spotting): a strided 3x3 stem, then depthwise 3x3 + pointwise blocks."""
+
 EDGE_STEM = 64
 EDGE_LAYOUT: tuple[int | str, ...] = (64, "pool", 96, 96, "pool", 128)
+EDGE_WIDE_STEM = 96
+EDGE_WIDE_LAYOUT: tuple[int | str, ...] = (96, "pool", 144, 144, "pool", 192)
 """The edge preset after its stem: an int is a (1 x 3) temporal conv with that many filters (residual when the
 width does not change), "pool" halves the time axis."""
 BN_MOMENTUM = 0.9
@@ -142,7 +163,7 @@ def build_model(
     steps_per_epoch: int | None = None,
     epochs: int | None = None,
 ) -> Any:
-    """A Keras model of `preset` ("baseline" or "edge") for `n_classes` families.
+    """A Keras model of `preset` (a key of PRESETS) for `n_classes` families.
 
     With `compile`, it is compiled with the preset's optimizer and loss
     (adam; categorical cross-entropy with the preset's label smoothing; for
@@ -155,7 +176,8 @@ def build_model(
         raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
     import keras
 
-    model = _baseline(keras, n_classes, input_shape) if preset == "baseline" else _edge(keras, n_classes, input_shape)
+    builders = {"baseline": _baseline, "edge": _edge, "mel2d": _mel2d, "mel_ds": _mel_ds, "edge_wide": _edge_wide}
+    model = builders[preset](keras, n_classes, input_shape)
     if compile:
         defaults = PRESETS[preset]
         lr = defaults.learning_rate if learning_rate is None else learning_rate
@@ -207,16 +229,21 @@ def level_invariant(keras: Any, inputs: Any) -> Any:
     return layers.Concatenate(axis=1, name="level_invariant")([relative, rest])
 
 
-def _edge(keras: Any, n_classes: int, input_shape: tuple[int, int, int]) -> Any:
+def _edge_wide(keras: Any, n_classes: int, input_shape: tuple[int, int, int]) -> Any:
+    return _edge(keras, n_classes, input_shape, stem=EDGE_WIDE_STEM, layout=EDGE_WIDE_LAYOUT, name="edge_wide")
+
+
+def _edge(keras: Any, n_classes: int, input_shape: tuple[int, int, int], stem: int = EDGE_STEM,
+          layout: tuple[int | str, ...] = EDGE_LAYOUT, name: str = "edge") -> Any:  # fmt: skip
     layers = keras.layers
     inputs = keras.Input(shape=input_shape, name="mfcc")
     x = level_invariant(keras, inputs)
     # The stem spans every coefficient: a learned projection of the cepstrum of 3 consecutive frames.
-    x = layers.Conv2D(EDGE_STEM, (input_shape[0], 3), use_bias=False, name="stem")(x)
+    x = layers.Conv2D(stem, (input_shape[0], 3), use_bias=False, name="stem")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
-    channels = EDGE_STEM
-    for i, item in enumerate(EDGE_LAYOUT):
+    channels = stem
+    for i, item in enumerate(layout):
         if item == "pool":
             x = layers.MaxPooling2D((1, 2), name=f"pool{i}")(x)
             continue
@@ -230,7 +257,49 @@ def _edge(keras: Any, n_classes: int, input_shape: tuple[int, int, int]) -> Any:
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(0.3, name="drop")(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="family")(x)
-    return keras.Model(inputs, outputs, name="edge")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _conv_bn_relu(keras: Any, x: Any, filters: int, kernel: Any, name: str, strides: Any = 1) -> Any:
+    layers = keras.layers
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _mel2d(keras: Any, n_classes: int, input_shape: tuple[int, int, int]) -> Any:
+    """A 2-D CNN over the log-mel spectrogram: timbre is a shape in (band, frame), formants and their motion."""
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape, name="log_mel")
+    x = inputs
+    for i, filters in enumerate(MEL2D_FILTERS):
+        x = _conv_bn_relu(keras, x, filters, 3, f"conv{i + 1}")
+        if i < len(MEL2D_FILTERS) - 1:
+            x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(0.3, name="drop")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="family")(x)
+    return keras.Model(inputs, outputs, name="mel2d")
+
+
+def _mel_ds(keras: Any, n_classes: int, input_shape: tuple[int, int, int]) -> Any:
+    """A depthwise-separable 2-D CNN over the log-mel spectrogram (DS-CNN): more maps for the same MACs."""
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape, name="log_mel")
+    x = _conv_bn_relu(keras, inputs, MEL_DS_WIDTH, 3, "stem", strides=2)
+    for i in range(MEL_DS_BLOCKS):
+        y = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"dw{i + 1}")(x)
+        y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"dw{i + 1}_bn")(y)
+        y = layers.ReLU(name=f"dw{i + 1}_relu")(y)
+        y = layers.Conv2D(MEL_DS_WIDTH, 1, use_bias=False, name=f"pw{i + 1}")(y)
+        y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"pw{i + 1}_bn")(y)
+        x = layers.ReLU(name=f"pw{i + 1}_relu")(layers.Add(name=f"block{i + 1}_add")([x, y]))
+        if i == 1:
+            x = layers.MaxPooling2D(2, name="pool")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(0.3, name="drop")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="family")(x)
+    return keras.Model(inputs, outputs, name="mel_ds")
 
 
 # -- cost -----------------------------------------------------------------------------------

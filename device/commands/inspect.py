@@ -44,7 +44,7 @@ def inspect_bundle(path: Path, as_json: bool, threads: int, trusted_key: str | N
     click.echo(
         f"  frontend: {spec['sample_rate']} Hz, win {spec['win_length']} / hop {spec['hop_length']} / n_fft "
         f"{spec['n_fft']}, {spec['n_mels']} {spec['mel_scale']} mels {spec['fmin']:g}-{spec['fmax']:g} Hz, "
-        f"{spec['n_mfcc']} MFCCs"
+        + (f"{spec['n_mfcc']} MFCCs" if spec.get("stage", "mfcc") == "mfcc" else "log-mel bands (no DCT)")
     )
     click.echo(
         f"  window: {meta['window_frames']} frames = {meta['window_samples']} samples; default hop "

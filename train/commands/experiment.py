@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from instrument_ai.train.commands.train import AUDIO_AUGMENT_HELP, parse_audio_augment
+from instrument_ai.train.commands.train import AUDIO_AUGMENT_HELP, PRESET_HELP, PRESET_NAMES, parse_audio_augment
 
 
 def _say(message: str) -> None:
@@ -67,7 +67,7 @@ def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train
               help="A corpus folder with instruments.json (the library of each instrument).")  # fmt: skip
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Results folder (finished folds in it are not trained again).")  # fmt: skip
-@click.option("--preset", type=click.Choice(["edge", "baseline"]), default="edge", show_default=True)
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="edge", show_default=True, help=PRESET_HELP)
 @click.option("--libraries", multiple=True, metavar="NAME",
               help="Hold out only these libraries (repeat or comma-separate); default: every one present.")  # fmt: skip
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [default: the preset's].")
@@ -92,11 +92,13 @@ def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train
               help="Training budget per fold in minutes.")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None)
 @click.option("--mixup", "mixup_alpha", type=click.FloatRange(min=0), default=None, help="Mixup alpha (0: off).")
+@click.option("--max-test-notes", type=click.IntRange(min=1), default=None,
+              help="Test each source on at most this many notes, evenly spaced (a cheaper screen).")
 def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ...], epochs: int | None,
             seed: int, jobs: int, augment_copies: int | None, no_feature_augment: bool,
             audio_augment: dict | None, onset_fraction: float | None, groups: int | None,
             train_kinds: str | None, real_weight: float | None, max_minutes: float | None,
-            label_smoothing: float | None, mixup_alpha: float | None) -> None:  # fmt: skip
+            label_smoothing: float | None, mixup_alpha: float | None, max_test_notes: int | None) -> None:  # fmt: skip
     """Leave-one-library-out: train on all libraries but one, test on it; the mean note accuracy is the headline."""
     from instrument_ai.train.experiments.holdout import HoldoutConfig, run_holdout
 
@@ -120,7 +122,8 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
     if unknown:
         raise click.UsageError(f"unknown source kind {', '.join(unknown)}; choose from soundfont, real, other, synth")
     cfg = HoldoutConfig(data=data_dir, out=out_dir, preset=preset, epochs=epochs, seed=seed, libraries=names,
-                        jobs=jobs, overrides=overrides, groups=groups, train_kinds=kinds)  # fmt: skip
+                        jobs=jobs, overrides=overrides, groups=groups, train_kinds=kinds,
+                        max_test_notes=max_test_notes)  # fmt: skip
     summary = run_holdout(cfg, progress=_say)
     for fold in summary["folds"]:
         if fold["note_accuracy"] is None:  # an `other` source: its figures are hops named and false events

@@ -28,6 +28,10 @@ def parse_audio_augment(ctx: click.Context | None, param: click.Parameter | None
     return parsed
 
 
+PRESET_NAMES = ["baseline", "edge", "edge_wide", "mel2d", "mel_ds"]
+"""train/models.PRESETS (a test checks they agree); written out so `--help` needs no import of the models."""
+PRESET_HELP = "edge: MFCC temporal CNN (shipped); edge_wide: 1.5x its channels; mel2d, mel_ds: 2-D log-mel CNNs."
+
 AUDIO_AUGMENT_HELP = (
     "JSON object of audio-augmentation fields over the preset's (noise_prob, snr_db, reverb_prob, pitch_prob, "
     "pitch_cents, ...; see train/augment.py AudioAugment)."
@@ -49,7 +53,7 @@ def _families(value: str | None) -> list[str] | None:
     type=click.Path(path_type=Path),
     help="Continue an interrupted run from its last checkpoint (takes the run's own settings).",
 )
-@click.option("--preset", type=click.Choice(["baseline", "edge"]), default="edge", show_default=True)
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="edge", show_default=True, help=PRESET_HELP)
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: the preset's: baseline 72, edge 48).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--split", "split_file", type=click.Path(path_type=Path), help="A splits.json to use instead of DIR's.")

@@ -17,7 +17,7 @@ import contextlib
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,8 @@ STAGES: dict[str, Callable[[np.ndarray, FrontendSpec], np.ndarray]] = {
     "log_mel": log_mel,
     "mel_power": mel_power,
 }
-"""Frontend outputs a run may be trained on (the trainer's `feature_stage`); bundles carry MFCC models."""
+"""Frontend outputs a run may be trained on (the trainer's `feature_stage`); a bundle's spec names its stage
+(mfcc or log_mel)."""
 
 
 class EvaluationError(InstrumentAIError):
@@ -205,6 +206,7 @@ def _bundle_predictor(path: Path, personal: Path | None = None) -> Predictor:
         spec=bundle.spec,
         window_frames=int(bundle.window_frames),
         hop_seconds=float(bundle.default_hop_seconds),
+        stage=bundle.spec.stage,  # what the bundle's model takes: MFCCs or log-mel bands
         predict=predict,
         info={"path": str(path), "runtime": getattr(bundle, "runtime", ""), "version": getattr(bundle, "version", ""),
               **_bundle_open_set(bundle), **info},  # fmt: skip
@@ -731,6 +733,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     json_path: str | Path | None = None,
     limit: int | None = None,
+    notes_only: Collection[str] | None = None,
     silence_db: float | None = None,
     title: str | None = None,
     progress: Callable[[int], None] | None = None,
@@ -738,7 +741,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a model on an NSynth json/wav folder, a .tfrecord file or a folder of them.
 
-    Writes figures, evaluation.json and report.md into `out_dir` (if given).
+    Writes figures, evaluation.json and report.md into `out_dir` (if given). `notes_only`: score only the
+    notes of these note_strs (a fixed sample, e.g. the lever screen's).
     """
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
     check_labels(predictor.labels, [])
@@ -756,6 +760,9 @@ def evaluate(
     read_report = ReadReport()
     notes = iter_corpus(data, instruments=instruments, limit=limit, sample_rate=predictor.spec.sample_rate,
                         report=read_report)  # fmt: skip
+    if notes_only is not None:
+        wanted = set(notes_only)
+        notes = (note for note in notes if note.note_str in wanted)
     first = next(notes, None)
     if first is None:
         where = f" in split {split!r}" if split else " for those instruments" if instruments is not None else ""

@@ -38,7 +38,7 @@ SHARED_LINEAGES = {"FluidR3+MuseScoreGeneral": ("fluidr3", "musescore")}
 """Libraries that share samples: any library whose normalised name starts with one of these is one fold."""
 TRAIN_ONLY = ("WAF-small",)
 """Libraries too small to hold out alone (36 single-instrument files): always in training unless asked for."""
-SETTINGS_KEYS = ("preset", "epochs", "seed", "data", "overrides", "groups", "train_kinds")
+SETTINGS_KEYS = ("preset", "epochs", "seed", "data", "overrides", "groups", "train_kinds", "max_test_notes")
 
 
 class HoldoutError(EvaluationError):
@@ -175,11 +175,14 @@ class HoldoutConfig:
     train_kinds: list[str] = field(default_factory=list)
     """Train only on sources of these kinds (soundfont, real, other, synth); empty: every kind. The 0.3.0
     recipe is `["soundfont"]`."""
+    max_test_notes: int | None = None
+    """Test each fold on at most this many of its notes, evenly spaced in corpus order (the same notes for every
+    recipe): a cheaper screen (issue 23's lever table); None: every note."""
 
     def settings(self) -> dict[str, Any]:
         return {"preset": self.preset, "epochs": self.epochs, "seed": self.seed, "data": str(Path(self.data).resolve()),
                 "overrides": dict(sorted(self.overrides.items())), "groups": self.groups,
-                "train_kinds": sorted(self.train_kinds)}  # fmt: skip
+                "train_kinds": sorted(self.train_kinds), "max_test_notes": self.max_test_notes}  # fmt: skip
 
 
 def training_units(folds: list[Fold], groups: int | None) -> list[list[Fold]]:
@@ -265,7 +268,8 @@ def _evaluate_fold(cfg: HoldoutConfig, fold: Fold, run_dir: Path, used: set[str]
         note = f"{fold.name}: one family only ({held_families[0]}): its note accuracy is that family's recall"
         progress(note)
     result = evaluate(run_dir, cfg.data, instruments=fold.instruments, out_dir=fold_dir / "eval",
-                      title=f"Held out: {fold.name}")  # fmt: skip
+                      title=f"Held out: {fold.name}",
+                      notes_only=screen_sample(cfg.data, fold.instruments, cfg.max_test_notes))  # fmt: skip
     entry = {
         "name": fold.name,
         "libraries": fold.libraries,
@@ -304,6 +308,17 @@ def _evaluate_fold(cfg: HoldoutConfig, fold: Fold, run_dir: Path, used: set[str]
                  f"{entry['other']['false_events_per_minute']:.1f} false events per minute")  # fmt: skip
 
 
+def screen_sample(data: Path, instruments: Sequence[str], most: int | None) -> list[str] | None:
+    """At most `most` note_strs of these instruments, evenly spaced in corpus order (every instrument and pitch
+    range keeps its share); None (every note) when `most` is None or the fold is small enough."""
+    if most is None:
+        return None
+    names = [note.note_str for note in iter_corpus(data, instruments=instruments, audio="none")]
+    if len(names) <= most:
+        return None
+    return [names[i] for i in np.unique(np.linspace(0, len(names) - 1, most).round().astype(int))]
+
+
 def _claim_out_dir(out: Path, settings: dict[str, Any]) -> None:
     """Record the protocol's settings in `out`, or refuse a folder that holds folds made with other settings.
 
@@ -316,6 +331,7 @@ def _claim_out_dir(out: Path, settings: dict[str, Any]) -> None:
         previous.setdefault("overrides", {})  # folders written before overrides existed used none
         previous.setdefault("groups", None)
         previous.setdefault("train_kinds", [])
+        previous.setdefault("max_test_notes", None)
         changed = [k for k in SETTINGS_KEYS if previous.get(k) != settings[k]]
         if changed:
             was = ", ".join(f"{k}={previous.get(k)}" for k in changed)

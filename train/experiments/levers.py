@@ -1,0 +1,147 @@
+"""The lever table (issue 23): each lever's holdout figures beside the baseline's, read from what the runs wrote.
+
+A lever is one change to the 0.4.0 recipe, screened on one fixed cheap protocol (same corpus, seed, groups,
+epochs and minutes); its row is read from the `experiment holdout` folder it wrote, never typed by hand:
+
+    python -m instrument_ai.train.experiments.levers docs/experiments/levers.json docs/experiments/levers.md
+
+`levers.json` lists {"name", "command", "out", "note"} per lever (the first is the baseline); rows whose
+holdout has not finished are written as "running", with no figures.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instrument_ai.device.errors import InstrumentAIError
+from instrument_ai.device.labels import OTHER
+
+
+class LeverError(InstrumentAIError):
+    """A lever list or holdout folder that cannot be read; one line for the user."""
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LeverError(f"{path}: cannot read ({exc})") from None
+
+
+def lost_to_other(fold_dir: Path) -> float | None:
+    """Share of a fold's instrument notes whose note-level answer (mean over its windows) is `other`."""
+    path = fold_dir / "eval" / "evaluation.json"
+    if not path.is_file():
+        return None
+    result = _read(path)
+    labels = result.get("labels", [])
+    if OTHER not in labels:
+        return 0.0
+    confusion = np.asarray(result["confusion_notes"], dtype=np.int64)
+    rows = [i for i, name in enumerate(labels) if name != OTHER]
+    notes = int(confusion[rows].sum())
+    return float(confusion[rows, labels.index(OTHER)].sum() / notes) if notes else None
+
+
+def _run_metrics(folds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """metrics.json of each training the folds were tested with (once per group)."""
+    paths = {Path(fold["run_dir"]) / "metrics.json" for fold in folds if fold.get("run_dir")}
+    return [_read(path) for path in sorted(paths) if path.is_file()]
+
+
+def _macs(runs: list[dict[str, Any]]) -> int | None:
+    return next((int(m["model"]["macs"]) for m in runs if m.get("model", {}).get("macs") is not None), None)
+
+
+def lever_row(out: Path) -> dict[str, Any] | None:
+    """The table's figures for one holdout folder, or None while its holdout.json is not written."""
+    summary_path = Path(out) / "holdout.json"
+    if not summary_path.is_file():
+        return None
+    summary = _read(summary_path)
+    folds = summary.get("folds", [])
+    by_kind = summary.get("by_kind", {})
+    real = [f for f in folds if f.get("kind") == "real" and f.get("note_accuracy") is not None]
+    short = [f["per_length"]["short"] for f in real if "short" in f.get("per_length", {})]
+    lost = [x for f in real if (x := lost_to_other(Path(out) / "folds" / f["name"])) is not None]
+    runs = _run_metrics(folds)
+    return {
+        "real": by_kind.get("real", {}).get("mean_note_accuracy"),
+        "real_folds": len(real),
+        "soundfont": by_kind.get("soundfont", {}).get("mean_note_accuracy"),
+        "short_real": float(np.mean(short)) if short else None,
+        "short_real_notes": sum(f.get("per_length_notes", {}).get("short", 0) for f in real),
+        "other_events": by_kind.get("other", {}).get("false_events_per_minute"),
+        "lost_to_other": float(np.mean(lost)) if lost else None,
+        "lost_to_other_worst": max(lost) if lost else None,
+        "macs": _macs(runs),
+        "train_minutes": sum(m.get("train_seconds", 0.0) for m in runs) / 60.0,  # the trainer's own clock
+        "epochs": [m.get("epochs_run") for m in runs],
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _delta(value: float | None, base: float | None) -> str:
+    if value is None or base is None:
+        return ""
+    return f" ({100 * (value - base):+.1f})"
+
+
+def render(levers: list[dict[str, Any]]) -> str:
+    """The markdown table: one row per lever, accuracy deltas against the first (the baseline) in points."""
+    header = ["lever", "real folds", "SoundFont folds", "real notes < 0.5 s", "`other` false events/min",
+              "instrument notes lost to `other` (mean / worst real fold)", "MACs", "train min (epochs)",
+              "command"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = [(lever, lever_row(Path(lever["out"]))) for lever in levers]
+    base = rows[0][1] if rows and rows[0][1] else {}
+    for lever, row in rows:
+        command = f"`{lever['command']}`"
+        if row is None:
+            lines.append(f"| {lever['name']} | running | | | | | | | {command} |")
+            continue
+        cells = [
+            lever["name"],
+            _pct(row["real"]) + _delta(row["real"], base.get("real")),
+            _pct(row["soundfont"]) + _delta(row["soundfont"], base.get("soundfont")),
+            _pct(row["short_real"]) + _delta(row["short_real"], base.get("short_real")),
+            "n/a" if row["other_events"] is None else f"{row['other_events']:.1f}",
+            f"{_pct(row['lost_to_other'])} / {_pct(row['lost_to_other_worst'])}",
+            "n/a" if row["macs"] is None else f"{row['macs'] / 1e6:.1f} M",
+            f"{row['train_minutes']:.1f} ({' + '.join(str(e) for e in row['epochs'])})",
+            command,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- {lever['name']}: {lever['note']}" for lever in levers if lever.get("note")]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m instrument_ai.train.experiments.levers LEVERS.json OUT.md", file=sys.stderr)
+        return 2
+    spec_path, out_path = Path(argv[0]), Path(argv[1])
+    document = _read(spec_path)
+    table = render(document["levers"])
+    text = out_path.read_text(encoding="utf-8") if out_path.is_file() else ""
+    begin, end = "<!-- lever table: begin -->", "<!-- lever table: end -->"
+    block = f"{begin}\n{table}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text + ("\n" if text else "") + block + "\n"
+    out_path.write_text(text, encoding="utf-8")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - a thin shell
+    raise SystemExit(main(sys.argv[1:]))
