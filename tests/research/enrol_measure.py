@@ -44,6 +44,7 @@ from instrument_ai.device import bundle as bundle_module
 from instrument_ai.device import personal
 from instrument_ai.device.engine import OTHER, SILENCE, UNKNOWN, Classifier
 from instrument_ai.device.openset import rejection_from_metadata
+from instrument_ai.train.experiments.enrol import answer, instrument_events
 
 INSTRUMENT_SOURCES = ("meatbass", "dsmolken", "bearsax", "cyborgs", "playitright")
 OTHER_SOURCES = ("dsmolken", "meatbass")
@@ -223,34 +224,6 @@ def replay(
             label = UNKNOWN
         out.append(label)
     return out
-
-
-def answer(probs: list[np.ndarray | None], hop_labels: list[str], labels: list[str]) -> str:
-    """`file_answer`'s label: held longest among the sounding hops, ties to the higher mean probability."""
-    sounding = [i for i, p in enumerate(probs) if p is not None]
-    if not sounding:
-        return SILENCE
-    held: dict[str, int] = {}
-    for i in sounding:
-        if hop_labels[i] not in (SILENCE, UNKNOWN):
-            held[hop_labels[i]] = held.get(hop_labels[i], 0) + 1
-    if not held:
-        return UNKNOWN
-    mean = np.mean([probs[i] for i in sounding], axis=0)
-    return max(held, key=lambda name: (held[name], float(mean[labels.index(name)]) if name in labels else 0.0))
-
-
-def instrument_events(hop_labels: list[str]) -> int:
-    """Label changes into an instrument family: the events `run` prints that name an instrument."""
-    count, previous = 0, None
-    for label in hop_labels:
-        if label != previous and label not in (SILENCE, UNKNOWN, OTHER):
-            count += 1
-        previous = label
-    return count
-
-
-# -- heads --------------------------------------------------------------------------------------------------------
 
 
 def enrolled_notes(recording: Recording) -> list[personal.Note]:

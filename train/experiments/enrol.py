@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device import personal
+from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.labels import OTHER, SILENCE, UNKNOWN
 
 GRID: tuple[dict[str, float], ...] = tuple(
@@ -47,8 +48,8 @@ FOREIGN_PER_FAMILY = 12
 TUNE_REPEATS = 2
 
 
-class EnrolExperimentError(Exception):
-    """A corpus or option the experiment cannot use; one line."""
+class EnrolExperimentError(InstrumentAIError):
+    """A corpus or option the experiment cannot use; one line (exit 1)."""
 
 
 @dataclass
