@@ -34,7 +34,6 @@ import random
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,10 @@ import numpy as np
 
 from instrument_ai.device import bundle as bundle_module
 from instrument_ai.device import personal
-from instrument_ai.device.engine import OTHER, SILENCE, UNKNOWN, Classifier
+from instrument_ai.device.engine import OTHER, SILENCE, UNKNOWN
 from instrument_ai.device.openset import rejection_from_metadata
-from instrument_ai.train.experiments.enrol import answer, instrument_events
+from instrument_ai.train.experiments.enrol import Recording, answer, hear, instrument_events
+from instrument_ai.train.experiments.enrol import notes_of as enrolled_notes
 
 INSTRUMENT_SOURCES = ("meatbass", "dsmolken", "bearsax", "cyborgs", "playitright")
 OTHER_SOURCES = ("dsmolken", "meatbass")
@@ -88,60 +88,6 @@ BACKGROUND_PROGRAMS = (
 )
 
 
-@dataclass
-class Recording:
-    """One file as the engine heard it: per hop, sounding or not, the model's output and the window descriptor."""
-
-    source: str
-    family: str
-    name: str
-    seconds: float
-    probs: list[np.ndarray | None]  # per hop; None for a silent hop
-    descriptors: list[np.ndarray | None]
-    engine_labels: list[str]
-    engine_answer: str
-
-
-class _RecordingTap:
-    """The real bundle, recording each window's descriptor and each output the engine asks for."""
-
-    def __init__(self, bundle: Any, silent: np.ndarray) -> None:
-        self.bundle, self.silent = bundle, silent
-        self.labels = list(bundle.labels)
-        self.spec = bundle.spec
-        self.window_frames = bundle.window_frames
-        self.sample_rate = bundle.sample_rate
-        self.default_hop_seconds = bundle.default_hop_seconds
-        self.metadata = bundle.metadata
-        self.seen: list[tuple[np.ndarray | None, np.ndarray]] = []
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        probs = self.bundle.predict(features)
-        self.seen.append((personal.describe_window(features, self.silent), probs))
-        return probs
-
-
-def hear(bundle: Any, audio: np.ndarray, rate: int, source: str, family: str, name: str) -> Recording:
-    from instrument_ai.device.file_answer import file_answer
-
-    tap = _RecordingTap(bundle, personal.silent_frame(bundle.spec))
-    engine = Classifier(tap, input_rate=rate, channels=audio.shape[1])
-    hops = engine.process_hops(audio) + engine.flush()
-    seen = iter(tap.seen)
-    probs: list[np.ndarray | None] = []
-    descriptors: list[np.ndarray | None] = []
-    for event in hops:
-        if event.probs is None:
-            probs.append(None)
-            descriptors.append(None)
-        else:
-            descriptor, p = next(seen)
-            probs.append(np.asarray(p, dtype=np.float32))
-            descriptors.append(descriptor)
-    answer = file_answer(hops, list(engine.labels), engine.top_k)["label"]
-    return Recording(source, family, name, audio.shape[0] / rate, probs, descriptors, [e.label for e in hops], answer)
-
-
 def collect(bundle: Any, data: Path, cache: Path) -> list[Recording]:
     import soundfile
 
@@ -152,7 +98,7 @@ def collect(bundle: Any, data: Path, cache: Path) -> list[Recording]:
     for path in sorted(data.glob("*/*/*.wav")):
         source, family = path.parent.parent.name, path.parent.name
         audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-        recordings.append(hear(bundle, audio, rate, source, family, path.name))
+        recordings.append(hear(bundle, audio.mean(axis=1), rate, source, family, path.name))
     print(f"collected {len(recordings)} recordings in {time.perf_counter() - started:.0f} s", flush=True)
     recordings += collect_soundfont(bundle)
     cache.write_bytes(pickle.dumps(recordings))
@@ -168,7 +114,7 @@ def collect_background(bundle: Any, cache: Path) -> list[personal.Note]:
     else:
         recordings = collect_soundfont(bundle, BACKGROUND_LIBRARIES, BACKGROUND_PROGRAMS, pitches=3)
         for i, clip in enumerate(noise_clips(48, 7)):
-            recordings.append(hear(bundle, clip.audio[:, None], 16000, "noise", OTHER, f"noise-{i}"))
+            recordings.append(hear(bundle, clip.audio, 16000, "noise", OTHER, f"noise-{i}"))
         cache.write_bytes(pickle.dumps(recordings))
     notes = [n for r in recordings for n in enrolled_notes(r)]
     for note in notes:  # every other hop: half the per-hop cost, neighbouring hops are much alike
@@ -198,7 +144,7 @@ def collect_soundfont(
             for pitch in np.linspace(entry.low + 5, entry.high - 5, pitches).round().astype(int):
                 note = renderer.render(0, program, int(pitch), 100)
                 name = f"{library}-{program:03d}-{pitch}"
-                recordings.append(hear(bundle, note[:, None], 16000, "soundfont", entry.family_str, name))
+                recordings.append(hear(bundle, note, 16000, "soundfont", entry.family_str, name))
     return recordings
 
 
@@ -224,26 +170,6 @@ def replay(
             label = UNKNOWN
         out.append(label)
     return out
-
-
-def enrolled_notes(recording: Recording) -> list[personal.Note]:
-    """The notes `extract_notes` would keep from this file: runs of sounding hops, first MAX_NOTE_HOPS each."""
-    notes: list[list[tuple[np.ndarray, np.ndarray]]] = []
-    current: list[tuple[np.ndarray, np.ndarray]] = []
-    previous = False
-    for p, d in zip(recording.probs, recording.descriptors, strict=True):
-        sounding = p is not None
-        if sounding and not previous and current:
-            notes.append(current)
-            current = []
-        if p is not None and d is not None and len(current) < personal.MAX_NOTE_HOPS:
-            current.append((d, p))
-        previous = sounding
-    if current:
-        notes.append(current)
-    return [
-        personal.Note(recording.family, np.stack([d for d, _ in n]), probs=np.stack([p for _, p in n])) for n in notes
-    ]
 
 
 class Adjuster:
