@@ -33,7 +33,6 @@ import pickle
 import random
 import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +40,12 @@ import numpy as np
 
 from instrument_ai.device import bundle as bundle_module
 from instrument_ai.device import personal
-from instrument_ai.device.engine import OTHER, SILENCE, UNKNOWN
+from instrument_ai.device.engine import OTHER
 from instrument_ai.device.openset import rejection_from_metadata
+from instrument_ai.device.settings import DEFAULT_SETTINGS
 from instrument_ai.train.experiments.enrol import Recording, answer, hear, instrument_events
 from instrument_ai.train.experiments.enrol import notes_of as enrolled_notes
+from instrument_ai.train.experiments.enrol import replay as enrol_replay
 
 INSTRUMENT_SOURCES = ("meatbass", "dsmolken", "bearsax", "cyborgs", "playitright")
 OTHER_SOURCES = ("dsmolken", "meatbass")
@@ -151,25 +152,9 @@ def collect_soundfont(
 # -- the engine's decision, replayed ------------------------------------------------------------------------------
 
 
-def replay(
-    probs: list[np.ndarray | None], labels: list[str], rejection: Any, *, smooth: int = 3, min_confidence: float = 0.4
-) -> list[str]:
-    """The engine's per-hop labels (`Classifier._decide`) from per-hop outputs; None is a silent hop."""
-    history: deque[np.ndarray] = deque(maxlen=smooth)
-    out = []
-    for p in probs:
-        if p is None:
-            history.clear()
-            out.append(SILENCE)
-            continue
-        history.append(p.astype(np.float64))
-        smoothed = np.mean(history, axis=0)
-        top = int(np.argmax(smoothed))
-        label = labels[top] if smoothed[top] >= min_confidence else UNKNOWN
-        if label not in (UNKNOWN, OTHER) and float(rejection.calibrate(smoothed).max()) < rejection.threshold:
-            label = UNKNOWN
-        out.append(label)
-    return out
+def replay(probs: list[np.ndarray | None], labels: list[str], rejection: Any) -> list[str]:
+    """The engine's per-hop labels at its default settings (`train/experiments/enrol.replay`, `decide_label`)."""
+    return enrol_replay(probs, labels, rejection, DEFAULT_SETTINGS)
 
 
 class Adjuster:
