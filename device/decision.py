@@ -74,6 +74,40 @@ def decide_label(
     return decide_labels(row, labels, min_confidence=min_confidence, rejection=rejection)[0]
 
 
+PITCHED_GUARD_RATIO = 0.25
+"""`guard_pitched` acts only when the best instrument holds at least this share of `other`'s probability: an
+instrument is "close". A pitched hop the model is sure is `other` (a hum, a whistle) stays `other`."""
+
+
+def guard_pitched(probs: np.ndarray, labels: Sequence[str], salience: float, threshold: float | None) -> np.ndarray:
+    """`other` may not swallow (nor help reject) a clearly pitched hop: when `salience` >= `threshold` and the best
+    instrument is close (`PITCHED_GUARD_RATIO` of `other`'s probability, or above it), `other`'s probability is
+    removed and the rest renormalised, so the usual rule (`decide_label`: floor, open set) decides among the
+    instruments. Otherwise (no guard, no `other` output, not pitched, no instrument close) `probs` is returned
+    unchanged.
+
+    >>> labels = ["flute", "organ", "other"]
+    >>> guard_pitched(np.array([0.2, 0.1, 0.7]), labels, 0.9, 0.6).round(3).tolist()
+    [0.667, 0.333, 0.0]
+    >>> guard_pitched(np.array([0.2, 0.1, 0.7]), labels, 0.5, 0.6).tolist()  # not pitched enough
+    [0.2, 0.1, 0.7]
+    >>> guard_pitched(np.array([0.05, 0.05, 0.9]), labels, 0.9, 0.6).tolist()  # no instrument close
+    [0.05, 0.05, 0.9]
+    >>> guard_pitched(np.array([0.35, 0.3, 0.35]), labels, 0.9, 0.6).round(3).tolist()  # under the floor before
+    [0.538, 0.462, 0.0]
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if threshold is None or salience < threshold or OTHER not in labels:
+        return probs
+    other = list(labels).index(OTHER)
+    instruments = np.delete(probs, other)
+    if instruments.max() < PITCHED_GUARD_RATIO * probs[other] or instruments.sum() <= 0:
+        return probs
+    guarded = probs.copy()
+    guarded[other] = 0.0
+    return guarded / guarded.sum()
+
+
 def note_distribution(log_sum: np.ndarray, hops: int) -> np.ndarray:
     """The note's probabilities from the sum of its hops' log-probabilities: exp(mean), renormalised to 1."""
     mean = np.asarray(log_sum, dtype=np.float64) / max(1, hops)

@@ -29,6 +29,8 @@ feature frames. At every hop boundary (hop ``h`` ends at model-rate sample
    label (`decision.decide_label`) is the top class, or "unknown" under ``min_confidence`` or under the
    bundle's open-set threshold on the temperature-calibrated maximum
    probability (`openset.Rejection`; none in a bundle without ``open_set``).
+   With ``pitched_guard``, a hop whose pitch salience (`harmonicity`) reaches it loses its ``other``
+   probability first when an instrument is close (`decision.guard_pitched`).
    A bundle with an ``other`` output reports it like silence: the hop's label
    is ``other`` and no instrument is named (`Event.is_instrument`);
 4. emits an `Event` when the label changes (and, from `process_hops`, every hop).
@@ -51,10 +53,12 @@ from instrument_ai.device.decision import (
     chunk_levels_db,
     decide_label,
     find_onset,
+    guard_pitched,
     log_probabilities,
     note_distribution,
 )
 from instrument_ai.device.frontend import FrontendSpec, MfccStream, model_input
+from instrument_ai.device.harmonicity import pitch_salience
 from instrument_ai.device.labels import OTHER, SILENCE, UNKNOWN
 from instrument_ai.device.openset import Rejection, rejection_from_metadata
 from instrument_ai.device.resample import StreamResampler, as_float_frames
@@ -315,7 +319,7 @@ class Classifier:
         self._onset_keep = self.hop_samples + 2 * self.spec.hop_length  # what `_locate_onset` looks at
         # With one decision per note, also the chunks before the hop that `onset_within` compares it with.
         self._recent_keep = self._onset_keep + (ONSET_LOOKBACK * self.spec.hop_length if self.per_note else 0)
-        self._keep_recent = self.align_onsets or self.per_note
+        self._keep_recent = self.align_onsets or self.per_note or self.settings.pitched_guard is not None
         self._onset_frame: int | None = None
         self._history: deque[np.ndarray] = deque(maxlen=self.smooth)
         self._note_log_sum = np.zeros(0)  # decision "note": sum of the note's log-probabilities so far
@@ -548,6 +552,9 @@ class Classifier:
                 raise ValueError(f"the model returned {probs.size} probabilities for {len(self.labels)} labels")
             self._history.append(probs)
             smoothed = self._note_evidence(probs) if self.per_note else np.mean(self._history, axis=0)
+            if self.settings.pitched_guard is not None:  # `other` may not swallow a clearly pitched hop
+                salience = pitch_salience(self._recent[-self.hop_samples :], self.model_rate)
+                smoothed = guard_pitched(smoothed, self.labels, salience, self.settings.pitched_guard)
             order = np.argsort(-smoothed, kind="stable")[: self.top_k]
             top = [(self.labels[i], float(smoothed[i])) for i in order]
             confidence = top[0][1]

@@ -8,7 +8,7 @@ everywhere in the library (the CLI spells two of them differently: ``--hop`` and
 (3, -60.0, 0.4)
 >>> EngineSettings(smooth=5).replace(top_k=1)  # doctest: +NORMALIZE_WHITESPACE
 EngineSettings(hop_seconds=None, smooth=5, silence_db=-60.0, min_confidence=0.4, top_k=1, align_onsets=True,
-               decision='hops')
+               decision='hops', pitched_guard=None)
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ class EngineSettings:
     note's onset (mean log-probability of its sounding hops, reset at the next onset or silence:
     `decision.decide_note_labels`), so a held note's label only firms up as it sounds."""
 
+    pitched_guard: float | None = None
+    """A hop whose pitch salience (`harmonicity.pitch_salience`, 0..1) is at least this is never labelled ``other``
+    while an instrument is close (`decision.guard_pitched`); None: no guard (docs/experiments/other-guard.md)."""
+
     def __post_init__(self) -> None:
         hop = self.hop_seconds
         if hop is not None:
@@ -73,6 +77,9 @@ class EngineSettings:
                "in [0, 1]")  # fmt: skip
         _check("top_k", self.top_k, _is_int(self.top_k) and self.top_k >= 1, "an integer >= 1")
         _check("decision", self.decision, self.decision in DECISIONS, f"one of {', '.join(DECISIONS)}")
+        guard = self.pitched_guard
+        _check("pitched_guard", guard, guard is None or (isinstance(guard, (int, float)) and 0.0 <= guard <= 1.0),
+               "None or in [0, 1]")  # fmt: skip
 
     def replace(self, **changes: Any) -> EngineSettings:
         """A copy with some fields changed (TypeError for a name that is no field)."""

@@ -1,8 +1,9 @@
 """The options and errors the command shells share, each defined once.
 
 `--model/--model-dir/--trusted-key/--threads/--require-other` and the engine options (`--hop`, `--smooth`,
-`--silence-db`, `--min-confidence`, `--top-k`, `--onset-align`, `--decision`) are declared here and used by `run`,
-`classify`, `soak`, `inspect` and `bench`; the engine defaults come from `EngineSettings`, never a literal.
+`--silence-db`, `--min-confidence`, `--top-k`, `--onset-align`, `--decision`, `--pitched-guard`) are declared
+here and used by `run`, `classify`, `soak`, `inspect` and `bench`; the engine defaults come from
+`EngineSettings`, never a literal.
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return super().convert(number, param, ctx)
+
+
+class GuardLevel(FiniteFloat):
+    """A pitch-salience level in [0, 1], or ``off`` (None): `--pitched-guard`."""
+
+    name = "level"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "off"):
+            return None
+        return super().convert(value, param, ctx)
 
 
 class RunError(InstrumentAIError, click.ClickException):
@@ -141,11 +153,19 @@ ENGINE_OPTIONS = _stack(
             help="hops: decide each hop on the last --smooth hops; note: on all the evidence since the note's onset "
             "(reset at the next onset or silence).",
         ),
+        click.option(
+            "--pitched-guard",
+            type=GuardLevel(0.0, 1.0),
+            default="off" if DEFAULT_SETTINGS.pitched_guard is None else DEFAULT_SETTINGS.pitched_guard,
+            show_default=True,
+            help="A hop at least this clearly pitched (0-1, autocorrelation peak) is not called 'other' while an "
+            "instrument is close; off: no guard.",
+        ),
     ]
 )
 """The `EngineSettings` fields as options (`run`, `classify`)."""
 
-ENGINE_KEYS = ("hop", "smooth", "silence_db", "min_confidence", "top_k", "onset_align", "decision")
+ENGINE_KEYS = ("hop", "smooth", "silence_db", "min_confidence", "top_k", "onset_align", "decision", "pitched_guard")
 
 
 def settings_from_options(opts: dict[str, Any]) -> EngineSettings:
@@ -160,6 +180,7 @@ def settings_from_options(opts: dict[str, Any]) -> EngineSettings:
             top_k=values["top_k"],
             align_onsets=values["onset_align"],
             decision=values["decision"],
+            pitched_guard=values["pitched_guard"],
         )
     except ValueError as exc:
         raise RunError(str(exc), EXIT_USAGE) from None
