@@ -27,6 +27,7 @@ def entry(**fields: object) -> str:
         "exclude": '["**/skip/**"]',
         "pitch": """{ from = "name", pattern = '(?P<note>[A-Ga-g][#sb]?)(?P<octave>-?\\d)\\.wav$' }""",
         "velocity": """{ pattern = '_(?P<dyn>p|f)_', map = { p = 40, f = 100 }, default = 75 }""",
+        "other_kind": '"unpitched"',  # it has an `other` rule (noises/**), so it must say what they are
     }
     base.update({k: str(v) for k, v in fields.items()})
     lines = ["schema = 1", "[[source]]", *(f"{k} = {v}" for k, v in base.items() if v != "DROP")]

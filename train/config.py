@@ -54,6 +54,9 @@ class TrainConfig:
     """Libraries (or lineages) kept out of training and validation: the test set of leave-one-library-out."""
     valid_fraction: float = 0.15
     families: list[str] | None = None
+    other_kinds: str = "all"
+    """Which `other` clips train: ``all``, or ``unpitched`` - the `other` clips of libraries whose catalogue
+    entry says they are pitched (tabla, slit drums, birdsong: `train/sources/other_kinds.py`) are left out."""
     jobs: int = 0
     """Feature-extraction processes; 0 = one per CPU."""
     cache: str | None = None
@@ -119,6 +122,9 @@ class TrainConfig:
             raise TrainError(f"augment copies must be in 0..16, got {self.augment_copies}")
         if self.max_memory_gb is not None and not self.max_memory_gb > 0:
             raise TrainError("max memory must be a positive number of GB")
+        from instrument_ai.train.sources.other_kinds import check_other_kinds
+
+        check_other_kinds(self.other_kinds)
         if self.window_seconds <= 0 or self.hop_seconds <= 0:
             raise TrainError("window and hop seconds must be positive")
 

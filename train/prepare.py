@@ -9,7 +9,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,7 @@ def prepare_data(config: TrainConfig, *, labels: Sequence[str] | None = None) ->
     warnings: list[str] = []
     all_notes, info, read_report = _load_notes(config, spec)
     notes = _select_families(config, all_notes)
-    split = _split_instruments(config, notes, info)
+    split = _without_pitched_other(config, notes, info, _split_instruments(config, notes, info), warnings)
     for family in split.single:
         warn(config, f"family {FAMILIES[family]} has one instrument: trained on, not validated", warnings)
     train_notes, valid_notes, family_ids = _fix_label_set(config, notes, split, labels, warnings)
@@ -178,6 +178,24 @@ def _select_families(config: TrainConfig, all_notes: list[Any]) -> list[Any]:
     if not notes:
         raise TrainError(f"{config.data}: no notes of the families {', '.join(config.families)}")
     return notes
+
+
+def _without_pitched_other(config: TrainConfig, notes: list[Any], info: Any, split: InstrumentSplit,
+                           warnings: list[str]) -> InstrumentSplit:  # fmt: skip
+    """Stage 3b: with ``other_kinds="unpitched"``, the `other` clips of pitched libraries (`other_kinds`) neither
+    train nor validate (after the split, so a holdout may still name their library as its test set)."""
+    if config.other_kinds == "all":
+        return split
+    from instrument_ai.train.sources.other_kinds import pitched_other_libraries
+
+    other = {n.instrument_str for n in notes if n.family_str == OTHER}
+    pitched = pitched_other_libraries({info.library_of(i) for i in other})
+    gone = {i for i in other if info.library_of(i) in pitched}
+    left = {i for i in gone if i in split.train or i in split.valid}
+    if left:
+        warn(config, f"--other-kinds unpitched: {len(left)} `other` instruments of {', '.join(sorted(pitched))} "
+             "left out of training and validation (pitched)", warnings)  # fmt: skip
+    return replace(split, train=split.train - gone, valid=split.valid - gone)
 
 
 def _held_out(config: TrainConfig, notes: list[Any], info: Any) -> set[str]:

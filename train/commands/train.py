@@ -72,6 +72,9 @@ def _families(value: str | None) -> list[str] | None:
     help="Feature-cache folder [default: ~/.cache/instrument-ai].",
 )
 @click.option("--families", help="Comma-separated families to train on (default: all in the data).")
+@click.option("--other-kinds", default="all", show_default=True, metavar="all|unpitched",
+              help="unpitched: leave out the `other` clips of sources the catalogue marks pitched (tabla, slit "
+              "drums, birdsong).")  # fmt: skip
 @click.option("--augment-copies", type=click.IntRange(0, 16), help="Augmented renditions per note (edge: 2).")
 @click.option("--windows-per-note", type=click.FloatRange(min=0, min_open=True), help="Windows per note per epoch.")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True))
@@ -109,6 +112,7 @@ def train(
     jobs: int,
     cache_dir: Path | None,
     families: str | None,
+    other_kinds: str,
     augment_copies: int | None,
     windows_per_note: float | None,
     learning_rate: float | None,
@@ -132,6 +136,9 @@ def train(
     metrics.json, calibration.npz and report.md. Ctrl-C keeps the last finished
     epoch; `instrument-ai train --resume RUNDIR` continues it.
     """
+    from instrument_ai.train.sources.other_kinds import check_other_kinds
+
+    check_other_kinds(other_kinds)  # a bad value is refused before TensorFlow loads
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
     from instrument_ai.train.trainer import TrainConfig, TrainingInterrupted, resume_config, train_model
 
@@ -166,6 +173,7 @@ def train(
                 split=str(split_file) if split_file else None,
                 holdout=list(holdout),
                 families=_families(families),
+                other_kinds=other_kinds,
                 jobs=jobs,
                 cache=str(cache_dir) if cache_dir else None,
                 augment_copies=augment_copies,

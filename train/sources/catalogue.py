@@ -11,7 +11,11 @@ repository path into a label (family, source, pitch, velocity, instrument). This
 * pitch ``from``: ``name`` (a regex with groups note+octave, midi or hz; note letters in either case, ``#``/``s``
   sharp, ``b`` flat, C4 = 60 shifted by ``octave_offset``), ``estimate`` (`pitch.estimate_pitch` later), ``sfz``
   (the SFZ mapping or SoundFont preset gives it), ``none`` (`other` clips: pitch 0);
-* velocity: a fixed 1..127, or ``{pattern, map, default}`` looking the pattern's first group up in ``map``.
+* velocity: a fixed 1..127, or ``{pattern, map, default}`` looking the pattern's first group up in ``map``;
+* ``other_kind`` (required of, and only allowed on, a source that yields `other` clips: kind ``other`` or a rule
+  with family ``other``): ``pitched`` when its `other` clips hold pitched musical sounds (tuned percussion such
+  as tabla or slit drums, sung or played phrases), ``unpitched`` when they are unpitched or non-musical (drums,
+  noises, speech). `train --other-kinds unpitched` leaves the pitched ones out of training (`other_kinds`).
 
 Every mistake is a `CatalogueError` with one line naming the source and the field.
 """
@@ -26,11 +30,13 @@ from typing import Any
 import tomllib
 
 from instrument_ai.device.errors import ConfigurationError
-from instrument_ai.device.labels import LABELS
+from instrument_ai.device.labels import LABELS, OTHER
 from instrument_ai.train.corpus.nsynth import SOURCES
 
 CATALOGUE = Path(__file__).with_name("sources.toml")
 KINDS = ("notes", "sfz", "soundfont", "other")
+OTHER_SOUND_KINDS = ("pitched", "unpitched")
+"""What a source's `other` clips hold (`Source.other_kind`)."""
 PITCH_MODES = ("name", "estimate", "sfz", "none")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -156,6 +162,8 @@ class Source:
     velocity: VelocitySpec
     rules: tuple[Rule, ...]
     note: str = ""
+    other_kind: str | None = None
+    """``pitched`` or ``unpitched`` (`OTHER_SOUND_KINDS`) for a source that yields `other` clips; else None."""
 
     @property
     def slug(self) -> str:
@@ -312,6 +320,9 @@ def parse_source(raw: Any) -> Source:
     rules = raw.get("rule", [])
     if not isinstance(rules, list):
         raise CatalogueError(_where(name, "rule must be an array of tables ([[source.rule]])"))
+    parsed_rules = tuple(_rule(r, name, i) for i, r in enumerate(rules)) or (
+        (Rule("**", glob_regex("**"), "other"),) if kind == "other" else ()
+    )
     return Source(
         name=name,
         repo=raw["repo"],
@@ -324,10 +335,22 @@ def parse_source(raw: Any) -> Source:
         exclude=_globs(raw.get("exclude"), name, "exclude"),
         pitch=_pitch(raw.get("pitch"), name, default_pitch),
         velocity=_velocity(raw.get("velocity"), name),
-        rules=tuple(_rule(r, name, i) for i, r in enumerate(rules))
-        or ((Rule("**", glob_regex("**"), "other"),) if kind == "other" else ()),
+        rules=parsed_rules,
         note=str(raw.get("note", "")),
+        other_kind=_other_kind(raw.get("other_kind"), name, any(r.family == OTHER for r in parsed_rules)),
     )
+
+
+def _other_kind(value: Any, name: str, yields_other: bool) -> str | None:
+    """A source's `other_kind`: required when it yields `other` clips, refused when it yields none."""
+    if not yields_other:
+        if value is not None:
+            raise CatalogueError(_where(name, "other_kind applies only to a source with `other` clips"))
+        return None
+    if value not in OTHER_SOUND_KINDS:
+        raise CatalogueError(_where(name, f"other_kind must be one of {', '.join(OTHER_SOUND_KINDS)} (it yields "
+                                          f"`other` clips), got {value!r}"))  # fmt: skip
+    return str(value)
 
 
 def parse(text: str, where: str = "catalogue") -> list[Source]:
