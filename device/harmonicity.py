@@ -47,33 +47,37 @@ def _window_terms(frame: int) -> tuple[np.ndarray, np.ndarray, int]:
 
 def frame_salience(frame: np.ndarray, rate: int, *, fmin: float = SALIENCE_FMIN, fmax: float = SALIENCE_FMAX) -> float:
     """The normalised-autocorrelation peak (0..1) of one frame (see the module doc); 0 for a silent frame."""
-    x = np.asarray(frame, dtype=np.float64)
-    x = x - x.mean()
-    window, window_auto, n_fft = _window_terms(x.size)
-    spectrum = np.fft.rfft(x * window, n_fft)
-    auto = np.fft.irfft((spectrum * np.conj(spectrum)).real, n_fft)[: x.size]
-    if not auto[0] > 0.0:
-        return 0.0
+    return float(_rows_salience(np.asarray(frame, dtype=np.float64).reshape(1, -1), rate, fmin, fmax)[0])
+
+
+def _rows_salience(frames: np.ndarray, rate: int, fmin: float, fmax: float) -> np.ndarray:
+    """`frame_salience` of every row of `frames` (k, n), in one batch of FFTs."""
+    x = frames - frames.mean(axis=1, keepdims=True)
+    size = x.shape[1]
+    window, window_auto, n_fft = _window_terms(size)
+    spectrum = np.fft.rfft(x * window, n_fft, axis=1)
+    auto = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, n_fft, axis=1)[:, :size]
     low = max(1, int(rate / fmax))
-    high = min(x.size // 2, int(np.ceil(rate / fmin)))
+    high = min(size // 2, int(np.ceil(rate / fmin)))
+    out = np.zeros(x.shape[0])
     if high <= low:
-        return 0.0
-    normalised = (auto[: high + 1] / auto[0]) / np.maximum(window_auto[: high + 1], 1e-9)
-    negative = np.flatnonzero(normalised[: high + 1] < 0.0)
-    if negative.size == 0:  # never decorrelates within the longest period: rumble or DC, no pitch
-        return 0.0
-    start = max(low, int(negative[0]))
-    return float(np.clip(normalised[start : high + 1].max(), 0.0, 1.0))
+        return out
+    energy = auto[:, :1]
+    normalised = (auto[:, : high + 1] / np.where(energy > 0, energy, 1.0)) / np.maximum(window_auto[: high + 1], 1e-9)
+    for k, row in enumerate(normalised):
+        negative = np.flatnonzero(row < 0.0)
+        if energy[k, 0] <= 0.0 or negative.size == 0:  # silent, or never decorrelates: rumble or DC, no pitch
+            continue
+        out[k] = np.clip(row[max(low, int(negative[0])) :].max(), 0.0, 1.0)
+    return out
 
 
 def pitch_salience(samples: np.ndarray, rate: int, *, frame_seconds: float = SALIENCE_FRAME_SECONDS) -> float:
     """The median `frame_salience` over a hop's frames (half-overlapping; one frame when the hop is short)."""
     x = np.asarray(samples, dtype=np.float64).reshape(-1)
-    frame = int(round(frame_seconds * rate))
-    if x.size < frame:
-        frame = x.size
+    frame = min(x.size, int(round(frame_seconds * rate)))
     if frame < 2 * max(1, int(rate / SALIENCE_FMAX)) + 2:
         return 0.0
     step = max(1, frame // 2)
-    starts = range(0, x.size - frame + 1, step)
-    return float(np.median([frame_salience(x[s : s + frame], rate) for s in starts]))
+    frames = np.stack([x[s : s + frame] for s in range(0, x.size - frame + 1, step)])
+    return float(np.median(_rows_salience(frames, rate, SALIENCE_FMIN, SALIENCE_FMAX)))
