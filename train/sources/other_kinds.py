@@ -32,7 +32,7 @@ class OtherKindsError(ConfigurationError, ValueError):
 def check_other_kinds(value: str) -> str:
     """`value` if it is one of `OTHER_KINDS`, else `OtherKindsError`."""
     if value not in OTHER_KINDS:
-        raise OtherKindsError(f"--other-kinds must be one of {', '.join(OTHER_KINDS)}, got {value!r}")
+        raise OtherKindsError(f"unknown other kinds {value!r}; choose from {', '.join(OTHER_KINDS)}")
     return value
 
 
