@@ -79,9 +79,12 @@ PITCHED_GUARD_RATIO = 0.25
 instrument is "close". A pitched hop the model is sure is `other` (a hum, a whistle) stays `other`."""
 
 
-def guard_pitched(probs: np.ndarray, labels: Sequence[str], salience: float, threshold: float | None) -> np.ndarray:
+def guard_pitched(
+    probs: np.ndarray, labels: Sequence[str], salience: float, threshold: float | None, *,
+    ratio: float = PITCHED_GUARD_RATIO,
+) -> np.ndarray:
     """`other` may not swallow (nor help reject) a clearly pitched hop: when `salience` >= `threshold` and the best
-    instrument is close (`PITCHED_GUARD_RATIO` of `other`'s probability, or above it), `other`'s probability is
+    instrument is close (`ratio` of `other`'s probability, or above it), `other`'s probability is
     removed and the rest renormalised, so the usual rule (`decide_label`: floor, open set) decides among the
     instruments. Otherwise (no guard, no `other` output, not pitched, no instrument close) `probs` is returned
     unchanged.
@@ -101,7 +104,7 @@ def guard_pitched(probs: np.ndarray, labels: Sequence[str], salience: float, thr
         return probs
     other = list(labels).index(OTHER)
     instruments = np.delete(probs, other)
-    if instruments.max() < PITCHED_GUARD_RATIO * probs[other] or instruments.sum() <= 0:
+    if instruments.max() < ratio * probs[other] or instruments.sum() <= 0:
         return probs
     guarded = probs.copy()
     guarded[other] = 0.0

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from instrument_ai.device.decision import decide_label, guard_pitched
+from instrument_ai.device.decision import PITCHED_GUARD_RATIO, decide_label, guard_pitched
 from instrument_ai.device.harmonicity import pitch_salience
 from instrument_ai.device.labels import OTHER, UNKNOWN
 from instrument_ai.device.settings import DEFAULT_SETTINGS
@@ -40,8 +40,13 @@ UNHEARD = ("karoryfer-meatbass", "dsmolken-double-bass", "karoryfer-bear-sax", "
            "playitright-cello")  # fmt: skip
 """Real sources added after 0.4.0 was trained (issue 23, item 1): 0.4.0 never heard them, nor their `other`
 clips (body slaps, knocks)."""
-LEVELS = (None, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-"""Guard levels replayed (None: off)."""
+LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95)
+"""Guard levels (`EngineSettings.pitched_guard`) replayed, besides off."""
+RATIOS = (0.25, 0.5, 1.0)
+"""How close the best instrument must be to `other` (`decision.guard_pitched`'s ratio; the engine's is
+`decision.PITCHED_GUARD_RATIO`) for the guard to act."""
+Setting = tuple[float, float] | None
+"""(level, ratio), or None: no guard."""
 OUTCOMES = ("right", "unknown", "other", "wrong")
 MAX_FALSE_EVENT_RISE = 1.0
 """The level is the one that loses fewest instrument hops to `other` or `unknown` on the tuning folds while their
@@ -80,21 +85,23 @@ def replay_clip(bundle: Any, audio: np.ndarray, truth: str) -> Replay:
     return Replay(truth, np.array(smoothed).reshape(-1, width), np.array(salience))
 
 
-def decide(replay: Replay, labels: Sequence[str], rejection: Any, level: float | None) -> list[str]:
+def decide(replay: Replay, labels: Sequence[str], rejection: Any, level: float | None,
+           ratio: float = PITCHED_GUARD_RATIO) -> list[str]:  # fmt: skip
     """The label of each sounding hop of `replay` with the guard at `level` (the engine's rule)."""
-    return [decide_label(guard_pitched(p, labels, float(s), level), labels,
+    return [decide_label(guard_pitched(p, labels, float(s), level, ratio=ratio), labels,
                          min_confidence=DEFAULT_SETTINGS.min_confidence, rejection=rejection)
             for p, s in zip(replay.smoothed, replay.salience, strict=True)]  # fmt: skip
 
 
-def fold_figures(replays: Sequence[Replay], labels: Sequence[str], rejection: Any, level: float | None,
+def fold_figures(replays: Sequence[Replay], labels: Sequence[str], rejection: Any, setting: Setting,
                  hop_seconds: float) -> dict[str, Any]:  # fmt: skip
     """An instrument fold's shares of hops and of notes right, unknown, other, wrong (lost = other + unknown; a
     note counts as what most of its sounding hops are); an `other` fold's false events per minute and hops
     named an instrument (`corpus.kinds.other_figures`)."""
     from instrument_ai.train.corpus.kinds import other_figures
 
-    decided = [decide(r, labels, rejection, level) for r in replays]
+    level, ratio = setting if setting is not None else (None, PITCHED_GUARD_RATIO)
+    decided = [decide(r, labels, rejection, level, ratio) for r in replays]
     if replays and replays[0].truth == OTHER:
         hops = [label for d in decided for label in d]
         clip = np.array([i for i, d in enumerate(decided) for _ in d])
@@ -160,6 +167,12 @@ def open_model(path: Path) -> Any:
     return PredictorBundle(load_predictor(path))
 
 
+def model_terms(bundle: Any) -> dict[str, Any]:
+    """What deciding a replay needs of its model: labels, open-set rejection and hop (picklable)."""
+    return {"labels": list(bundle.labels), "rejection": rejection_of(bundle),
+            "hop": float(bundle.default_hop_seconds)}  # fmt: skip
+
+
 def rejection_of(bundle: Any) -> Any:
     from instrument_ai.device.openset import rejection_from_metadata
 
@@ -175,29 +188,28 @@ def replay_holdout(data: Path, holdout: Path, most: int | None) -> dict[str, dic
         bundle = open_model(holdout / "groups" / group)
         for fold in (f for f in folds if f["trained_as"] == group and f.get("kind") in ("real", "other")):
             clips = replay_libraries(data, bundle, fold["libraries"], most)
-            out[fold["name"]] = {"group": group, "kind": fold["kind"], "clips": clips, "bundle": bundle}
+            out[fold["name"]] = {"group": group, "kind": fold["kind"], "clips": clips, **model_terms(bundle)}
             print(fold["name"], {k: len(v) for k, v in clips.items()}, flush=True)
     return out
 
 
-def level_table(folds: dict[str, dict[str, Any]], names: Sequence[str], levels: Sequence[float | None]
+def level_table(folds: dict[str, dict[str, Any]], names: Sequence[str], settings: Sequence[Setting]
                 ) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """For each level: every fold's figures, the mean and worst lost shares over real folds and the false events
-    per minute over the `other` folds (their hops and events summed)."""
+    """For each setting: every fold's figures, the mean and worst shares over real folds and the false events per
+    minute over the `other` folds (their hops and events summed)."""
     table: dict[str, dict[str, Any]] = {}
-    for level in levels:
+    for setting in settings:
         per_fold: dict[str, Any] = {}
         for name in names:
             entry = folds[name]
-            bundle, hop = entry["bundle"], float(entry["bundle"].default_hop_seconds)
-            labels, rejection = list(bundle.labels), rejection_of(bundle)
-            figures = {g: fold_figures(c, labels, rejection, level, hop) for g, c in entry["clips"].items() if c}
-            per_fold[name] = figures
+            per_fold[name] = {g: fold_figures(c, entry["labels"], entry["rejection"], setting, entry["hop"])
+                              for g, c in entry["clips"].items() if c}  # fmt: skip
         real = [f["instrument"] for n, f in per_fold.items() if folds[n]["kind"] == "real" and "instrument" in f]
         others = [f["other"] for f in per_fold.values() if "other" in f]
         minutes = sum(o["minutes"] for o in others)
-        table[level_name(level)] = {
-            "level": level, "folds": per_fold,
+        table[setting_name(setting)] = {
+            "level": None if setting is None else setting[0], "ratio": None if setting is None else setting[1],
+            "folds": per_fold,
             "real_other_notes": _mean_worst([f["other_notes"] for f in real]),
             "real_other_hops": _mean_worst([f["other_hops"] for f in real]),
             "real_lost_notes": _mean_worst([f["lost_notes"] for f in real]),
@@ -211,8 +223,12 @@ def level_table(folds: dict[str, dict[str, Any]], names: Sequence[str], levels: 
     return table
 
 
-def level_name(level: float | None) -> str:
-    return "off" if level is None else f"{level:g}"
+def all_settings(levels: Sequence[float], ratios: Sequence[float]) -> list[Setting]:
+    return [None, *((level, ratio) for ratio in ratios for level in levels)]
+
+
+def setting_name(setting: Setting) -> str:
+    return "off" if setting is None else f"{setting[0]:g} (ratio {setting[1]:g})"
 
 
 def _mean_worst(values: Sequence[float | None]) -> dict[str, float] | None:
@@ -220,58 +236,87 @@ def _mean_worst(values: Sequence[float | None]) -> dict[str, float] | None:
     return {"mean": float(np.mean(got)), "worst": float(np.max(got)), "best": float(np.min(got))} if got else None
 
 
-def choose_level(table: dict[str, dict[str, Any]]) -> float | None:
-    """The level that loses fewest real hops (mean over folds) with at most `MAX_FALSE_EVENT_RISE` more false
-    events per minute on the `other` folds than off; None (off) when no level does better than off."""
+def choose_setting(table: dict[str, dict[str, Any]]) -> Setting:
+    """The setting that loses fewest real hops (mean over folds) with at most `MAX_FALSE_EVENT_RISE` more false
+    events per minute on the `other` folds than off; None (off) when no setting does better than off."""
     off = table["off"]
     base = off["other_false_events_per_minute"] or 0.0
-    best, best_lost = None, (off["real_lost_hops"] or {}).get("mean", 1.0)
+    best: Setting = None
+    best_lost = (off["real_lost_hops"] or {}).get("mean", 1.0)
     for row in table.values():
         lost = (row["real_lost_hops"] or {}).get("mean")
         events = row["other_false_events_per_minute"] or 0.0
         if row["level"] is not None and lost is not None and events <= base + MAX_FALSE_EVENT_RISE \
                 and lost < best_lost - 1e-9:  # fmt: skip
-            best, best_lost = row["level"], lost
+            best, best_lost = (row["level"], row["ratio"]), lost
     return best
 
 
-def measure(data: Path, holdout: Path | None, model: Path | None, *, most: int | None,
-            levels: Sequence[float | None] = LEVELS) -> dict[str, Any]:  # fmt: skip
-    """The cross-checked holdout replay (tuned on one group, reported on the other) and the unheard-source replay."""
-    result: dict[str, Any] = {"data": str(data), "max_clips": most, "levels": [level_name(v) for v in levels],
+def measure(data: Path, holdout: Path | None, model: Path | None, *, most: int | None, cache: Path | None = None,
+            levels: Sequence[float] = LEVELS, ratios: Sequence[float] = RATIOS) -> dict[str, Any]:  # fmt: skip
+    """The cross-checked holdout replay (tuned on one group, reported on the other) and the unheard-source replay.
+
+    `cache`: a pickle of the replays (written after streaming, read instead of streaming when it exists for the
+    same arguments), so the settings can be re-decided without streaming again."""
+    settings = all_settings(levels, ratios)
+    result: dict[str, Any] = {"data": str(data), "max_clips": most, "settings": [setting_name(v) for v in settings],
                               "max_false_event_rise": MAX_FALSE_EVENT_RISE}  # fmt: skip
-    chosen_all: float | None = None
-    if holdout is not None:
-        folds = replay_holdout(data, holdout, most)
+    replays = _load_replays(cache, (str(data), str(holdout), str(model), most))
+    if replays is None:
+        replays = {"holdout": replay_holdout(data, holdout, most) if holdout is not None else None,
+                   "unheard": replay_unheard(data, model, most) if model is not None else None}  # fmt: skip
+        _save_replays(cache, (str(data), str(holdout), str(model), most), replays)
+    folds = replays["holdout"]
+    if folds is not None:
         groups = sorted({f["group"] for f in folds.values()})
         result["holdout"] = str(holdout)
         result["groups"] = {g: sorted(n for n, f in folds.items() if f["group"] == g) for g in groups}
-        tables = {g: level_table(folds, result["groups"][g], levels) for g in groups}
-        result["per_group"] = {g: _strip(t) for g, t in tables.items()}
+        tables = {g: level_table(folds, result["groups"][g], settings) for g in groups}
+        result["per_group"] = tables
         result["cross"] = []
         for tune, report in zip(groups, reversed(groups), strict=True):
-            level = choose_level(tables[tune])
-            result["cross"].append({"chosen_on": tune, "reported_on": report, "level": level_name(level),
+            chosen = choose_setting(tables[tune])
+            result["cross"].append({"chosen_on": tune, "reported_on": report, "setting": setting_name(chosen),
                                     "off": _summary(tables[report]["off"]),
-                                    "guarded": _summary(tables[report][level_name(level)])})  # fmt: skip
-        chosen_all = choose_level(level_table(folds, sorted(folds), levels))
-        result["chosen_on_all_groups"] = level_name(chosen_all)
-    if model is not None:
-        bundle = open_model(model)
-        unheard = {name: {"kind": "real", "clips": replay_libraries(data, bundle, [name], most), "bundle": bundle}
-                   for name in UNHEARD}  # fmt: skip
-        table = level_table(unheard, list(UNHEARD), levels)
+                                    "guarded": _summary(tables[report][setting_name(chosen)])})  # fmt: skip
+        result["chosen_on_all_groups"] = setting_name(choose_setting(level_table(folds, sorted(folds), settings)))
+    if replays["unheard"] is not None:
         result["model"] = str(model)
-        result["unheard"] = _strip(table)
+        result["unheard"] = level_table(replays["unheard"], list(UNHEARD), settings)
     return result
+
+
+def replay_unheard(data: Path, model: Path, most: int | None) -> dict[str, dict[str, Any]]:
+    """`UNHEARD`'s notes and `other` clips through a bundle that never heard them."""
+    bundle = open_model(model)
+    return {name: {"kind": "real", "clips": replay_libraries(data, bundle, [name], most), **model_terms(bundle)}
+            for name in UNHEARD}  # fmt: skip
+
+
+def _load_replays(cache: Path | None, key: tuple[Any, ...]) -> dict[str, Any] | None:
+    import pickle
+
+    if cache is None or not cache.is_file():
+        return None
+    with cache.open("rb") as handle:
+        saved = pickle.load(handle)  # noqa: S301 - our own file, written by _save_replays
+    return saved["replays"] if saved.get("key") == key else None
+
+
+def _save_replays(cache: Path | None, key: tuple[Any, ...], replays: dict[str, Any]) -> None:
+    import pickle
+
+    if cache is None:
+        return
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial")
+    with partial.open("wb") as handle:
+        pickle.dump({"key": key, "replays": replays}, handle)
+    partial.replace(cache)
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "folds"}
-
-
-def _strip(table: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return table  # every figure is JSON already (the bundles stay in `folds`, not in the table)
 
 
 def _pct(value: float | None) -> str:
@@ -295,7 +340,7 @@ HEADER = ["| | real notes called `other` (mean / worst fold) | real hops `other`
 
 
 def markdown(result: dict[str, Any], command: str) -> str:
-    """The report: the cross-checked holdout table, the unheard sources at every level, then every fold."""
+    """The report: the cross-checked holdout table, the unheard sources at every setting, then every fold."""
     lines = ["# The pitched guard: `other` may not swallow a pitched note (issue 23, item 4)", "",
              f"Corpus `{result['data']}`, at most {result['max_clips']} notes and {result['max_clips']} `other` "
              "clips per source (evenly spaced). Reproduce with:", "", "```", command, "```", ""]  # fmt: skip
@@ -303,28 +348,30 @@ def markdown(result: dict[str, Any], command: str) -> str:
         lines += [f"Holdout `{result['holdout']}`: each fold through its own group model. Level chosen on one "
                   f"group (fewest real hops lost, at most {result['max_false_event_rise']:g} more false event per "
                   "minute on its `other` folds), reported on the other group:", "",
-                  "| chosen on -> reported on | level | " + HEADER[0][4:], "|---|" + HEADER[1]]
+                  "| chosen on -> reported on | setting | " + HEADER[0][4:], "|---" + HEADER[1]]
         for row in result["cross"]:
             for name in ("off", "guarded"):
-                level = "off" if name == "off" else row["level"]
-                lines.append(_row(f"{row['chosen_on']} -> {row['reported_on']} | {level}", row[name]))
-        lines += ["", f"Level chosen on both groups together: {result['chosen_on_all_groups']}.", ""]
+                setting = "off" if name == "off" else row["setting"]
+                lines.append(_row(f"{row['chosen_on']} -> {row['reported_on']} | {setting}", row[name]))
+        lines += ["", f"Setting chosen on both groups together: {result['chosen_on_all_groups']}.", ""]
         for group, table in result["per_group"].items():
-            lines += [f"## Group `{group}` at every level", "", *HEADER]
+            lines += [f"## Group `{group}` at every setting", "", *HEADER]
             lines += [_row(name, row) for name, row in table.items()]
             lines.append("")
     if "unheard" in result:
-        lines += [f"## `{result['model']}` on the five sources it never heard, at every level", "", *HEADER]
+        lines += [f"## `{result['model']}` on the five sources it never heard, at every setting", "", *HEADER]
         lines += [_row(name, row) for name, row in result["unheard"].items()]
         lines.append("")
-    lines += ["## Every fold (each level: notes called `other` / hops `other`; `other` clips: false events/min)", ""]
+    lines += [f"## Every fold at the engine's ratio {PITCHED_GUARD_RATIO:g} (notes called `other` / hops `other`; "
+              "`other` clips: false events/min)", ""]
     for title, table in ([("holdout " + g, t) for g, t in result.get("per_group", {}).items()]
                          + ([("unheard", result["unheard"])] if "unheard" in result else [])):  # fmt: skip
         names = list(next(iter(table.values()))["folds"])
-        lines += [f"### {title}", "", "| fold | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
+        shown = {k: v for k, v in table.items() if v["ratio"] in (None, PITCHED_GUARD_RATIO)}
+        lines += [f"### {title}", "", "| fold | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
         for name in names:
             cells = []
-            for row in table.values():
+            for row in shown.values():
                 figures = row["folds"][name]
                 cell = []
                 if "instrument" in figures:
@@ -345,22 +392,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=None, help="a bundle to replay on the sources it never heard")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-clips", type=int, default=60, help="notes (and `other` clips) per source, at most")
+    parser.add_argument("--cache", type=Path, default=None, help="keep (or reuse) the streamed replays here")
     args = parser.parse_args(argv)
     if args.holdout is None and args.model is None:
         parser.error("give --holdout, --model or both")
-    result = measure(args.data, args.holdout, args.model, most=args.max_clips)
+    result = measure(args.data, args.holdout, args.model, most=args.max_clips, cache=args.cache)
     args.out.mkdir(parents=True, exist_ok=True)
     command = ("python -m instrument_ai.train.experiments.other_guard --data " + str(args.data)
                + (f" --holdout {args.holdout}" if args.holdout else "")
                + (f" --model {args.model}" if args.model else "")
                + f" --out {args.out} --max-clips {args.max_clips}")  # fmt: skip
-    (args.out / "other-guard.json").write_text(json.dumps(result, indent=2, default=_json_default))
+    (args.out / "other-guard.json").write_text(json.dumps(result, indent=2))
     (args.out / "other-guard.md").write_text(markdown(result, command))
     print(markdown(result, command))
-
-
-def _json_default(value: Any) -> Any:
-    return None  # a bundle object inside a table: not a figure, left out
 
 
 if __name__ == "__main__":
