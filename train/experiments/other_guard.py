@@ -401,7 +401,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = ("python -m instrument_ai.train.experiments.other_guard --data " + str(args.data)
                + (f" --holdout {args.holdout}" if args.holdout else "")
                + (f" --model {args.model}" if args.model else "")
-               + f" --out {args.out} --max-clips {args.max_clips}")  # fmt: skip
+               + f" --out {args.out} --max-clips {args.max_clips}"
+               + (f" --cache {args.cache}" if args.cache else ""))  # fmt: skip
     (args.out / "other-guard.json").write_text(json.dumps(result, indent=2))
     (args.out / "other-guard.md").write_text(markdown(result, command))
     print(markdown(result, command))
