@@ -51,6 +51,9 @@ TEACHER_FOLDS = 5
 """Folds of the out-of-fold fit (over training sources)."""
 ATTACK_FRAMES = 20
 """Frames of the attack statistic (0.32 s at hop 256, 16 kHz)."""
+FIT_THREADS = 1
+"""OpenMP threads of a fit: the trainer (and the lever screen beside it) share two cores, where two spinning
+OpenMP threads ran a fit ~10x slower than one thread."""
 STATS_VERSION = 1
 """Bumped when the statistics or the fit change (old cached teachers become misses)."""
 GBM_PARAMS: dict[str, Any] = {"max_iter": 200, "learning_rate": 0.1, "class_weight": "balanced"}
@@ -177,6 +180,7 @@ def out_of_fold(
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import GroupKFold
+    from threadpoolctl import threadpool_limits
 
     n_splits = min(folds, len(np.unique(groups)))
     if n_splits < 2:
@@ -191,7 +195,8 @@ def out_of_fold(
             figures.append({"notes": int(predict_rows.size), "fitted": False})
             continue
         model = HistGradientBoostingClassifier(**GBM_PARAMS, random_state=seed)
-        model.fit(stats[fit_rows], labels[fit_rows])
+        with threadpool_limits(limits=FIT_THREADS, user_api="openmp"):
+            model.fit(stats[fit_rows], labels[fit_rows])
         probs[np.ix_(predict_rows, model.classes_)] = model.predict_proba(stats[predict_rows])
         covered[predict_rows] = np.isin(labels[predict_rows], model.classes_)
         right = probs[predict_rows].argmax(axis=1) == labels[predict_rows]
