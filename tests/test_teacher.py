@@ -231,3 +231,31 @@ def test_holdout_passes_the_teacher_to_every_fold(tmp_path: Path, monkeypatch: p
     result = run_main("experiment", "holdout", "--data", tmp_path / "data", "--out", tmp_path / "h2",
                       "--teacher-weight", "0.3")  # fmt: skip
     assert result.exit_code == 2 and "--teacher-weight needs --teacher" in result.output
+
+
+@pytest.mark.slow  # two folds with the real trainer, each in its own process: ~1 min
+def test_each_holdout_fold_fits_its_own_teacher_without_its_held_out_source(tmp_path: Path) -> None:
+    from test_train import FAST, render_tiny_corpus
+
+    from instrument_ai.train.experiments import holdout as ho
+
+    instruments = [(family, "acoustic", program, library)
+                   for family, programs in (("bass", (32, 33, 34, 35)), ("flute", (73, 72, 75, 74)),
+                                            ("organ", (16, 19, 17, 18)))
+                   for program, library in zip(programs, ("libA", "libA", "libB", "libB"), strict=True)]  # fmt: skip
+    corpus = render_tiny_corpus(tmp_path / "corpus", seconds=1.5, instruments=instruments)
+    overrides = {**{k: v for k, v in FAST.items() if k != "jobs"}, "cache": str(tmp_path / "cache"),
+                 "teacher": "gbm", "teacher_weight": 0.3}  # fmt: skip
+    cfg = ho.HoldoutConfig(data=corpus, out=tmp_path / "h", preset="edge", epochs=1, jobs=1, overrides=overrides)
+    summary = ho.run_holdout(cfg)
+    table = json.loads((corpus / "instruments.json").read_text())
+    assert sorted(f["name"] for f in summary["folds"]) == ["libA", "libB"]
+    for fold in summary["folds"]:
+        run = Path(fold["run_dir"])
+        config = json.loads((run / "config.json").read_text())
+        assert config["train_config"]["teacher"] == "gbm" and config["train_config"]["teacher_weight"] == 0.3
+        taught = TeacherTargets.load(run / "teacher.npz")
+        libraries = {table[name.rsplit("-", 2)[0]]["library"] for name in taught.note_strs}
+        assert libraries == ({"libA", "libB"} - {fold["name"]})  # only the fold's own training source
+        trained = set(config["data"]["instruments"]["train"])
+        assert {name.rsplit("-", 2)[0] for name in taught.note_strs} <= trained
