@@ -40,6 +40,27 @@ def load_store_mapped(folder: Path) -> FeatureSet:
                       **tables)  # fmt: skip
 
 
+def _ensemble(args: argparse.Namespace, fold: str, store: FeatureSet, rows: np.ndarray, gbm: np.ndarray,
+              family: np.ndarray) -> dict[str, float]:
+    """Note accuracy of the fold's CNN on the stored clean renditions, and of the mean of its and the GBM's output."""
+    from instrument_ai.train.features import hop_frames
+    from instrument_ai.train.trainer import load_run
+
+    holdout = args.compare.parent
+    run = load_run(args.ensemble_root / json.loads((holdout / "folds" / fold / "fold.json").read_text())["run_dir"])
+    part = store.subset(rows, renditions=(0,))
+    windows, owner = part.device_windows(hop_frames(run.spec, run.hop_seconds))
+    sums = np.zeros((part.n_notes, len(LABELS)))
+    np.add.at(sums, (owner[:, None], np.array([LABELS.index(x) for x in run.labels])[None, :]), run.predict(windows))
+    cnn = sums / np.maximum(np.bincount(owner, minlength=part.n_notes), 1)[:, None]
+    kept = np.unique(rows)  # subset() sorts the notes
+    order = np.searchsorted(kept, rows)
+    truth = family[rows]
+    cnn = cnn[order]
+    return {"cnn_store_note_accuracy": float(np.mean(cnn.argmax(axis=1) == truth)),
+            "ensemble_note_accuracy": float(np.mean((0.5 * cnn + 0.5 * gbm).argmax(axis=1) == truth))}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", required=True, type=Path)
@@ -52,6 +73,10 @@ def main() -> None:
                         help="fit on at most this many training notes, evenly spaced in store order (a cheaper probe)")
     parser.add_argument("--verbose", type=int, default=0, help="the classifier's own progress lines (1: per iteration)")
     parser.add_argument("--compare", type=Path, default=None, help="a holdout.json of the CNN under the same protocol")
+    parser.add_argument("--ensemble-root", type=Path, default=None,
+                        help="with --compare: the folder its fold.json run_dir paths are relative to; adds the CNN's "
+                        "note probabilities (mean over the device windows of the stored clean rendition) and "
+                        "their average with the GBM's")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -86,29 +111,40 @@ def main() -> None:
                 rows_of = np.flatnonzero(np.isin(instrument, fold.instruments))
             else:
                 rows_of = np.array([position[n] for n in names if n in position], dtype=np.int64)
-            predicted = model.classes_[model.predict_proba(stats[rows_of]).argmax(axis=1)] if rows_of.size else []
+            gbm_probs = np.zeros((rows_of.size, len(LABELS)))
+            if rows_of.size:
+                gbm_probs[:, model.classes_] = model.predict_proba(stats[rows_of])
+            predicted = gbm_probs.argmax(axis=1)
             right = float(np.mean(predicted == family[rows_of])) if rows_of.size else None
             called_other = float(np.mean(predicted == LABELS.index(OTHER))) if rows_of.size else None
             row = {"name": fold.name, "kind": fold.kind, "n_notes": int(rows_of.size),
                    "gbm_note_accuracy": None if fold.kind == "other" else right,
                    "gbm_called_other": called_other, "cnn_note_accuracy": cnn.get(fold.name)}  # fmt: skip
+            if args.ensemble_root and fold.kind != "other" and rows_of.size:
+                row.update(_ensemble(args, fold.name, store, rows_of, gbm_probs, family))
             rows.append(row)
             shown = "other share " + f"{100 * called_other:.1f}%" if fold.kind == "other" else f"{100 * right:.1f}%"
-            print(f"{fold.name} ({fold.kind}, {rows_of.size} notes): GBM {shown}, CNN {cnn.get(fold.name)}", flush=True)
+            extra = {k: round(v, 3) for k, v in row.items() if k.startswith(("cnn_store", "ensemble"))}
+            print(f"{fold.name} ({fold.kind}, {rows_of.size} notes): GBM {shown}, CNN {cnn.get(fold.name)} {extra}",
+                  flush=True)
     summary = {}
     for kind in sorted({r["kind"] for r in rows} - {"other"}):
         pairs = [(r["gbm_note_accuracy"], r["cnn_note_accuracy"]) for r in rows if r["kind"] == kind]
         cnn_mean = float(np.mean([c for _, c in pairs if c is not None])) if cnn else None
         summary[kind] = {"folds": len(pairs), "gbm_mean": float(np.mean([g for g, _ in pairs])), "cnn_mean": cnn_mean}
+        for key in ("cnn_store_note_accuracy", "ensemble_note_accuracy"):
+            values = [r[key] for r in rows if r["kind"] == kind and key in r]
+            if values:
+                summary[kind][key.replace("_note_accuracy", "_mean")] = float(np.mean(values))
     scored = [r for r in rows if r["gbm_note_accuracy"] is not None]
     summary["all_instrument_folds"] = {"folds": len(scored),
                                        "gbm_mean": float(np.mean([r["gbm_note_accuracy"] for r in scored])),
                                        "cnn_mean": float(np.mean([r["cnn_note_accuracy"] for r in scored
                                                                   if r["cnn_note_accuracy"] is not None]))
                                        if cnn else None}  # fmt: skip
-    args.out.write_text(json.dumps({"settings": vars(args) | {"corpus": str(args.corpus), "cache": str(args.cache),
-                                                              "compare": str(args.compare), "out": str(args.out)},
-                                    "gbm": GBM_PARAMS, "summary": summary, "folds": rows}, indent=1))  # fmt: skip
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    report = {"settings": settings, "gbm": GBM_PARAMS, "summary": summary, "folds": rows}
+    args.out.write_text(json.dumps(report, indent=1))
     for kind, figures in summary.items():
         print(kind, json.dumps(figures))
 
