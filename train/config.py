@@ -16,6 +16,7 @@ from instrument_ai.train.features import (
     SILENCE_DBFS,
 )
 from instrument_ai.train.models import PITCH_FILL, PRESETS
+from instrument_ai.train.teacher import TEACHERS
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,11 @@ class TrainConfig:
     calibration_valid_windows: int = 3000
     max_memory_gb: float | None = None
     """Refuse feature sets bigger than this; None = 60 % of the available memory."""
+    teacher: str | None = None
+    """Distil a teacher into the model ("gbm": gradient boosting on whole-note statistics, fitted out of fold on
+    the training sources only; see teacher.py); None: hard labels only."""
+    teacher_weight: float = 0.5
+    """Share of the teacher's soft targets in each window's target (the rest is the note's hard label)."""
     verbose: int = 1
     """0 silent, 1 progress (Keras bar on a terminal, a line per epoch otherwise)."""
 
@@ -125,6 +131,10 @@ class TrainConfig:
         from instrument_ai.train.sources.other_kinds import check_other_kinds
 
         check_other_kinds(self.other_kinds)
+        if self.teacher is not None and self.teacher not in TEACHERS:
+            raise TrainError(f"unknown teacher {self.teacher!r}; choose from {', '.join(TEACHERS)}")
+        if not 0.0 < self.teacher_weight <= 1.0:
+            raise TrainError(f"teacher weight must be in (0, 1], got {self.teacher_weight}")
         if self.window_seconds <= 0 or self.hop_seconds <= 0:
             raise TrainError("window and hop seconds must be positive")
 

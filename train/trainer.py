@@ -69,6 +69,7 @@ from instrument_ai.device.lifecycle import atomic_write_bytes
 from instrument_ai.train.augment import band_to_feature_matrix
 from instrument_ai.train.config import MONITORS, TrainConfig, TrainError, TrainingInterrupted, say
 from instrument_ai.train.features import (
+    FeatureCache,
     hop_frames,
     n_features,
     silence_frame,
@@ -77,6 +78,7 @@ from instrument_ai.train.features import (
 from instrument_ai.train.models import build_model, model_summary
 from instrument_ai.train.prepare import PreparedData, prepare_data
 from instrument_ai.train.run_folder import RunFolder, RunFolderError, read_run_folder
+from instrument_ai.train.teacher import TeacherError, TeacherTargets, teacher_targets
 from instrument_ai.train.windows import (
     WindowSampler,
     choose_onsets,
@@ -93,6 +95,8 @@ from instrument_ai.train.windows import (
 log = logging.getLogger(__name__)
 
 RUN_FORMAT = 1
+TEACHER_FILE = "teacher.npz"
+"""The distillation teacher's per-note targets, kept in the run folder so a resumed run keeps its teacher."""
 FINAL_WINDOWS = 150_000
 """Validation windows scored at the end (all of them up to this many; ~1.4 GB of float32 at most)."""
 
@@ -314,6 +318,7 @@ def train_model(config: TrainConfig, *, resume: bool = False, callbacks: Sequenc
         _check_out_dir(run_dir)
     started = time.perf_counter()
     prepared = prepare_data(config, labels=saved["labels"] if saved and saved.get("labels") else None)
+    teacher = _teacher(config, prepared, run_dir, resume=resume)
     spec = config.spec()
     wf = window_frames(spec, config.window_seconds)
     input_shape = (n_features(spec, config.stage), wf, 1)
@@ -366,6 +371,7 @@ def train_model(config: TrainConfig, *, resume: bool = False, callbacks: Sequenc
         onset_fraction=float(config.onset_fraction or 0.0),
         silence=silence_frame(spec, config.stage).astype(np.float32),
         note_weights=real_note_weights(prepared.train.notes, config.data, config.real_weight),
+        note_targets=None if teacher is None else teacher.mixed(prepared.train_y, config.teacher_weight),
     )
     last = checkpoints / "last.keras"
     if resume and last.is_file():
@@ -387,6 +393,8 @@ def train_model(config: TrainConfig, *, resume: bool = False, callbacks: Sequenc
     summary = model_summary(model)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints.mkdir(exist_ok=True)
+    if teacher is not None and not (run_dir / TEACHER_FILE).is_file():
+        teacher.save(run_dir / TEACHER_FILE)
     run_config = _run_config(config, prepared, mean, std, input_shape, summary, "running")
     write_json_atomic(run_dir / "config.json", run_config)
     say(
@@ -423,6 +431,37 @@ def train_model(config: TrainConfig, *, resume: bool = False, callbacks: Sequenc
     _finish(config, run_dir, prepared, mean, std, input_shape, summary, state)
     say(config, f"run written to {run_dir} in {time.perf_counter() - started:.0f} s")
     return run_dir
+
+
+def _teacher(config: TrainConfig, prepared: PreparedData, run_dir: Path, *, resume: bool) -> TeacherTargets | None:
+    """The run's distillation teacher: the one saved in the run folder when resuming, else fitted out of fold
+    on the training notes (only them: validation and held-out notes never reach it). None without a teacher."""
+    if config.teacher is None:
+        return None
+    names = [n["note_str"] for n in prepared.train.notes]
+    saved = run_dir / TEACHER_FILE
+    try:
+        if resume and saved.is_file():
+            teacher = TeacherTargets.load(saved).aligned(names, len(prepared.labels))
+        else:
+            say(config, f"teacher: gradient boosting on whole-note statistics of {len(names)} training notes")
+            teacher = teacher_targets(
+                prepared.train,
+                prepared.train_y,
+                len(prepared.labels),
+                stage=str(config.stage),
+                spec=config.spec(),
+                data=config.data,
+                seed=config.seed,
+                cache_root=FeatureCache(config.cache).root,
+            )
+    except TeacherError as exc:
+        raise TrainError(f"teacher: {exc}") from None
+    prepared.info["teacher"] = {**teacher.info, "weight": config.teacher_weight, "file": TEACHER_FILE}
+    accuracy = teacher.info.get("out_of_fold_note_accuracy")
+    if accuracy is not None:
+        say(config, f"teacher: out-of-fold note accuracy {100 * accuracy:.1f} % over {teacher.info['folds']} folds")
+    return teacher
 
 
 def _finish(

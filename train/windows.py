@@ -67,6 +67,9 @@ class WindowSampler:
     and keeps only its first 1..W-1 frames, the rest silence (`onset_prefix`):
     the windows the device classifies in the first second of every note.
 
+    With `note_targets` (n_notes, n_classes), every window of a note is trained towards its note's row (a
+    distillation target, teacher.py) instead of the note's one-hot label.
+
     Deterministic per (seed, epoch, batch index), so a resumed run draws the
     same batches as an uninterrupted one would.
     """
@@ -89,7 +92,13 @@ class WindowSampler:
         onset_fraction: float = 0.0,
         silence: np.ndarray | None = None,
         note_weights: np.ndarray | None = None,
+        note_targets: np.ndarray | None = None,
     ) -> None:
+        if note_targets is not None and note_targets.shape != (len(labels), n_classes):
+            raise ValueError(f"note targets of shape {note_targets.shape}, expected {(len(labels), n_classes)}")
+        self.targets = (
+            np.eye(n_classes, dtype=np.float32)[labels] if note_targets is None else note_targets.astype(np.float32)
+        )
         if onset_fraction > 0 and silence is None:
             raise ValueError("onset windows need the silence frame to pad with")
         self.onset_fraction = float(onset_fraction)
@@ -119,7 +128,7 @@ class WindowSampler:
         # after the EQ/gain: the device pads with the silence frame itself, not an augmented one
         cut_onsets(rng, x, onset, self.silence)
         x = normalise_windows(x, self.mean, self.std)
-        y = np.eye(self.n_classes, dtype=np.float32)[self.labels[notes]]
+        y = self.targets[notes]  # one-hot, or the note's label mixed with its teacher's soft targets
         if self.mixup_alpha > 0:
             lam = rng.beta(self.mixup_alpha, self.mixup_alpha, size=self.batch_size).astype(np.float32)
             lam = np.maximum(lam, 1.0 - lam)  # the first sample dominates, so its label stays the main one

@@ -97,11 +97,17 @@ def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train
 @click.option("--mixup", "mixup_alpha", type=click.FloatRange(min=0), default=None, help="Mixup alpha (0: off).")
 @click.option("--max-test-notes", type=click.IntRange(min=1), default=None,
               help="Test each source on at most this many notes, evenly spaced (a cheaper screen).")
+@click.option("--teacher", type=click.Choice(["gbm"]), default=None,
+              help="Distil a teacher into each fold's model: gbm = gradient boosting on whole-note statistics, "
+              "fitted out of fold on that fold's training sources only.")  # fmt: skip
+@click.option("--teacher-weight", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Share of the teacher's soft targets in each window's target [default: 0.5].")  # fmt: skip
 def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ...], epochs: int | None,
             seed: int, jobs: int, augment_copies: int | None, no_feature_augment: bool,
             audio_augment: dict | None, onset_fraction: float | None, groups: int | None,
             train_kinds: str | None, other_kinds: str, real_weight: float | None, max_minutes: float | None,
-            label_smoothing: float | None, mixup_alpha: float | None, max_test_notes: int | None) -> None:  # fmt: skip
+            label_smoothing: float | None, mixup_alpha: float | None, max_test_notes: int | None,
+            teacher: str | None, teacher_weight: float | None) -> None:  # fmt: skip
     """Leave-one-library-out: train on all libraries but one, test on it; the mean note accuracy is the headline."""
     from instrument_ai.train.experiments.holdout import HoldoutConfig, run_holdout
     from instrument_ai.train.sources.other_kinds import check_other_kinds
@@ -121,9 +127,14 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
     if other_kinds != "all":  # the 0.4.0 recipe's settings stay as they were (a holdout resumes on them)
         overrides["other_kinds"] = other_kinds
     for key, value in (("real_weight", real_weight), ("max_minutes", max_minutes),
-                       ("label_smoothing", label_smoothing), ("mixup_alpha", mixup_alpha)):  # fmt: skip
+                       ("label_smoothing", label_smoothing), ("mixup_alpha", mixup_alpha),
+                       ("teacher", teacher)):  # fmt: skip
         if value is not None:
             overrides[key] = value
+    if teacher_weight is not None:
+        if teacher is None:
+            raise click.UsageError("--teacher-weight needs --teacher")
+        overrides["teacher_weight"] = teacher_weight
     kinds = [k.strip() for k in (train_kinds or "").split(",") if k.strip()]
     unknown = sorted(set(kinds) - {"soundfont", "real", "other", "synth"})
     if unknown:

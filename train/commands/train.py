@@ -98,6 +98,11 @@ def _families(value: str | None) -> list[str] | None:
 @click.option("--onset-fraction", type=click.FloatRange(0, 1),
               help="Share of windows cut to a note's first frames then silence, as the device's first hops see them "
               "[default: the preset's].")  # fmt: skip
+@click.option("--teacher", type=click.Choice(["gbm"]), default=None,
+              help="Distil a teacher: gbm = gradient boosting on whole-note statistics, fitted out of fold on the "
+              "training sources only.")  # fmt: skip
+@click.option("--teacher-weight", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="Share of the teacher's soft targets in each window's target (the rest: the hard label).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def train(
     data_dir: Path | None,
@@ -127,6 +132,8 @@ def train(
     no_feature_augment: bool,
     audio_augment: dict | None,
     onset_fraction: float | None,
+    teacher: str | None,
+    teacher_weight: float,
     quiet: bool,
 ) -> None:
     """Train the PRESET model on DIR's training instruments and write RUNDIR.
@@ -185,6 +192,8 @@ def train(
                 onset_fraction=onset_fraction,
                 max_minutes=max_minutes,
                 max_memory_gb=max_memory_gb,
+                teacher=teacher,
+                teacher_weight=teacher_weight,
                 verbose=0 if quiet else 1,
             )
             resume = False
