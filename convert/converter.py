@@ -151,6 +151,13 @@ def convert_run(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise bundle_writer.ConvertError(f"the TFLite converter failed: {first}") from None
 
+    from instrument_ai.convert.embedding import EmbeddingError, add_embedding_output
+
+    try:
+        model_bytes = add_embedding_output(model_bytes)  # the penultimate activations, for personal heads
+    except EmbeddingError as exc:
+        raise bundle_writer.ConvertError(f"{run.model_path}: {exc}") from None
+
     metadata = bundle_writer.base_metadata(
         name=name or out.stem,
         version=version or _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d.%H%M%S"),
