@@ -44,6 +44,19 @@ import click
     help="Refuse when validation note accuracy drops by more than this many points.",
 )
 @click.option("--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path), help="Sign with this private key.")
+@click.option(
+    "--background",
+    "background",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Corpus folder: ship a bank of its notes (described by the new bundle) that personal heads keep apart from.",
+)
+@click.option(
+    "--background-notes",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 50),
+    help="Notes per family in the --background bank.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def convert(
     rundir: Path | None,
@@ -57,6 +70,8 @@ def convert(
     max_disagreement: float,
     max_note_loss: float,
     sign_key: Path | None,
+    background: Path | None,
+    background_notes: int,
     as_json: bool,
 ) -> None:
     """Convert the training run RUNDIR into one int8 TFLite bundle (checked against Keras before it is written).
@@ -79,7 +94,7 @@ def convert(
             return public, signature
 
     if add_embedding is not None:
-        _add_embedding(add_embedding, out, signer, as_json)
+        _add_embedding(add_embedding, out, signer, as_json, background, background_notes)
         return
     assert rundir is not None
     bundle, report, run = convert_run(
@@ -93,6 +108,8 @@ def convert(
         max_disagreement=max_disagreement,
         max_note_loss_points=max_note_loss,
         signer=signer,
+        background=background,
+        background_notes=background_notes,
     )
     for warning in run.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -127,13 +144,22 @@ def convert(
     )
 
 
-def _add_embedding(source: Path, out: Path, signer: object, as_json: bool) -> None:
+def _add_embedding(
+    source: Path, out: Path, signer: object, as_json: bool, background: Path | None, background_notes: int
+) -> None:
     """`convert --add-embedding`: write the bundle with its embedding output and say what became of a signature."""
     from instrument_ai.convert.embedding import add_embedding_to_bundle
 
     if source.resolve() == out.resolve():
         raise click.UsageError("--out must differ from the bundle given to --add-embedding (it is kept as it was)")
-    bundle, was_signed = add_embedding_to_bundle(source, out, signer=signer)  # type: ignore[arg-type]
+    bundle, was_signed = add_embedding_to_bundle(
+        source,
+        out,
+        signer=signer,
+        background=background,
+        background_notes=background_notes,  # type: ignore[arg-type]
+    )
+    bank = bundle.metadata.get("personal_background")
     signed = "signature" in bundle.metadata
     embedding = bundle.metadata["embedding"]
     summary = {
@@ -146,6 +172,7 @@ def _add_embedding(source: Path, out: Path, signer: object, as_json: bool) -> No
         "self_test": bundle.self_test,
         "signed": signed,
         "was_signed": was_signed,
+        "background_points": len(bank["labels"]) if bank else 0,
     }
     if as_json:
         click.echo(json.dumps(summary))
@@ -155,5 +182,7 @@ def _add_embedding(source: Path, out: Path, signer: object, as_json: bool) -> No
         f"values, {embedding['name']}); self-test {bundle.self_test['vectors'] if bundle.self_test else 0} golden "
         f"vectors passed, probabilities unchanged"
     )
+    if bank:
+        click.echo(f"  background: {len(bank['labels'])} known sounds from {bank['corpus']} for personal heads")
     if was_signed and not signed:
         click.echo("  the signature of the original could not be kept (the model changed): unsigned; use --sign KEY")

@@ -105,6 +105,8 @@ def convert_run(
     max_disagreement: float = 0.02,
     max_note_loss_points: float = 1.0,
     signer: Callable[[bytes], tuple[bytes, bytes]] | None = None,
+    background: Path | None = None,
+    background_notes: int = 10,
 ) -> tuple[Any, Any, ConvertRun]:
     """Convert a run; returns (the written Bundle, the AgreementReport, the ConvertRun).
 
@@ -191,5 +193,9 @@ def convert_run(
 
     metadata["conversion_check"] = {"reference": "keras float model, validation windows", **report.to_dict()}
     data, _ = bundle_writer.build_bundle(model_bytes, metadata, golden_x, golden_labels, signer=signer)
+    if background is not None:  # known sounds for personal heads, heard through this very bundle
+        from instrument_ai.convert.background import with_background
+
+        data = with_background(data, background, background_notes, signer=signer, name=str(out))
     bundle_writer.write_atomic(out, data)
     return device_bundle.load(out), report, run

@@ -131,13 +131,19 @@ def embedding_metadata(model_bytes: bytes) -> dict[str, Any]:
 
 
 def add_embedding_to_bundle(
-    source: Path, out: Path, *, signer: Callable[[bytes], tuple[bytes, bytes]] | None = None
+    source: Path,
+    out: Path,
+    *,
+    signer: Callable[[bytes], tuple[bytes, bytes]] | None = None,
+    background: Path | None = None,
+    background_notes: int = 10,
 ) -> tuple[Bundle, bool]:
     """Write `out`: the bundle at `source` with an embedding output, its metadata and golden expectations.
 
     The old bundle is loaded (and self-tested) first; the new one must give the same golden outputs as the old
     one (the probabilities are untouched) or nothing is written. A signature cannot survive (the digests change):
-    the result is re-signed with `signer`, else unsigned. Returns (the new bundle, whether the old one was signed).
+    the result is re-signed with `signer`, else unsigned. With `background` (a corpus folder) the bundle also gets
+    its bank of known sounds (`convert/background.py`). Returns (the new bundle, whether the old one was signed).
     """
     from instrument_ai.convert import bundle_writer
     from instrument_ai.device.bundle import BundleError, load
@@ -165,5 +171,9 @@ def add_embedding_to_bundle(
         before, after = np.asarray(golden["vectors"][i]["expected"]), np.asarray(vector["expected"])
         if before.shape != after.shape or np.max(np.abs(before - after), initial=0) > float(golden["tolerance"]):
             raise EmbeddingError(f"golden vector {i}: the rewritten model's output differs from {source}'s")
+    if background is not None:
+        from instrument_ai.convert.background import with_background
+
+        new_bytes = with_background(new_bytes, background, background_notes, signer=signer, name=str(out))
     bundle_writer.write_atomic(out, new_bytes)
     return load_bytes(new_bytes, str(out)), was_signed

@@ -55,6 +55,11 @@ RADIUS_QUANTILE = 0.75
 """Leave-one-note-out distances below this quantile of a family's lie inside its radius (before `RADIUS_SCALE`)."""
 RADIUS_SCALE = 1.0
 """The radius is RADIUS_SCALE x that quantile (measured in tests/research/enrol_measure.py)."""
+RADIUS_RULES = ("nearest", "pairwise")
+"""Which leave-one-note-out distances the radius is a quantile of: each hop's distance to the nearest hop of any
+other note ("nearest"; shrinks as notes are added, more so with near-duplicates such as one pitch at two
+velocities), or to the nearest hop of each other note in turn ("pairwise"; about the same for 3 notes or 10)."""
+RADIUS_RULE = "nearest"
 PROB_WEIGHT = 3.0
 """Weight of the general model's output (its square root) beside the MFCC descriptor in the head's space: a hop
 must sound like the enrolled notes *and* puzzle the general model the way they did. Measured on the real-recording
@@ -354,7 +359,8 @@ class PersonalHead:
 
     def summary(self) -> dict[str, Any]:
         """What the daemon's records say about the head: ``{"families": [...], "notes": N, "descriptor": ...}``."""
-        return {"families": list(self.families), "notes": int(self.notes), "descriptor": self.descriptor}
+        known = {} if self.background is None else {"background": int(self.background.shape[0])}
+        return {"families": list(self.families), "notes": int(self.notes), "descriptor": self.descriptor, **known}
 
     def match(self, descriptor: np.ndarray, probs: np.ndarray | None = None) -> tuple[int, float, float]:
         """(family index, distance, weight) of the nearest enrolled hop; weight 0 outside its family's radius."""
@@ -385,6 +391,39 @@ class PersonalHead:
         top = int(np.argmax(probs))
         surer = float(probs[top]) > self.envelopes[family, top] + ENVELOPE_MARGIN
         return top != int(self.label_index[family]) and surer
+
+    def adjust_batch(self, descriptors: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """`adjust` for many described hops at once, (N, n_labels) float32: the same decisions as hop by hop
+        (`match` and `outside_envelope`), as matrix products; for offline scoring (`experiment enrol`)."""
+        probs = np.asarray(probs, dtype=np.float32)
+        if not self.families or len(probs) == 0:
+            return probs.copy()
+        z = (np.asarray(descriptors, dtype=np.float64) - self.offset) * self.scale
+        if self.unit:
+            z /= np.maximum(np.sqrt(np.einsum("ij,ij->i", z, z)), 1e-12)[:, None]
+        if self.prob_weight > 0:
+            z = np.concatenate((z, self.prob_weight * np.sqrt(np.clip(probs.astype(np.float64), 0.0, 1.0))), axis=1)
+        own = np.einsum("ij,ij->i", z, z)[:, None]
+        squared = np.maximum(self._norms[None, :] - 2.0 * (z @ self.prototypes.T) + own, 0.0)
+        nearest = np.argmin(squared, axis=1)
+        rows = np.arange(len(z))
+        best = self.prototype_family[nearest]
+        distance = np.sqrt(squared[rows, nearest])
+        ratio = distance / self.radii[best]
+        if self.background is not None and self.background_label is not None and self._background_norms is not None:
+            known = np.maximum(self._background_norms[None, :] - 2.0 * (z @ self.background.T) + own, 0.0)
+            rivals = np.where(self.background_label[None, :] != self.label_index[best][:, None], known, np.inf)
+            rival = np.sqrt(rivals.min(axis=1))
+            has = np.isfinite(rival)
+            ratio[has] = np.maximum(ratio[has], distance[has] / np.maximum(self.background_ratio * rival[has], 1e-12))
+        weight = self.blend * np.clip((1.0 + self.soft_edge - ratio) / self.soft_edge, 0.0, 1.0)
+        if self.envelopes is not None:
+            top = np.argmax(probs, axis=1)
+            surer = probs[rows, top] > self.envelopes[best, top] + ENVELOPE_MARGIN
+            weight[(top != self.label_index[best]) & surer] = 0.0
+        out = probs * (1.0 - weight[:, None]).astype(np.float32)
+        out[rows, self.label_index[best]] += weight.astype(np.float32)
+        return out
 
     def adjust(self, window: np.ndarray, probs: np.ndarray, embedding: np.ndarray | None = None) -> np.ndarray:
         """The general model's probabilities for a hop, moved toward an enrolled family when the hop sounds like it.
@@ -434,13 +473,19 @@ def _space(
     return np.zeros(width), np.ones(width), True
 
 
-def _leave_one_note_out(per_note: list[np.ndarray], quantile: float) -> float:
-    """The `quantile` of each hop's distance to the nearest hop of *another* note of the same family."""
+def _leave_one_note_out(per_note: list[np.ndarray], quantile: float, rule: str = RADIUS_RULE) -> float:
+    """The `quantile` of each hop's distance to the nearest hop of *another* note of the same family ("nearest"),
+    or to the nearest hop of each other note in turn ("pairwise"; see `RADIUS_RULES`)."""
+    if rule not in RADIUS_RULES:
+        raise ValueError(f"radius rule {rule!r} is not one of {', '.join(RADIUS_RULES)}")
     loo = []
     for i, points in enumerate(per_note):
-        others = np.concatenate([p for j, p in enumerate(per_note) if j != i])
-        squared = ((points[:, None, :] - others[None, :, :]) ** 2).sum(axis=2)
-        loo.append(np.sqrt(squared.min(axis=1)))
+        nearest = [
+            np.sqrt(((points[:, None, :] - other[None, :, :]) ** 2).sum(axis=2).min(axis=1))
+            for j, other in enumerate(per_note)
+            if j != i
+        ]
+        loo.append(np.min(nearest, axis=0) if rule == "nearest" else np.concatenate(nearest))
     return float(np.quantile(np.concatenate(loo), quantile))
 
 
@@ -454,6 +499,7 @@ def fit_head(
     prob_weight: float = PROB_WEIGHT,
     radius_quantile: float = RADIUS_QUANTILE,
     radius_scale: float = RADIUS_SCALE,
+    radius_rule: str = RADIUS_RULE,
     use_level: bool = False,
     use_envelope: bool = True,
     background: Sequence[Note] = (),
@@ -486,7 +532,7 @@ def fit_head(
         per_note = by_family[family]
         if len(per_note) < MIN_NOTES:
             continue
-        spread = _leave_one_note_out(per_note, radius_quantile)
+        spread = _leave_one_note_out(per_note, radius_quantile, radius_rule)
         stacked = np.concatenate(per_note)
         prototypes.append(stacked)
         owners.append(np.full(stacked.shape[0], len(families)))
@@ -522,6 +568,37 @@ def fit_head(
 
 
 # -- the personal file -------------------------------------------------------------------------------------------
+
+
+BACKGROUND_FIELD = "personal_background"
+"""Bundle metadata field of the known sounds a head keeps apart from (`convert --background CORPUS` writes it)."""
+
+
+def bundle_background(bundle: Any, descriptor: str) -> list[Note]:
+    """The bundle's background of known sounds as one-hop notes, when it holds `descriptor` descriptors; [] when
+    it has none (or of another kind). PersonalError (one line) for a malformed field.
+
+    The field (docs/bundle-format.md): ``descriptor``, ``width``, ``labels`` (one label per point),
+    ``descriptors_f16`` (base64 little-endian float16, points x width) and ``probs_u8`` (base64 uint8, the general
+    model's output x 255, points x labels): per point the mean over a training-like note's hops.
+    """
+    import base64
+    import binascii
+
+    field_ = (getattr(bundle, "metadata", None) or {}).get(BACKGROUND_FIELD)
+    if not isinstance(field_, dict) or field_.get("descriptor") != descriptor:
+        return []
+    labels = list(bundle.labels)
+    try:
+        width, owners = int(field_["width"]), [str(v) for v in field_["labels"]]
+        if width <= 0 or any(label not in labels for label in owners):
+            raise ValueError("labels or width")
+        points = np.frombuffer(base64.b64decode(field_["descriptors_f16"], validate=True), "<f2").astype(np.float32)
+        probs = np.frombuffer(base64.b64decode(field_["probs_u8"], validate=True), np.uint8).astype(np.float32)
+        points, probs = points.reshape(len(owners), width), probs.reshape(len(owners), len(labels)) / 255.0
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise PersonalError(f"the model's {BACKGROUND_FIELD} metadata is malformed ({exc})") from None
+    return [Note(owner, points[i : i + 1], probs=probs[i : i + 1]) for i, owner in enumerate(owners)]
 
 
 def bundle_identity(bundle: Any) -> dict[str, str]:

@@ -34,6 +34,7 @@ from instrument_ai.device.personal import (
     PersonalError,
     PersonalHead,
     PersonalSaveError,
+    bundle_background,
     bundle_identity,
     check_family,
     descriptor_kind,
@@ -118,9 +119,12 @@ class PersonalFile:
                 f"{descriptor_width(kind, bundle)} {kind} values; re-fit it for this model"
             )
 
-    def head(self, bundle: Any, path: str = "personal file", background: Sequence[Note] = ()) -> PersonalHead:
-        """The head for `bundle`, refusing a bundle the file was not fitted for (see `fit_head` for `background`)."""
+    def head(self, bundle: Any, path: str = "personal file", background: Sequence[Note] | None = None) -> PersonalHead:
+        """The head for `bundle`, refusing a bundle the file was not fitted for. `background` (see `fit_head`)
+        defaults to the known sounds the bundle ships (`bundle_background`), if any."""
         self.check_bundle(bundle, path)
+        if background is None:
+            background = bundle_background(bundle, self.descriptor)
         head = fit_head(self.notes, bundle.labels, bundle.spec, bundle.mean, bundle.std, background=background,
                         descriptor=self.descriptor)  # fmt: skip
         head.bundle = dict(self.bundle)

@@ -325,3 +325,120 @@ def test_convert_exports_the_embedding_of_a_keras_run(art: dict[str, Any]) -> No
     assert got is not None
     step = bundle.metadata["embedding"]["scale"]
     assert np.max(np.abs(got - expected)) < 8 * step + 0.05 * np.max(np.abs(expected))  # int8 of the float model
+
+
+# -- the background bank of known sounds -----------------------------------------------------------------------------
+
+
+def _toy_corpus(folder: Path) -> Path:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("toy_bank", Path(__file__).with_name("test_evaluate_toycorpus.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_corpus(folder, families=("organ", "flute"), libraries=("LibA",),  # type: ignore[no-any-return]
+                              pitches=(48, 55, 60, 67))  # fmt: skip
+
+
+def test_convert_ships_a_background_bank_and_the_head_uses_it(tmp_path: Path) -> None:
+    corpus = _toy_corpus(tmp_path / "corpus")
+    out = tmp_path / "bank.tflite"
+    result = run_main("convert", "--add-embedding", DEFAULT_MODEL, "--background", corpus, "--background-notes", "3",
+                      "--out", out, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["background_points"] == 6  # 3 notes of each of the corpus' two families
+    bundle = bundle_module.load(out)
+    bank = personal.bundle_background(bundle, personal.EMBEDDING)
+    assert [n.family for n in bank].count("organ") == 3 and all(n.descriptors.shape == (1, 128) for n in bank)
+    assert personal.bundle_background(bundle, personal.MFCC) == []  # a bank of another descriptor is not used
+    head = _enrol(bundle).head(bundle)
+    assert head.background is not None and head.background.shape[0] == 6 and head.summary()["background"] == 6
+    assert _enrol(bundle).head(bundle, background=[]).background is None  # the caller may turn it off
+
+    def broken(meta: dict[str, Any]) -> None:
+        meta["personal_background"]["labels"][0] = "kazoo"
+
+    rewrite(out, tmp_path / "broken.tflite", broken)
+    damaged = bundle_module.load(tmp_path / "broken.tflite")
+    with pytest.raises(personal.PersonalError, match="personal_background metadata is malformed"):
+        _enrol(damaged).head(damaged)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = run_main("convert", "--add-embedding", DEFAULT_MODEL, "--background", empty, "--out", tmp_path / "z")
+    assert refused.exit_code == 2 and "examples.json is missing" in one_line(refused.output)
+    assert not (tmp_path / "z").exists()
+
+
+def test_adjust_batch_decides_as_adjust_hop_by_hop(shipped_with_embedding: Path) -> None:
+    bundle = bundle_module.load(shipped_with_embedding)
+    data = _enrol(bundle)
+    others = [personal.extract_notes(synth_note(kind, 300.0, 9), SR, bundle, "flute") for kind in ("bright", "hiss")]
+    background = [n for found in others for n in found]
+    for head in (data.head(bundle), data.head(bundle, background=background)):
+        hops = [note for seed in range(6) for note in personal.extract_notes(
+            synth_note("odd" if seed % 2 else "bright", PITCHES[seed], seed), SR, bundle, "reed")]  # fmt: skip
+        descriptors = np.concatenate([n.descriptors for n in hops])
+        probs = np.concatenate([n.probs for n in hops if n.probs is not None])
+        batch = head.adjust_batch(descriptors, probs)
+        single = np.stack([head.adjust(np.zeros(1), p, d) for d, p in zip(descriptors, probs, strict=True)])
+        np.testing.assert_allclose(batch, single, atol=1e-6)
+        assert np.any(batch != probs)  # the head did move some hops
+
+
+def test_experiment_enrol_measures_both_descriptors_and_the_background(
+    shipped_with_embedding: Path, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("toy_exp", Path(__file__).with_name("test_evaluate_toycorpus.py"))
+    assert spec is not None and spec.loader is not None
+    toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy)
+    data = toy.make_corpus(tmp_path / "corpus", families=("reed", "organ", "flute"),  # type: ignore[attr-defined]
+                           libraries=("LibA", "LibB", "LibC", "RealA", "RealB"),
+                           pitches=(48, 52, 55, 60, 64, 67))  # fmt: skip
+    out = tmp_path / "out"
+    result = run_main("experiment", "enrol", "--data", data, "--holdout", "RealA,RealB", "--shots", "2,3",
+                      "--repeats", "1", "--model", shipped_with_embedding, "--descriptor", "mfcc,embedding",
+                      "--background", "2", "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    figures = json.loads((out / "enrol.json").read_text())
+    variants = figures["variants"]
+    assert [(v["descriptor"], v["background_notes"] > 0) for v in variants] == [
+        ("mfcc_mean_std", False), ("embedding", False), ("embedding", True)]  # fmt: skip
+    assert figures["descriptor"] == "embedding" and figures["instruments"] == variants[-1]["instruments"]
+    assert variants[-1]["timing"]["background_points"] == variants[-1]["background_notes"]
+    for variant in variants:
+        by_source: dict[str, list[dict[str, Any]]] = {}
+        for row in variant["instruments"]:
+            by_source.setdefault(row["source"], []).append(row["settings"])
+        for settings in by_source.values():  # one setting per source for every K, chosen on the other source
+            assert len(settings) == 2 and settings[0] == settings[1] and settings[0]["over_shots"] == [2, 3]
+    table = (out / "enrol.md").read_text()
+    assert "Descriptor: mfcc_mean_std, no background" in table and "background of" in table
+    plain = run_main("experiment", "enrol", "--data", data, "--holdout", "RealA", "--descriptor", "embedding",
+                     "--out", tmp_path / "x")  # fmt: skip
+    assert plain.exit_code == 1 and "no embedding output" in one_line(plain.output)
+    bad = run_main("experiment", "enrol", "--data", data, "--holdout", "RealA", "--descriptor", "mel", "--out", out)
+    assert bad.exit_code == 2 and "--descriptor takes mfcc and/or embedding" in bad.output
+
+
+def test_the_pairwise_radius_does_not_shrink_as_notes_are_added() -> None:
+    """Why 10 notes scored below 3: the nearest-note radius shrinks as notes are added (a denser sample has nearer
+    neighbours); the pairwise one estimates the same spread from 3 notes or 10 (on average over draws)."""
+    rng = np.random.default_rng(0)
+
+    def radius(k: int, rule: str) -> float:
+        draws = []
+        for _ in range(40):
+            notes = [rng.normal(size=(4, 16)) * 0.3 + rng.normal(size=16) for _ in range(k)]
+            draws.append(personal._leave_one_note_out(notes, 0.5, rule))
+        return float(np.mean(draws))
+
+    nearest = [radius(k, "nearest") for k in (3, 10)]
+    pairwise = [radius(k, "pairwise") for k in (3, 10)]
+    assert nearest[1] < 0.92 * nearest[0]
+    assert abs(pairwise[1] - pairwise[0]) < 0.05 * pairwise[0]
+    with pytest.raises(ValueError, match="radius rule"):
+        personal._leave_one_note_out([rng.normal(size=(2, 4))] * 2, 0.5, "farthest")
