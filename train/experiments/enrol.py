@@ -677,7 +677,7 @@ def markdown_table(result: dict[str, Any]) -> str:
         bank = variant["background_notes"]
         title = f"**Descriptor: {variant['descriptor']}" + (f", background of {bank} known sounds**" if bank else
                                                             ", no background**")  # fmt: skip
-        parts += [title, "", _variant_table({**result, **variant})]
+        parts += [title, _variant_table({**result, **variant})]
     return "\n\n".join(parts)
 
 
