@@ -442,3 +442,28 @@ def test_the_pairwise_radius_does_not_shrink_as_notes_are_added() -> None:
     assert abs(pairwise[1] - pairwise[0]) < 0.05 * pairwise[0]
     with pytest.raises(ValueError, match="radius rule"):
         personal._leave_one_note_out([rng.normal(size=(2, 4))] * 2, 0.5, "farthest")
+
+
+def test_evaluate_applies_an_embedding_head_to_every_window(shipped_with_embedding: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("toy_eval", Path(__file__).with_name("test_evaluate_toycorpus.py"))
+    assert spec is not None and spec.loader is not None
+    toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy)
+    data = toy.make_corpus(tmp_path / "corpus", families=("reed", "organ"), libraries=("LibA",),  # type: ignore[attr-defined]
+                           pitches=(48, 55, 60, 67, 72, 77))  # fmt: skip
+    reed = sorted((data / "audio").glob("reed_*.wav"))[:3]
+    path = tmp_path / "mine.bin"
+    assert run_main("enrol", "reed", *reed, "--model", shipped_with_embedding, "--out", path).exit_code == 0
+
+    def reed_recall(*extra: object) -> tuple[float, dict[str, Any]]:
+        out = tmp_path / f"eval{len(extra)}"
+        done = run_main("evaluate", "--model", shipped_with_embedding, "--data", data, "--out", out, "--quiet", *extra)
+        assert done.exit_code == 0, done.output
+        figures = json.loads((out / "evaluation.json").read_text())
+        return figures["per_family"]["reed"]["recall"], figures["model"]
+
+    before, _ = reed_recall()
+    after, model = reed_recall("--personal", path)
+    assert model["personal"]["descriptor"] == "embedding" and after > before
