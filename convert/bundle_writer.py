@@ -250,8 +250,11 @@ def tensor_metadata(model_bytes: bytes) -> dict[str, Any]:
     model = tflite_file.parse(model_bytes)
     tensors = model.subgraph_tensors[0]
     inputs, outputs = model.subgraph_io[0]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ConvertError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; a bundle needs 1 and 1")
+    if len(inputs) != 1 or len(outputs) not in (1, 2):
+        raise ConvertError(
+            f"the model has {len(inputs)} inputs and {len(outputs)} outputs; a bundle needs 1 and 1 (2 with an "
+            "embedding output)"
+        )
 
     def describe(index: int) -> dict[str, Any]:
         tensor = tensors[index]
@@ -264,7 +267,12 @@ def tensor_metadata(model_bytes: bytes) -> dict[str, Any]:
             "zero_point": int(tensor.zero_points[0]) if quantized and tensor.zero_points else 0,
         }
 
-    return {"input": describe(inputs[0]), "output": describe(outputs[0])}
+    fields = {"input": describe(inputs[0]), "output": describe(outputs[0])}
+    if len(outputs) == 2:
+        from instrument_ai.convert.embedding import embedding_metadata
+
+        fields["embedding"] = embedding_metadata(model_bytes)
+    return fields
 
 
 # -- building and writing ---------------------------------------------------------------------------
@@ -305,6 +313,10 @@ def build_bundle(
     for vector in vectors:
         raw = draft.invoke_raw(draft.input_tensor(decode_features(vector["features_f16"], window)[None]))
         vector["expected"] = [int(v) for v in raw] if int8 else [round(float(v), 7) for v in raw]
+        embedding = draft.raw_embedding()
+        if embedding is not None:  # the embedding output's expected values, in its own units (int8 steps)
+            kind = int if embedding.dtype == np.int8 else lambda v: round(float(v), 7)
+            vector["embedding_expected"] = [kind(v) for v in embedding]
     data = attach_metadata(model_bytes, meta, signer=signer)
     return data, load_bytes(data, "<new bundle>")
 

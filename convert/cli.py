@@ -13,7 +13,14 @@ import click
 
 
 @click.command()
-@click.argument("rundir", type=click.Path(path_type=Path))
+@click.argument("rundir", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--add-embedding",
+    "add_embedding",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Instead of a run: copy this existing bundle to --out with the embedding output added (re-signed with "
+    "--sign, else unsigned).",
+)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Bundle to write.")
 @click.option("--float", "as_float", is_flag=True, help="Keep float32 weights and I/O (the fallback, ~4x larger).")
 @click.option("--name", help="Model name in the metadata [default: the --out file name].")
@@ -37,9 +44,23 @@ import click
     help="Refuse when validation note accuracy drops by more than this many points.",
 )
 @click.option("--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path), help="Sign with this private key.")
+@click.option(
+    "--background",
+    "background",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Corpus folder: ship a bank of its notes (described by the new bundle) that personal heads keep apart from.",
+)
+@click.option(
+    "--background-notes",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 50),
+    help="Notes per family in the --background bank.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def convert(
-    rundir: Path,
+    rundir: Path | None,
+    add_embedding: Path | None,
     out: Path,
     as_float: bool,
     name: str | None,
@@ -49,11 +70,19 @@ def convert(
     max_disagreement: float,
     max_note_loss: float,
     sign_key: Path | None,
+    background: Path | None,
+    background_notes: int,
     as_json: bool,
 ) -> None:
-    """Convert the training run RUNDIR into one int8 TFLite bundle (checked against Keras before it is written)."""
+    """Convert the training run RUNDIR into one int8 TFLite bundle (checked against Keras before it is written).
+
+    The bundle's model has two outputs: the probabilities and the embedding (the penultimate activations, which
+    `instrument-ai enrol` learns on). `--add-embedding BUNDLE` gives an existing bundle that second output.
+    """
     from instrument_ai.convert.converter import convert_run
 
+    if (rundir is None) == (add_embedding is None):
+        raise click.UsageError("give a RUNDIR or --add-embedding BUNDLE (one of them)")
     signer = None
     if sign_key is not None:
         from instrument_ai.convert import signing
@@ -64,6 +93,10 @@ def convert(
             signature, public = signing.sign(sign_key, message)
             return public, signature
 
+    if add_embedding is not None:
+        _add_embedding(add_embedding, out, signer, as_json, background, background_notes)
+        return
+    assert rundir is not None
     bundle, report, run = convert_run(
         rundir,
         out,
@@ -75,6 +108,8 @@ def convert(
         max_disagreement=max_disagreement,
         max_note_loss_points=max_note_loss,
         signer=signer,
+        background=background,
+        background_notes=background_notes,
     )
     for warning in run.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -107,3 +142,47 @@ def convert(
         f"{100 * (1 - report.top1_disagreement):.2f} %, note accuracy {100 * report.keras_note_accuracy:.2f} % -> "
         f"{100 * report.bundle_note_accuracy:.2f} % ({0.0 - report.note_accuracy_loss_points + 0.0:+.2f} points)"
     )
+
+
+def _add_embedding(
+    source: Path, out: Path, signer: object, as_json: bool, background: Path | None, background_notes: int
+) -> None:
+    """`convert --add-embedding`: write the bundle with its embedding output and say what became of a signature."""
+    from instrument_ai.convert.embedding import add_embedding_to_bundle
+
+    if source.resolve() == out.resolve():
+        raise click.UsageError("--out must differ from the bundle given to --add-embedding (it is kept as it was)")
+    bundle, was_signed = add_embedding_to_bundle(
+        source,
+        out,
+        signer=signer,
+        background=background,
+        background_notes=background_notes,  # type: ignore[arg-type]
+    )
+    bank = bundle.metadata.get("personal_background")
+    signed = "signature" in bundle.metadata
+    embedding = bundle.metadata["embedding"]
+    summary = {
+        "bundle": str(out),
+        "from": str(source),
+        "name": bundle.name,
+        "version": bundle.version,
+        "embedding": embedding,
+        "file_bytes": bundle.file_bytes,
+        "self_test": bundle.self_test,
+        "signed": signed,
+        "was_signed": was_signed,
+        "background_points": len(bank["labels"]) if bank else 0,
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(
+        f"{out}: '{bundle.name}' {bundle.version} with an embedding output ({embedding['size']} {embedding['dtype']} "
+        f"values, {embedding['name']}); self-test {bundle.self_test['vectors'] if bundle.self_test else 0} golden "
+        f"vectors passed, probabilities unchanged"
+    )
+    if bank:
+        click.echo(f"  background: {len(bank['labels'])} known sounds from {bank['corpus']} for personal heads")
+    if was_signed and not signed:
+        click.echo("  the signature of the original could not be kept (the model changed): unsigned; use --sign KEY")

@@ -105,6 +105,8 @@ def convert_run(
     max_disagreement: float = 0.02,
     max_note_loss_points: float = 1.0,
     signer: Callable[[bytes], tuple[bytes, bytes]] | None = None,
+    background: Path | None = None,
+    background_notes: int = 10,
 ) -> tuple[Any, Any, ConvertRun]:
     """Convert a run; returns (the written Bundle, the AgreementReport, the ConvertRun).
 
@@ -151,6 +153,13 @@ def convert_run(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise bundle_writer.ConvertError(f"the TFLite converter failed: {first}") from None
 
+    from instrument_ai.convert.embedding import EmbeddingError, add_embedding_output
+
+    try:
+        model_bytes = add_embedding_output(model_bytes)  # the penultimate activations, for personal heads
+    except EmbeddingError as exc:
+        raise bundle_writer.ConvertError(f"{run.model_path}: {exc}") from None
+
     metadata = bundle_writer.base_metadata(
         name=name or out.stem,
         version=version or _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d.%H%M%S"),
@@ -184,5 +193,9 @@ def convert_run(
 
     metadata["conversion_check"] = {"reference": "keras float model, validation windows", **report.to_dict()}
     data, _ = bundle_writer.build_bundle(model_bytes, metadata, golden_x, golden_labels, signer=signer)
+    if background is not None:  # known sounds for personal heads, heard through this very bundle
+        from instrument_ai.convert.background import with_background
+
+        data = with_background(data, background, background_notes, signer=signer, name=str(out))
     bundle_writer.write_atomic(out, data)
     return device_bundle.load(out), report, run

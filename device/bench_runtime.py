@@ -345,7 +345,8 @@ def demo_head(bundle: Any) -> Any:
         for i in range(note.descriptors.shape[0]):
             label = family if family in bundle.labels else bundle.labels[int(np.argmax(note.probs[i]))]
             hops.append(personal.Note(label, note.descriptors[i : i + 1], probs=note.probs[i : i + 1]))
-    return personal.fit_head(hops, bundle.labels, bundle.spec, bundle.mean, bundle.std)
+    kind = personal.descriptor_kind(bundle)  # the descriptor extract_notes gave: the embedding when there is one
+    return personal.fit_head(hops, bundle.labels, bundle.spec, bundle.mean, bundle.std, descriptor=kind)
 
 
 def personal_head_cost(model: Path, repeats: int) -> dict[str, Any]:
@@ -356,7 +357,7 @@ def personal_head_cost(model: Path, repeats: int) -> dict[str, Any]:
 
     bundle = load(model)
     head = demo_head(bundle)
-    windows: list[tuple[np.ndarray, np.ndarray]] = []
+    windows: list[tuple[np.ndarray, np.ndarray, Any]] = []
 
     class Tap:  # the bundle, keeping each window and output the engine asks for
         labels, spec, window_frames = bundle.labels, bundle.spec, bundle.window_frames
@@ -364,7 +365,7 @@ def personal_head_cost(model: Path, repeats: int) -> dict[str, Any]:
 
         def predict(self, features: np.ndarray) -> np.ndarray:
             probs = bundle.predict(features)
-            windows.append((features, probs))
+            windows.append((features, probs, bundle.last_embedding()))
             return probs
 
     audio, rate, _ = _demo_audio()
@@ -372,9 +373,9 @@ def personal_head_cost(model: Path, repeats: int) -> dict[str, Any]:
     engine.process_hops(audio)
     costs = []
     for _ in range(max(1, -(-repeats // max(1, len(windows))))):
-        for window, probs in windows:
+        for window, probs, embedding in windows:
             started = time.perf_counter()
-            head.adjust(window, probs)
+            head.adjust(window, probs, embedding)
             costs.append((time.perf_counter() - started) * 1e3)
     plain = end_to_end(model, input_rate=16000, block_seconds=0.25, repeats=repeats)
     with_head = end_to_end(model, input_rate=16000, block_seconds=0.25, repeats=repeats, personal=head)

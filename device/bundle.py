@@ -187,13 +187,25 @@ class Bundle:
         self.std = np.asarray(norm["std"], dtype=np.float32)
         self._interpreter = interpreter
         input_details = interpreter.get_input_details()[0]
-        output_details = interpreter.get_output_details()[0]
+        outputs = interpreter.get_output_details()
+        output_details = outputs[0]
         self._input_index = input_details["index"]
         self._output_index = output_details["index"]
         self.input_codec = TensorCodec.from_details(input_details)
         self.output_codec = TensorCodec.from_details(output_details)
         self.input_shape = tuple(int(v) for v in input_details["shape"])
         self.output_size = int(np.prod(output_details["shape"][1:]))
+        self.model_outputs = len(outputs)
+        self._embedding_index: int | None = None
+        self.embedding_codec: TensorCodec | None = None
+        self.embedding_size = 0  # 0: no embedding output (bundles up to 0.4.0)
+        declared = metadata.get("embedding")
+        position = declared.get("output") if isinstance(declared, dict) else None
+        if isinstance(position, int) and not isinstance(position, bool) and 0 < position < len(outputs):
+            details = outputs[position]
+            self._embedding_index = details["index"]
+            self.embedding_codec = TensorCodec.from_details(details)
+            self.embedding_size = int(np.prod(details["shape"][1:]))
         self.self_test: dict[str, Any] | None = None
         self.load_ms: float | None = None
 
@@ -225,6 +237,20 @@ class Bundle:
         self._interpreter.set_tensor(self._input_index, tensor)
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output_index).reshape(-1).copy()
+
+    def raw_embedding(self) -> np.ndarray | None:
+        """The embedding output (raw int8 or float32) of the last invoke; None for a bundle without one."""
+        if self._embedding_index is None:
+            return None
+        return self._interpreter.get_tensor(self._embedding_index).reshape(-1).copy()
+
+    def last_embedding(self) -> np.ndarray | None:
+        """The network's penultimate activations (float32, `embedding_size`) for the window of the last
+        `predict`/`invoke_raw`: what a personal head learns on. None when the bundle has no embedding output."""
+        raw = self.raw_embedding()
+        if raw is None or self.embedding_codec is None:
+            return None
+        return self.embedding_codec.dequantize(raw)
 
     def _check_features(self, features: Any, batch: bool) -> np.ndarray:
         if not isinstance(features, np.ndarray):
@@ -287,6 +313,7 @@ class Bundle:
                     f"{self.path}: golden vector {i} ({vector.get('label', '?')}) failed the self-test on "
                     f"{self.runtime}: output differs by {error:g} (tolerance {tolerance:g})"
                 )
+            worst = max(worst, self._check_golden_embedding(i, vector, tolerance))
         self.self_test = {
             "passed": True,
             "vectors": len(golden["vectors"]),
@@ -295,6 +322,31 @@ class Bundle:
             "ms": (time.perf_counter() - started) * 1e3,
         }
         return self.self_test
+
+    def _check_golden_embedding(self, i: int, vector: dict[str, Any], tolerance: float) -> float:
+        """The embedding of golden vector `i` (just invoked) against its stored `embedding_expected`: the largest
+        difference; BundleError when it is missing, the wrong size, or further away than `tolerance`."""
+        got = self.raw_embedding()
+        if got is None:
+            return 0.0
+        try:
+            expected = np.asarray(vector["embedding_expected"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise BundleError(f"{self.path}: golden vector {i} has no valid expected embedding") from None
+        if expected.shape != (self.embedding_size,):
+            raise BundleError(
+                f"{self.path}: golden vector {i} has {expected.size} embedding values, the model has "
+                f"{self.embedding_size}"
+            )
+        error = float(np.max(np.abs(got.astype(np.float64) - expected))) if expected.size else 0.0
+        if got.dtype != np.int8:  # float activations are not probabilities: the tolerance scales with them
+            tolerance *= max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+        if not error <= tolerance:
+            raise BundleError(
+                f"{self.path}: golden vector {i} ({vector.get('label', '?')}) failed the self-test on "
+                f"{self.runtime}: embedding differs by {error:g} (tolerance {tolerance:g})"
+            )
+        return error
 
 
 def golden_tolerance(tolerance: float, runtime: str, *, int8: bool) -> float:
@@ -481,6 +533,7 @@ def _check_tensors(path: str, bundle: Bundle) -> None:
             path,
             f"{len(bundle.labels)} labels but the model has {bundle.output_size} outputs (labels/output size mismatch)",
         )
+    _check_embedding(path, bundle)
     for side, codec in (("input", bundle.input_codec), ("output", bundle.output_codec)):
         if codec.dtype not in ("int8", "float32"):
             raise _fail(path, f"model {side} type {codec.dtype} is not supported (int8 or float32)")
@@ -501,6 +554,35 @@ def _check_tensors(path: str, bundle: Bundle) -> None:
             raise _fail(
                 path, f"{side} quantisation in the metadata {declared} differs from the model's {codec.to_dict()}"
             )
+
+
+def _check_embedding(path: str, bundle: Bundle) -> None:
+    """The embedding output the metadata describes (`embedding`: output position, size, dtype, quantisation)
+    must be the model's; a model with more outputs than the metadata describes is refused too."""
+    declared = bundle.metadata.get("embedding")
+    described = 1 + (declared is not None)
+    if bundle.model_outputs != described:
+        raise _fail(
+            path, f"the model has {bundle.model_outputs} outputs but the metadata describes {described} "
+            "(probabilities" + (" and embedding)" if declared is not None else ")"),
+        )  # fmt: skip
+    if declared is None:
+        return
+    if not isinstance(declared, dict) or declared.get("output") != 1 or bundle.embedding_codec is None:
+        raise _fail(path, f"metadata field 'embedding' must name model output 1, got {declared!r:.80}")
+    codec = bundle.embedding_codec
+    size, scale = declared.get("size"), declared.get("scale")
+    same = (
+        size == bundle.embedding_size
+        and declared.get("dtype") == codec.dtype
+        and declared.get("zero_point") == codec.zero_point
+        and isinstance(scale, (int, float))
+        and not isinstance(scale, bool)
+        and math.isclose(float(scale), codec.scale, rel_tol=1e-6, abs_tol=1e-12)
+    )
+    if not same or codec.dtype not in ("int8", "float32") or (codec.dtype == "int8" and not codec.scale > 0):
+        mine = {"size": bundle.embedding_size, **codec.to_dict()}
+        raise _fail(path, f"the embedding output in the metadata {declared} differs from the model's {mine}")
 
 
 def load(

@@ -106,7 +106,7 @@ class PersonalStage(Protocol):
 
     def fits(self, bundle: Any) -> bool: ...
 
-    def adjust(self, window: np.ndarray, probs: np.ndarray) -> np.ndarray: ...
+    def adjust(self, window: np.ndarray, probs: np.ndarray, embedding: np.ndarray | None = None) -> np.ndarray: ...
 
     def summary(self) -> dict[str, Any]: ...
 
@@ -396,6 +396,13 @@ class Classifier:
         self.personal, self.personal_notice = head, None
         self._personal_info = None if head is None else head.summary()
 
+    def _embedding(self) -> np.ndarray | None:
+        """The bundle's embedding for the window just predicted, when the head in force learns on embeddings."""
+        if getattr(self.personal, "descriptor", None) != "embedding":
+            return None
+        last = getattr(self.bundle, "last_embedding", None)
+        return None if last is None else last()
+
     def _keep_personal(self, bundle: BundleLike) -> None:
         """On a model swap: keep the head when it fits the new bundle, else drop it and say so."""
         if self.personal is not None and not self.personal.fits(bundle):
@@ -546,7 +553,7 @@ class Classifier:
             started = time.perf_counter()
             probs = np.asarray(self.bundle.predict(window), dtype=np.float64).reshape(-1)
             if self.personal is not None and probs.size == len(self.labels):
-                probs = np.asarray(self.personal.adjust(window, probs), dtype=np.float64)
+                probs = np.asarray(self.personal.adjust(window, probs, self._embedding()), dtype=np.float64)
             inference_ms = (time.perf_counter() - started) * 1e3
             if probs.size != len(self.labels):
                 raise ValueError(f"the model returned {probs.size} probabilities for {len(self.labels)} labels")

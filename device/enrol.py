@@ -22,15 +22,16 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device.personal import (
+    MFCC,
     MIN_NOTES,
     NoNoteError,
     Note,
     PersonalError,
-    PersonalFile,
     PersonalHead,
     check_family,
     extract_notes,
 )
+from instrument_ai.device.personal_file import PersonalFile
 from instrument_ai.device.settings import DEFAULT_SETTINGS, EngineSettings
 
 PERSONAL_NAME = "personal.bin"
@@ -83,6 +84,7 @@ class EnrolReport:
     kept: dict[str, int]  # input (file or "microphone") -> notes kept
     families: dict[str, int]
     path: Path
+    descriptor: str = MFCC  # what the personal file's notes are described by (the model's embedding, or MFCC)
 
     @property
     def added(self) -> int:
@@ -142,7 +144,8 @@ def enrol(path: Path, bundle: Any, family: str, found: dict[str, list[Note]]) ->
         for notes in found.values():
             data.add(notes)
         data.save(path)
-    return EnrolReport(family, {name: len(notes) for name, notes in found.items()}, data.families(), path)
+    kept = {name: len(notes) for name, notes in found.items()}
+    return EnrolReport(family, kept, data.families(), path, data.descriptor)
 
 
 def forget(path: Path, family: str) -> tuple[int, dict[str, int]]:
@@ -167,6 +170,7 @@ def describe(path: Path) -> dict[str, Any]:
         "families": data.families(),
         "notes": len(data.notes),
         "clips": clips,
+        "descriptor": data.descriptor,
         "model": f"{data.bundle.get('name', '?')} {data.bundle.get('version', '?')}",
         "model_sha256": data.bundle.get("model_sha256", ""),
         "bytes": path.stat().st_size,

@@ -33,15 +33,8 @@ numpy only (the device path). Four parts, each usable alone:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-import tempfile
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +55,11 @@ RADIUS_QUANTILE = 0.75
 """Leave-one-note-out distances below this quantile of a family's lie inside its radius (before `RADIUS_SCALE`)."""
 RADIUS_SCALE = 1.0
 """The radius is RADIUS_SCALE x that quantile (measured in tests/research/enrol_measure.py)."""
+RADIUS_RULES = ("nearest", "pairwise")
+"""Which leave-one-note-out distances the radius is a quantile of: each hop's distance to the nearest hop of any
+other note ("nearest"; shrinks as notes are added, more so with near-duplicates such as one pitch at two
+velocities), or to the nearest hop of each other note in turn ("pairwise"; about the same for 3 notes or 10)."""
+RADIUS_RULE = "nearest"
 PROB_WEIGHT = 3.0
 """Weight of the general model's output (its square root) beside the MFCC descriptor in the head's space: a hop
 must sound like the enrolled notes *and* puzzle the general model the way they did. Measured on the real-recording
@@ -77,10 +75,12 @@ another family (when the head has a background: hops of sounds the general model
 SOFT_EDGE = 0.25
 """Between radius and (1 + SOFT_EDGE) x radius the weight falls linearly to 0: no jump at the border."""
 
-FORMAT = "instrument_ai.personal"
-FORMAT_VERSION = 1
-_MAGIC = b"IAPERSONAL1\n"
-_DIGEST_BYTES = 32
+MFCC = "mfcc_mean_std"
+"""Descriptor of a hop from the window's MFCCs (`describe_window`): any bundle, what bundles up to 0.4.0 allow."""
+EMBEDDING = "embedding"
+"""Descriptor of a hop from the bundle's embedding output (the network's penultimate activations), L2-normalised."""
+DESCRIPTORS = (MFCC, EMBEDDING)
+_LAZY = ("PersonalFile", "FORMAT", "FORMAT_VERSION", "save_atomically")
 
 
 class PersonalError(ConfigurationError):
@@ -96,6 +96,28 @@ class PersonalSaveError(InstrumentAIError):
 
 
 # -- the descriptor ----------------------------------------------------------------------------------------------
+
+
+def descriptor_kind(bundle: Any) -> str:
+    """The descriptor a bundle offers: its embedding output when it has one, else MFCC statistics."""
+    return EMBEDDING if int(getattr(bundle, "embedding_size", 0) or 0) > 0 else MFCC
+
+
+def descriptor_width(kind: str, bundle: Any) -> int:
+    """Values per hop descriptor of `kind` for `bundle` (PersonalError when the bundle cannot give that kind)."""
+    if kind == MFCC:
+        return 2 * int(bundle.spec.n_features)
+    width = int(getattr(bundle, "embedding_size", 0) or 0)
+    if kind != EMBEDDING or width <= 0:
+        raise PersonalError(f"the model offers no {kind} descriptor (it has no embedding output)")
+    return width
+
+
+def describe_hop(kind: str, window: np.ndarray, silent: np.ndarray, embedding: np.ndarray | None) -> np.ndarray | None:
+    """A hop's descriptor of `kind`: MFCC statistics of its window, or the model's embedding for it (float32)."""
+    if kind == MFCC:
+        return describe_window(window, silent)
+    return None if embedding is None else np.asarray(embedding, dtype=np.float32).reshape(-1).copy()
 
 
 def silent_frame(spec: FrontendSpec) -> np.ndarray:
@@ -147,12 +169,13 @@ class _WindowTap:
         self.sample_rate = int(bundle.sample_rate)
         self.default_hop_seconds = float(bundle.default_hop_seconds)
         self.metadata = getattr(bundle, "metadata", None)
-        self.windows: list[tuple[np.ndarray, np.ndarray]] = []
+        self.windows: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
         self._bundle = bundle
+        self._embedding = getattr(bundle, "last_embedding", None)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         probs = np.asarray(self._bundle.predict(features), dtype=np.float32)
-        self.windows.append((features, probs))
+        self.windows.append((features, probs, None if self._embedding is None else self._embedding()))
         return probs
 
 
@@ -166,17 +189,20 @@ def extract_notes(
     hop_seconds: float | None = None,
     source: str = "",
     keep_clip: bool = True,
+    descriptor: str | None = None,
 ) -> list[Note]:
     """The notes of a recording, one per onset as the engine finds them; NoNoteError when there is none.
 
     `samples` is mono or (frames, channels) float/int16 audio at `rate`; `bundle` gives the frontend, window
     and hop (anything `engine.BundleLike`). The engine settings that decide onsets (`silence_db`, the hop) should
-    be the daemon's.
+    be the daemon's. `descriptor`: the kind of hop descriptor (default: the best the bundle offers).
     """
     from instrument_ai.device.engine import Classifier
     from instrument_ai.device.resample import as_float_frames, resample
 
     check_family(family)
+    kind = descriptor or descriptor_kind(bundle)
+    descriptor_width(kind, bundle)  # PersonalError when the bundle cannot give it
     audio = as_float_frames(np.asarray(samples), np.asarray(samples).shape[1] if np.ndim(samples) == 2 else 1)
     mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     model_rate = int(bundle.sample_rate)
@@ -194,15 +220,15 @@ def extract_notes(
     for event in hops:
         sounding = event.probs is not None
         if sounding:
-            window, probs = next(windows)
+            window, probs, embedding = next(windows)
             if not previous_sounding:  # the engine's onset: the first sounding hop after silence
                 _close_note(notes, current, family, mono, start, clip_samples, model_rate, source, keep_clip)
                 current = []
                 start = max(0, int(round((event.time - engine.hop_seconds) * model_rate)))
             if len(current) < MAX_NOTE_HOPS:
-                descriptor = describe_window(window, silent)
-                if descriptor is not None:
-                    current.append((descriptor, probs))
+                described = describe_hop(kind, window, silent, embedding)
+                if described is not None:
+                    current.append((described, probs))
         previous_sounding = sounding
     _close_note(notes, current, family, mono, start, clip_samples, model_rate, source, keep_clip)
     if not notes:
@@ -260,10 +286,18 @@ def descriptor_scale(
 
 
 def _point(
-    descriptor: np.ndarray, probs: np.ndarray | None, offset: np.ndarray, scale: np.ndarray, prob_weight: float
+    descriptor: np.ndarray,
+    probs: np.ndarray | None,
+    offset: np.ndarray,
+    scale: np.ndarray,
+    prob_weight: float,
+    unit: bool = False,
 ) -> np.ndarray:
-    """A hop in the head's space: the standardised descriptor, then prob_weight x sqrt of the general output."""
+    """A hop in the head's space: the standardised descriptor (of length 1 when `unit`: an embedding, whose
+    direction, not its size, says what sounds), then prob_weight x sqrt of the general output."""
     z = (np.asarray(descriptor, dtype=np.float64) - offset) * scale
+    if unit:
+        z = z / max(float(np.sqrt(z @ z)), 1e-12)
     if prob_weight <= 0.0 or probs is None:
         return z
     return np.concatenate((z, prob_weight * np.sqrt(np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0))))
@@ -310,6 +344,8 @@ class PersonalHead:
 
     blend: float = BLEND
     soft_edge: float = SOFT_EDGE
+    descriptor: str = MFCC  # the kind of hop descriptor its prototypes are made of
+    unit: bool = False  # descriptors scaled to length 1 (embeddings)
 
     def fits(self, bundle: Any) -> bool:
         """True when `bundle` is the one the head was fitted for (same digests and labels): the engine keeps
@@ -317,15 +353,18 @@ class PersonalHead:
         theirs = bundle_identity(bundle)
         keys = ("model_sha256", "metadata_sha256")
         same = not self.bundle or all(self.bundle.get(k, "") == theirs[k] for k in keys)  # {}: fitted untied
+        if self.descriptor == EMBEDDING and int(getattr(bundle, "embedding_size", 0) or 0) != self.offset.size:
+            return False  # an embedding head needs the embedding it was fitted on
         return same and (not self.labels or list(bundle.labels) == self.labels)
 
     def summary(self) -> dict[str, Any]:
-        """What the daemon's records say about the head: ``{"families": [...], "notes": N}``."""
-        return {"families": list(self.families), "notes": int(self.notes)}
+        """What the daemon's records say about the head: ``{"families": [...], "notes": N, "descriptor": ...}``."""
+        known = {} if self.background is None else {"background": int(self.background.shape[0])}
+        return {"families": list(self.families), "notes": int(self.notes), "descriptor": self.descriptor, **known}
 
     def match(self, descriptor: np.ndarray, probs: np.ndarray | None = None) -> tuple[int, float, float]:
         """(family index, distance, weight) of the nearest enrolled hop; weight 0 outside its family's radius."""
-        z = _point(descriptor, probs, self.offset, self.scale, self.prob_weight)
+        z = _point(descriptor, probs, self.offset, self.scale, self.prob_weight, self.unit)
         distances = _squared_distances(self.prototypes, self._norms, z)
         nearest = int(np.argmin(distances))
         best = int(self.prototype_family[nearest])
@@ -353,14 +392,48 @@ class PersonalHead:
         surer = float(probs[top]) > self.envelopes[family, top] + ENVELOPE_MARGIN
         return top != int(self.label_index[family]) and surer
 
-    def adjust(self, window: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    def adjust_batch(self, descriptors: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """`adjust` for many described hops at once, (N, n_labels) float32: the same decisions as hop by hop
+        (`match` and `outside_envelope`), as matrix products; for offline scoring (`experiment enrol`)."""
+        probs = np.asarray(probs, dtype=np.float32)
+        if not self.families or len(probs) == 0:
+            return probs.copy()
+        z = (np.asarray(descriptors, dtype=np.float64) - self.offset) * self.scale
+        if self.unit:
+            z /= np.maximum(np.sqrt(np.einsum("ij,ij->i", z, z)), 1e-12)[:, None]
+        if self.prob_weight > 0:
+            z = np.concatenate((z, self.prob_weight * np.sqrt(np.clip(probs.astype(np.float64), 0.0, 1.0))), axis=1)
+        own = np.einsum("ij,ij->i", z, z)[:, None]
+        squared = np.maximum(self._norms[None, :] - 2.0 * (z @ self.prototypes.T) + own, 0.0)
+        nearest = np.argmin(squared, axis=1)
+        rows = np.arange(len(z))
+        best = self.prototype_family[nearest]
+        distance = np.sqrt(squared[rows, nearest])
+        ratio = distance / self.radii[best]
+        if self.background is not None and self.background_label is not None and self._background_norms is not None:
+            known = np.maximum(self._background_norms[None, :] - 2.0 * (z @ self.background.T) + own, 0.0)
+            rivals = np.where(self.background_label[None, :] != self.label_index[best][:, None], known, np.inf)
+            rival = np.sqrt(rivals.min(axis=1))
+            has = np.isfinite(rival)
+            ratio[has] = np.maximum(ratio[has], distance[has] / np.maximum(self.background_ratio * rival[has], 1e-12))
+        weight = self.blend * np.clip((1.0 + self.soft_edge - ratio) / self.soft_edge, 0.0, 1.0)
+        if self.envelopes is not None:
+            top = np.argmax(probs, axis=1)
+            surer = probs[rows, top] > self.envelopes[best, top] + ENVELOPE_MARGIN
+            weight[(top != self.label_index[best]) & surer] = 0.0
+        out = probs * (1.0 - weight[:, None]).astype(np.float32)
+        out[rows, self.label_index[best]] += weight.astype(np.float32)
+        return out
+
+    def adjust(self, window: np.ndarray, probs: np.ndarray, embedding: np.ndarray | None = None) -> np.ndarray:
         """The general model's probabilities for a hop, moved toward an enrolled family when the hop sounds like it.
 
-        Returns `probs` itself (untouched) when the hop is outside every enrolled family's radius.
+        `embedding`: the model's embedding output for this window (needed by an embedding head). Returns `probs`
+        itself (untouched) when the hop is outside every enrolled family's radius.
         """
         if not self.families:
             return probs
-        descriptor = describe_window(window, self.silent)
+        descriptor = describe_hop(self.descriptor, window, self.silent, embedding)
         if descriptor is None:
             return probs
         best, _, weight = self.match(descriptor, probs)
@@ -371,24 +444,48 @@ class PersonalHead:
         return out
 
 
-def _note_points(note: Note, offset: np.ndarray, scale: np.ndarray, prob_weight: float) -> np.ndarray:
+def _note_points(
+    note: Note, offset: np.ndarray, scale: np.ndarray, prob_weight: float, unit: bool = False
+) -> np.ndarray:
     """A note's hops in the head's space (the model's outputs only when `prob_weight` > 0)."""
     outputs = note.probs if prob_weight > 0 else None
     return np.stack(
         [
-            _point(descriptor, None if outputs is None else outputs[i], offset, scale, prob_weight)
+            _point(descriptor, None if outputs is None else outputs[i], offset, scale, prob_weight, unit)
             for i, descriptor in enumerate(note.descriptors)
         ]
     )
 
 
-def _leave_one_note_out(per_note: list[np.ndarray], quantile: float) -> float:
-    """The `quantile` of each hop's distance to the nearest hop of *another* note of the same family."""
+def _space(
+    descriptor: str, notes: Sequence[Note], bundle_mean: np.ndarray, bundle_std: np.ndarray, use_level: bool
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(offset, scale, unit) of the head's space for `descriptor`: MFCC statistics standardised by the bundle's
+    input statistics (`descriptor_scale`); embeddings as they are, scaled to length 1."""
+    if descriptor == MFCC:
+        return (*descriptor_scale(bundle_mean, bundle_std, use_level=use_level), False)
+    if descriptor != EMBEDDING:
+        raise PersonalError(f"descriptor {descriptor!r} is not one of {', '.join(DESCRIPTORS)}")
+    widths = {int(note.descriptors.shape[1]) for note in notes}
+    if len(widths) > 1:
+        raise PersonalError(f"the notes' embeddings have different sizes ({sorted(widths)})")
+    width = widths.pop() if widths else 0
+    return np.zeros(width), np.ones(width), True
+
+
+def _leave_one_note_out(per_note: list[np.ndarray], quantile: float, rule: str = RADIUS_RULE) -> float:
+    """The `quantile` of each hop's distance to the nearest hop of *another* note of the same family ("nearest"),
+    or to the nearest hop of each other note in turn ("pairwise"; see `RADIUS_RULES`)."""
+    if rule not in RADIUS_RULES:
+        raise ValueError(f"radius rule {rule!r} is not one of {', '.join(RADIUS_RULES)}")
     loo = []
     for i, points in enumerate(per_note):
-        others = np.concatenate([p for j, p in enumerate(per_note) if j != i])
-        squared = ((points[:, None, :] - others[None, :, :]) ** 2).sum(axis=2)
-        loo.append(np.sqrt(squared.min(axis=1)))
+        nearest = [
+            np.sqrt(((points[:, None, :] - other[None, :, :]) ** 2).sum(axis=2).min(axis=1))
+            for j, other in enumerate(per_note)
+            if j != i
+        ]
+        loo.append(np.min(nearest, axis=0) if rule == "nearest" else np.concatenate(nearest))
     return float(np.quantile(np.concatenate(loo), quantile))
 
 
@@ -402,18 +499,21 @@ def fit_head(
     prob_weight: float = PROB_WEIGHT,
     radius_quantile: float = RADIUS_QUANTILE,
     radius_scale: float = RADIUS_SCALE,
+    radius_rule: str = RADIUS_RULE,
     use_level: bool = False,
     use_envelope: bool = True,
     background: Sequence[Note] = (),
     background_ratio: float = BACKGROUND_RATIO,
+    descriptor: str = MFCC,
 ) -> PersonalHead:
     """Fit the head: prototypes and leave-one-note-out radii; a family with fewer than MIN_NOTES notes is left out.
 
     A family's radius is `radius_scale` x the `radius_quantile` of its enrolled hops' distances to the nearest
     hop of *another* note of the family: how far an unseen note of it may be expected to lie. The general
     model's output joins the space (`prob_weight`) only when every note carries it (see `Note.probs`).
+    `descriptor` names what the notes' (and the background's) descriptors are (`MFCC` or `EMBEDDING`).
     """
-    offset, scale = descriptor_scale(bundle_mean, bundle_std, use_level=use_level)
+    offset, scale, unit = _space(descriptor, [*notes, *background], bundle_mean, bundle_std, use_level)
     labels = list(labels)
     if any(note.probs is None for note in notes):
         prob_weight = 0.0
@@ -421,7 +521,7 @@ def fit_head(
     for note in notes:
         if note.family not in labels:
             raise PersonalError(f"enrolled family {note.family!r} is not a label of this model ({', '.join(labels)})")
-        by_family.setdefault(note.family, []).append(_note_points(note, offset, scale, prob_weight))
+        by_family.setdefault(note.family, []).append(_note_points(note, offset, scale, prob_weight, unit))
     families: list[str] = []
     prototypes, owners, radii, envelopes = [], [], [], []
     family_probs: dict[str, list[np.ndarray]] = {}
@@ -432,7 +532,7 @@ def fit_head(
         per_note = by_family[family]
         if len(per_note) < MIN_NOTES:
             continue
-        spread = _leave_one_note_out(per_note, radius_quantile)
+        spread = _leave_one_note_out(per_note, radius_quantile, radius_rule)
         stacked = np.concatenate(per_note)
         prototypes.append(stacked)
         owners.append(np.full(stacked.shape[0], len(families)))
@@ -442,7 +542,7 @@ def fit_head(
             envelopes.append(np.concatenate(family_probs[family]).max(axis=0))
     width = offset.size + (len(labels) if prob_weight > 0 else 0)
     known = [
-        (_note_points(note, offset, scale, prob_weight), labels.index(note.family))
+        (_note_points(note, offset, scale, prob_weight, unit), labels.index(note.family))
         for note in background
         if note.family in labels and (note.probs is not None or prob_weight == 0)
     ]
@@ -462,10 +562,43 @@ def fit_head(
         background_ratio=background_ratio,
         labels=labels,
         notes=sum(1 for note in notes if note.family in families),
+        descriptor=descriptor,
+        unit=unit,
     )
 
 
 # -- the personal file -------------------------------------------------------------------------------------------
+
+
+BACKGROUND_FIELD = "personal_background"
+"""Bundle metadata field of the known sounds a head keeps apart from (`convert --background CORPUS` writes it)."""
+
+
+def bundle_background(bundle: Any, descriptor: str) -> list[Note]:
+    """The bundle's background of known sounds as one-hop notes, when it holds `descriptor` descriptors; [] when
+    it has none (or of another kind). PersonalError (one line) for a malformed field.
+
+    The field (docs/bundle-format.md): ``descriptor``, ``width``, ``labels`` (one label per point),
+    ``descriptors_f16`` (base64 little-endian float16, points x width) and ``probs_u8`` (base64 uint8, the general
+    model's output x 255, points x labels): per point the mean over a training-like note's hops.
+    """
+    import base64
+    import binascii
+
+    field_ = (getattr(bundle, "metadata", None) or {}).get(BACKGROUND_FIELD)
+    if not isinstance(field_, dict) or field_.get("descriptor") != descriptor:
+        return []
+    labels = list(bundle.labels)
+    try:
+        width, owners = int(field_["width"]), [str(v) for v in field_["labels"]]
+        if width <= 0 or any(label not in labels for label in owners):
+            raise ValueError("labels or width")
+        points = np.frombuffer(base64.b64decode(field_["descriptors_f16"], validate=True), "<f2").astype(np.float32)
+        probs = np.frombuffer(base64.b64decode(field_["probs_u8"], validate=True), np.uint8).astype(np.float32)
+        points, probs = points.reshape(len(owners), width), probs.reshape(len(owners), len(labels)) / 255.0
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise PersonalError(f"the model's {BACKGROUND_FIELD} metadata is malformed ({exc})") from None
+    return [Note(owner, points[i : i + 1], probs=probs[i : i + 1]) for i, owner in enumerate(owners)]
 
 
 def bundle_identity(bundle: Any) -> dict[str, str]:
@@ -480,230 +613,10 @@ def bundle_identity(bundle: Any) -> dict[str, str]:
     }
 
 
-@dataclass
-class PersonalFile:
-    """The enrolled notes and the bundle they were fitted for; `head()` fits the head for that bundle."""
+def __getattr__(name: str) -> Any:
+    """The personal file lives in `personal_file` (split for size); its names stay reachable from here."""
+    if name in _LAZY:
+        from instrument_ai.device import personal_file
 
-    bundle: dict[str, str]
-    spec: FrontendSpec
-    notes: list[Note] = field(default_factory=list)
-    created: float = field(default_factory=time.time)
-
-    @classmethod
-    def new(cls, bundle: Any) -> PersonalFile:
-        return cls(bundle_identity(bundle), bundle.spec)
-
-    def families(self) -> dict[str, int]:
-        """Enrolled notes per family, in label order."""
-        counts: dict[str, int] = {}
-        for note in self.notes:
-            counts[note.family] = counts.get(note.family, 0) + 1
-        return {f: counts[f] for f in LABELS if f in counts}
-
-    def add(self, notes: Iterable[Note]) -> None:
-        """Add notes, keeping at most MAX_CLIPS_PER_FAMILY clips per family (descriptors are always kept)."""
-        for note in notes:
-            check_family(note.family)
-            if note.descriptors.ndim != 2 or note.descriptors.shape[1] != 2 * self.spec.n_mfcc:
-                raise PersonalError(
-                    f"a note's descriptors have shape {note.descriptors.shape}, expected (hops, {2 * self.spec.n_mfcc})"
-                )
-            clips = sum(1 for n in self.notes if n.family == note.family and n.clip is not None)
-            if note.clip is not None and clips >= MAX_CLIPS_PER_FAMILY:
-                note = Note(note.family, note.descriptors, None, note.onset, note.source, note.probs)
-            self.notes.append(note)
-
-    def forget(self, family: str) -> int:
-        """Drop every note of a family; returns how many went."""
-        check_family(family)
-        before = len(self.notes)
-        self.notes = [n for n in self.notes if n.family != family]
-        return before - len(self.notes)
-
-    def check_bundle(self, bundle: Any, path: str = "personal file") -> None:
-        """PersonalError unless this file was fitted for `bundle` (same digests)."""
-        mine, theirs = self.bundle, bundle_identity(bundle)
-        same = all(mine[k] == theirs[k] for k in ("model_sha256", "metadata_sha256"))
-        if not same:
-            raise PersonalError(
-                f"{path}: made for model {mine['name']} {mine['version']} ({mine['model_sha256'][:12]}), not for "
-                f"{theirs['name']} {theirs['version']} ({theirs['model_sha256'][:12]}); re-fit it for this model"
-            )
-
-    def head(self, bundle: Any, path: str = "personal file", background: Sequence[Note] = ()) -> PersonalHead:
-        """The head for `bundle`, refusing a bundle the file was not fitted for (see `fit_head` for `background`)."""
-        self.check_bundle(bundle, path)
-        head = fit_head(self.notes, bundle.labels, bundle.spec, bundle.mean, bundle.std, background=background)
-        head.bundle = dict(self.bundle)
-        return head
-
-    def refit(self, bundle: Any) -> PersonalFile:
-        """The same enrolment tied to another bundle, without asking the user again.
-
-        A note with a clip is heard again through the new bundle (new descriptors and general outputs). A note
-        without one keeps its descriptors when the frontend is the same, but loses its general outputs (they
-        belong to the old model), so the head then fits on the descriptors alone; with another frontend it is
-        dropped. PersonalError when nothing is left.
-        """
-        notes: list[Note] = []
-        for note in self.notes:
-            if note.clip is None:
-                if bundle.spec == self.spec:
-                    notes.append(Note(note.family, note.descriptors, None, note.onset, note.source, None))
-                continue
-            try:
-                found = extract_notes(note.clip, int(self.spec.sample_rate), bundle, note.family, source=note.source)
-            except NoNoteError:
-                continue
-            notes.append(found[0])
-        if not notes:
-            raise PersonalError("the new model uses another frontend and no enrolled note kept its audio; enrol again")
-        refitted = PersonalFile(bundle_identity(bundle), bundle.spec, [], self.created)
-        refitted.add(notes)
-        return refitted
-
-    # -- bytes ---------------------------------------------------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        """Magic line, header length, JSON header, the arrays (little-endian), then SHA-256 of all of it."""
-        descriptors = [n.descriptors.astype("<f4") for n in self.notes]
-        probs = [n.probs.astype("<f4") if n.probs is not None else np.zeros((0,), "<f4") for n in self.notes]
-        clips = [n.clip.astype("<i2") if n.clip is not None else np.zeros(0, "<i2") for n in self.notes]
-        header = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "bundle": self.bundle,
-            "frontend_spec": self.spec.to_dict(),
-            "descriptor": "mfcc_mean_std",
-            "created": self.created,
-            "notes": [
-                {
-                    "family": n.family,
-                    "hops": int(d.shape[0]),
-                    "outputs": int(p.shape[1]) if p.ndim == 2 else 0,
-                    "clip_samples": int(c.size),
-                    "onset": round(float(n.onset), 4),
-                    "source": n.source,
-                }
-                for n, d, p, c in zip(self.notes, descriptors, probs, clips, strict=True)
-            ],
-        }
-        head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        body = b"".join(a.tobytes() for a in (*descriptors, *probs, *clips))
-        payload = _MAGIC + len(head).to_bytes(4, "little") + head + body
-        return payload + hashlib.sha256(payload).digest()
-
-    @classmethod
-    def from_bytes(cls, data: bytes, path: str = "personal file") -> PersonalFile:
-        """Parse and verify; PersonalError (one line) for a foreign, truncated, edited or malformed file."""
-        if not data.startswith(_MAGIC):
-            raise PersonalError(f"{path}: not a personal file of instrument-ai")
-        payload, digest = data[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
-        if len(data) < len(_MAGIC) + 4 + _DIGEST_BYTES or hashlib.sha256(payload).digest() != digest:
-            raise PersonalError(f"{path}: damaged (truncated or edited: its checksum does not match); enrol again")
-        try:
-            size = int.from_bytes(payload[len(_MAGIC) : len(_MAGIC) + 4], "little")
-            start = len(_MAGIC) + 4
-            header = json.loads(payload[start : start + size])
-            if header.get("format") != FORMAT or header.get("version") != FORMAT_VERSION:
-                raise ValueError(f"format {header.get('format')} version {header.get('version')} is not supported")
-            spec = FrontendSpec.from_dict(header["frontend_spec"])
-            reader = _Reader(payload, start + size)
-            entries = header["notes"]
-            width = 2 * spec.n_mfcc
-            notes = [
-                Note(
-                    str(e["family"]),
-                    reader.take("<f4", int(e["hops"]) * width).reshape(-1, width),
-                    None,
-                    float(e["onset"]),
-                    str(e["source"]),
-                )
-                for e in entries
-            ]
-            for note, entry in zip(notes, entries, strict=True):
-                outputs = int(entry["outputs"])
-                values = reader.take("<f4", note.descriptors.shape[0] * outputs)
-                note.probs = values.reshape(-1, outputs) if outputs else None
-            for note, entry in zip(notes, entries, strict=True):
-                clip = reader.take("<i2", int(entry["clip_samples"]))
-                note.clip = clip if clip.size else None
-            if reader.offset != len(payload):
-                raise ValueError(f"{len(payload) - reader.offset} bytes left over")
-            for note in notes:
-                check_family(note.family)
-            return cls(dict(header["bundle"]), spec, notes, float(header["created"]))
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-            raise PersonalError(f"{path}: not a valid personal file ({exc})") from None
-
-    def save(self, path: str | Path) -> None:
-        """Write atomically: a temporary file in the same folder, fsync, rename, fsync the folder.
-
-        A failure (a full disk) leaves the previous file as it was and raises PersonalSaveError.
-        """
-        save_atomically(Path(path), self.to_bytes())
-
-    @classmethod
-    def load(cls, path: str | Path) -> PersonalFile:
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise PersonalError(f"{path}: no such personal file") from None
-        except OSError as exc:
-            raise PersonalError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-        return cls.from_bytes(data, str(path))
-
-
-class _Reader:
-    """Consecutive typed arrays out of one payload; ValueError when it runs short."""
-
-    def __init__(self, payload: bytes, offset: int) -> None:
-        self.payload, self.offset = payload, offset
-
-    def take(self, dtype: str, count: int) -> np.ndarray:
-        size = np.dtype(dtype).itemsize * count
-        if count < 0 or self.offset + size > len(self.payload):
-            raise ValueError("the arrays are shorter than the header says")
-        out = np.frombuffer(self.payload, dtype, count, self.offset).astype(dtype[1:] if dtype[0] == "<" else dtype)
-        self.offset += size
-        return out
-
-
-def save_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` so that a reader sees the old file or the new one, never a part."""
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = -1, ""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-        tmp = ""
-        _fsync_folder(folder)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise PersonalSaveError(f"{path}: could not be saved ({reason}); the previous file is kept") from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if tmp:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # some systems cannot open a folder; the rename itself is atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        return getattr(personal_file, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,7 +26,7 @@ from test_personal import PITCHES, SR, OtherBundle, synth_note
 
 from instrument_ai.device import bundle as bundle_module
 from instrument_ai.device import enrol as library
-from instrument_ai.device import personal
+from instrument_ai.device import personal, personal_file
 from instrument_ai.device.engine import Classifier
 from instrument_ai.device.live_state import LiveState
 from instrument_ai.device.mqtt_out import state_payload
@@ -77,7 +77,7 @@ def test_enrol_list_classify_and_forget(notes_dir: Path, tmp_path: Path) -> None
     named = run_main("classify", *held_out, "--model", DEFAULT_MODEL, "--json", "--personal", path)
     answers = [json.loads(x) for x in named.output.splitlines()]
     assert named.exit_code == 0 and [a["label"] for a in answers] == ["reed", "reed"]
-    assert answers[0]["personal"] == {"families": ["reed"], "notes": 6}
+    assert answers[0]["personal"] == {"families": ["reed"], "notes": 6, "descriptor": "mfcc_mean_std"}
     forgot = run_main("enrol", "--forget", "reed", "--out", path)
     assert forgot.exit_code == 0 and "forgot 6 note(s) of reed" in forgot.output
     assert personal.PersonalFile.load(path).families() == {}
@@ -129,7 +129,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_file(
     def full_disk(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(personal.os, "fsync", full_disk)
+    monkeypatch.setattr(personal_file.os, "fsync", full_disk)
     result = run_main("enrol", "reed", notes_dir / "odd4.wav", "--model", DEFAULT_MODEL, "--out", path)
     assert result.exit_code == 1
     assert "No space left on device); the previous file is kept" in one_line(result.output)
@@ -175,7 +175,8 @@ def test_the_engine_keeps_a_head_across_a_swap_only_when_it_fits(bundle: bundle_
     note = synth_note("odd", PITCHES[4], 4)
     hops = engine.process_hops(note)
     assert any(e.label == "reed" for e in hops) and all(e.personal == head.summary() for e in hops)
-    assert json.loads(hops[-1].to_json())["personal"] == {"families": ["reed"], "notes": 4}
+    summary = {"families": ["reed"], "notes": 4, "descriptor": "mfcc_mean_std"}
+    assert json.loads(hops[-1].to_json())["personal"] == summary
     assert engine.swap_bundle(bundle) and engine.personal is head  # the same model again: kept
     other = OtherBundle(bundle)
     assert engine.swap_bundle(other) and engine.personal is None  # another model: dropped, and said so
@@ -231,7 +232,7 @@ def test_enrolling_while_the_daemon_runs_hot_reloads_the_head(notes_dir: Path, t
         loaded = daemon.until(lambda r: r["type"] == "personal", "the personal head to be loaded")
         assert loaded["families"] == ["reed"] and loaded["notes"] == 4
         hops = daemon.hops_after(12)
-        assert all(h["personal"] == {"families": ["reed"], "notes": 4} for h in hops)
+        assert all(h["personal"] == {"families": ["reed"], "notes": 4, "descriptor": "mfcc_mean_std"} for h in hops)
         assert any(h["label"] == "reed" for h in hops)
         path = directory / library.PERSONAL_NAME
         good = path.read_bytes()
@@ -239,7 +240,8 @@ def test_enrolling_while_the_daemon_runs_hot_reloads_the_head(notes_dir: Path, t
         broken.write_bytes(good[:-40])
         os.replace(broken, path)  # a damaged file appears: refused, the head in force stays
         refused = daemon.until(lambda r: r["type"] == "personal_refused", "the refusal of a damaged file")
-        assert "damaged" in refused["reason"] and refused["keeping"] == {"families": ["reed"], "notes": 4}
+        assert "damaged" in refused["reason"] and refused["keeping"] == {
+            "families": ["reed"], "notes": 4, "descriptor": "mfcc_mean_std"}  # fmt: skip
         assert all(h.get("personal") for h in daemon.hops_after(4))
         path.unlink()
         daemon.until(lambda r: r["type"] == "personal_removed", "the head to be taken away")

@@ -16,7 +16,7 @@ import pytest
 from fakemic import DEFAULT_MODEL
 
 from instrument_ai.device import bundle as bundle_module
-from instrument_ai.device import personal
+from instrument_ai.device import personal, personal_file
 from instrument_ai.device.engine import Classifier
 from instrument_ai.device.errors import ConfigurationError
 from instrument_ai.device.file_answer import file_answer
@@ -234,7 +234,7 @@ def test_a_failed_save_keeps_the_previous_file(
     def full_disk(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(personal.os, "fsync", full_disk)
+    monkeypatch.setattr(personal_file.os, "fsync", full_disk)
     with pytest.raises(personal.PersonalSaveError, match=r"\(No space left on device\); the previous file is kept"):
         second.save(path)
     assert path.read_bytes() == before

@@ -148,7 +148,7 @@ def _print_report(report: library.EnrolReport, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({
             "family": report.family, "kept": report.kept, "added": report.added, "families": report.families,
-            "personal": str(report.path), "inactive": report.inactive(),
+            "personal": str(report.path), "inactive": report.inactive(), "descriptor": report.descriptor,
         }))  # fmt: skip
         return
     for name, n in report.kept.items():
@@ -157,6 +157,9 @@ def _print_report(report: library.EnrolReport, as_json: bool) -> None:
     click.echo(f"{report.path}: {report.added} note(s) of {report.family} added; enrolled: {held}")
     for family in report.inactive():
         click.echo(f"note: {family} needs at least 2 notes to take effect")
+    if report.descriptor != "embedding":
+        click.echo("note: this model has no embedding output; the head falls back to the notes' MFCC statistics "
+                   "(`instrument-ai convert --add-embedding` gives a bundle one)")  # fmt: skip
 
 
 def _print_list(path: Path, as_json: bool) -> None:
@@ -165,7 +168,7 @@ def _print_list(path: Path, as_json: bool) -> None:
         click.echo(json.dumps(info))
         return
     click.echo(f"{info['path']}: fitted for {info['model']}; {info['notes']} notes, {info['clips']} with audio "
-               f"({info['bytes'] / 1024:.0f} kB)")  # fmt: skip
+               f"({info['bytes'] / 1024:.0f} kB), {info['descriptor']} descriptors")  # fmt: skip
     if not info["families"]:
         click.echo("  (no family enrolled)")
     for family, n in info["families"].items():

@@ -54,6 +54,14 @@ def inspect_bundle(path: Path, as_json: bool, threads: int, trusted_key: str | N
         q = info["quantization"][side]
         shape = meta.get(side, {}).get("shape")
         click.echo(f"  {side}: {shape} {q['dtype']} scale {q['scale']:.6g} zero point {q['zero_point']}")
+    embedding = meta.get("embedding")
+    if isinstance(embedding, dict):
+        click.echo(
+            f"  embedding: output {embedding['output']}, {embedding['size']} {embedding['dtype']} values scale "
+            f"{embedding['scale']:.6g} zero point {embedding['zero_point']} ({embedding['name']}); in the self-test"
+        )
+    else:
+        click.echo("  embedding: none (enrol uses the MFCC note descriptor; `convert --add-embedding` adds one)")
     click.echo(f"  ops: {', '.join(f'{op} x{n}' for op, n in info['ops'].items())}; {info['tensors']} tensors")
     click.echo(
         f"  size: {sizes['file_bytes']} bytes ({sizes['model_bytes_without_metadata']} model + "

@@ -208,8 +208,15 @@ def model_card(bundle: Path, run_dir: Path, holdout_dir: Path, compare: tuple[st
               help="Seconds of a source's non-instrument sounds enrolled as 'other'.")  # fmt: skip
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Report folder.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--descriptor", "descriptors", default=None, metavar="KIND[,KIND]",
+              help="What the head learns on: mfcc, embedding or both, comma-separated [the model's embedding if it "
+              "has one, else mfcc].")  # fmt: skip
+@click.option("--background", type=click.IntRange(0, 200), default=0, show_default=True,
+              help="Known sounds per family from the other libraries as the head's background (0: none); with N > "
+              "0 the last descriptor is measured with it as well.")  # fmt: skip
 def enrol(data_dir: Path, holdout: tuple[str, ...], shots: str, model_path: Path | None, repeats: int,
-          other_seconds: float, out_dir: Path, seed: int) -> None:  # fmt: skip
+          other_seconds: float, out_dir: Path, seed: int, descriptors: str | None,
+          background: int) -> None:  # fmt: skip
     """Enrol K notes per instrument of held-out sources, score the rest before and after (OUT/enrol.md, .json)."""
     from instrument_ai.device.model_files import SHIPPED_MODEL
     from instrument_ai.train.experiments.enrol import EnrolConfig, run_enrol_experiment
@@ -221,7 +228,12 @@ def enrol(data_dir: Path, holdout: tuple[str, ...], shots: str, model_path: Path
     if not shot_list or min(shot_list) < 1:
         raise click.UsageError("--shots needs at least one count of 1 or more")
     sources = [s.strip() for item in holdout for s in item.split(",") if s.strip()]
+    names = {"mfcc": "mfcc_mean_std", "mfcc_mean_std": "mfcc_mean_std", "embedding": "embedding"}
+    kinds = [k.strip() for k in (descriptors or "").split(",") if k.strip()]
+    if any(k not in names for k in kinds):
+        raise click.UsageError(f"--descriptor takes mfcc and/or embedding, got {descriptors!r}")
     cfg = EnrolConfig(data=data_dir, holdout=sources, shots=shot_list, model=model_path or SHIPPED_MODEL,
-                      out=out_dir, repeats=repeats, other_seconds=other_seconds, seed=seed)  # fmt: skip
+                      out=out_dir, repeats=repeats, other_seconds=other_seconds, seed=seed,
+                      descriptors=list(dict.fromkeys(names[k] for k in kinds)), background=background)  # fmt: skip
     run_enrol_experiment(cfg, say=_say)
     click.echo(f"report: {out_dir / 'enrol.md'}; json: {out_dir / 'enrol.json'}")

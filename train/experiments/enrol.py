@@ -26,7 +26,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +36,20 @@ from instrument_ai.device import personal
 from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.labels import OTHER, SILENCE, UNKNOWN
 
-GRID: tuple[dict[str, float], ...] = tuple(
-    {"radius_quantile": q, "radius_scale": r, "prob_weight": personal.PROB_WEIGHT}
+GRID: tuple[dict[str, Any], ...] = tuple(
+    {"radius_quantile": q, "radius_scale": r, "prob_weight": personal.PROB_WEIGHT, "radius_rule": rule}
+    for rule in personal.RADIUS_RULES
     for q in (0.5, 0.75, 0.9)
     for r in (0.5, 0.75, 1.0)
 )
-"""Head settings tried on the tuning sources: the radius (quantile of the leave-one-note-out distances, times a
-scale). The model output's weight stays at `personal.PROB_WEIGHT`: 0 (MFCC only) was never chosen in a first run."""
+"""Head settings tried on the tuning sources: the radius (quantile of the leave-one-note-out distances under
+either `personal.RADIUS_RULES`, times a scale). The model output's weight stays at `personal.PROB_WEIGHT`: 0 (MFCC
+only) was never chosen in a first run, and 1 and 3 gave the same figures on the embedding."""
 FOREIGN_PER_FAMILY = 12
 """Notes per family drawn from the rest of the corpus for the 'families not enrolled' figure."""
 TUNE_REPEATS = 2
+BACKGROUND = "background"
+"""The source name of the notes drawn as known sounds (never scored)."""
 
 
 class EnrolExperimentError(InstrumentAIError):
@@ -64,10 +68,17 @@ class Recording:
     descriptors: list[np.ndarray | None]
     engine_labels: list[str]
     engine_answer: str
+    embeddings: list[np.ndarray | None] = field(default_factory=list)  # the bundle's embedding output per hop
+
+    def described(self, kind: str) -> list[np.ndarray | None]:
+        """The per-hop descriptors of `kind` (`personal.MFCC` or `personal.EMBEDDING`)."""
+        if kind == personal.EMBEDDING:
+            return self.embeddings if self.embeddings else [None] * len(self.probs)
+        return self.descriptors
 
 
 class _Tap:
-    """The bundle, recording the descriptor of each window the engine asks about and the model's answer."""
+    """The bundle, recording the descriptors of each window the engine asks about and the model's answer."""
 
     def __init__(self, bundle: Any) -> None:
         self.bundle, self.silent = bundle, personal.silent_frame(bundle.spec)
@@ -77,11 +88,13 @@ class _Tap:
         self.sample_rate = bundle.sample_rate
         self.default_hop_seconds = bundle.default_hop_seconds
         self.metadata = getattr(bundle, "metadata", None)
-        self.seen: list[tuple[np.ndarray | None, np.ndarray]] = []
+        self.seen: list[tuple[np.ndarray | None, np.ndarray, np.ndarray | None]] = []
+        self._embedding = getattr(bundle, "last_embedding", None)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         probs = self.bundle.predict(features)
-        self.seen.append((personal.describe_window(features, self.silent), probs))
+        embedding = None if self._embedding is None else self._embedding()
+        self.seen.append((personal.describe_window(features, self.silent), probs, embedding))
         return probs
 
 
@@ -96,24 +109,32 @@ def hear(bundle: Any, audio: np.ndarray, rate: int, source: str, family: str, na
     seen = iter(tap.seen)
     probs: list[np.ndarray | None] = []
     descriptors: list[np.ndarray | None] = []
+    embeddings: list[np.ndarray | None] = []
     for event in hops:
         if event.probs is None:
             probs.append(None)
             descriptors.append(None)
+            embeddings.append(None)
         else:
-            descriptor, p = next(seen)
+            descriptor, p, embedding = next(seen)
             probs.append(np.asarray(p, dtype=np.float32))
             descriptors.append(descriptor)
+            embeddings.append(embedding)
     answer = file_answer(hops, list(engine.labels), engine.top_k)["label"]
-    return Recording(source, family, name, audio.shape[0] / rate, probs, descriptors, [e.label for e in hops], answer)
+    labels = [e.label for e in hops]
+    return Recording(source, family, name, audio.shape[0] / rate, probs, descriptors, labels, answer, embeddings)
 
 
 # -- the corpus ---------------------------------------------------------------------------------------------------
 
 
-def corpus_notes(data: Path, holdout: Sequence[str], seed: int = 0) -> tuple[list[tuple[str, str, str]], list[str]]:
+def corpus_notes(
+    data: Path, holdout: Sequence[str], seed: int = 0, background: int = 0
+) -> tuple[list[tuple[str, str, str]], list[str]]:
     """(library, family, note name) of every note of the held-out libraries, then a seeded sample of
-    `FOREIGN_PER_FAMILY` instrument notes per family from the other libraries; and the held-out libraries found."""
+    `FOREIGN_PER_FAMILY` instrument notes per family from the other libraries ("corpus"), then `background` notes
+    per label (``other`` included) from the other libraries, none of them in that sample ("background": the
+    known sounds a head may be given); and the held-out libraries found."""
     try:
         examples = json.loads((data / "examples.json").read_text())
         instruments = json.loads((data / "instruments.json").read_text())
@@ -132,16 +153,23 @@ def corpus_notes(data: Path, holdout: Sequence[str], seed: int = 0) -> tuple[lis
         family = str(row["instrument_family_str"])
         if library in holdout:
             held.append((library, family, name))
-        elif family != OTHER:
+        else:
             rest.append((library, family, name))
     by_family: dict[str, list[tuple[str, str, str]]] = {}
     for entry in rest:
         by_family.setdefault(entry[1], []).append(entry)
     rng = random.Random(seed)
     sample = []
-    for family in sorted(by_family):
+    for family in sorted(f for f in by_family if f != OTHER):
         sample += rng.sample(by_family[family], min(FOREIGN_PER_FAMILY, len(by_family[family])))
-    return held + [("corpus", family, name) for _, family, name in sample], sorted({h for h, _, _ in held})
+    chosen = {name for _, _, name in sample}
+    known = []
+    bank_rng = random.Random(f"background:{seed}")
+    for family in sorted(by_family) if background > 0 else []:
+        pool = [e for e in by_family[family] if e[2] not in chosen]
+        known += bank_rng.sample(pool, min(background, len(pool)))
+    notes = held + [("corpus", f, n) for _, f, n in sample] + [(BACKGROUND, f, n) for _, f, n in known]
+    return notes, sorted({h for h, _, _ in held})
 
 
 def collect(bundle: Any, data: Path, notes: list[tuple[str, str, str]], say: Callable[[str], None]) -> list[Recording]:
@@ -202,13 +230,13 @@ def instrument_events(hop_labels: list[str]) -> int:
     return count
 
 
-def notes_of(recording: Recording) -> list[personal.Note]:
+def notes_of(recording: Recording, kind: str = personal.MFCC) -> list[personal.Note]:
     """The notes `personal.extract_notes` keeps from this recording: runs of sounding hops, the first
-    `MAX_NOTE_HOPS` of each."""
+    `MAX_NOTE_HOPS` of each, described by `kind`."""
     runs: list[list[tuple[np.ndarray, np.ndarray]]] = []
     current: list[tuple[np.ndarray, np.ndarray]] = []
     previous = False
-    for p, d in zip(recording.probs, recording.descriptors, strict=True):
+    for p, d in zip(recording.probs, recording.described(kind), strict=True):
         sounding = p is not None
         if sounding and not previous and current:
             runs.append(current)
@@ -226,31 +254,77 @@ def notes_of(recording: Recording) -> list[personal.Note]:
 class Scorer:
     """Replays recordings with or without a head: file answers and instrument events."""
 
-    def __init__(self, bundle: Any, settings: Any) -> None:
+    def __init__(self, bundle: Any, settings: Any, kind: str = personal.MFCC) -> None:
         from instrument_ai.device.openset import rejection_from_metadata
 
         self.labels = list(bundle.labels)
         self.rejection = rejection_from_metadata(getattr(bundle, "metadata", None))
         self.settings = settings
+        self.kind = kind
+        self._plain: dict[int, tuple[str, list[str]]] = {}
 
-    def hops(self, r: Recording, head: personal.PersonalHead | None) -> tuple[list[np.ndarray | None], list[str]]:
-        if head is None or not head.families:
+    def hops(
+        self, r: Recording, head: personal.PersonalHead | None, adjusted: list[np.ndarray | None] | None = None
+    ) -> tuple[list[np.ndarray | None], list[str]]:
+        if adjusted is not None:
+            probs = adjusted
+        elif head is None or not head.families:
             probs = r.probs
         else:
-            probs = [None if p is None else _adjust(head, d, p) for p, d in zip(r.probs, r.descriptors, strict=True)]
+            described = r.described(self.kind)
+            probs = [None if p is None else _adjust(head, d, p) for p, d in zip(r.probs, described, strict=True)]
         return probs, replay(probs, self.labels, self.rejection, self.settings)
+
+    def adjusted(
+        self, recordings: Sequence[Recording], head: personal.PersonalHead | None
+    ) -> list[list[np.ndarray | None] | None]:
+        """Each recording's per-hop outputs with the head (`PersonalHead.adjust_batch`, all hops at once); None
+        per recording without a head (its outputs as heard)."""
+        if head is None or not head.families:
+            return [None] * len(recordings)
+        where, described, probs = [], [], []
+        for i, r in enumerate(recordings):
+            for j, (p, d) in enumerate(zip(r.probs, r.described(self.kind), strict=True)):
+                if p is not None and d is not None:
+                    where.append((i, j))
+                    described.append(d)
+                    probs.append(p)
+        out: list[list[np.ndarray | None] | None] = [None] * len(recordings)
+        if where:
+            before = np.stack(probs)
+            rows = head.adjust_batch(np.stack(described), before)
+            changed = np.any(rows != before, axis=1)
+            for (i, j), row, moved in zip(where, rows, changed, strict=True):
+                if moved:  # a recording the head left untouched keeps None: its answer as heard (cached)
+                    hops = out[i] if out[i] is not None else list(recordings[i].probs)
+                    hops[j] = row
+                    out[i] = hops
+        return out
+
+    def plain(self, r: Recording) -> tuple[str, list[str]]:
+        """The answer and hop labels of a recording without a head (replayed once, then cached)."""
+        cached = self._plain.get(id(r))
+        if cached is None:
+            probs, labels = self.hops(r, None)
+            cached = self._plain[id(r)] = (answer(probs, labels, self.labels), labels)
+        return cached
 
     def accuracy(self, recordings: Sequence[Recording], head: personal.PersonalHead | None) -> float:
         if not recordings:
             return float("nan")
         right = 0
-        for r in recordings:
-            probs, labels = self.hops(r, head)
-            right += answer(probs, labels, self.labels) == r.family
+        for r, adjusted in zip(recordings, self.adjusted(recordings, head), strict=True):
+            if adjusted is None:
+                right += self.plain(r)[0] == r.family
+            else:
+                probs, labels = self.hops(r, head, adjusted)
+                right += answer(probs, labels, self.labels) == r.family
         return right / len(recordings)
 
     def events_per_minute(self, recordings: Sequence[Recording], head: personal.PersonalHead | None) -> float:
-        events = sum(instrument_events(self.hops(r, head)[1]) for r in recordings)
+        events = 0
+        for r, adjusted in zip(recordings, self.adjusted(recordings, head), strict=True):
+            events += instrument_events(self.plain(r)[1] if adjusted is None else self.hops(r, head, adjusted)[1])
         return 60.0 * events / max(sum(r.seconds for r in recordings), 1e-9)
 
     def check(self, recordings: Sequence[Recording]) -> int:
@@ -287,42 +361,75 @@ class EnrolConfig:
     repeats: int = 5
     other_seconds: float = 30.0
     seed: int = 0
+    descriptors: list[str] = field(default_factory=list)
+    """Descriptor kinds to measure (`personal.DESCRIPTORS`); empty: the one the bundle offers (its embedding)."""
+    background: int = 0
+    """Known sounds per label drawn from the other libraries as the head's background; 0: none. With more than
+    0, the last descriptor is measured with it too."""
 
 
-def _draw(mine: list[Recording], k: int, seed: str) -> tuple[list[personal.Note], list[Recording]]:
-    """K notes of each family of `mine` (at least one left to score), and the rest."""
-    rng = random.Random(seed)
-    chosen: set[int] = set()
-    for family in sorted({r.family for r in mine}):
-        ids = [i for i, r in enumerate(mine) if r.family == family]
-        chosen.update(rng.sample(ids, min(k, len(ids) - 1)))
-    notes = [n for i in sorted(chosen) for n in notes_of(mine[i])]
-    return notes, [r for i, r in enumerate(mine) if i not in chosen]
-
-
-def _fit(notes: list[personal.Note], bundle: Any, params: dict[str, float]) -> personal.PersonalHead:
-    return personal.fit_head(notes, bundle.labels, bundle.spec, bundle.mean, bundle.std,
-                             radius_quantile=params["radius_quantile"], radius_scale=params["radius_scale"],
-                             prob_weight=params["prob_weight"])  # fmt: skip
+def bank_notes(recordings: Sequence[Recording], kind: str) -> list[personal.Note]:
+    """Known sounds as the head's background: one point per note, the mean of its hops' descriptors and outputs
+    (what `convert --background` stores in a bundle)."""
+    bank = []
+    for r in recordings:
+        for note in notes_of(r, kind):
+            assert note.probs is not None
+            bank.append(personal.Note(r.family, note.descriptors.mean(axis=0, keepdims=True),
+                                      probs=note.probs.mean(axis=0, keepdims=True)))  # fmt: skip
+    return bank
 
 
 def _foreign(recordings: list[Recording], families: set[str]) -> list[Recording]:
     return [r for r in recordings if r.family not in families and r.family != OTHER]
 
 
-def _objective(
-    scorer: Scorer, bundle: Any, recordings: list[Recording], source: str, k: int, params: dict[str, float]
-) -> float:
-    """Tuning score of one setting on one (tuning) source: own notes after, minus twice any loss elsewhere."""
-    mine = [r for r in recordings if r.source == source and r.family != OTHER]
-    foreign = _foreign(recordings, {r.family for r in mine})
-    total = 0.0
-    for rep in range(TUNE_REPEATS):
-        notes, rest = _draw(mine, k, f"tune:{rep}:{source}:{k}")
-        head = _fit(notes, bundle, params)
-        loss = max(0.0, scorer.accuracy(foreign, None) - scorer.accuracy(foreign, head))
-        total += scorer.accuracy(rest, head) - 2.0 * loss
-    return total / TUNE_REPEATS
+@dataclass
+class Variant:
+    """One way to fit a head in the protocol: a descriptor kind, with or without a background of known sounds."""
+
+    kind: str
+    background: list[personal.Note]
+    bundle: Any
+    recordings: list[Recording]
+    scorer: Scorer
+
+    @property
+    def name(self) -> str:
+        return self.kind + (" + background" if self.background else "")
+
+    def notes(self, recordings: Sequence[Recording]) -> list[personal.Note]:
+        return [n for r in recordings for n in notes_of(r, self.kind)]
+
+    def draw(self, mine: list[Recording], k: int, seed: str) -> tuple[list[personal.Note], list[Recording]]:
+        """K notes of each family of `mine` (at least one left to score; the same draw for every variant),
+        described by this variant's kind, and the rest."""
+        rng = random.Random(seed)
+        chosen: set[int] = set()
+        for family in sorted({r.family for r in mine}):
+            ids = [i for i, r in enumerate(mine) if r.family == family]
+            chosen.update(rng.sample(ids, min(k, len(ids) - 1)))
+        return self.notes([mine[i] for i in sorted(chosen)]), [r for i, r in enumerate(mine) if i not in chosen]
+
+    def fit(self, notes: list[personal.Note], params: dict[str, float]) -> personal.PersonalHead:
+        b = self.bundle
+        return personal.fit_head(notes, b.labels, b.spec, b.mean, b.std, radius_quantile=params["radius_quantile"],
+                                 radius_scale=params["radius_scale"], prob_weight=params["prob_weight"],
+                                 radius_rule=params.get("radius_rule", personal.RADIUS_RULE),
+                                 descriptor=self.kind, background=self.background)  # fmt: skip
+
+    def objective(self, source: str, k: int, params: dict[str, float]) -> float:
+        """Tuning score of one setting on one (tuning) source: own notes after, minus twice any loss elsewhere."""
+        scorer, recordings = self.scorer, self.recordings
+        mine = [r for r in recordings if r.source == source and r.family != OTHER]
+        foreign = _foreign(recordings, {r.family for r in mine})
+        total = 0.0
+        for rep in range(TUNE_REPEATS):
+            notes, rest = self.draw(mine, k, f"tune:{rep}:{source}:{k}")
+            head = self.fit(notes, params)
+            loss = max(0.0, scorer.accuracy(foreign, None) - scorer.accuracy(foreign, head))
+            total += scorer.accuracy(rest, head) - 2.0 * loss
+        return total / TUNE_REPEATS
 
 
 def run_enrol_experiment(cfg: EnrolConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -333,66 +440,30 @@ def run_enrol_experiment(cfg: EnrolConfig, say: Callable[[str], None] = print) -
         bundle = bundle_module.load(cfg.model)
     except bundle_module.BundleError as exc:
         raise EnrolExperimentError(str(exc)) from None
-    notes, found = corpus_notes(cfg.data, cfg.holdout, cfg.seed)
+    kinds = cfg.descriptors or [personal.descriptor_kind(bundle)]
+    for kind in kinds:
+        try:
+            personal.descriptor_width(kind, bundle)
+        except personal.PersonalError as exc:
+            raise EnrolExperimentError(f"{cfg.model}: {exc}") from None
+    notes, found = corpus_notes(cfg.data, cfg.holdout, cfg.seed, cfg.background)
     say(f"hearing {len(notes)} notes ({len(found)} held-out libraries) through {cfg.model}")
-    recordings = collect(bundle, cfg.data, notes, say)
+    heard = collect(bundle, cfg.data, notes, say)
+    recordings = [r for r in heard if r.source != BACKGROUND]
+    known = [r for r in heard if r.source == BACKGROUND]
     scorer = Scorer(bundle, DEFAULT_SETTINGS)
     bad = scorer.check(recordings)
     if bad:
         raise EnrolExperimentError(f"the replayed decisions differ from the engine's on {bad} notes")
-    instrument_sources = [s for s in found if any(r.source == s and r.family != OTHER for r in recordings)]
-    say("tuning the head's settings on the other sources of each fold")
-    grid_scores = {
-        (s, k, i): _objective(scorer, bundle, recordings, s, k, params)
-        for s in instrument_sources
-        for k in cfg.shots
-        for i, params in enumerate(GRID)
-    }
-
-    def chosen_for(source: str, k: int) -> dict[str, float]:
-        tuning = [s for s in instrument_sources if s != source] or [source]  # one source alone: nothing else
-        means = [np.mean([grid_scores[(s, k, i)] for s in tuning]) for i in range(len(GRID))]
-        return {**GRID[int(np.argmax(means))], "tuned_on": tuning}  # type: ignore[dict-item]
-
-    rows = []
-    for source in instrument_sources:
-        mine = [r for r in recordings if r.source == source and r.family != OTHER]
-        families = sorted({r.family for r in mine})
-        foreign = _foreign(recordings, set(families))
-        unseen = [r for r in foreign if r.source != "corpus"]  # other held-out sources: the model never heard them
-        known = [r for r in foreign if r.source == "corpus"]  # the corpus sample: sounds like the training data
-        split_before = {"unseen": scorer.accuracy(unseen, None), "known": scorer.accuracy(known, None)}
-        for k in cfg.shots:
-            params = chosen_for(source, k)
-            before, after, f_before, f_after, fits = [], [], [], [], []
-            split_after: dict[str, list[float]] = {"unseen": [], "known": []}
-            for rep in range(cfg.repeats):
-                enrolled, rest = _draw(mine, k, f"{cfg.seed}:{rep}:{source}:{k}")
-                started = time.perf_counter()
-                head = _fit(enrolled, bundle, params)
-                fits.append(time.perf_counter() - started)
-                before.append(scorer.accuracy(rest, None))
-                after.append(scorer.accuracy(rest, head))
-                f_before.append(scorer.accuracy(foreign, None))
-                f_after.append(scorer.accuracy(foreign, head))
-                split_after["unseen"].append(scorer.accuracy(unseen, head))
-                split_after["known"].append(scorer.accuracy(known, head))
-            row = {
-                "source": source, "families": families, "shots": k, "notes_scored": len(rest),
-                "before": float(np.mean(before)), "after": float(np.mean(after)),
-                "after_min": float(np.min(after)), "after_max": float(np.max(after)),
-                "foreign_notes": len(foreign), "foreign_before": float(np.mean(f_before)),
-                "foreign_after": float(np.mean(f_after)), "fit_ms": 1e3 * float(np.mean(fits)),
-                "unseen_notes": len(unseen), "unseen_before": split_before["unseen"],
-                "unseen_after": float(np.mean(split_after["unseen"])),
-                "known_notes": len(known), "known_before": split_before["known"],
-                "known_after": float(np.mean(split_after["known"])),
-                "settings": params,
-            }  # fmt: skip
-            rows.append(row)
-            say(f"{source} K={k}: {100 * row['before']:.1f} -> {100 * row['after']:.1f} % "
-                f"(others {100 * row['foreign_before']:.1f} -> {100 * row['foreign_after']:.1f} %)")  # fmt: skip
-    others = _other_rows(cfg, bundle, scorer, recordings, found, chosen_for, say)
+    variants = []
+    plan = [(kind, []) for kind in kinds] + ([(kinds[-1], bank_notes(known, kinds[-1]))] if cfg.background else [])
+    for kind, bank in plan:
+        variant = Variant(kind, bank, bundle, recordings, Scorer(bundle, DEFAULT_SETTINGS, kind))
+        say(f"-- {variant.name} --")
+        variants.append({
+            "descriptor": kind, "background_notes": len(bank), **_variant_rows(cfg, variant, found, say),
+        })  # fmt: skip
+    primary = variants[-1] if cfg.background > 0 else variants[0]
     result = {
         "model": str(cfg.model),
         "model_version": getattr(bundle, "version", "?"),
@@ -401,19 +472,90 @@ def run_enrol_experiment(cfg: EnrolConfig, say: Callable[[str], None] = print) -
         "shots": cfg.shots,
         "repeats": cfg.repeats,
         "settings_note": "the head's radius (quantile of the leave-one-note-out distances x scale) is chosen per "
-        "source on the other held-out sources (leave-one-source-out over the grid; for `other`, on the other "
-        "sources' non-instrument sounds); the reported source never took part in the choice",
+        "source on the other held-out sources, one setting for every K (leave-one-source-out over the grid; for "
+        "`other`, on the other sources' non-instrument sounds); the reported source never took part in the choice",
         "grid": list(GRID),
-        "instruments": rows,
-        "other": others,
-        "timing": timing(bundle, recordings),
+        "descriptor": primary["descriptor"],
+        "background_notes": primary["background_notes"],
+        "instruments": primary["instruments"],
+        "other": primary["other"],
+        "timing": primary["timing"],
+        **({"variants": variants} if len(variants) > 1 else {}),
     }
     write_outputs(result, cfg.out)
     return result
 
 
+def _variant_rows(cfg: EnrolConfig, variant: Variant, found: list[str], say: Callable[[str], None]) -> dict[str, Any]:
+    """The instruments rows, the `other` rows and the cost of one variant."""
+    recordings = variant.recordings
+    instrument_sources = [s for s in found if any(r.source == s and r.family != OTHER for r in recordings)]
+    say("tuning the head's settings on the other sources of each fold")
+    grid_scores = {
+        (s, k, i): variant.objective(s, k, params)
+        for s in instrument_sources
+        for k in cfg.shots
+        for i, params in enumerate(GRID)
+    }
+
+    def chosen_for(source: str, k: int) -> dict[str, float]:
+        """One setting for every K (the device has one, whatever the user enrolls), on the other sources: tuned
+        per K, 10 notes chose smaller radii than 3 (trading their gain against losses elsewhere) and scored
+        below 3 (models/enrol-0.4.0.json), though at any one setting 10 notes score above 3."""
+        tuning = [s for s in instrument_sources if s != source] or [source]  # one source alone: nothing else
+        means = [np.mean([grid_scores[(s, j, i)] for s in tuning for j in cfg.shots]) for i in range(len(GRID))]
+        return {**GRID[int(np.argmax(means))], "tuned_on": tuning, "over_shots": list(cfg.shots)}  # type: ignore[dict-item]
+
+    rows = [_instrument_row(cfg, variant, source, k, chosen_for(source, k), say)
+            for source in instrument_sources for k in cfg.shots]  # fmt: skip
+    others = _other_rows(cfg, variant, found, chosen_for, say)
+    return {"instruments": rows, "other": others, "timing": timing(variant)}
+
+
+def _instrument_row(
+    cfg: EnrolConfig, variant: Variant, source: str, k: int, params: dict[str, Any], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Enrol K notes of each family of `source` (`repeats` seeded draws) and score the rest and the others."""
+    scorer, recordings = variant.scorer, variant.recordings
+    mine = [r for r in recordings if r.source == source and r.family != OTHER]
+    families = sorted({r.family for r in mine})
+    foreign = _foreign(recordings, set(families))
+    unseen = [r for r in foreign if r.source != "corpus"]  # other held-out sources: the model never heard them
+    known = [r for r in foreign if r.source == "corpus"]  # the corpus sample: sounds like the training data
+    split_before = {"unseen": scorer.accuracy(unseen, None), "known": scorer.accuracy(known, None)}
+    before, after, f_before, f_after, fits = [], [], [], [], []
+    split_after: dict[str, list[float]] = {"unseen": [], "known": []}
+    rest: list[Recording] = []
+    for rep in range(cfg.repeats):
+        enrolled, rest = variant.draw(mine, k, f"{cfg.seed}:{rep}:{source}:{k}")
+        started = time.perf_counter()
+        head = variant.fit(enrolled, params)
+        fits.append(time.perf_counter() - started)
+        before.append(scorer.accuracy(rest, None))
+        after.append(scorer.accuracy(rest, head))
+        f_before.append(scorer.accuracy(foreign, None))
+        f_after.append(scorer.accuracy(foreign, head))
+        split_after["unseen"].append(scorer.accuracy(unseen, head))
+        split_after["known"].append(scorer.accuracy(known, head))
+    row = {
+        "source": source, "families": families, "shots": k, "notes_scored": len(rest),
+        "before": float(np.mean(before)), "after": float(np.mean(after)),
+        "after_min": float(np.min(after)), "after_max": float(np.max(after)),
+        "foreign_notes": len(foreign), "foreign_before": float(np.mean(f_before)),
+        "foreign_after": float(np.mean(f_after)), "fit_ms": 1e3 * float(np.mean(fits)),
+        "unseen_notes": len(unseen), "unseen_before": split_before["unseen"],
+        "unseen_after": float(np.mean(split_after["unseen"])),
+        "known_notes": len(known), "known_before": split_before["known"],
+        "known_after": float(np.mean(split_after["known"])),
+        "settings": params,
+    }  # fmt: skip
+    say(f"{source} K={k}: {100 * row['before']:.1f} -> {100 * row['after']:.1f} % "
+        f"(others {100 * row['foreign_before']:.1f} -> {100 * row['foreign_after']:.1f} %)")  # fmt: skip
+    return row
+
+
 def _other_draw(
-    sounds: list[Recording], seconds: float, seed: str
+    sounds: list[Recording], seconds: float, seed: str, kind: str = personal.MFCC
 ) -> tuple[list[personal.Note], list[Recording], float]:
     """About `seconds` of `sounds` enrolled as `other` (at least two left to score), the rest, and the seconds."""
     order = list(range(len(sounds)))
@@ -425,7 +567,7 @@ def _other_draw(
             break
         chosen.append(i)
         total += sounds[i].seconds
-    notes = [n for i in chosen for n in notes_of(sounds[i])]
+    notes = [n for i in chosen for n in notes_of(sounds[i], kind)]
     for note in notes:
         note.family = OTHER
     return notes, [s for i, s in enumerate(sounds) if i not in set(chosen)], total
@@ -433,9 +575,7 @@ def _other_draw(
 
 def _other_rows(
     cfg: EnrolConfig,
-    bundle: Any,
-    scorer: Scorer,
-    recordings: list[Recording],
+    variant: Variant,
     found: list[str],
     chosen_for: Callable[[str, int], dict[str, float]],
     say: Callable[[str], None],
@@ -443,6 +583,7 @@ def _other_rows(
     """Enrol a source's non-instrument sounds as `other`; the radius is chosen on the *other* sources' sounds
     (events removed, minus twice any instrument accuracy lost), or as for instruments when only one has any."""
     rows = []
+    scorer, recordings = variant.scorer, variant.recordings
     instruments = [r for r in recordings if r.family != OTHER]
     kinds = {s: [r for r in recordings if r.source == s and r.family == OTHER] for s in found}
     kinds = {s: sounds for s, sounds in kinds.items() if len(sounds) >= 4}
@@ -451,8 +592,9 @@ def _other_rows(
     def objective(source: str, params: dict[str, float]) -> float:
         total = 0.0
         for rep in range(TUNE_REPEATS):
-            notes, held_out, _ = _other_draw(kinds[source], cfg.other_seconds, f"tune:{rep}:{source}:other")
-            head = _fit(notes, bundle, params)
+            seed = f"tune:{rep}:{source}:other"
+            notes, held_out, _ = _other_draw(kinds[source], cfg.other_seconds, seed, variant.kind)
+            head = variant.fit(notes, params)
             before = scorer.events_per_minute(held_out, None)
             cut = (before - scorer.events_per_minute(held_out, head)) / before if before else 0.0
             total += cut - 2.0 * max(0.0, baseline - scorer.accuracy(instruments, head))
@@ -468,8 +610,9 @@ def _other_rows(
             params = chosen_for(source, max(cfg.shots))
         before, after, i_before, i_after, seconds = [], [], [], [], []
         for rep in range(cfg.repeats):
-            notes, held_out, total = _other_draw(sounds, cfg.other_seconds, f"{cfg.seed}:{rep}:{source}:other")
-            head = _fit(notes, bundle, params)
+            seed = f"{cfg.seed}:{rep}:{source}:other"
+            notes, held_out, total = _other_draw(sounds, cfg.other_seconds, seed, variant.kind)
+            head = variant.fit(notes, params)
             before.append(scorer.events_per_minute(held_out, None))
             after.append(scorer.events_per_minute(held_out, head))
             i_before.append(baseline)
@@ -487,29 +630,34 @@ def _other_rows(
     return rows
 
 
-def timing(bundle: Any, recordings: list[Recording]) -> dict[str, Any]:
-    """Fit time for 100 notes, and the per-hop cost of the head on a model window (this machine's CPU)."""
-    pool = [r for r in recordings if r.family != OTHER and r.source != "corpus"]
+def timing(variant: Variant) -> dict[str, Any]:
+    """Fit time for 100 notes, and the per-hop cost of the head on recorded hops (this machine's CPU): for MFCC
+    `adjust` describes the model window, for an embedding it takes the recorded embedding."""
+    bundle = variant.bundle
+    pool = [r for r in variant.recordings if r.family != OTHER and r.source != "corpus"]
     random.Random(0).shuffle(pool)
-    notes = [n for r in pool for n in notes_of(r)][:100]
+    notes = variant.notes(pool)[:100]
     runs = []
     for _ in range(5):
         started = time.perf_counter()
-        head = personal.fit_head(notes, bundle.labels, bundle.spec, bundle.mean, bundle.std)
+        head = personal.fit_head(notes, bundle.labels, bundle.spec, bundle.mean, bundle.std,
+                                 descriptor=variant.kind, background=variant.background)  # fmt: skip
         runs.append(time.perf_counter() - started)
     rng = np.random.default_rng(0)
     window = bundle.mean[:, None] + bundle.std[:, None] * rng.standard_normal((bundle.n_mfcc, bundle.window_frames))
     window = window.astype(np.float32)
-    probs = np.full(len(bundle.labels), 1.0 / len(bundle.labels), dtype=np.float32)
+    hops = [(p, e) for r in pool[:20] for p, e in zip(r.probs, r.embeddings or r.probs, strict=True) if p is not None]
     per_hop = []
-    for _ in range(2000):
+    for i in range(2000):
+        probs, embedding = hops[i % len(hops)]
         started = time.perf_counter()
-        head.adjust(window, probs)
+        head.adjust(window, probs, embedding if variant.kind == personal.EMBEDDING else None)
         per_hop.append(time.perf_counter() - started)
     return {
         "notes": len(notes),
         "hops": int(sum(n.descriptors.shape[0] for n in notes)),
         "families": len(head.families),
+        "background_points": 0 if head.background is None else int(head.background.shape[0]),
         "fit_100_notes_ms": round(1e3 * float(np.median(runs)), 2),
         "per_hop_median_ms": round(1e3 * float(np.median(per_hop)), 4),
         "per_hop_p99_ms": round(1e3 * float(np.percentile(per_hop, 99)), 4),
@@ -520,6 +668,20 @@ def timing(bundle: Any, recordings: list[Recording]) -> dict[str, Any]:
 
 
 def markdown_table(result: dict[str, Any]) -> str:
+    """The tables of every variant measured (descriptor, background), or of the one, as markdown."""
+    variants = result.get("variants")
+    if not variants:
+        return _variant_table(result)
+    parts = []
+    for variant in variants:
+        bank = variant["background_notes"]
+        title = f"**Descriptor: {variant['descriptor']}" + (f", background of {bank} known sounds**" if bank else
+                                                            ", no background**")  # fmt: skip
+        parts += [title, _variant_table({**result, **variant})]
+    return "\n\n".join(parts)
+
+
+def _variant_table(result: dict[str, Any]) -> str:
     """The instruments table, the `other` table and the cost line, as markdown."""
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     lines = [
@@ -535,7 +697,8 @@ def markdown_table(result: dict[str, Any]) -> str:
             f"{pct(row['before'])} % | **{pct(row['after'])} %** ({pct(row['after_min'])}-{pct(row['after_max'])}) | "
             f"{pct(row['unseen_before'])} → {pct(row['unseen_after'])} % (n={row['unseen_notes']}) | "
             f"{pct(row['known_before'])} → {pct(row['known_after'])} % (n={row['known_notes']}) | "
-            f"q={s['radius_quantile']:g} x{s['radius_scale']:g} ({len(s['tuned_on'])} other sources) |"
+            f"q={s['radius_quantile']:g} x{s['radius_scale']:g} {s.get('radius_rule', 'nearest')} "
+            f"({len(s['tuned_on'])} other sources) |"
         )
     if result["other"]:
         lines += [
@@ -550,7 +713,8 @@ def markdown_table(result: dict[str, Any]) -> str:
                 f"| {row['source']} | {row['enrolled_seconds']:.0f} s | {row['events_per_min_before']:.1f} → "
                 f"**{row['events_per_min_after']:.1f}** | {pct(row['instrument_before'])} → "
                 f"{pct(row['instrument_after'])} % (n={row['instrument_notes']}) | "
-                f"q={s['radius_quantile']:g} x{s['radius_scale']:g} ({', '.join(s['tuned_on'])}) |"
+                f"q={s['radius_quantile']:g} x{s['radius_scale']:g} {s.get('radius_rule', 'nearest')} "
+                f"({', '.join(s['tuned_on'])}) |"
             )
     t = result["timing"]
     lines += [

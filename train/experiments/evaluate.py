@@ -196,6 +196,12 @@ def _bundle_predictor(path: Path, personal: Path | None = None) -> Predictor:
         plain = predict
 
         def predict(windows: np.ndarray) -> np.ndarray:  # the head at every window, as the device at every hop
+            if head.descriptor == "embedding":  # one window at a time: the head needs each window's embedding
+                adjusted = []
+                for window in windows:
+                    probs = bundle.predict(np.ascontiguousarray(window, dtype=np.float32))
+                    adjusted.append(head.adjust(window, probs, bundle.last_embedding()))
+                return np.stack(adjusted) if adjusted else plain(windows)
             probs = plain(windows)
             return np.stack([head.adjust(w, p) for w, p in zip(windows, probs, strict=True)]) if len(probs) else probs
 
