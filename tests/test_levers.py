@@ -176,8 +176,9 @@ def _holdout(out: Path, real: float, lost_notes: int, macs: int) -> Path:
         json.dumps({"labels": labels, "confusion_notes": confusion})
     )
     by_kind = {"real": {"mean_note_accuracy": real}, "soundfont": {"mean_note_accuracy": 0.6},
-               "other": {"false_events_per_minute": 2.5}}  # fmt: skip
-    (out / "holdout.json").write_text(json.dumps({"folds": [fold, sf], "by_kind": by_kind}))
+               "other": {"false_events_per_minute": 2.5, "hops_named_instrument": 0.125}}  # fmt: skip
+    phrases = {"hops": {"share": {"right": real - 0.1}}, "note": {"share": {"right": real - 0.05}}}
+    (out / "holdout.json").write_text(json.dumps({"folds": [fold, sf], "by_kind": by_kind, "phrases": phrases}))
     return out
 
 
@@ -200,7 +201,8 @@ def test_the_lever_table_reads_every_figure_from_the_holdout_folders(tmp_path: P
     assert levers.main([str(tmp_path / "levers.json"), str(page)]) == 0  # rewrites its block, keeps the rest
     text = page.read_text()
     assert text.startswith("# Levers\n\nintro\n") and text.count("lever table: begin") == 1
-    row = "| mel2d | 55.0 % (+5.0) | 60.0 % (+0.0) | 25.0 % (+0.0) | 2.5 | 20.0 % / 20.0 % | 25.9 M | 1.5 (7) | `b` |"
+    row = ("| mel2d | 55.0 % (+5.0) | 60.0 % (+0.0) | 25.0 % (+0.0) | 2.5 | 20.0 % / 20.0 % | 45.0 % / 50.0 % "
+           "| 12.5 % | 25.9 M | 1.5 (7) | `b` |")
     assert row in text
     assert "| later | running |" in text
 

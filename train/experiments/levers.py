@@ -77,12 +77,21 @@ def lever_row(out: Path) -> dict[str, Any] | None:
         "short_real": float(np.mean(short)) if short else None,
         "short_real_notes": sum(f.get("per_length_notes", {}).get("short", 0) for f in real),
         "other_events": by_kind.get("other", {}).get("false_events_per_minute"),
+        "other_hops": by_kind.get("other", {}).get("hops_named_instrument"),
+        "phrases_right": _phrase_right(summary, "hops"),
+        "phrases_right_note": _phrase_right(summary, "note"),
         "lost_to_other": float(np.mean(lost)) if lost else None,
         "lost_to_other_worst": max(lost) if lost else None,
         "macs": _macs(runs),
         "train_minutes": sum(m.get("train_seconds", 0.0) for m in runs) / 60.0,  # the trainer's own clock
         "epochs": [m.get("epochs_run") for m in runs],
     }
+
+
+def _phrase_right(summary: dict[str, Any], mode: str) -> float | None:
+    """Share of the real phrases' sounding hops the daemon named right under one decision rule (None: not played)."""
+    share = summary.get("phrases", {}).get(mode, {}).get("share", {})
+    return share.get("right")
 
 
 def _pct(value: float | None) -> str:
@@ -98,7 +107,9 @@ def _delta(value: float | None, base: float | None) -> str:
 def render(levers: list[dict[str, Any]]) -> str:
     """The markdown table: one row per lever, accuracy deltas against the first (the baseline) in points."""
     header = ["lever", "real folds", "SoundFont folds", "real notes < 0.5 s", "`other` false events/min",
-              "instrument notes lost to `other` (mean / worst real fold)", "MACs", "train min (epochs)",
+              "instrument notes lost to `other` (mean / worst real fold)",
+              "real phrases: hops named right (hops / note rule)", "`other` hops named an instrument", "MACs",
+              "train min (epochs)",
               "command"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = [(lever, lever_row(Path(lever["out"]))) for lever in levers]
@@ -106,7 +117,7 @@ def render(levers: list[dict[str, Any]]) -> str:
     for lever, row in rows:
         command = f"`{lever['command']}`"
         if row is None:
-            lines.append(f"| {lever['name']} | running | | | | | | | {command} |")
+            lines.append(f"| {lever['name']} | running | | | | | | | | | {command} |")
             continue
         cells = [
             lever["name"],
@@ -115,6 +126,8 @@ def render(levers: list[dict[str, Any]]) -> str:
             _pct(row["short_real"]) + _delta(row["short_real"], base.get("short_real")),
             "n/a" if row["other_events"] is None else f"{row['other_events']:.1f}",
             f"{_pct(row['lost_to_other'])} / {_pct(row['lost_to_other_worst'])}",
+            f"{_pct(row['phrases_right'])} / {_pct(row['phrases_right_note'])}",
+            _pct(row["other_hops"]),
             "n/a" if row["macs"] is None else f"{row['macs'] / 1e6:.1f} M",
             f"{row['train_minutes']:.1f} ({' + '.join(str(e) for e in row['epochs'])})",
             command,
