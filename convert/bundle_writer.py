@@ -86,6 +86,17 @@ def _aligned_buffer_class(schema: Any) -> type:
     return AlignedBufferT
 
 
+def align_buffers(schema: Any, model: Any) -> None:
+    """Swap the unpacked model's buffers for ones that pack their data 16-byte aligned (the runtime maps them)."""
+    aligned = _aligned_buffer_class(schema)
+    buffers = []
+    for buffer in model.buffers or []:
+        copy = aligned()
+        copy.data, copy.offset, copy.size = buffer.data, buffer.offset, buffer.size
+        buffers.append(copy)
+    model.buffers = buffers
+
+
 def _payload(metadata: dict[str, Any]) -> bytes:
     return json.dumps(metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
@@ -96,20 +107,14 @@ def _pack(model_bytes: bytes, payload: bytes) -> bytes:
     if not tflite_file.is_tflite(model_bytes):
         raise ConvertError("the converter output is not a TFLite flatbuffer")
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model_bytes, 0))
-    aligned = _aligned_buffer_class(schema)
-    buffers = []
-    for buffer in model.buffers or []:
-        copy = aligned()
-        copy.data, copy.offset, copy.size = buffer.data, buffer.offset, buffer.size
-        buffers.append(copy)
-    model.buffers = buffers
+    align_buffers(schema, model)
     metadata = list(model.metadata or [])
     ours = [m for m in metadata if (m.name.decode() if isinstance(m.name, bytes) else m.name) == METADATA_NAME]
     data = np.frombuffer(payload, dtype=np.uint8)
     if ours:
         model.buffers[ours[0].buffer].data = data
     else:
-        buffer = aligned()
+        buffer = _aligned_buffer_class(schema)()
         buffer.data = data
         model.buffers.append(buffer)
         entry = schema.MetadataT()

@@ -80,7 +80,7 @@ def add_embedding_output(model_bytes: bytes) -> bytes:
     """
     import flatbuffers
 
-    from instrument_ai.convert.bundle_writer import _aligned_buffer_class
+    from instrument_ai.convert.bundle_writer import align_buffers
     from instrument_ai.device import tflite_file
 
     schema = _schema()
@@ -97,13 +97,7 @@ def add_embedding_output(model_bytes: bytes) -> bytes:
         entry.name = EMBEDDING_SIGNATURE_NAME
         entry.tensorIndex = embedding
         signature.outputs = [*(signature.outputs or []), entry]
-    aligned = _aligned_buffer_class(schema)
-    buffers = []
-    for buffer in model.buffers or []:
-        copy = aligned()
-        copy.data, copy.offset, copy.size = buffer.data, buffer.offset, buffer.size
-        buffers.append(copy)
-    model.buffers = buffers
+    align_buffers(schema, model)
     builder = flatbuffers.Builder(len(model_bytes) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=tflite_file.TFLITE_IDENTIFIER)
     return bytes(builder.Output())
