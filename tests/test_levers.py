@@ -207,6 +207,35 @@ def test_the_lever_table_reads_every_figure_from_the_holdout_folders(tmp_path: P
     assert "| later | running |" in text
 
 
+def test_the_confirmation_table_gives_lengths_and_the_real_folds_below_the_reference(tmp_path: Path) -> None:
+    from instrument_ai.train.experiments import levers
+
+    base = _holdout(tmp_path / "base", 0.5, 0, 2_950_000)
+    combo = _holdout(tmp_path / "combo", 0.4, 1, 2_950_000)
+    summary = json.loads((combo / "holdout.json").read_text())
+    summary["folds"][0]["per_note_length"] = {"< 0.3 s": 0.25, "longer": 0.75}
+    (combo / "holdout.json").write_text(json.dumps(summary))
+    row, reference = levers.lever_row(combo), levers.lever_row(base)
+    assert row is not None and reference is not None
+    assert row["real_by_length"] == {"< 0.3 s": 0.25, "0.3-0.7 s": None, "0.7-1.5 s": None, "longer": 0.75}
+    worse, shared, worst = levers.folds_below(row, reference)
+    assert (worse, shared) == (1, 1) and worst == pytest.approx(0.1)
+    assert levers.folds_below(reference, reference) == (0, 1, None)
+    listing = {"levers": [{"name": "baseline", "command": "a", "out": str(base)}],
+               "confirm": [{"name": "base4", "command": "a4", "out": str(base)},
+                           {"name": "combo4", "command": "c4", "out": str(combo)},
+                           {"name": "later4", "command": "l4", "out": str(tmp_path / "none")}]}  # fmt: skip
+    (tmp_path / "levers.json").write_text(json.dumps(listing))
+    page = tmp_path / "levers.md"
+    assert levers.main([str(tmp_path / "levers.json"), str(page)]) == 0
+    text = page.read_text()
+    assert text.count("confirmation table: begin") == 1 and text.count("lever table: begin") == 1
+    assert "| combo4 | 40.0 % (-10.0) | 60.0 % (+0.0) | 25.0 % / n/a / n/a / 75.0 % |" in text
+    assert "| 1 of 1 (-10.0) |" in text and "| 0 of 1 |" in text
+    later = next(line for line in text.splitlines() if line.startswith("| later4 |"))
+    assert later.count("|") == text.splitlines()[text.splitlines().index(later) - 1].count("|")
+
+
 def test_the_cli_offers_every_preset() -> None:
     from instrument_ai.train.commands.train import PRESET_NAMES
     from instrument_ai.train.models import PRESETS

@@ -6,7 +6,9 @@ epochs and minutes); its row is read from the `experiment holdout` folder it wro
     python -m instrument_ai.train.experiments.levers docs/experiments/levers.json docs/experiments/levers.md
 
 `levers.json` lists {"name", "command", "out", "note"} per lever (the first is the baseline); rows whose
-holdout has not finished are written as "running", with no figures.
+holdout has not finished are written as "running", with no figures. Its optional "confirm" list holds the
+best combinations on the costlier 4-group protocol (the first: the 0.4.0 recipe on it), written as a second
+table with the figures by note length and the real folds that fell below the reference.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 
 from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.labels import OTHER
+
+LENGTHS = ("< 0.3 s", "0.3-0.7 s", "0.7-1.5 s", "longer")
 
 
 class LeverError(InstrumentAIError):
@@ -85,7 +89,15 @@ def lever_row(out: Path) -> dict[str, Any] | None:
         "macs": _macs(runs),
         "train_minutes": sum(m.get("train_seconds", 0.0) for m in runs) / 60.0,  # the trainer's own clock
         "epochs": [m.get("epochs_run") for m in runs],
+        "real_by_length": {length: _mean_of(real, length) for length in LENGTHS},
+        "real_fold_accuracy": {f["name"]: f["note_accuracy"] for f in real},
     }
+
+
+def _mean_of(folds: list[dict[str, Any]], length: str) -> float | None:
+    """Mean over the folds that have notes of this length of their accuracy on them."""
+    values = [f["per_note_length"][length] for f in folds if length in f.get("per_note_length", {})]
+    return float(np.mean(values)) if values else None
 
 
 def _phrase_right(summary: dict[str, Any], mode: str) -> float | None:
@@ -137,6 +149,55 @@ def render(levers: list[dict[str, Any]]) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
+def folds_below(row: dict[str, Any], base: dict[str, Any]) -> tuple[int, int, float | None]:
+    """Real folds the row names worse than the reference: (how many, of how many shared, the worst drop)."""
+    mine, theirs = row.get("real_fold_accuracy", {}), base.get("real_fold_accuracy", {})
+    drops = [theirs[name] - mine[name] for name in mine if name in theirs]
+    worse = [d for d in drops if d > 0]
+    return len(worse), len(drops), (max(worse) if worse else None)
+
+
+def render_confirmation(levers: list[dict[str, Any]]) -> str:
+    """The 4-group table: the lever table's figures, real notes by length, and real folds below the reference."""
+    header = ["recipe", "real folds", "SoundFont folds", "real notes < 0.3 / 0.3-0.7 / 0.7-1.5 / longer s",
+              "`other` false events/min", "instrument notes lost to `other` (mean / worst real fold)",
+              "real phrases: hops named right (hops / note rule)", "real folds below the reference (worst)",
+              "MACs", "train min (epochs)", "command"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = [(lever, lever_row(Path(lever["out"]))) for lever in levers]
+    base = rows[0][1] if rows and rows[0][1] else {}
+    for lever, row in rows:
+        command = f"`{lever['command']}`"
+        if row is None:
+            lines.append(f"| {lever['name']} | running |" + " |" * (len(header) - 3) + f" {command} |")
+            continue
+        worse, shared, worst = folds_below(row, base)
+        cells = [
+            lever["name"],
+            _pct(row["real"]) + _delta(row["real"], base.get("real")),
+            _pct(row["soundfont"]) + _delta(row["soundfont"], base.get("soundfont")),
+            " / ".join(_pct(row["real_by_length"][length]) for length in LENGTHS),
+            "n/a" if row["other_events"] is None else f"{row['other_events']:.1f}",
+            f"{_pct(row['lost_to_other'])} / {_pct(row['lost_to_other_worst'])}",
+            f"{_pct(row['phrases_right'])} / {_pct(row['phrases_right_note'])}",
+            f"{worse} of {shared}" + ("" if worst is None else f" (-{100 * worst:.1f})"),
+            "n/a" if row["macs"] is None else f"{row['macs'] / 1e6:.1f} M",
+            f"{row['train_minutes']:.1f} ({' + '.join(str(e) for e in row['epochs'])})",
+            command,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- {lever['name']}: {lever['note']}" for lever in levers if lever.get("note")]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def _replace_block(text: str, marker: str, table: str) -> str:
+    begin, end = f"<!-- {marker}: begin -->", f"<!-- {marker}: end -->"
+    block = f"{begin}\n{table}\n{end}"
+    if begin in text and end in text:
+        return text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    return text + ("\n" if text else "") + block + "\n"
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m instrument_ai.train.experiments.levers LEVERS.json OUT.md", file=sys.stderr)
@@ -145,12 +206,11 @@ def main(argv: list[str]) -> int:
     document = _read(spec_path)
     table = render(document["levers"])
     text = out_path.read_text(encoding="utf-8") if out_path.is_file() else ""
-    begin, end = "<!-- lever table: begin -->", "<!-- lever table: end -->"
-    block = f"{begin}\n{table}\n{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text + ("\n" if text else "") + block + "\n"
+    text = _replace_block(text, "lever table", table)
+    if document.get("confirm"):
+        confirmation = render_confirmation(document["confirm"])
+        text = _replace_block(text, "confirmation table", confirmation)
+        table += "\n\n" + confirmation
     out_path.write_text(text, encoding="utf-8")
     print(table)
     return 0
