@@ -230,7 +230,7 @@ def test_the_confirmation_table_gives_lengths_and_the_real_folds_below_the_refer
     assert levers.main([str(tmp_path / "levers.json"), str(page)]) == 0
     text = page.read_text()
     assert text.count("confirmation table: begin") == 1 and text.count("lever table: begin") == 1
-    assert "| combo4 | 40.0 % (-10.0) | 60.0 % (+0.0) | 25.0 % / n/a / n/a / 75.0 % |" in text
+    assert "| combo4 | 40.0 % (-10.0) | 60.0 % (+0.0) | 25.0 % (+0.0) | 25.0 % / n/a / n/a / 75.0 % |" in text
     assert "| 1 of 1 (-10.0) |" in text and "| 0 of 1 |" in text
     later = next(line for line in text.splitlines() if line.startswith("| later4 |"))
     assert later.count("|") == text.splitlines()[text.splitlines().index(later) - 1].count("|")

@@ -159,7 +159,8 @@ def folds_below(row: dict[str, Any], base: dict[str, Any]) -> tuple[int, int, fl
 
 def render_confirmation(levers: list[dict[str, Any]]) -> str:
     """The 4-group table: the lever table's figures, real notes by length, and real folds below the reference."""
-    header = ["recipe", "real folds", "SoundFont folds", "real notes < 0.3 / 0.3-0.7 / 0.7-1.5 / longer s",
+    header = ["recipe", "real folds", "SoundFont folds", "real notes < 0.5 s",
+              "real notes < 0.3 / 0.3-0.7 / 0.7-1.5 / longer s",
               "`other` false events/min", "instrument notes lost to `other` (mean / worst real fold)",
               "real phrases: hops named right (hops / note rule)", "real folds below the reference (worst)",
               "MACs", "train min (epochs)", "command"]  # fmt: skip
@@ -176,6 +177,7 @@ def render_confirmation(levers: list[dict[str, Any]]) -> str:
             lever["name"],
             _pct(row["real"]) + _delta(row["real"], base.get("real")),
             _pct(row["soundfont"]) + _delta(row["soundfont"], base.get("soundfont")),
+            _pct(row["short_real"]) + _delta(row["short_real"], base.get("short_real")),
             " / ".join(_pct(row["real_by_length"][length]) for length in LENGTHS),
             "n/a" if row["other_events"] is None else f"{row['other_events']:.1f}",
             f"{_pct(row['lost_to_other'])} / {_pct(row['lost_to_other_worst'])}",
