@@ -124,3 +124,21 @@ def test_the_enrolment_table_joins_the_card_only_when_given(inputs: dict[str, Pa
     assert "## Enrolled notes on held-out sources" in card and "instrument-ai experiment enrol --data D" in card
     assert "| cello-x | string | 10 | 23 | 87.0 % | **96.5 %** (91.0-100.0) |" in card
     assert card.replace(card[card.index("\n## Enrolled notes"):card.index("\n## Sources and licences")], "") == plain
+
+
+def test_the_lever_screen_joins_the_card_read_from_its_holdout_folders(inputs: dict[str, Path], tmp_path: Path) -> None:
+    args = ["experiment", "model-card", "--bundle", str(REPO / "models" / "default.tflite"), "--run",
+            str(inputs["run"]), "--holdout", str(inputs["holdout"]), "--out", str(inputs["out"])]  # fmt: skip
+    assert run_main(*args).exit_code == 0
+    assert "## Lever screen" not in inputs["out"].read_text()
+    listing = {"levers": [{"name": "reference", "command": "holdout A", "out": str(inputs["holdout"])},
+                          {"name": "unfinished", "command": "holdout B", "out": str(tmp_path / "none")}],
+               "confirm": [{"name": "reference4", "command": "holdout C", "out": str(inputs["holdout"])}]}  # fmt: skip
+    (tmp_path / "levers.json").write_text(json.dumps(listing))
+    assert run_main(*args, "--levers", str(tmp_path / "levers.json")).exit_code == 0
+    card = inputs["out"].read_text()
+    assert "## Lever screen (docs/experiments/levers.md)" in card
+    assert "| reference | 73.4 % (+0.0) | 61.2 % (+0.0) | 41.0 % (+0.0) |" in card  # read from the holdout
+    assert "| unfinished | running |" in card and "| reference4 | 73.4 % (+0.0) |" in card
+    broken = run_main(*args, "--levers", str(tmp_path / "missing.json"))
+    assert broken.exit_code == 1 and "missing.json: no such file (the lever list)" in broken.output

@@ -174,8 +174,12 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
 @click.option("--out", "out_file", type=click.Path(path_type=Path), default=Path("models/README.md"), show_default=True)
 @click.option("--enrol", "enrol_file", type=click.Path(path_type=Path),
               help="`instrument-ai experiment enrol`'s enrol.json, for the enrolment section.")  # fmt: skip
+@click.option("--levers", "levers_file", type=click.Path(path_type=Path),
+              help="The lever screen's levers.json (docs/experiments/): its tables, read from the holdout folders "
+                   "it names (relative to the working directory).")  # fmt: skip
 def model_card(bundle: Path, run_dir: Path, holdout_dir: Path, compare: tuple[str, ...], bench_file: Path | None,
-               commands: tuple[str, ...], out_file: Path, enrol_file: Path | None) -> None:  # fmt: skip
+               commands: tuple[str, ...], out_file: Path, enrol_file: Path | None,
+               levers_file: Path | None) -> None:  # fmt: skip
     """Write the model card (models/README.md) from the run's, the holdout's, the bundle's and the bench's JSON."""
     from instrument_ai.train.experiments.model_card import load_inputs, write_card
 
@@ -189,7 +193,8 @@ def model_card(bundle: Path, run_dir: Path, holdout_dir: Path, compare: tuple[st
         return out
 
     comparisons = [(label, Path(p)) for label, p in pairs(compare, "--compare")]
-    inputs = load_inputs(bundle, run_dir, holdout_dir, comparisons=comparisons, bench=bench_file, enrol=enrol_file)
+    inputs = load_inputs(bundle, run_dir, holdout_dir, comparisons=comparisons, bench=bench_file, enrol=enrol_file,
+                         levers=levers_file)  # fmt: skip
     inputs.commands = dict(pairs(commands, "--command"))
     written = write_card(inputs, out_file)
     click.echo(f"wrote {written}")

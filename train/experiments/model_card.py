@@ -49,6 +49,8 @@ class CardInputs:
     """What produced each input (shown beside its figures)."""
     enrol: dict[str, Any] | None = None
     """enrol.json of `instrument-ai experiment enrol` (the personal-head table), if given."""
+    levers: dict[str, Any] | None = None
+    """levers.json of the lever screen (its tables are read from the holdout folders it names), if given."""
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -69,6 +71,7 @@ def load_inputs(
     bench: Path | None = None,
     catalogue: Path | None = None,
     enrol: Path | None = None,
+    levers: Path | None = None,
 ) -> CardInputs:
     """Read every input; a missing one is a CardError naming the file."""
     from instrument_ai.device.commands.inspect import describe
@@ -88,6 +91,7 @@ def load_inputs(
         bench=_read_json(bench, "the benchmark JSON") if bench else None,
         float_bundle=float_info,
         enrol=_read_json(enrol, "the enrolment JSON") if enrol else None,
+        levers=_read_json(levers, "the lever list") if levers else None,
     )
     for label, path in comparisons:
         p = Path(path) / "holdout.json" if Path(path).is_dir() else Path(path)
@@ -220,6 +224,7 @@ def render(inputs: CardInputs) -> str:
     out += _note_sections(inputs.holdout)
     if inputs.comparisons:
         out += _lever_section(inputs)
+    out += _screen_section(inputs.levers)
     out += _latency_section(inputs)
     out += enrol_section(inputs.enrol, inputs.commands.get("enrol"))
     out += _credits_section(inputs)
@@ -308,6 +313,22 @@ def _lever_section(inputs: CardInputs) -> list[str]:
     return ["", "## Recipes compared under the same protocol", "",
             _table(["recipe", "SoundFont folds", "real folds", "real < 0.5 s", "other: hops named",
                     "other: false events/min"], rows)]  # fmt: skip
+
+
+def _screen_section(document: dict[str, Any] | None) -> list[str]:
+    """The lever screen (docs/experiments/levers.md): each lever against the 0.4.0 recipe on the cheap protocol,
+    then the best combinations on the 4-group one (nothing without the lever list)."""
+    if not document:
+        return []
+    from instrument_ai.train.experiments.levers import render, render_confirmation
+
+    lines = ["", "## Lever screen (docs/experiments/levers.md)", "",
+             "One change to the 0.4.0 recipe per row, 2 groups of held-out sources, 24 epochs per group; "
+             "deltas in points against the first row.", "", render(document.get("levers", []))]  # fmt: skip
+    if document.get("confirm"):
+        lines += ["", "The best combinations on the 4-group protocol, against the 0.4.0 recipe on it:", "",
+                  render_confirmation(document["confirm"])]  # fmt: skip
+    return lines
 
 
 def _latency_section(inputs: CardInputs) -> list[str]:
