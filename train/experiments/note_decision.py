@@ -69,28 +69,44 @@ def measure(data: Path, model: Path, *, seed: int = 0, floors: Sequence[float] =
                                    "scores": phrase_scores(bundle, phrases, settings)}  # fmt: skip
             print(library, {k: round(v["share"]["right"], 3) for k, v in per_source[library]["scores"].items()})
 
-    def half_scores(half: str, key: str) -> dict[str, Any]:
-        entries = [s["scores"][key] for s in per_source.values() if s["half"] == half]
-        lengths = {b: merge_scores(e["per_note_length"][b] for e in entries if b in e["per_note_length"])
-                   for b in NOTE_LENGTHS}  # fmt: skip
-        return {**merge_scores(entries), "per_note_length": {b: v for b, v in lengths.items() if v["hops"]}}
-
-    cross = []
-    for tune, report in (tuple(HALVES), tuple(reversed(HALVES))):
-        shipped = f"hops@{DEFAULT_SETTINGS.min_confidence:g}"
-        row: dict[str, Any] = {"chosen_on": tune, "reported_on": report,
-                               "default": {"setting": shipped, **half_scores(report, shipped)}}  # fmt: skip
-        for criterion, value in CRITERIA.items():
-            for decision in DECISIONS:
-                best = max(floors, key=lambda f: (value(half_scores(tune, f"{decision}@{f:g}")["share"]), -f))
-                key = f"{decision}@{best:g}"
-                row[f"{decision}, {criterion}"] = {"setting": key, "floor": best, "criterion": criterion,
-                                                   "tuning": half_scores(tune, key)["share"],
-                                                   **half_scores(report, key)}  # fmt: skip
-        cross.append(row)
+    cross = cross_check(per_source, list(HALVES), floors)
     return {"data": str(data), "model": str(model), "model_version": getattr(bundle, "version", ""), "seed": seed,
             "halves": {k: list(v) for k, v in HALVES.items()}, "floors": list(floors), "per_source": per_source,
             "cross": cross}  # fmt: skip
+
+
+def half_scores(per_source: dict[str, dict[str, Any]], half: str | None, key: str) -> dict[str, Any]:
+    """One setting's scores summed over the sources of a half (None: over every source), with their lengths."""
+    entries = [s["scores"][key] for s in per_source.values() if half is None or s["half"] == half]
+    lengths = {b: merge_scores(e["per_note_length"][b] for e in entries if b in e["per_note_length"])
+               for b in NOTE_LENGTHS}  # fmt: skip
+    return {**merge_scores(entries), "per_note_length": {b: v for b, v in lengths.items() if v["hops"]}}
+
+
+def best_floor(per_source: dict[str, dict[str, Any]], half: str | None, decision: str, criterion: str,
+               floors: Sequence[float]) -> float:  # fmt: skip
+    """The floor that scores best on a half (None: on every source) by the criterion; ties go to the lowest."""
+    value = CRITERIA[criterion]
+    return max(floors, key=lambda f: (value(half_scores(per_source, half, f"{decision}@{f:g}")["share"]), -f))
+
+
+def cross_check(per_source: dict[str, dict[str, Any]], halves: Sequence[str], floors: Sequence[float]) -> list[Any]:
+    """For each order of the two halves: the shipped default and, per criterion and decision, the floor chosen
+    on the first half, scored on the second."""
+    cross = []
+    for tune, report in ((halves[0], halves[1]), (halves[1], halves[0])):
+        shipped = f"hops@{DEFAULT_SETTINGS.min_confidence:g}"
+        row: dict[str, Any] = {"chosen_on": tune, "reported_on": report,
+                               "default": {"setting": shipped, **half_scores(per_source, report, shipped)}}  # fmt: skip
+        for criterion in CRITERIA:
+            for decision in DECISIONS:
+                best = best_floor(per_source, tune, decision, criterion, floors)
+                key = f"{decision}@{best:g}"
+                row[f"{decision}, {criterion}"] = {"setting": key, "floor": best, "criterion": criterion,
+                                                   "tuning": half_scores(per_source, tune, key)["share"],
+                                                   **half_scores(per_source, report, key)}  # fmt: skip
+        cross.append(row)
+    return cross
 
 
 def markdown(result: dict[str, Any], command: str) -> str:
@@ -102,8 +118,8 @@ def markdown(result: dict[str, Any], command: str) -> str:
     lines = [
         "# One decision per note, measured on phrases of real recordings",
         "",
-        f"Model `{result['model']}` (version {result['model_version']}), which never heard these recordings; "
-        f"corpus `{result['data']}`, seed {result['seed']}. Reproduce with:",
+        result.get("model_note") or f"Model `{result['model']}` (version {result['model_version']}), which never "
+        f"heard these recordings; corpus `{result['data']}`, seed {result['seed']}. Reproduce with:",
         "",
         "```",
         command,

@@ -19,8 +19,9 @@ True
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -236,9 +237,13 @@ def phrase_scores(bundle: Any, phrases: Sequence[Phrase], decisions: Mapping[str
 
 @dataclass
 class PredictorBundle:
-    """A `train.experiments.evaluate.Predictor` (a run folder's Keras model) seen as the engine's bundle."""
+    """A `train.experiments.evaluate.Predictor` (a run folder's Keras model) seen as the engine's bundle.
+
+    Its answers are remembered by window: the same phrase played again in another decision mode or at another
+    floor feeds the model the same windows, and a Keras call per window is most of the cost."""
 
     predictor: Any
+    _seen: dict[bytes, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         p = self.predictor
@@ -251,7 +256,10 @@ class PredictorBundle:
         self.metadata: dict[str, Any] = {"open_set": open_set} if isinstance(open_set, dict) else {}
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self.predictor.predict(features[None]))[0]
+        key = hashlib.blake2b(np.ascontiguousarray(features).tobytes(), digest_size=16).digest()
+        if key not in self._seen:
+            self._seen[key] = np.asarray(self.predictor.predict(features[None]))[0]
+        return self._seen[key].copy()
 
 
 HOLDOUT_DECISIONS = {"hops": DEFAULT_SETTINGS, "note": DEFAULT_SETTINGS.replace(decision="note")}

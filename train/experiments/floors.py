@@ -1,0 +1,93 @@
+"""The daemon's confidence floor for a recipe, chosen on held-out phrases (issue 23: a distilled model's softer
+probabilities want another floor than 0.4).
+
+    python -m instrument_ai.train.experiments.floors --holdout runs/levers/combo4teacherweight --out runs/floors/x
+
+Every real fold of an `experiment holdout` folder is played as phrases (`phrases.source_phrases`) through the
+model that never heard it (its group's run), in both decision modes at every floor of `note_decision.FLOORS`.
+The folds are dealt into two halves (alternately, in name order); the floor chosen on one half is reported on
+the other, so the figure a user can expect is never tuned on itself. The floor chosen on every fold is the one
+a bundle of the recipe should ship with (`convert --min-confidence`); it is calibrated on held-out folds, as the
+open-set threshold is, and reported beside the cross-checked figures, not as one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from instrument_ai.device.settings import EngineSettings
+from instrument_ai.train.experiments.note_decision import (
+    CRITERIA,
+    DECISIONS,
+    FLOORS,
+    best_floor,
+    cross_check,
+    half_scores,
+    markdown,
+)
+
+HALVES = ("folds A", "folds B")
+
+
+def real_folds(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The holdout's real-recording folds that were tested by a trained run, in name order."""
+    folds = [f for f in summary.get("folds", []) if f.get("kind") == "real" and f.get("run_dir")]
+    return sorted(folds, key=lambda f: f["name"])
+
+
+def measure_holdout(holdout: Path, *, floors: Sequence[float] = FLOORS, say: Any = print) -> dict[str, Any]:
+    """Scores of every real fold at every (decision, floor), the cross-check between halves, and the floor
+    chosen on all folds per decision mode."""
+    from instrument_ai.train.experiments.evaluate import corpus
+    from instrument_ai.train.experiments.phrases import fold_phrase_scores
+
+    summary = json.loads((Path(holdout) / "holdout.json").read_text(encoding="utf-8"))
+    data, seed = Path(summary["settings"]["data"]), int(summary["settings"].get("seed", 0))
+    instruments = corpus(data).instruments
+    settings = {f"{d}@{f:g}": EngineSettings(decision=d, min_confidence=f) for d in DECISIONS for f in floors}
+    per_source: dict[str, dict[str, Any]] = {}
+    for i, fold in enumerate(real_folds(summary)):
+        libraries = set(fold.get("libraries") or [fold["name"]])
+        names = [name for name, row in instruments.items() if row.library in libraries]
+        played = fold_phrase_scores(data, names, fold["run_dir"], seed=seed, decisions=settings)
+        if "scores" not in played:
+            say(f"{fold['name']}: skipped ({played.get('skipped')})")
+            continue
+        per_source[fold["name"]] = {"half": HALVES[i % 2], **played}
+        say(f"{fold['name']}: " + ", ".join(f"{k} {v['share']['right']:.2f}" for k, v in played["scores"].items()))
+    halves = {h: [name for name, entry in per_source.items() if entry["half"] == h] for h in HALVES}
+    chosen = {}
+    for decision in DECISIONS:
+        floor = best_floor(per_source, None, decision, next(iter(CRITERIA)), floors)
+        chosen[decision] = {"floor": floor, **half_scores(per_source, None, f"{decision}@{floor:g}")}
+    return {"holdout": str(holdout), "data": str(data), "seed": seed, "floors": list(floors), "halves": halves,
+            "per_source": per_source, "cross": cross_check(per_source, HALVES, floors), "chosen_on_all": chosen,
+            "model_note": f"Each real fold of `{holdout}` through its own group's model (which never heard it); "
+                          f"corpus `{data}`, seed {seed}. Reproduce with:"}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--holdout", type=Path, required=True, help="an `experiment holdout` folder")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if not (args.holdout / "holdout.json").is_file():
+        raise SystemExit(f"{args.holdout}: no holdout.json (not a finished `experiment holdout` folder)")
+    result = measure_holdout(args.holdout)
+    command = f"python -m instrument_ai.train.experiments.floors --holdout {args.holdout} --out {args.out}"
+    text = markdown(result, command)
+    shares = "; ".join(f"{d}: floor {c['floor']:g}, right {100 * c['share']['right']:.1f} %, wrong "
+                       f"{100 * c['share']['wrong']:.1f} %" for d, c in result["chosen_on_all"].items())  # fmt: skip
+    text += f"\nChosen on every fold (calibration, not a held-out figure): {shares}.\n"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "floors.json").write_text(json.dumps(result, indent=2))
+    (args.out / "floors.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
