@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,37 +117,61 @@ def _delta(value: float | None, base: float | None) -> str:
     return f" ({100 * (value - base):+.1f})"
 
 
-def render(levers: list[dict[str, Any]]) -> str:
-    """The markdown table: one row per lever, accuracy deltas against the first (the baseline) in points."""
-    header = ["lever", "real folds", "SoundFont folds", "real notes < 0.5 s", "`other` false events/min",
-              "instrument notes lost to `other` (mean / worst real fold)",
-              "real phrases: hops named right (hops / note rule)", "`other` hops named an instrument", "MACs",
-              "train min (epochs)",
-              "command"]  # fmt: skip
+Column = tuple[str, Callable[[dict[str, Any], dict[str, Any]], str]]
+"""A table column: its header, and its cell from (the row's figures, the reference row's figures)."""
+
+
+def _accuracy(key: str) -> Callable[[dict[str, Any], dict[str, Any]], str]:
+    return lambda row, base: _pct(row[key]) + _delta(row[key], base.get(key))
+
+
+def _below(row: dict[str, Any], base: dict[str, Any]) -> str:
+    worse, shared, worst = folds_below(row, base)
+    return f"{worse} of {shared}" + ("" if worst is None else f" (-{100 * worst:.1f})")
+
+
+REAL, SOUNDFONT, SHORT = ("real folds", _accuracy("real")), ("SoundFont folds", _accuracy("soundfont")), \
+    ("real notes < 0.5 s", _accuracy("short_real"))  # fmt: skip
+EVENTS: Column = ("`other` false events/min",
+                  lambda row, base: "n/a" if row["other_events"] is None else f"{row['other_events']:.1f}")
+LOST: Column = ("instrument notes lost to `other` (mean / worst real fold)",
+                lambda row, base: f"{_pct(row['lost_to_other'])} / {_pct(row['lost_to_other_worst'])}")
+PHRASES: Column = ("real phrases: hops named right (hops / note rule)",
+                   lambda row, base: f"{_pct(row['phrases_right'])} / {_pct(row['phrases_right_note'])}")
+MACS: Column = ("MACs", lambda row, base: "n/a" if row["macs"] is None else f"{row['macs'] / 1e6:.1f} M")
+MINUTES: Column = ("train min (epochs)",
+                   lambda row, base: f"{row['train_minutes']:.1f} ({' + '.join(str(e) for e in row['epochs'])})")
+LEVER_COLUMNS: list[Column] = [REAL, SOUNDFONT, SHORT, EVENTS, LOST, PHRASES,
+                               ("`other` hops named an instrument", lambda row, base: _pct(row["other_hops"])),
+                               MACS, MINUTES]  # fmt: skip
+CONFIRM_COLUMNS: list[Column] = [
+    REAL, SOUNDFONT, SHORT,
+    ("real notes < 0.3 / 0.3-0.7 / 0.7-1.5 / longer s",
+     lambda row, base: " / ".join(_pct(row["real_by_length"][length]) for length in LENGTHS)),
+    EVENTS, LOST, PHRASES, ("real folds below the reference (worst)", _below), MACS, MINUTES,
+]  # fmt: skip
+
+
+def _render(levers: list[dict[str, Any]], first: str, columns: list[Column]) -> str:
+    """One row per lever (figures read from its holdout folder), cells against the first row's, then the notes."""
+    header = [first, *(name for name, _ in columns), "command"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = [(lever, lever_row(Path(lever["out"]))) for lever in levers]
     base = rows[0][1] if rows and rows[0][1] else {}
     for lever, row in rows:
         command = f"`{lever['command']}`"
         if row is None:
-            lines.append(f"| {lever['name']} | running | | | | | | | | | {command} |")
-            continue
-        cells = [
-            lever["name"],
-            _pct(row["real"]) + _delta(row["real"], base.get("real")),
-            _pct(row["soundfont"]) + _delta(row["soundfont"], base.get("soundfont")),
-            _pct(row["short_real"]) + _delta(row["short_real"], base.get("short_real")),
-            "n/a" if row["other_events"] is None else f"{row['other_events']:.1f}",
-            f"{_pct(row['lost_to_other'])} / {_pct(row['lost_to_other_worst'])}",
-            f"{_pct(row['phrases_right'])} / {_pct(row['phrases_right_note'])}",
-            _pct(row["other_hops"]),
-            "n/a" if row["macs"] is None else f"{row['macs'] / 1e6:.1f} M",
-            f"{row['train_minutes']:.1f} ({' + '.join(str(e) for e in row['epochs'])})",
-            command,
-        ]
+            cells = [lever["name"], "running", *([""] * (len(columns) - 1)), command]
+        else:
+            cells = [lever["name"], *(cell(row, base) for _, cell in columns), command]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {lever['name']}: {lever['note']}" for lever in levers if lever.get("note")]
     return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def render(levers: list[dict[str, Any]]) -> str:
+    """The markdown table: one row per lever, accuracy deltas against the first (the baseline) in points."""
+    return _render(levers, "lever", LEVER_COLUMNS)
 
 
 def folds_below(row: dict[str, Any], base: dict[str, Any]) -> tuple[int, int, float | None]:
@@ -159,37 +184,7 @@ def folds_below(row: dict[str, Any], base: dict[str, Any]) -> tuple[int, int, fl
 
 def render_confirmation(levers: list[dict[str, Any]]) -> str:
     """The 4-group table: the lever table's figures, real notes by length, and real folds below the reference."""
-    header = ["recipe", "real folds", "SoundFont folds", "real notes < 0.5 s",
-              "real notes < 0.3 / 0.3-0.7 / 0.7-1.5 / longer s",
-              "`other` false events/min", "instrument notes lost to `other` (mean / worst real fold)",
-              "real phrases: hops named right (hops / note rule)", "real folds below the reference (worst)",
-              "MACs", "train min (epochs)", "command"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    rows = [(lever, lever_row(Path(lever["out"]))) for lever in levers]
-    base = rows[0][1] if rows and rows[0][1] else {}
-    for lever, row in rows:
-        command = f"`{lever['command']}`"
-        if row is None:
-            lines.append(f"| {lever['name']} | running |" + " |" * (len(header) - 3) + f" {command} |")
-            continue
-        worse, shared, worst = folds_below(row, base)
-        cells = [
-            lever["name"],
-            _pct(row["real"]) + _delta(row["real"], base.get("real")),
-            _pct(row["soundfont"]) + _delta(row["soundfont"], base.get("soundfont")),
-            _pct(row["short_real"]) + _delta(row["short_real"], base.get("short_real")),
-            " / ".join(_pct(row["real_by_length"][length]) for length in LENGTHS),
-            "n/a" if row["other_events"] is None else f"{row['other_events']:.1f}",
-            f"{_pct(row['lost_to_other'])} / {_pct(row['lost_to_other_worst'])}",
-            f"{_pct(row['phrases_right'])} / {_pct(row['phrases_right_note'])}",
-            f"{worse} of {shared}" + ("" if worst is None else f" (-{100 * worst:.1f})"),
-            "n/a" if row["macs"] is None else f"{row['macs'] / 1e6:.1f} M",
-            f"{row['train_minutes']:.1f} ({' + '.join(str(e) for e in row['epochs'])})",
-            command,
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"- {lever['name']}: {lever['note']}" for lever in levers if lever.get("note")]
-    return "\n".join(lines + ([""] + notes if notes else []))
+    return _render(levers, "recipe", CONFIRM_COLUMNS)
 
 
 def _replace_block(text: str, marker: str, table: str) -> str:
