@@ -83,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     shares = "; ".join(f"{d}: floor {c['floor']:g}, right {100 * c['share']['right']:.1f} %, wrong "
                        f"{100 * c['share']['wrong']:.1f} %" for d, c in result["chosen_on_all"].items())  # fmt: skip
     text += f"\nChosen on every fold (calibration, not a held-out figure): {shares}.\n"
+    text += "".join(f"\n{half}: {', '.join(names)}.\n" for half, names in result["halves"].items())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "floors.json").write_text(json.dumps(result, indent=2))
     (args.out / "floors.md").write_text(text)
