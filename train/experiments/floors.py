@@ -7,8 +7,8 @@ Every real fold of an `experiment holdout` folder is played as phrases (`phrases
 model that never heard it (its group's run), in both decision modes at every floor of `note_decision.FLOORS`.
 The folds are dealt into two halves (alternately, in name order); the floor chosen on one half is reported on
 the other, so the figure a user can expect is never tuned on itself. The floor chosen on every fold is the one
-a bundle of the recipe should ship with (`convert --min-confidence`); it is calibrated on held-out folds, as the
-open-set threshold is, and reported beside the cross-checked figures, not as one.
+a bundle of the recipe should ship with once bundles can carry a floor (they cannot yet); it is calibrated on
+held-out folds, as the open-set threshold is, and reported beside the cross-checked figures, not as one.
 """
 
 from __future__ import annotations

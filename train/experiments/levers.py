@@ -23,8 +23,7 @@ import numpy as np
 
 from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.labels import OTHER
-
-LENGTHS = ("< 0.3 s", "0.3-0.7 s", "0.7-1.5 s", "longer")
+from instrument_ai.train.corpus.kinds import NOTE_LENGTHS
 
 
 class LeverError(InstrumentAIError):
@@ -90,7 +89,7 @@ def lever_row(out: Path) -> dict[str, Any] | None:
         "macs": _macs(runs),
         "train_minutes": sum(m.get("train_seconds", 0.0) for m in runs) / 60.0,  # the trainer's own clock
         "epochs": [m.get("epochs_run") for m in runs],
-        "real_by_length": {length: _mean_of(real, length) for length in LENGTHS},
+        "real_by_length": {length: _mean_of(real, length) for length in NOTE_LENGTHS},
         "real_fold_accuracy": {f["name"]: f["note_accuracy"] for f in real},
     }
 
@@ -130,8 +129,9 @@ def _below(row: dict[str, Any], base: dict[str, Any]) -> str:
     return f"{worse} of {shared}" + ("" if worst is None else f" (-{100 * worst:.1f})")
 
 
-REAL, SOUNDFONT, SHORT = ("real folds", _accuracy("real")), ("SoundFont folds", _accuracy("soundfont")), \
-    ("real notes < 0.5 s", _accuracy("short_real"))  # fmt: skip
+REAL: Column = ("real folds", _accuracy("real"))
+SOUNDFONT: Column = ("SoundFont folds", _accuracy("soundfont"))
+SHORT: Column = ("real notes < 0.5 s", _accuracy("short_real"))
 EVENTS: Column = ("`other` false events/min",
                   lambda row, base: "n/a" if row["other_events"] is None else f"{row['other_events']:.1f}")
 LOST: Column = ("instrument notes lost to `other` (mean / worst real fold)",
@@ -147,7 +147,7 @@ LEVER_COLUMNS: list[Column] = [REAL, SOUNDFONT, SHORT, EVENTS, LOST, PHRASES,
 CONFIRM_COLUMNS: list[Column] = [
     REAL, SOUNDFONT, SHORT,
     ("real notes < 0.3 / 0.3-0.7 / 0.7-1.5 / longer s",
-     lambda row, base: " / ".join(_pct(row["real_by_length"][length]) for length in LENGTHS)),
+     lambda row, base: " / ".join(_pct(row["real_by_length"][length]) for length in NOTE_LENGTHS)),
     EVENTS, LOST, PHRASES, ("real folds below the reference (worst)", _below), MACS, MINUTES,
 ]  # fmt: skip
 
