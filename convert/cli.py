@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from instrument_ai.device.settings import DECISIONS, FALLBACK_DECISION, FALLBACK_MIN_CONFIDENCE
+
 
 @click.command()
 @click.argument("rundir", required=False, type=click.Path(path_type=Path))
@@ -57,6 +59,21 @@ import click
     type=click.IntRange(1, 50),
     help="Notes per family in the --background bank.",
 )
+@click.option(
+    "--decision",
+    type=click.Choice(DECISIONS),
+    default=None,
+    help="The decision rule the device uses with this bundle unless told otherwise (`run --decision`) "
+    f"[none: the device's fallback, {FALLBACK_DECISION}].",
+)
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="The bundle's floor (`run --min-confidence`), chosen on held-out phrases "
+    f"[none: {FALLBACK_MIN_CONFIDENCE:g}].",
+)
+@click.option("--decided-on", default=None, help="Where --decision/--min-confidence were chosen (kept in the bundle).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def convert(
     rundir: Path | None,
@@ -72,6 +89,9 @@ def convert(
     sign_key: Path | None,
     background: Path | None,
     background_notes: int,
+    decision: str | None,
+    min_confidence: float | None,
+    decided_on: str | None,
     as_json: bool,
 ) -> None:
     """Convert the training run RUNDIR into one int8 TFLite bundle (checked against Keras before it is written).
@@ -93,7 +113,13 @@ def convert(
             signature, public = signing.sign(sign_key, message)
             return public, signature
 
+    rule = {"decision": decision, "min_confidence": min_confidence, "chosen_on": decided_on}
+    engine_defaults = {key: value for key, value in rule.items() if value is not None}
+    if set(engine_defaults) == {"chosen_on"}:
+        raise click.UsageError("--decided-on says where --decision/--min-confidence were chosen: give one of them")
     if add_embedding is not None:
+        if engine_defaults:
+            raise click.UsageError("--decision/--min-confidence/--decided-on apply to a RUNDIR conversion")
         _add_embedding(add_embedding, out, signer, as_json, background, background_notes)
         return
     assert rundir is not None
@@ -110,6 +136,7 @@ def convert(
         signer=signer,
         background=background,
         background_notes=background_notes,
+        engine_defaults=engine_defaults,
     )
     for warning in run.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -125,6 +152,7 @@ def convert(
         "runtime": bundle.runtime,
         "self_test": bundle.self_test,
         "signed": "signature" in bundle.metadata,
+        "engine_defaults": bundle.engine_defaults,
         "conversion_check": report.to_dict(),
     }
     if as_json:
@@ -137,6 +165,13 @@ def convert(
     )
     vectors = bundle.self_test["vectors"]
     click.echo(f"  {len(bundle.labels)} labels; self-test {vectors} golden vectors passed on {bundle.runtime}")
+    if bundle.engine_defaults:
+        rule = bundle.engine_defaults
+        click.echo(
+            f"  the device decides {rule.get('decision', FALLBACK_DECISION)} at floor "
+            f"{rule.get('min_confidence', FALLBACK_MIN_CONFIDENCE):g} unless told otherwise"
+            + (f" (chosen on {rule['chosen_on']})" if "chosen_on" in rule else "")
+        )
     click.echo(
         f"  vs Keras on {report.windows} validation windows ({report.notes} notes): top-1 agreement "
         f"{100 * (1 - report.top1_disagreement):.2f} %, note accuracy {100 * report.keras_note_accuracy:.2f} % -> "

@@ -107,17 +107,25 @@ def convert_run(
     signer: Callable[[bytes], tuple[bytes, bytes]] | None = None,
     background: Path | None = None,
     background_notes: int = 10,
+    engine_defaults: dict[str, Any] | None = None,
 ) -> tuple[Any, Any, ConvertRun]:
     """Convert a run; returns (the written Bundle, the AgreementReport, the ConvertRun).
 
     Raises RunFolderError / ConvertError (one line) and writes nothing when the
     run folder is unusable or the converted model fails the agreement check.
+    `engine_defaults` (``decision``, ``min_confidence``, ``chosen_on``): the rule the device uses with this
+    bundle unless its user sets one (`device.settings.EngineSettings.resolved`).
     """
     import numpy as np
 
     from instrument_ai.convert import bundle_writer, quantize
     from instrument_ai.device import bundle as device_bundle
+    from instrument_ai.device.settings import ENGINE_DEFAULTS_KEY, bundle_engine_defaults
 
+    try:
+        decision_rule = bundle_engine_defaults({ENGINE_DEFAULTS_KEY: engine_defaults or None})
+    except ValueError as exc:
+        raise bundle_writer.ConvertError(str(exc)) from None
     run = read_run(rundir)
     labels = run.labels
     cal = run.calibration
@@ -168,6 +176,8 @@ def convert_run(
         metrics=run.metrics,
         quantization="int8" if int8 else "float32",
     )
+    if decision_rule:
+        metadata[ENGINE_DEFAULTS_KEY] = decision_rule
     valid_y = cal["valid_y"].astype(np.int64)
     golden_idx = pick_golden(valid_y, golden)
     golden_x = cal["valid_x"][golden_idx]

@@ -166,14 +166,15 @@ def end_to_end(
     }
 
 
-def decision_latency(model: Path, *, align_onsets: bool = True) -> dict[str, Any]:
-    """Onset to first family event for each demo note (fast, in-process; stream time, not wall time)."""
+def decision_latency(model: Path, *, align_onsets: bool = True, **rule: Any) -> dict[str, Any]:
+    """Onset to first family event for each demo note (fast, in-process; stream time, not wall time), with the
+    bundle's decision rule unless `rule` (``decision``, ``min_confidence``) says otherwise."""
     from instrument_ai.device.audio_io import demo_path
     from instrument_ai.device.bundle import load
 
     audio, rate, notes = _demo_audio()
     quiet = json.loads(demo_path().with_suffix(".json").read_text()).get("no_instrument", [])
-    return note_latencies(load(model), audio, rate, notes, align_onsets=align_onsets, no_instrument=quiet)
+    return note_latencies(load(model), audio, rate, notes, align_onsets=align_onsets, no_instrument=quiet, **rule)
 
 
 def note_latencies(
@@ -184,6 +185,7 @@ def note_latencies(
     *,
     align_onsets: bool = True,
     no_instrument: list[dict[str, Any]] | None = None,
+    **rule: Any,
 ) -> dict[str, Any]:
     """`decision_latency` of any mono recording whose `notes` (onset s, family) are known.
 
@@ -193,7 +195,7 @@ def note_latencies(
     from instrument_ai.device.engine import NOT_INSTRUMENT, Classifier
     from instrument_ai.device.labels import SILENCE
 
-    engine = Classifier(bundle, input_rate=rate, align_onsets=align_onsets)
+    engine = Classifier(bundle, input_rate=rate, align_onsets=align_onsets, **rule)
     hops = engine.process_hops(audio) + engine.flush()
     events = [h for h in hops if h.changed]
     quiet = no_instrument or []
@@ -229,6 +231,7 @@ def note_latencies(
         })  # fmt: skip
     return {
         "align_onsets": align_onsets,
+        "decided_as": engine.decision_info(),
         "notes": rows,
         "no_instrument": spans,
         "named_correctly": sum(r["correct_latency_s"] is not None for r in rows),
@@ -397,8 +400,10 @@ def run_runtime_benchmark(
     threads: int | None = None,
     process_runs: int = 3,
     compare_tensorflow: bool = True,
+    rule: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every runtime figure for `model` (and its float companion); see the module docstring."""
+    """Every runtime figure for `model` (and its float companion); see the module docstring. `rule`
+    (``decision``, ``min_confidence``): the demo's decision rule, instead of the bundle's."""
     import platform
 
     many = threads or os.cpu_count() or 1
@@ -429,8 +434,8 @@ def run_runtime_benchmark(
         report["personal_head"] = personal_head_cost(model, repeats)
     except InstrumentAIError as exc:  # e.g. a bundle whose labels are no families: enrolment does not apply
         report["unavailable"]["personal_head"] = str(exc)
-    report["decision_latency"] = decision_latency(model)
-    report["decision_latency_unaligned"] = decision_latency(model, align_onsets=False)
+    report["decision_latency"] = decision_latency(model, **(rule or {}))
+    report["decision_latency_unaligned"] = decision_latency(model, align_onsets=False, **(rule or {}))
     if process_runs > 0:
         report["process"] = _median_run(model, process_runs)
     else:
@@ -550,6 +555,9 @@ def _latency_lines(report: dict[str, Any]) -> list[str]:
             for r in d["notes"]
         )
         how = "onset-aligned" if d["align_onsets"] else "plain sliding"
+        rule = d.get("decided_as")
+        if rule:
+            how += f", {'per note' if rule['rule'] == 'note' else 'per hop'} at floor {rule['min_confidence']:g}"
         lines += [
             "",
             f"decision latency, demo, {how} ({d['named_correctly']}/{len(d['notes'])} named): {named}",

@@ -45,6 +45,7 @@ from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.frontend import FrontendSpec, MfccStream
 from instrument_ai.device.interpreter import RuntimeUnavailable, make_interpreter
 from instrument_ai.device.openset import OpenSetError, rejection_from_metadata
+from instrument_ai.device.settings import bundle_engine_defaults
 
 BUNDLE_SCHEMA_VERSION = 1
 """Bumped whenever the meaning of a metadata field changes; a device refuses versions it does not know."""
@@ -182,6 +183,8 @@ class Bundle:
         self.window_samples: int = metadata["window_samples"]
         self.sample_rate: int = metadata["sample_rate"]
         self.default_hop_seconds: float = float(metadata["default_hop_seconds"])
+        self.engine_defaults: dict[str, Any] = bundle_engine_defaults(metadata)
+        """The decision rule and floor its maker chose (`settings.EngineSettings.resolved`); {} for none."""
         norm = metadata["input_normalization"]
         self.mean = np.asarray(norm["mean"], dtype=np.float32)
         self.std = np.asarray(norm["std"], dtype=np.float32)
@@ -516,6 +519,10 @@ def _check_fields(path: str, metadata: dict[str, Any]) -> FrontendSpec:
     try:
         rejection_from_metadata(metadata)
     except OpenSetError as exc:
+        raise _fail(path, str(exc)) from None
+    try:
+        bundle_engine_defaults(metadata)
+    except ValueError as exc:
         raise _fail(path, str(exc)) from None
     golden = metadata["golden"]
     if not isinstance(golden.get("vectors"), list) or not isinstance(golden.get("tolerance"), (int, float)):

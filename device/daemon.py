@@ -145,6 +145,7 @@ class Daemon:
                 "new_version": new.version,
                 "runtime": new.runtime,
                 "new_labels": list(new.labels),  # the live page, /status and MQTT name what is running now
+                "decision": self.engine.decision_info(),  # a new bundle may bring its own rule and floor
                 "labels_changed": list(getattr(old, "labels", [])) != list(new.labels),
                 "stream_kept": kept_stream,
                 **where,
@@ -194,6 +195,7 @@ class Daemon:
             **self.audio.describe(),
             "model_rate": engine.model_rate,
             "hop_seconds": round(engine.hop_samples / engine.model_rate, 4),
+            "decision": engine.decision_info(),
             "pid": os.getpid(),
             **({"personal": engine.personal.summary()} if engine.personal is not None else {}),
             **self.live_info,

@@ -242,13 +242,14 @@ class Classifier:
         _check("channels", channels, isinstance(channels, int) and channels >= 1, "an integer >= 1")
         rate = bundle.sample_rate if input_rate is None else input_rate
         _check("input_rate", rate, isinstance(rate, int) and not isinstance(rate, bool) and rate > 0, "a positive int")
-        self.settings = settings
+        self.requested = settings
+        """The settings as given: fields left None follow each bundle (`_resolve`, again on every swap)."""
+        self._resolve(bundle)
         self.smooth = settings.smooth
-        self.silence_db, self.min_confidence = float(settings.silence_db), float(settings.min_confidence)
+        self.silence_db = float(settings.silence_db)
         self.input_rate, self.channels = int(rate), channels
         self.hop_seconds = hop
         self.align_onsets = bool(settings.align_onsets)
-        self.per_note = settings.decision == "note"
         self._top_k_wanted = settings.top_k
         self._hop_times: deque[float] = deque(maxlen=8192)
         self.personal: PersonalStage | None = None
@@ -289,6 +290,29 @@ class Classifier:
         return cls(bundle, settings=chosen, input_rate=input_rate, channels=channels)
 
     # -- set-up -----------------------------------------------------------------------
+    def _resolve(self, bundle: BundleLike) -> bool:
+        """Settle the decision rule and floor for `bundle` (`EngineSettings.resolved`); True when the rule changed."""
+        before = getattr(self, "per_note", None)
+        self.settings = self.requested.resolved(getattr(bundle, "engine_defaults", None) or {})
+        self.min_confidence = float(self.settings.min_confidence)
+        self.per_note = self.settings.decision == "note"
+        return before is not None and before != self.per_note
+
+    def decision_info(self) -> dict[str, Any]:
+        """The decision rule in force and who chose it: ``options`` (the user), ``bundle`` (its maker, on held-out
+        phrases) or ``fallback`` (a bundle that names none) - the start record, /status, the page show it."""
+        defaults = getattr(self.bundle, "engine_defaults", None) or {}
+        requested = self.requested
+
+        def source(field: str) -> str:
+            if getattr(requested, field) is not None:
+                return "options"
+            return "bundle" if field in defaults else "fallback"
+
+        sources = {source("decision"), source("min_confidence")}
+        return {"rule": self.settings.decision, "min_confidence": self.min_confidence,
+                "from": sources.pop() if len(sources) == 1 else "+".join(sorted(sources))}  # fmt: skip
+
     def _set_bundle(self, bundle: BundleLike) -> None:
         if bundle.spec.sample_rate != int(bundle.sample_rate):  # checked first: a refused bundle changes nothing
             raise ValueError(
@@ -361,10 +385,14 @@ class Classifier:
 
         A bundle with another frontend (spec, window or rate) cannot reuse the
         features: the frontend restarts, so the audio of the hop in progress is
-        not classified; hop numbers and times continue. Returns True when the
-        stream was kept.
+        not classified; hop numbers and times continue. So does a bundle whose
+        own decision rule (`EngineSettings.resolved`) differs from the one in
+        force: its floor takes over at once. Returns True when the stream was
+        kept.
         """
-        if self.can_keep_stream(bundle):
+        old_settings = self.settings
+        rule_changed = self._resolve(bundle)
+        if self.can_keep_stream(bundle) and not rule_changed:
             self._keep_personal(bundle)
             same_labels = list(bundle.labels) == self.labels
             self.bundle = bundle
@@ -381,7 +409,12 @@ class Classifier:
             self.label,
             self._hop_base + self._hop_index,
         )
-        self._set_bundle(bundle)
+        try:
+            self._set_bundle(bundle)
+        except ValueError:  # refused: the rule in force stays with the bundle in force
+            self.settings = old_settings
+            self.min_confidence, self.per_note = float(old_settings.min_confidence), old_settings.decision == "note"
+            raise
         self._keep_personal(bundle)
         self._time_base, self._hop_base, self.input_samples, self.label = now, hop, input_samples, label
         return False

@@ -114,6 +114,7 @@ class LiveState:
             "runtime": info.get("runtime"),
             "path": info.get("model"),
             "labels": list(info.get("labels", [])),
+            "decision": info.get("decision"),
         }
         self.personal = info.get("personal")
         if self.hub is not None:
@@ -157,6 +158,7 @@ class LiveState:
                 "runtime": data.get("runtime"),
                 "path": data.get("path", self.model.get("path")),
                 "labels": list(data.get("new_labels", self.model.get("labels", []))),
+                "decision": data.get("decision", self.model.get("decision")),
             }
         elif kind == "personal":
             self.personal = {"families": list(data.get("families", [])), "notes": data.get("notes", 0)}

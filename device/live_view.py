@@ -34,6 +34,14 @@ def change_line(event: Event) -> str:
     return f"{event.time:8.2f} s  {name:<12s} {event.confidence:4.2f}  [{detail}]"
 
 
+def describe_decision(decision: dict[str, Any] | None) -> str:
+    """" · per note, floor 0.35 (bundle)": the rule in force and who chose it (`Classifier.decision_info`)."""
+    if not decision:
+        return ""
+    rule = "per note" if decision.get("rule") == "note" else "per hop"
+    return f" · {rule}, floor {decision.get('min_confidence', 0):g} ({decision.get('from', '?')})"
+
+
 class LiveView:
     """Sink that redraws a panel per hop (rich.live) and logs label changes above it."""
 
@@ -60,6 +68,7 @@ class LiveView:
             f"instrument-ai · model {info.get('model_name', '?')} v{info.get('model_version', '?')}"
             f" · {info.get('runtime', '?')} · {info.get('source', '?')} "
             f"({info.get('rate', '?')} Hz → {info.get('model_rate', '?')} Hz, hop {info.get('hop_seconds', '?')} s)"
+            + describe_decision(info.get("decision"))
         )
         self._print(self._header)
         if self._live is not None:

@@ -4,23 +4,41 @@ The engine (`Classifier`), the `run`/`classify` options, `soak`, the evaluation'
 figures and the tests all read `EngineSettings()`; none repeats a number. A field's name is its spelling
 everywhere in the library (the CLI spells two of them differently: ``--hop`` and ``--onset-align``).
 
+Three fields may be left to the bundle (None): the hop, and the decision rule and floor its maker chose on
+held-out phrases (`engine_defaults` in its metadata, written by ``convert --decision/--min-confidence``); a
+bundle that names none gets the fallbacks, 0.4 and "hops" (0.4.0 and older). What the user sets always wins.
+
 >>> EngineSettings().smooth, EngineSettings().silence_db, EngineSettings().min_confidence
-(3, -60.0, 0.4)
+(3, -60.0, None)
+>>> EngineSettings().resolved({"decision": "note", "min_confidence": 0.35}).min_confidence
+0.35
+>>> EngineSettings(min_confidence=0.5).resolved({"decision": "note", "min_confidence": 0.35}).min_confidence
+0.5
+>>> EngineSettings().resolved({}).decision, EngineSettings().resolved({}).min_confidence
+('hops', 0.4)
 >>> EngineSettings(smooth=5).replace(top_k=1)  # doctest: +NORMALIZE_WHITESPACE
-EngineSettings(hop_seconds=None, smooth=5, silence_db=-60.0, min_confidence=0.4, top_k=1, align_onsets=True,
-               decision='hops', pitched_guard=None)
+EngineSettings(hop_seconds=None, smooth=5, silence_db=-60.0, min_confidence=None, top_k=1, align_onsets=True,
+               decision=None, pitched_guard=None)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 Decision = Literal["hops", "note"]
 """How a sounding hop's label is decided: `EngineSettings.decision`."""
 DECISIONS: tuple[str, ...] = get_args(Decision)
+
+FALLBACK_MIN_CONFIDENCE = 0.4
+"""The floor for a bundle that names none (every bundle up to 0.4.0)."""
+FALLBACK_DECISION: Decision = "hops"
+"""The decision rule for a bundle that names none."""
+ENGINE_DEFAULTS_KEY = "engine_defaults"
+"""The bundle metadata field with the maker's `decision` and `min_confidence` (`bundle_engine_defaults`)."""
 
 
 def _check(name: str, value: Any, ok: bool, want: str) -> None:
@@ -45,9 +63,9 @@ class EngineSettings:
     silence_db: float = -60.0
     """Hops quieter than this RMS level (dBFS) are silence: no model call, and the smoothing restarts."""
 
-    min_confidence: float = 0.4
+    min_confidence: float | None = None
     """Below this smoothed top probability (with ``decision="note"``: the note's accumulated one) the label is
-    ``unknown``."""
+    ``unknown``; None takes the bundle's (`resolved`)."""
 
     top_k: int = 3
     """Classes reported per decision, best first (at most the bundle's label count)."""
@@ -55,10 +73,10 @@ class EngineSettings:
     align_onsets: bool = True
     """Right after an onset, start the model window at the note (padded) rather than in the silence before it."""
 
-    decision: Decision = "hops"
-    """``hops``: each hop decides on the mean of the last `smooth` hops. ``note``: on the evidence since the
-    note's onset (mean log-probability of its sounding hops, reset at the next onset or silence:
-    `decision.decide_note_labels`), so a held note's label only firms up as it sounds."""
+    decision: Decision | None = None
+    """None takes the bundle's (`resolved`). ``hops``: each hop decides on the mean of the last `smooth` hops.
+    ``note``: on the evidence since the note's onset (mean log-probability of its sounding hops, reset at the
+    next onset or silence: `decision.decide_note_labels`), so a held note's label only firms up as it sounds."""
 
     pitched_guard: float | None = None
     """A hop whose pitch salience (`harmonicity.pitch_salience`, 0..1) is at least this is never labelled ``other``
@@ -73,10 +91,10 @@ class EngineSettings:
         db = self.silence_db
         _check("silence_db", db, isinstance(db, (int, float)) and math.isfinite(db) and db <= 0, "a dBFS level <= 0")
         confidence = self.min_confidence
-        _check("min_confidence", confidence, isinstance(confidence, (int, float)) and 0.0 <= confidence <= 1.0,
-               "in [0, 1]")  # fmt: skip
+        _check("min_confidence", confidence, confidence is None or _is_fraction(confidence), "in [0, 1]")
         _check("top_k", self.top_k, _is_int(self.top_k) and self.top_k >= 1, "an integer >= 1")
-        _check("decision", self.decision, self.decision in DECISIONS, f"one of {', '.join(DECISIONS)}")
+        _check("decision", self.decision, self.decision is None or self.decision in DECISIONS,
+               f"one of {', '.join(DECISIONS)}")  # fmt: skip
         guard = self.pitched_guard
         _check("pitched_guard", guard, guard is None or (isinstance(guard, (int, float)) and 0.0 <= guard <= 1.0),
                "None or in [0, 1]")  # fmt: skip
@@ -84,6 +102,39 @@ class EngineSettings:
     def replace(self, **changes: Any) -> EngineSettings:
         """A copy with some fields changed (TypeError for a name that is no field)."""
         return dataclasses.replace(self, **changes)
+
+    def resolved(self, bundle_defaults: Mapping[str, Any]) -> EngineSettings:
+        """The settings a stream runs with: a field left None takes the bundle's default
+        (`bundle_engine_defaults`), else the fallback; a field the user set stays."""
+        return self.replace(
+            min_confidence=_first(self.min_confidence, bundle_defaults.get("min_confidence"), FALLBACK_MIN_CONFIDENCE),
+            decision=_first(self.decision, bundle_defaults.get("decision"), FALLBACK_DECISION),
+        )
+
+
+def _first(*values: Any) -> Any:
+    return next(value for value in values if value is not None)
+
+
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
+def bundle_engine_defaults(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The decision rule and floor a bundle asks for (``{}`` when it names none). ValueError for a bad field:
+    the bundle is refused rather than run with a rule its maker did not choose."""
+    defaults = metadata.get(ENGINE_DEFAULTS_KEY)
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, Mapping) or set(defaults) - {"decision", "min_confidence", "chosen_on"}:
+        raise ValueError(f"{ENGINE_DEFAULTS_KEY} must be an object with 'decision' and/or 'min_confidence'")
+    if "decision" in defaults and defaults["decision"] not in DECISIONS:
+        raise ValueError(f"{ENGINE_DEFAULTS_KEY}.decision must be one of {', '.join(DECISIONS)}")
+    if "min_confidence" in defaults and not _is_fraction(defaults["min_confidence"]):
+        raise ValueError(f"{ENGINE_DEFAULTS_KEY}.min_confidence must be a number in [0, 1]")
+    if not isinstance(defaults.get("chosen_on", ""), str):
+        raise ValueError(f"{ENGINE_DEFAULTS_KEY}.chosen_on must be text (where the rule was chosen)")
+    return {key: defaults[key] for key in ("decision", "min_confidence", "chosen_on") if key in defaults}
 
 
 DEFAULT_SETTINGS = EngineSettings()

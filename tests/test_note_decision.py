@@ -46,7 +46,8 @@ LEGATO = np.concatenate([silence(0.5), tone(200.0, 2.0), tone(4000.0, 2.0), sile
 
 
 def test_the_default_is_one_decision_per_hop_and_a_bad_decision_is_refused() -> None:
-    assert EngineSettings().decision == "hops"
+    assert EngineSettings().decision is None  # the bundle's, else the fallback
+    assert EngineSettings().resolved({}).decision == "hops"
     with pytest.raises(ValueError, match="decision must be one of hops, note"):
         EngineSettings(decision="notes")  # type: ignore[arg-type]
 

@@ -21,11 +21,13 @@ import click
 
 from instrument_ai.device.bench_frontend import DEFAULT_REPEATS, format_frontend_report, run_frontend_benchmark
 from instrument_ai.device.commands.options import (
+    FiniteFloat,
     RunError,
     bundle_file_option,
     library_errors,
     threads_option,
 )
+from instrument_ai.device.settings import DECISIONS
 
 __all__ = ["bench", "bench_frontend", "format_frontend_report", "live", "resolve_common", "run_frontend_benchmark",
            "runtime"]  # fmt: skip
@@ -111,6 +113,8 @@ def bench_frontend(
     "--process-runs", type=click.IntRange(0, 20), default=3, show_default=True, help="`run` start-ups timed (0: skip)."
 )
 @click.option("--no-tensorflow", is_flag=True, help="Skip the tensorflow.lite comparison (it takes seconds).")
+@click.option("--decision", type=click.Choice(DECISIONS), default=None, help="The demo's decision rule [bundle's].")
+@click.option("--min-confidence", type=FiniteFloat(0.0, 1.0), default=None, help="The demo's floor [bundle's].")
 @click.pass_context
 def runtime(
     ctx: click.Context,
@@ -121,6 +125,8 @@ def runtime(
     threads: int | None,
     process_runs: int,
     no_tensorflow: bool,
+    decision: str | None,
+    min_confidence: float | None,
 ) -> None:
     """Interpreter latency (int8/float, 1/N threads), end-to-end cost per hop, decision latency, RSS and start-up."""
     from instrument_ai.device.bench_runtime import format_runtime_report, run_runtime_benchmark
@@ -144,6 +150,7 @@ def runtime(
             threads=threads,
             process_runs=process_runs,
             compare_tensorflow=not no_tensorflow,
+            rule={"decision": decision, "min_confidence": min_confidence},
         )
     except BundleError as exc:  # a bundle the device refuses: one line, as everywhere
         raise RunError(str(exc)) from None

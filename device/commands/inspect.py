@@ -15,6 +15,7 @@ import click
 from instrument_ai.device import bundle as bundle_module
 from instrument_ai.device.bundle_report import describe
 from instrument_ai.device.commands.options import threads_option, trusted_key_option
+from instrument_ai.device.settings import FALLBACK_DECISION, FALLBACK_MIN_CONFIDENCE
 
 __all__ = ["describe", "inspect_bundle"]
 
@@ -50,6 +51,15 @@ def inspect_bundle(path: Path, as_json: bool, threads: int, trusted_key: str | N
         f"  window: {meta['window_frames']} frames = {meta['window_samples']} samples; default hop "
         f"{meta['default_hop_seconds']} s"
     )
+    rule = meta.get("engine_defaults")
+    if isinstance(rule, dict):
+        click.echo(
+            f"  decision: {rule.get('decision', FALLBACK_DECISION)}, floor "
+            f"{rule.get('min_confidence', FALLBACK_MIN_CONFIDENCE)} unless `run` is told otherwise"
+            + (f" (chosen on {rule['chosen_on']})" if "chosen_on" in rule else "")
+        )
+    else:
+        click.echo(f"  decision: none (the fallback: {FALLBACK_DECISION}, floor {FALLBACK_MIN_CONFIDENCE})")
     for side in ("input", "output"):
         q = info["quantization"][side]
         shape = meta.get(side, {}).get("shape")

@@ -18,7 +18,13 @@ import click
 
 from instrument_ai.device import model_files
 from instrument_ai.device.errors import InstrumentAIError
-from instrument_ai.device.settings import DECISIONS, DEFAULT_SETTINGS, EngineSettings
+from instrument_ai.device.settings import (
+    DECISIONS,
+    DEFAULT_SETTINGS,
+    FALLBACK_DECISION,
+    FALLBACK_MIN_CONFIDENCE,
+    EngineSettings,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NO_AUDIO = 0, 1, 2, 3
 Decorator = Callable[[Any], Any]
@@ -131,9 +137,9 @@ ENGINE_OPTIONS = _stack(
         click.option(
             "--min-confidence",
             type=FiniteFloat(0.0, 1.0),
-            default=DEFAULT_SETTINGS.min_confidence,
-            show_default=True,
-            help="Below this smoothed probability the label is 'unknown'.",
+            default=None,
+            help="Below this smoothed probability the label is 'unknown' [the bundle's, else "
+            f"{FALLBACK_MIN_CONFIDENCE:g}].",
         ),
         click.option(
             "--top-k", type=click.IntRange(1, 20), default=DEFAULT_SETTINGS.top_k, show_default=True,
@@ -148,10 +154,9 @@ ENGINE_OPTIONS = _stack(
         click.option(
             "--decision",
             type=click.Choice(DECISIONS),
-            default=DEFAULT_SETTINGS.decision,
-            show_default=True,
+            default=None,
             help="hops: decide each hop on the last --smooth hops; note: on all the evidence since the note's onset "
-            "(reset at the next onset or silence).",
+            f"(reset at the next onset or silence) [the bundle's, else {FALLBACK_DECISION}].",
         ),
         click.option(
             "--pitched-guard",

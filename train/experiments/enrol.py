@@ -259,7 +259,7 @@ class Scorer:
 
         self.labels = list(bundle.labels)
         self.rejection = rejection_from_metadata(getattr(bundle, "metadata", None))
-        self.settings = settings
+        self.settings = settings.resolved(getattr(bundle, "engine_defaults", None) or {})
         self.kind = kind
         self._plain: dict[int, tuple[str, list[str]]] = {}
 

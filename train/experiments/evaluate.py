@@ -27,7 +27,7 @@ import numpy as np
 from instrument_ai.device.errors import InstrumentAIError
 from instrument_ai.device.frontend import FrontendSpec, log_mel, mel_power, mfcc, normalise_windows
 from instrument_ai.device.labels import FAMILIES, OTHER, UNKNOWN
-from instrument_ai.device.settings import DEFAULT_SETTINGS
+from instrument_ai.device.settings import DEFAULT_SETTINGS, FALLBACK_MIN_CONFIDENCE
 from instrument_ai.train.run_folder import RunFolder, RunFolderError, read_run_folder
 
 NSYNTH_SOURCES = ("acoustic", "electronic", "synthetic")
@@ -485,7 +485,7 @@ def note_probabilities(probs: np.ndarray, window_note: np.ndarray, n_notes: int)
 
 
 DEVICE_SMOOTH = DEFAULT_SETTINGS.smooth
-DEVICE_MIN_CONFIDENCE = DEFAULT_SETTINGS.min_confidence
+DEVICE_MIN_CONFIDENCE = FALLBACK_MIN_CONFIDENCE
 """`instrument-ai run`'s defaults (--smooth, --min-confidence): the `other` figures are the daemon's, as shipped."""
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from instrument_ai.device.labels import OTHER
-from instrument_ai.device.settings import DEFAULT_SETTINGS, EngineSettings
+from instrument_ai.device.settings import FALLBACK_MIN_CONFIDENCE, EngineSettings
 from instrument_ai.train.corpus.kinds import NOTE_LENGTHS
 from instrument_ai.train.experiments.phrases import OUTCOMES, SourceNote, merge_scores, phrase_scores, source_phrases
 
@@ -95,7 +95,7 @@ def cross_check(per_source: dict[str, dict[str, Any]], halves: Sequence[str], fl
     on the first half, scored on the second."""
     cross = []
     for tune, report in ((halves[0], halves[1]), (halves[1], halves[0])):
-        shipped = f"hops@{DEFAULT_SETTINGS.min_confidence:g}"
+        shipped = f"hops@{FALLBACK_MIN_CONFIDENCE:g}"
         row: dict[str, Any] = {"chosen_on": tune, "reported_on": report,
                                "default": {"setting": shipped, **half_scores(per_source, report, shipped)}}  # fmt: skip
         for criterion in CRITERIA:

@@ -34,7 +34,7 @@ import numpy as np
 from instrument_ai.device.decision import PITCHED_GUARD_RATIO, decide_label, guard_pitched
 from instrument_ai.device.harmonicity import pitch_salience
 from instrument_ai.device.labels import OTHER, UNKNOWN
-from instrument_ai.device.settings import DEFAULT_SETTINGS
+from instrument_ai.device.settings import DEFAULT_SETTINGS, FALLBACK_MIN_CONFIDENCE
 
 UNHEARD = ("karoryfer-meatbass", "dsmolken-double-bass", "karoryfer-bear-sax", "karoryfer-string-cyborgs",
            "playitright-cello")  # fmt: skip
@@ -89,7 +89,7 @@ def decide(replay: Replay, labels: Sequence[str], rejection: Any, level: float |
            ratio: float = PITCHED_GUARD_RATIO) -> list[str]:  # fmt: skip
     """The label of each sounding hop of `replay` with the guard at `level` (the engine's rule)."""
     return [decide_label(guard_pitched(p, labels, float(s), level, ratio=ratio), labels,
-                         min_confidence=DEFAULT_SETTINGS.min_confidence, rejection=rejection)
+                         min_confidence=FALLBACK_MIN_CONFIDENCE, rejection=rejection)
             for p, s in zip(replay.smoothed, replay.salience, strict=True)]  # fmt: skip
 
 

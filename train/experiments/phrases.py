@@ -262,9 +262,12 @@ class PredictorBundle:
         return self._seen[key].copy()
 
 
-HOLDOUT_DECISIONS = {"hops": DEFAULT_SETTINGS, "note": DEFAULT_SETTINGS.replace(decision="note")}
-"""The decision modes `experiment holdout` plays phrases with: the shipped default, and one decision per note at
-the same floor (docs/experiments/note-decision.md: the floor that suits depends on the model)."""
+HOLDOUT_DECISIONS = {
+    "hops": DEFAULT_SETTINGS.resolved({}),
+    "note": DEFAULT_SETTINGS.resolved({}).replace(decision="note"),
+}
+"""The decision modes `experiment holdout` plays phrases with: the default of a bundle that names none, and one
+decision per note at the same floor (docs/experiments/note-decision.md: the floor that suits depends on the model)."""
 
 
 def fold_phrase_scores(data: Path, instruments: Sequence[str], model: str | Path, *, seed: int,
