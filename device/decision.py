@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from instrument_ai.device.labels import OTHER, UNKNOWN
+from instrument_ai.device.labels import OTHER, SILENCE, UNKNOWN
 from instrument_ai.device.openset import Rejection
 
 ONSET_RISE_DB = 9.0
@@ -109,6 +109,21 @@ def guard_pitched(
     guarded = probs.copy()
     guarded[other] = 0.0
     return guarded / guarded.sum()
+
+
+def floor_unpitched(label: str, labels: Sequence[str], salience: float, floor: float | None) -> str:
+    """A hop with no stable period (`salience` under `floor`: noise, rain, sea, a slap, a cabasa) is not named an
+    instrument: every family here is pitched, so an instrument label there is a false event. It becomes ``other``
+    (``unknown`` for a bundle without that output); any other label, or no floor, is kept.
+
+    >>> floor_unpitched("bass", ["bass", "other"], 0.12, 0.35), floor_unpitched("bass", ["bass", "other"], 0.8, 0.35)
+    ('other', 'bass')
+    >>> floor_unpitched("bass", ["bass", "flute"], 0.12, 0.35), floor_unpitched("bass", ["bass"], 0.12, None)
+    ('unknown', 'bass')
+    """
+    if floor is None or salience >= floor or label in (OTHER, UNKNOWN, SILENCE):
+        return label
+    return OTHER if OTHER in labels else UNKNOWN
 
 
 def note_distribution(log_sum: np.ndarray, hops: int) -> np.ndarray:

@@ -53,6 +53,7 @@ from instrument_ai.device.decision import (
     chunk_levels_db,
     decide_label,
     find_onset,
+    floor_unpitched,
     guard_pitched,
     log_probabilities,
     note_distribution,
@@ -343,7 +344,8 @@ class Classifier:
         self._onset_keep = self.hop_samples + 2 * self.spec.hop_length  # what `_locate_onset` looks at
         # With one decision per note, also the chunks before the hop that `onset_within` compares it with.
         self._recent_keep = self._onset_keep + (ONSET_LOOKBACK * self.spec.hop_length if self.per_note else 0)
-        self._keep_recent = self.align_onsets or self.per_note or self.settings.pitched_guard is not None
+        self._keep_recent = (self.align_onsets or self.per_note or self.settings.pitched_guard is not None
+                             or self.settings.unpitched_floor is not None)  # fmt: skip
         self._onset_frame: int | None = None
         self._history: deque[np.ndarray] = deque(maxlen=self.smooth)
         self._note_log_sum = np.zeros(0)  # decision "note": sum of the note's log-probabilities so far
@@ -592,13 +594,16 @@ class Classifier:
                 raise ValueError(f"the model returned {probs.size} probabilities for {len(self.labels)} labels")
             self._history.append(probs)
             smoothed = self._note_evidence(probs) if self.per_note else np.mean(self._history, axis=0)
-            if self.settings.pitched_guard is not None:  # `other` may not swallow a clearly pitched hop
+            salience = 1.0
+            if self.settings.pitched_guard is not None or self.settings.unpitched_floor is not None:
                 salience = pitch_salience(self._recent[-self.hop_samples :], self.model_rate)
+            if self.settings.pitched_guard is not None:  # `other` may not swallow a clearly pitched hop
                 smoothed = guard_pitched(smoothed, self.labels, salience, self.settings.pitched_guard)
             order = np.argsort(-smoothed, kind="stable")[: self.top_k]
             top = [(self.labels[i], float(smoothed[i])) for i in order]
             confidence = top[0][1]
             label = decide_label(smoothed, self.labels, min_confidence=self.min_confidence, rejection=self.rejection)
+            label = floor_unpitched(label, self.labels, salience, self.settings.unpitched_floor)
         frontend_ms = self._hop_frontend_s * 1e3
         self._hop_times.append(frontend_ms + inference_ms)
         event = Event(

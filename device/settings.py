@@ -18,7 +18,7 @@ bundle that names none gets the fallbacks, 0.4 and "hops" (0.4.0 and older). Wha
 ('hops', 0.4)
 >>> EngineSettings(smooth=5).replace(top_k=1)  # doctest: +NORMALIZE_WHITESPACE
 EngineSettings(hop_seconds=None, smooth=5, silence_db=-60.0, min_confidence=None, top_k=1, align_onsets=True,
-               decision=None, pitched_guard=None)
+               decision=None, pitched_guard=None, unpitched_floor=None)
 """
 
 from __future__ import annotations
@@ -82,6 +82,11 @@ class EngineSettings:
     """A hop whose pitch salience (`harmonicity.pitch_salience`, 0..1) is at least this is never labelled ``other``
     while an instrument is close (`decision.guard_pitched`); None: no guard (docs/experiments/other-guard.md)."""
 
+    unpitched_floor: float | None = None
+    """A sounding hop whose pitch salience is under this is never named an instrument (``other`` instead):
+    noise, rain and unpitched percussion have no stable period (`decision.floor_unpitched`); None: off
+    (docs/experiments/other-guard.md)."""
+
     def __post_init__(self) -> None:
         hop = self.hop_seconds
         if hop is not None:
@@ -98,6 +103,8 @@ class EngineSettings:
         guard = self.pitched_guard
         _check("pitched_guard", guard, guard is None or (isinstance(guard, (int, float)) and 0.0 <= guard <= 1.0),
                "None or in [0, 1]")  # fmt: skip
+        floor = self.unpitched_floor
+        _check("unpitched_floor", floor, floor is None or _is_fraction(floor), "None or in [0, 1]")
 
     def replace(self, **changes: Any) -> EngineSettings:
         """A copy with some fields changed (TypeError for a name that is no field)."""

@@ -202,3 +202,56 @@ def test_the_replay_decides_every_level_as_the_engine_does() -> None:
         assert got == want
         changed |= got != decide(replay, LABELS, rejection_of(Scripted(labels=list(LABELS))), None)
     assert changed  # the guard acted somewhere, so the comparison is not vacuous
+
+
+# -- the reverse lever: the unpitched floor ----------------------------------------------------------------------
+@dataclass
+class FluteBundle(FakeBundle):
+    """Says flute (clearly) whatever it hears: what the unpitched floor is for, on noise."""
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.array([0.8, 0.15, 0.05], dtype=np.float32)
+
+
+def _floored(audio: np.ndarray, floor: float | None, labels: list[str] = LABELS) -> list[str]:
+    engine = Classifier(FluteBundle(labels=list(labels)), settings=EngineSettings(unpitched_floor=floor))
+    return [e.label for e in engine.process_hops(audio.astype(np.float32)) + engine.flush() if e.probs is not None]
+
+
+def test_the_unpitched_floor_keeps_instruments_off_noise_and_on_notes() -> None:
+    tone = 0.3 * harmonic(330.0, seconds=1.5)
+    noise = 0.3 * np.random.default_rng(4).standard_normal(tone.size)
+    assert set(_floored(noise, None)) == {"flute"}  # no floor: the model's answer
+    assert set(_floored(noise, 0.35)) == {"other"}  # no period: not an instrument
+    assert set(_floored(tone, 0.35)) == {"flute"}  # a played note keeps its family
+    assert set(_floored(noise, 0.35, ["flute", "organ", "bass"])) == {"unknown"}  # no `other` output
+    with pytest.raises(ValueError, match="unpitched_floor"):
+        EngineSettings(unpitched_floor=-0.1)
+    result = run_main("classify", "--unpitched-floor", "2", "nothing.wav")
+    assert result.exit_code == 2 and "--unpitched-floor" in result.output
+
+
+def test_the_replay_decides_every_unpitched_floor_as_the_engine_does() -> None:
+    from instrument_ai.train.experiments.other_guard import decide, rejection_of, replay_clip
+
+    rng = np.random.default_rng(6)
+    audio = np.concatenate([0.3 * harmonic(220.0, 1.3), np.zeros(RATE // 2), 0.2 * rng.standard_normal(RATE),
+                            0.3 * harmonic(523.0, 0.8)]).astype(np.float32)  # fmt: skip
+    replay = replay_clip(FluteBundle(labels=list(LABELS)), audio.astype(np.float64), "flute")
+    rejection = rejection_of(FluteBundle(labels=list(LABELS)))
+    for floor in (None, 0.2, 0.35, 0.6):
+        assert decide(replay, LABELS, rejection, None, unpitched=floor) == _floored(audio, floor)
+    assert "other" in decide(replay, LABELS, rejection, None, unpitched=0.35)  # the floor acted on the noise
+
+
+def test_the_floor_is_chosen_for_fewest_false_events_within_the_lost_bound() -> None:
+    from instrument_ai.train.experiments.other_guard import choose_floor
+
+    def row(floor: float | None, lost: float, events: float) -> dict:
+        return {"unpitched_floor": floor, "real_lost_notes": {"mean": lost}, "other_false_events_per_minute": events}
+
+    table = {"off": row(None, 0.30, 10.0), "floor 0.2": row(0.2, 0.305, 8.0), "floor 0.3": row(0.3, 0.309, 8.0),
+             "floor 0.5": row(0.5, 0.35, 2.0)}  # fmt: skip
+    assert choose_floor(table) == 0.2  # 0.5 loses 5 points of notes; 0.3 removes no more events than 0.2
+    assert choose_floor({"off": row(None, 0.3, 10.0), "floor 0.2": row(0.2, 0.3, 11.0)}) is None

@@ -1,7 +1,8 @@
 """The options and errors the command shells share, each defined once.
 
 `--model/--model-dir/--trusted-key/--threads/--require-other` and the engine options (`--hop`, `--smooth`,
-`--silence-db`, `--min-confidence`, `--top-k`, `--onset-align`, `--decision`, `--pitched-guard`) are declared
+`--silence-db`, `--min-confidence`, `--top-k`, `--onset-align`, `--decision`, `--pitched-guard`,
+`--unpitched-floor`) are declared
 here and used by `run`, `classify`, `soak`, `inspect` and `bench`; the engine defaults come from
 `EngineSettings`, never a literal.
 """
@@ -166,11 +167,20 @@ ENGINE_OPTIONS = _stack(
             help="A hop at least this clearly pitched (0-1, autocorrelation peak) is not called 'other' while an "
             "instrument is close; off: no guard.",
         ),
+        click.option(
+            "--unpitched-floor",
+            type=GuardLevel(0.0, 1.0),
+            default="off" if DEFAULT_SETTINGS.unpitched_floor is None else DEFAULT_SETTINGS.unpitched_floor,
+            show_default=True,
+            help="A hop less clearly pitched than this (0-1, autocorrelation peak: noise, rain, slaps) is never "
+            "named an instrument; off: no floor.",
+        ),
     ]
 )
 """The `EngineSettings` fields as options (`run`, `classify`)."""
 
-ENGINE_KEYS = ("hop", "smooth", "silence_db", "min_confidence", "top_k", "onset_align", "decision", "pitched_guard")
+ENGINE_KEYS = ("hop", "smooth", "silence_db", "min_confidence", "top_k", "onset_align", "decision", "pitched_guard",
+               "unpitched_floor")  # fmt: skip
 
 
 def settings_from_options(opts: dict[str, Any]) -> EngineSettings:
@@ -186,6 +196,7 @@ def settings_from_options(opts: dict[str, Any]) -> EngineSettings:
             align_onsets=values["onset_align"],
             decision=values["decision"],
             pitched_guard=values["pitched_guard"],
+            unpitched_floor=values["unpitched_floor"],
         )
     except ValueError as exc:
         raise RunError(str(exc), EXIT_USAGE) from None

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from instrument_ai.device.decision import PITCHED_GUARD_RATIO, decide_label, guard_pitched
+from instrument_ai.device.decision import PITCHED_GUARD_RATIO, decide_label, floor_unpitched, guard_pitched
 from instrument_ai.device.harmonicity import pitch_salience
 from instrument_ai.device.labels import OTHER, UNKNOWN
 from instrument_ai.device.settings import DEFAULT_SETTINGS, FALLBACK_MIN_CONFIDENCE
@@ -48,6 +48,11 @@ RATIOS = (0.25, 0.5, 1.0)
 Setting = tuple[float, float] | None
 """(level, ratio), or None: no guard."""
 OUTCOMES = ("right", "unknown", "other", "wrong")
+FLOORS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+"""Unpitched floors (`EngineSettings.unpitched_floor`) replayed, besides off."""
+MAX_LOST_RISE = 0.01
+"""The unpitched floor is the one that leaves fewest false events per minute on the tuning folds' `other` sources
+while their real notes lost (`other` or `unknown`, mean over folds) rise by at most this share over off."""
 MAX_FALSE_EVENT_RISE = 1.0
 """The level is the one that loses fewest instrument hops to `other` or `unknown` on the tuning folds while their
 `other` sources get at most this many more false events per minute than without the guard."""
@@ -86,22 +91,24 @@ def replay_clip(bundle: Any, audio: np.ndarray, truth: str) -> Replay:
 
 
 def decide(replay: Replay, labels: Sequence[str], rejection: Any, level: float | None,
-           ratio: float = PITCHED_GUARD_RATIO) -> list[str]:  # fmt: skip
-    """The label of each sounding hop of `replay` with the guard at `level` (the engine's rule)."""
-    return [decide_label(guard_pitched(p, labels, float(s), level, ratio=ratio), labels,
-                         min_confidence=FALLBACK_MIN_CONFIDENCE, rejection=rejection)
+           ratio: float = PITCHED_GUARD_RATIO, unpitched: float | None = None) -> list[str]:  # fmt: skip
+    """The label of each sounding hop of `replay` with the guard at `level` and the unpitched floor at `unpitched`
+    (the engine's rule)."""
+    return [floor_unpitched(decide_label(guard_pitched(p, labels, float(s), level, ratio=ratio), labels,
+                                         min_confidence=FALLBACK_MIN_CONFIDENCE, rejection=rejection),
+                            labels, float(s), unpitched)
             for p, s in zip(replay.smoothed, replay.salience, strict=True)]  # fmt: skip
 
 
 def fold_figures(replays: Sequence[Replay], labels: Sequence[str], rejection: Any, setting: Setting,
-                 hop_seconds: float) -> dict[str, Any]:  # fmt: skip
+                 hop_seconds: float, unpitched: float | None = None) -> dict[str, Any]:  # fmt: skip
     """An instrument fold's shares of hops and of notes right, unknown, other, wrong (lost = other + unknown; a
     note counts as what most of its sounding hops are); an `other` fold's false events per minute and hops
     named an instrument (`corpus.kinds.other_figures`)."""
     from instrument_ai.train.corpus.kinds import other_figures
 
     level, ratio = setting if setting is not None else (None, PITCHED_GUARD_RATIO)
-    decided = [decide(r, labels, rejection, level, ratio) for r in replays]
+    decided = [decide(r, labels, rejection, level, ratio, unpitched) for r in replays]
     if replays and replays[0].truth == OTHER:
         hops = [label for d in decided for label in d]
         clip = np.array([i for i, d in enumerate(decided) for _ in d])
@@ -197,30 +204,43 @@ def level_table(folds: dict[str, dict[str, Any]], names: Sequence[str], settings
                 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """For each setting: every fold's figures, the mean and worst shares over real folds and the false events per
     minute over the `other` folds (their hops and events summed)."""
-    table: dict[str, dict[str, Any]] = {}
-    for setting in settings:
-        per_fold: dict[str, Any] = {}
-        for name in names:
-            entry = folds[name]
-            per_fold[name] = {g: fold_figures(c, entry["labels"], entry["rejection"], setting, entry["hop"])
-                              for g, c in entry["clips"].items() if c}  # fmt: skip
-        real = [f["instrument"] for n, f in per_fold.items() if folds[n]["kind"] == "real" and "instrument" in f]
-        others = [f["other"] for f in per_fold.values() if "other" in f]
-        minutes = sum(o["minutes"] for o in others)
-        table[setting_name(setting)] = {
-            "level": None if setting is None else setting[0], "ratio": None if setting is None else setting[1],
-            "folds": per_fold,
-            "real_other_notes": _mean_worst([f["other_notes"] for f in real]),
-            "real_other_hops": _mean_worst([f["other_hops"] for f in real]),
-            "real_lost_notes": _mean_worst([f["lost_notes"] for f in real]),
-            "real_lost_hops": _mean_worst([f["lost_hops"] for f in real]),
-            "real_right_hops": _mean_worst([f["share"]["right"] for f in real]),
-            "real_wrong_hops": _mean_worst([f["share"]["wrong"] for f in real]),
-            "other_false_events_per_minute": sum(o["false_events"] for o in others) / minutes if minutes else None,
-            "other_hops_named": (sum(o["hops_named_instrument"] * o["hops"] for o in others)
-                                 / max(1, sum(o["hops"] for o in others))) if others else None,
-        }  # fmt: skip
-    return table
+    return {setting_name(setting): _table_row(folds, names, setting, None) for setting in settings}
+
+
+def floor_table(folds: dict[str, dict[str, Any]], names: Sequence[str], floors: Sequence[float]
+                ) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """`level_table` for the unpitched floor (`decision.floor_unpitched`), guard off: off, then each floor."""
+    return {floor_name(f): _table_row(folds, names, None, f) for f in (None, *floors)}
+
+
+def floor_name(floor: float | None) -> str:
+    return "off" if floor is None else f"floor {floor:g}"
+
+
+def _table_row(folds: dict[str, dict[str, Any]], names: Sequence[str], setting: Setting, unpitched: float | None
+               ) -> dict[str, Any]:  # fmt: skip
+    per_fold: dict[str, Any] = {}
+    for name in names:
+        entry = folds[name]
+        per_fold[name] = {g: fold_figures(c, entry["labels"], entry["rejection"], setting, entry["hop"], unpitched)
+                          for g, c in entry["clips"].items() if c}  # fmt: skip
+    real = [f["instrument"] for n, f in per_fold.items() if folds[n]["kind"] == "real" and "instrument" in f]
+    others = [f["other"] for f in per_fold.values() if "other" in f]
+    minutes = sum(o["minutes"] for o in others)
+    return {
+        "level": None if setting is None else setting[0], "ratio": None if setting is None else setting[1],
+        "unpitched_floor": unpitched,
+        "folds": per_fold,
+        "real_other_notes": _mean_worst([f["other_notes"] for f in real]),
+        "real_other_hops": _mean_worst([f["other_hops"] for f in real]),
+        "real_lost_notes": _mean_worst([f["lost_notes"] for f in real]),
+        "real_lost_hops": _mean_worst([f["lost_hops"] for f in real]),
+        "real_right_hops": _mean_worst([f["share"]["right"] for f in real]),
+        "real_wrong_hops": _mean_worst([f["share"]["wrong"] for f in real]),
+        "other_false_events_per_minute": sum(o["false_events"] for o in others) / minutes if minutes else None,
+        "other_hops_named": (sum(o["hops_named_instrument"] * o["hops"] for o in others)
+                             / max(1, sum(o["hops"] for o in others))) if others else None,
+    }  # fmt: skip
 
 
 def all_settings(levels: Sequence[float], ratios: Sequence[float]) -> list[Setting]:
@@ -252,8 +272,39 @@ def choose_setting(table: dict[str, dict[str, Any]]) -> Setting:
     return best
 
 
+def choose_floor(table: dict[str, dict[str, Any]]) -> float | None:
+    """The unpitched floor with the fewest false events per minute on the `other` folds whose real notes lost rise
+    by at most `MAX_LOST_RISE` over off (ties: the lowest floor); None (off) when none removes an event."""
+    off = table["off"]
+    allowed = ((off["real_lost_notes"] or {}).get("mean") or 0.0) + MAX_LOST_RISE
+    best, best_events = None, off["other_false_events_per_minute"] or 0.0
+    for row in table.values():
+        lost, events = (row["real_lost_notes"] or {}).get("mean"), row["other_false_events_per_minute"]
+        if row["unpitched_floor"] is not None and lost is not None and events is not None and lost <= allowed \
+                and events < best_events - 1e-9:  # fmt: skip
+            best, best_events = row["unpitched_floor"], events
+    return best
+
+
+def cross_floors(folds: dict[str, dict[str, Any]], groups: dict[str, list[str]], floors: Sequence[float]
+                 ) -> dict[str, Any]:  # fmt: skip
+    """The unpitched floor chosen on one group's folds and reported on the other's (and back), every floor per
+    group, and the floor chosen on both groups together."""
+    tables = {g: floor_table(folds, names, floors) for g, names in groups.items()}
+    cross = []
+    for tune, report in zip(sorted(groups), reversed(sorted(groups)), strict=True):
+        chosen = choose_floor(tables[tune])
+        cross.append({"chosen_on": tune, "reported_on": report, "setting": floor_name(chosen),
+                      "off": _summary(tables[report]["off"]),
+                      "guarded": _summary(tables[report][floor_name(chosen)])})  # fmt: skip
+    on_all = choose_floor(floor_table(folds, sorted(folds), floors))
+    return {"per_group": tables, "cross": cross, "chosen_on_all_groups": floor_name(on_all),
+            "chosen_floor": on_all, "max_lost_rise": MAX_LOST_RISE}  # fmt: skip
+
+
 def measure(data: Path, holdout: Path | None, model: Path | None, *, most: int | None, cache: Path | None = None,
-            levels: Sequence[float] = LEVELS, ratios: Sequence[float] = RATIOS) -> dict[str, Any]:  # fmt: skip
+            levels: Sequence[float] = LEVELS, ratios: Sequence[float] = RATIOS,
+            floors: Sequence[float] = ()) -> dict[str, Any]:  # fmt: skip
     """The cross-checked holdout replay (tuned on one group, reported on the other) and the unheard-source replay.
 
     `cache`: a pickle of the replays (written after streaming, read instead of streaming when it exists for the
@@ -280,9 +331,13 @@ def measure(data: Path, holdout: Path | None, model: Path | None, *, most: int |
                                     "off": _summary(tables[report]["off"]),
                                     "guarded": _summary(tables[report][setting_name(chosen)])})  # fmt: skip
         result["chosen_on_all_groups"] = setting_name(choose_setting(level_table(folds, sorted(folds), settings)))
+        if floors:
+            result["floors"] = cross_floors(folds, result["groups"], floors)
     if replays["unheard"] is not None:
         result["model"] = str(model)
         result["unheard"] = level_table(replays["unheard"], list(UNHEARD), settings)
+        if floors:
+            result["floors_unheard"] = floor_table(replays["unheard"], list(UNHEARD), floors)
     return result
 
 
@@ -362,6 +417,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         lines += [f"## `{result['model']}` on the five sources it never heard, at every setting", "", *HEADER]
         lines += [_row(name, row) for name, row in result["unheard"].items()]
         lines.append("")
+    lines += floor_markdown(result)
     lines += [f"## Every fold at the engine's ratio {PITCHED_GUARD_RATIO:g} (notes called `other` / hops `other`; "
               "`other` clips: false events/min)", ""]
     for title, table in ([("holdout " + g, t) for g, t in result.get("per_group", {}).items()]
@@ -385,6 +441,36 @@ def markdown(result: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
+def floor_markdown(result: dict[str, Any]) -> list[str]:
+    """The unpitched floor's sections: cross-checked on the holdout groups, then on the unheard sources."""
+    lines: list[str] = []
+    if "floors" in result:
+        floors = result["floors"]
+        lines += ["## The unpitched floor: a hop with no stable period is not named an instrument", "",
+                  "Chosen on one group (fewest false events per minute on its `other` folds, its real notes lost "
+                  f"rising by at most {100 * floors['max_lost_rise']:g} point), reported on the other group:", "",
+                  "| chosen on -> reported on | setting | " + HEADER[0][4:], "|---" + HEADER[1]]  # fmt: skip
+        for row in floors["cross"]:
+            for name in ("off", "guarded"):
+                setting = "off" if name == "off" else row["setting"]
+                lines.append(_row(f"{row['chosen_on']} -> {row['reported_on']} | {setting}", row[name]))
+        lines += ["", f"Floor chosen on both groups together: {floors['chosen_on_all_groups']}.", ""]
+        for group, table in floors["per_group"].items():
+            lines += [f"### Group `{group}` at every floor", "", *HEADER]
+            lines += [_row(name, row) for name, row in table.items()]
+            lines.append("")
+            other_folds = [n for n, f in next(iter(table.values()))["folds"].items() if "other" in f]
+            lines += ["| `other` fold: false events/min | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
+            lines += [f"| {n} | " + " | ".join(f"{row['folds'][n]['other']['false_events_per_minute']:.1f}"
+                                                for row in table.values()) + " |" for n in other_folds]  # fmt: skip
+            lines.append("")
+    if "floors_unheard" in result:
+        lines += [f"### `{result['model']}` on the five sources it never heard, at every floor", "", *HEADER]
+        lines += [_row(name, row) for name, row in result["floors_unheard"].items()]
+        lines.append("")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the corpus the holdout and the sources come from")
@@ -393,16 +479,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-clips", type=int, default=60, help="notes (and `other` clips) per source, at most")
     parser.add_argument("--cache", type=Path, default=None, help="keep (or reuse) the streamed replays here")
+    parser.add_argument("--unpitched-floors", default=None,
+                        help=f"comma-separated unpitched floors to replay too (e.g. {','.join(map(str, FLOORS))})")
     args = parser.parse_args(argv)
+    try:
+        floors = [float(v) for v in args.unpitched_floors.split(",")] if args.unpitched_floors else []
+    except ValueError:
+        parser.error(f"--unpitched-floors: not a list of numbers: {args.unpitched_floors!r}")
+    if any(not 0.0 <= f <= 1.0 for f in floors):
+        parser.error("--unpitched-floors: each floor must be in [0, 1]")
     if args.holdout is None and args.model is None:
         parser.error("give --holdout, --model or both")
-    result = measure(args.data, args.holdout, args.model, most=args.max_clips, cache=args.cache)
+    result = measure(args.data, args.holdout, args.model, most=args.max_clips, cache=args.cache, floors=floors)
     args.out.mkdir(parents=True, exist_ok=True)
     command = ("python -m instrument_ai.train.experiments.other_guard --data " + str(args.data)
                + (f" --holdout {args.holdout}" if args.holdout else "")
                + (f" --model {args.model}" if args.model else "")
                + f" --out {args.out} --max-clips {args.max_clips}"
-               + (f" --cache {args.cache}" if args.cache else ""))  # fmt: skip
+               + (f" --cache {args.cache}" if args.cache else "")
+               + (f" --unpitched-floors {args.unpitched_floors}" if floors else ""))  # fmt: skip
     (args.out / "other-guard.json").write_text(json.dumps(result, indent=2))
     (args.out / "other-guard.md").write_text(markdown(result, command))
     print(markdown(result, command))
