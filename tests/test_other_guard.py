@@ -102,9 +102,14 @@ class FixedBundle(FakeBundle):
         return self.row
 
 
-def _labels(audio: np.ndarray, guard: float | None) -> list[str]:
-    engine = Classifier(FixedBundle(labels=list(LABELS)), settings=EngineSettings(pitched_guard=guard))
+def _decided(bundle: FakeBundle, audio: np.ndarray, **settings: object) -> list[str]:
+    """The engine's label of every sounding hop of `audio`."""
+    engine = Classifier(bundle, settings=EngineSettings(**settings))  # type: ignore[arg-type]
     return [e.label for e in engine.process_hops(audio.astype(np.float32)) + engine.flush() if e.probs is not None]
+
+
+def _labels(audio: np.ndarray, guard: float | None) -> list[str]:
+    return _decided(FixedBundle(labels=list(LABELS)), audio, pitched_guard=guard)
 
 
 def test_the_engine_keeps_other_off_a_pitched_note_and_on_noise() -> None:
@@ -215,8 +220,7 @@ class FluteBundle(FakeBundle):
 
 
 def _floored(audio: np.ndarray, floor: float | None, labels: list[str] = LABELS) -> list[str]:
-    engine = Classifier(FluteBundle(labels=list(labels)), settings=EngineSettings(unpitched_floor=floor))
-    return [e.label for e in engine.process_hops(audio.astype(np.float32)) + engine.flush() if e.probs is not None]
+    return _decided(FluteBundle(labels=list(labels)), audio, unpitched_floor=floor)
 
 
 def test_the_unpitched_floor_keeps_instruments_off_noise_and_on_notes() -> None:

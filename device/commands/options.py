@@ -119,6 +119,12 @@ MODEL_OPTIONS = _stack(
 )
 """Where the model comes from and how it is checked (`run`, `classify`)."""
 
+def _salience_option(flag: str, default: float | None, help_text: str) -> Decorator:
+    """A pitch-salience level option (`GuardLevel`: 0-1 or ``off``)."""
+    return click.option(flag, type=GuardLevel(0.0, 1.0), default="off" if default is None else default,
+                        show_default=True, help=help_text)  # fmt: skip
+
+
 ENGINE_OPTIONS = _stack(
     [
         click.option(
@@ -159,20 +165,16 @@ ENGINE_OPTIONS = _stack(
             help="hops: decide each hop on the last --smooth hops; note: on all the evidence since the note's onset "
             f"(reset at the next onset or silence) [the bundle's, else {FALLBACK_DECISION}].",
         ),
-        click.option(
+        _salience_option(
             "--pitched-guard",
-            type=GuardLevel(0.0, 1.0),
-            default="off" if DEFAULT_SETTINGS.pitched_guard is None else DEFAULT_SETTINGS.pitched_guard,
-            show_default=True,
-            help="A hop at least this clearly pitched (0-1, autocorrelation peak) is not called 'other' while an "
+            DEFAULT_SETTINGS.pitched_guard,
+            "A hop at least this clearly pitched (0-1, autocorrelation peak) is not called 'other' while an "
             "instrument is close; off: no guard.",
         ),
-        click.option(
+        _salience_option(
             "--unpitched-floor",
-            type=GuardLevel(0.0, 1.0),
-            default="off" if DEFAULT_SETTINGS.unpitched_floor is None else DEFAULT_SETTINGS.unpitched_floor,
-            show_default=True,
-            help="A hop less clearly pitched than this (0-1, autocorrelation peak: noise, rain, slaps) is never "
+            DEFAULT_SETTINGS.unpitched_floor,
+            "A hop less clearly pitched than this (0-1, autocorrelation peak: noise, rain, slaps) is never "
             "named an instrument; off: no floor.",
         ),
     ]

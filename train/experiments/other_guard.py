@@ -400,15 +400,11 @@ def markdown(result: dict[str, Any], command: str) -> str:
              f"Corpus `{result['data']}`, at most {result['max_clips']} notes and {result['max_clips']} `other` "
              "clips per source (evenly spaced). Reproduce with:", "", "```", command, "```", ""]  # fmt: skip
     if "cross" in result:
-        lines += [f"Holdout `{result['holdout']}`: each fold through its own group model. Level chosen on one "
-                  f"group (fewest real hops lost, at most {result['max_false_event_rise']:g} more false event per "
-                  "minute on its `other` folds), reported on the other group:", "",
-                  "| chosen on -> reported on | setting | " + HEADER[0][4:], "|---" + HEADER[1]]
-        for row in result["cross"]:
-            for name in ("off", "guarded"):
-                setting = "off" if name == "off" else row["setting"]
-                lines.append(_row(f"{row['chosen_on']} -> {row['reported_on']} | {setting}", row[name]))
-        lines += ["", f"Setting chosen on both groups together: {result['chosen_on_all_groups']}.", ""]
+        lines += _cross_lines(f"Holdout `{result['holdout']}`: each fold through its own group model. Level chosen on "
+                              f"one group (fewest real hops lost, at most {result['max_false_event_rise']:g} more "
+                              "false event per minute on its `other` folds), reported on the other group:",
+                              result["cross"], f"Setting chosen on both groups together: "
+                              f"{result['chosen_on_all_groups']}.")  # fmt: skip
         for group, table in result["per_group"].items():
             lines += [f"## Group `{group}` at every setting", "", *HEADER]
             lines += [_row(name, row) for name, row in table.items()]
@@ -441,20 +437,26 @@ def markdown(result: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
+def _cross_lines(intro: str, cross: list[dict[str, Any]], chosen: str) -> list[str]:
+    """A cross-checked table: for each order of the groups, off and the setting chosen on the other group."""
+    lines = [intro, "", "| chosen on -> reported on | setting | " + HEADER[0][4:], "|---" + HEADER[1]]
+    for row in cross:
+        for name in ("off", "guarded"):
+            setting = "off" if name == "off" else row["setting"]
+            lines.append(_row(f"{row['chosen_on']} -> {row['reported_on']} | {setting}", row[name]))
+    return [*lines, "", chosen, ""]
+
+
 def floor_markdown(result: dict[str, Any]) -> list[str]:
     """The unpitched floor's sections: cross-checked on the holdout groups, then on the unheard sources."""
     lines: list[str] = []
     if "floors" in result:
         floors = result["floors"]
-        lines += ["## The unpitched floor: a hop with no stable period is not named an instrument", "",
-                  "Chosen on one group (fewest false events per minute on its `other` folds, its real notes lost "
-                  f"rising by at most {100 * floors['max_lost_rise']:g} point), reported on the other group:", "",
-                  "| chosen on -> reported on | setting | " + HEADER[0][4:], "|---" + HEADER[1]]  # fmt: skip
-        for row in floors["cross"]:
-            for name in ("off", "guarded"):
-                setting = "off" if name == "off" else row["setting"]
-                lines.append(_row(f"{row['chosen_on']} -> {row['reported_on']} | {setting}", row[name]))
-        lines += ["", f"Floor chosen on both groups together: {floors['chosen_on_all_groups']}.", ""]
+        lines += ["## The unpitched floor: a hop with no stable period is not named an instrument", ""]
+        lines += _cross_lines("Chosen on one group (fewest false events per minute on its `other` folds, its real "
+                              f"notes lost rising by at most {100 * floors['max_lost_rise']:g} point), reported on "
+                              "the other group:", floors["cross"],
+                              f"Floor chosen on both groups together: {floors['chosen_on_all_groups']}.")  # fmt: skip
         for group, table in floors["per_group"].items():
             lines += [f"### Group `{group}` at every floor", "", *HEADER]
             lines += [_row(name, row) for name, row in table.items()]
