@@ -61,6 +61,8 @@ class FileResult:
     """Every hop's decision, in order."""
     personal: dict[str, Any] | None = None
     """The personal head applied (``{"families": [...], "notes": N}``), None without one."""
+    decided_as: dict[str, Any] | None = None
+    """The decision rule in force and who chose it (`engine.Classifier.decision_info`)."""
 
     def to_dict(self, *, timeline: bool = False) -> dict[str, Any]:
         """The fields `instrument-ai classify --json` prints (with the hops when `timeline`)."""
@@ -77,6 +79,8 @@ class FileResult:
         }
         if self.personal is not None:
             out["personal"] = self.personal
+        if self.decided_as is not None:
+            out["decided_as"] = self.decided_as
         if timeline:
             out["timeline"] = [event.to_dict() for event in self.timeline]
         return out
@@ -140,6 +144,7 @@ def classify_file(
         labels=labels,
         timeline=hops,
         personal=None if personal is None else personal.summary(),
+        decided_as=engine.decision_info(),
     )
 
 

@@ -192,3 +192,12 @@ def test_the_demo_latency_is_measured_at_the_rule_asked_for(ruled_bundle: Path) 
     told = decision_latency(ruled_bundle, decision="hops", min_confidence=0.6)
     assert told["decided_as"] == {"rule": "hops", "min_confidence": 0.6, "from": "options"}
     assert "onset-aligned, per hop at floor 0.6" in "\n".join(_latency_lines({"decision_latency": told}))
+
+
+def test_classify_says_which_rule_named_the_file(ruled_bundle: Path) -> None:
+    from instrument_ai.device.audio_io import demo_path
+
+    result = run_main("classify", "--json", "--model", ruled_bundle, "--max-seconds", "60", demo_path())
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output.strip().splitlines()[-1])
+    assert record["decided_as"] == {"rule": "note", "min_confidence": 0.35, "from": "bundle"}
