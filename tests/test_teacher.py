@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +232,14 @@ def test_holdout_passes_the_teacher_to_every_fold(tmp_path: Path, monkeypatch: p
     result = run_main("experiment", "holdout", "--data", tmp_path / "data", "--out", tmp_path / "h2",
                       "--teacher-weight", "0.3")  # fmt: skip
     assert result.exit_code == 2 and "--teacher-weight needs --teacher" in result.output
+    result = run_main("experiment", "holdout", "--data", tmp_path / "data", "--out", tmp_path / "h3", "--teacher",
+                      "gbm-audioset")  # fmt: skip
+    assert result.exit_code == 2 and "--teacher gbm-audioset needs --teacher-file" in result.output
+    (tmp_path / "w.pt").write_bytes(b"x")
+    result = run_main("experiment", "holdout", "--data", tmp_path / "data", "--out", tmp_path / "h4", "--teacher",
+                      "gbm-audioset", "--teacher-file", tmp_path / "w.pt")  # fmt: skip
+    assert result.exit_code == 2 and "1 bytes, but mn04_as is 4066513 bytes; refused" in result.output
+    assert not (tmp_path / "h4").exists() and len(asked) == 1
 
 
 @pytest.mark.slow  # two folds with the real trainer, each in its own process: ~1 min
@@ -259,3 +268,97 @@ def test_each_holdout_fold_fits_its_own_teacher_without_its_held_out_source(tmp_
         assert libraries == ({"libA", "libB"} - {fold["name"]})  # only the fold's own training source
         trained = set(config["data"]["instruments"]["train"])
         assert {name.rsplit("-", 2)[0] for name in taught.note_strs} <= trained
+
+
+# -- the AudioSet teacher (gbm-audioset) -------------------------------------------------------------------------
+class FakeTagger:
+    """Stands in for the mn04_as tagger (torch and the weights are training-time extras): a note's 527
+    probabilities from its loudness, and a count of the notes it heard."""
+
+    heard = 0
+
+    @classmethod
+    def load(cls, path: object) -> FakeTagger:
+        return cls()
+
+    def probabilities(self, audio: np.ndarray, rate: int) -> np.ndarray:
+        FakeTagger.heard += 1
+        level = float(np.sqrt(np.mean(np.square(audio)))) if audio.size else 0.0
+        return np.linspace(0.01, 0.99, 527) * min(1.0, 0.2 + level)
+
+
+@pytest.fixture()
+def fake_tagger(monkeypatch: pytest.MonkeyPatch) -> type[FakeTagger]:
+    from instrument_ai.train import audioset_tagger, teacher_audioset
+    from instrument_ai.train.teacher_file import TeacherFile
+
+    pinned = TeacherFile(name="mn04_as", repo="r", commit="c", path="p", bytes=1, sha256="ab" * 32, licence="MIT",
+                         model_code="m", model_code_commit="c")  # fmt: skip
+    monkeypatch.setattr(teacher_audioset, "verified_teacher_file", lambda path: pinned)
+    monkeypatch.setattr("instrument_ai.train.teacher_file.verified_teacher_file", lambda path: pinned)
+    monkeypatch.setattr(audioset_tagger, "AudioSetTagger", FakeTagger)
+    FakeTagger.heard = 0
+    return FakeTagger
+
+
+def test_the_audioset_features_are_the_music_branch_and_voice_and_noise_classes() -> None:
+    from instrument_ai.train.audioset_tagger import AUDIOSET_LABELS
+    from instrument_ai.train.teacher_audioset import EXTRA_CLASSES, feature_indices
+
+    picked = [AUDIOSET_LABELS[i] for i in feature_indices(AUDIOSET_LABELS)]
+    assert picked[0] == "Music" and "Flute" in picked and "Cello" in picked and "Singing bowl" in picked
+    assert picked[-len(EXTRA_CLASSES):] == list(EXTRA_CLASSES) and len(set(picked)) == len(picked) == 90
+
+
+def test_each_note_is_tagged_once_and_the_pass_resumes(corpus: Path, tmp_path: Path,
+                                                       fake_tagger: type[FakeTagger]) -> None:  # fmt: skip
+    from instrument_ai.train import teacher_audioset
+
+    notes = sorted(json.loads((corpus / "examples.json").read_text()))[:6]
+    first = teacher_audioset.note_logits(corpus, notes[:4], Path("w.pt"), tmp_path, progress=False)
+    assert first.shape == (4, 527) and fake_tagger.heard == 4
+    both = teacher_audioset.note_logits(corpus, notes, Path("w.pt"), tmp_path, progress=False)
+    assert fake_tagger.heard == 6  # only the two new notes went through the tagger
+    np.testing.assert_allclose(both[:4], first, atol=1e-2)  # kept as float16
+    assert len(list((tmp_path / "audioset").glob("*.npz"))) == 1
+    with pytest.raises(Exception, match="cannot be read for the AudioSet teacher"):
+        teacher_audioset.note_logits(corpus, ["no_such_note"], Path("w.pt"), tmp_path, progress=False)
+
+
+def test_the_audioset_teacher_adds_the_tags_to_the_statistics(corpus: Path, cache: Path, tmp_path: Path,
+                                                              fake_tagger: type[FakeTagger],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from instrument_ai.train import trainer
+    from instrument_ai.train.prepare import prepare_data
+
+    widths: list[int] = []
+    real = teacher_module.out_of_fold
+
+    def spy(stats, *args, **kwargs):
+        widths.append(stats.shape[1])
+        return real(stats, *args, **kwargs)
+
+    monkeypatch.setattr(teacher_module, "out_of_fold", spy)
+    shutil.rmtree(cache / "teacher", ignore_errors=True)  # fit both teachers now, not from earlier tests' cache
+    plain = _config(corpus, cache, tmp_path / "plain")
+    tagged = _config(corpus, cache, tmp_path / "tagged", teacher="gbm-audioset", teacher_file=str(tmp_path / "w.pt"))
+    for config in (plain, tagged):
+        prepared = prepare_data(config)
+        targets = trainer._teacher(config, prepared, tmp_path / "run", resume=False)
+    assert widths[1] == widths[0] + 90  # the 90 AudioSet logits beside the statistics
+    assert targets.info["kind"] == "gbm-audioset" and targets.info["audioset"]["name"] == "mn04_as"
+    assert fake_tagger.heard == prepared.train.n_notes
+
+
+def test_the_audioset_teacher_needs_its_pinned_file(corpus: Path, tmp_path: Path) -> None:
+    from clirun import run_main
+
+    from instrument_ai.train.config import TrainConfig, TrainError
+
+    with pytest.raises(TrainError, match="--teacher gbm-audioset needs --teacher-file"):
+        TrainConfig(data=str(corpus), out=str(tmp_path), teacher="gbm-audioset")
+    (tmp_path / "w.pt").write_bytes(b"not the weights")
+    result = run_main("train", "--data", corpus, "--out", tmp_path / "run", "--teacher", "gbm-audioset",
+                      "--teacher-file", tmp_path / "w.pt")  # fmt: skip
+    assert result.exit_code == 2 and "but mn04_as is 4066513 bytes; refused" in result.output
+    assert not (tmp_path / "run").exists()

@@ -96,6 +96,8 @@ class TrainConfig:
     the training sources only; see teacher.py); None: hard labels only."""
     teacher_weight: float = 0.5
     """Share of the teacher's soft targets in each window's target (the rest is the note's hard label)."""
+    teacher_file: str | None = None
+    """The pinned AudioSet tagger weights (train/teachers.toml) for ``teacher="gbm-audioset"``."""
     verbose: int = 1
     """0 silent, 1 progress (Keras bar on a terminal, a line per epoch otherwise)."""
 
@@ -135,6 +137,12 @@ class TrainConfig:
             raise TrainError(f"unknown teacher {self.teacher!r}; choose from {', '.join(TEACHERS)}")
         if not 0.0 < self.teacher_weight <= 1.0:
             raise TrainError(f"teacher weight must be in (0, 1], got {self.teacher_weight}")
+        if (self.teacher == "gbm-audioset") != (self.teacher_file is not None):
+            raise TrainError("--teacher gbm-audioset needs --teacher-file (the pinned mn04_as weights), and only it")
+        if self.teacher_file is not None:  # a file that is not the pinned one: TeacherFileError, exit 2
+            from instrument_ai.train.teacher_file import verified_teacher_file
+
+            verified_teacher_file(self.teacher_file)
         if self.window_seconds <= 0 or self.hop_seconds <= 0:
             raise TrainError("window and hop seconds must be positive")
 

@@ -44,8 +44,9 @@ from instrument_ai.train.features import FeatureSet
 
 log = logging.getLogger(__name__)
 
-TEACHERS = ("gbm",)
-"""Teachers `--teacher` accepts."""
+TEACHERS = ("gbm", "gbm-audioset")
+"""Teachers `--teacher` accepts: ``gbm-audioset`` adds a pretrained AudioSet tagger's view of each note to the
+statistics (`teacher_audioset`; training time only, needs torch and the pinned file, `--teacher-file`)."""
 DEFAULT_TEACHER_WEIGHT = 0.5
 TEACHER_FOLDS = 5
 """Folds of the out-of-fold fit (over training sources)."""
@@ -220,14 +221,17 @@ def teacher_targets(
     seed: int,
     cache_root: Path | None = None,
     folds: int = TEACHER_FOLDS,
+    audioset_file: Path | None = None,
 ) -> TeacherTargets:
     """The GBM teacher's out-of-fold targets for `features` (a run's training notes and nothing else).
 
     Cached under ``cache_root/teacher/`` when a cache folder is given (keyed by the store, the notes, their
-    labels, the statistics version, the fit's settings and the seed).
+    labels, the statistics version, the fit's settings and the seed). With `audioset_file` (the pinned mn04_as
+    weights) the statistics gain the AudioSet tagger's logits of each note (`teacher_audioset.teacher_features`).
     """
     note_strs = [n["note_str"] for n in features.notes]
-    key = _cache_key(features, note_strs, labels, stage, spec, seed, folds)
+    audioset = None if audioset_file is None else _audioset_digest(audioset_file)
+    key = _cache_key(features, note_strs, labels, stage, spec, seed, folds, audioset)
     store = features.meta.get("parent") or features.meta.get("key")
     cached = cache_root / "teacher" / f"{key}.npz" if cache_root is not None and store else None
     if cached is not None and cached.is_file():
@@ -237,12 +241,19 @@ def teacher_targets(
             log.warning("%s", exc)
     started = time.perf_counter()
     stats = note_statistics(features, stage, spec)
+    if audioset_file is not None:
+        from instrument_ai.train.features import default_cache_dir
+        from instrument_ai.train.teacher_audioset import teacher_features
+
+        tagged = teacher_features(Path(data), note_strs, audioset_file, cache_root or default_cache_dir())
+        stats = np.hstack([stats, tagged.astype(stats.dtype)])
     groups, grouped_by = fold_groups(features.notes, data, folds)
     probs, covered, figures = out_of_fold(stats, labels, groups, n_classes, folds=folds, seed=seed)
     scored = covered & probs.any(axis=1)
     info = {
-        "kind": "gbm",
+        "kind": "gbm" if audioset_file is None else "gbm-audioset",
         "statistics": {"stage": stage, "values": int(stats.shape[1]), "version": STATS_VERSION},
+        **({} if audioset is None else {"audioset": audioset}),
         "params": dict(GBM_PARAMS),
         "folds": len(figures),
         "grouped_by": grouped_by,
@@ -269,6 +280,7 @@ def _cache_key(
     spec: FrontendSpec,
     seed: int,
     folds: int,
+    audioset: dict[str, str] | None = None,
 ) -> str:
     material = {
         "store": features.meta.get("parent") or features.meta.get("key"),
@@ -280,8 +292,22 @@ def _cache_key(
         "params": GBM_PARAMS,
         "folds": folds,
         "seed": seed,
+        **({} if audioset is None else {"audioset": audioset}),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _audioset_digest(path: Path) -> dict[str, str]:
+    """The pinned tagger file (refused unless its size and digest are the catalogue's) and its features."""
+    from instrument_ai.train.teacher_audioset import EXTRA_CLASSES, FIRST_MUSIC_CLASS, LAST_MUSIC_CLASS
+    from instrument_ai.train.teacher_file import TeacherFileError, verified_teacher_file
+
+    try:
+        entry = verified_teacher_file(path)
+    except TeacherFileError as exc:
+        raise TeacherError(str(exc)) from None
+    classes = f"{FIRST_MUSIC_CLASS}..{LAST_MUSIC_CLASS}+{'|'.join(EXTRA_CLASSES)}"
+    return {"name": entry.name, "sha256": entry.sha256, "classes": classes}
 
 
 __all__ = [

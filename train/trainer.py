@@ -444,7 +444,8 @@ def _teacher(config: TrainConfig, prepared: PreparedData, run_dir: Path, *, resu
         if resume and saved.is_file():
             teacher = TeacherTargets.load(saved).aligned(names, len(prepared.labels))
         else:
-            say(config, f"teacher: gradient boosting on whole-note statistics of {len(names)} training notes")
+            what = "" if config.teacher_file is None else " and AudioSet tags"
+            say(config, f"teacher: gradient boosting on whole-note statistics{what} of {len(names)} training notes")
             teacher = teacher_targets(
                 prepared.train,
                 prepared.train_y,
@@ -454,6 +455,7 @@ def _teacher(config: TrainConfig, prepared: PreparedData, run_dir: Path, *, resu
                 data=config.data,
                 seed=config.seed,
                 cache_root=FeatureCache(config.cache).root,
+                audioset_file=None if config.teacher_file is None else Path(config.teacher_file),
             )
     except TeacherError as exc:
         raise TrainError(f"teacher: {exc}") from None

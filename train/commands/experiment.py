@@ -97,9 +97,12 @@ def study(data_dir: Path, out_dir: Path, epochs: int, mlp_epochs: int, max_train
 @click.option("--mixup", "mixup_alpha", type=click.FloatRange(min=0), default=None, help="Mixup alpha (0: off).")
 @click.option("--max-test-notes", type=click.IntRange(min=1), default=None,
               help="Test each source on at most this many notes, evenly spaced (a cheaper screen).")
-@click.option("--teacher", type=click.Choice(["gbm"]), default=None,
+@click.option("--teacher", type=click.Choice(["gbm", "gbm-audioset"]), default=None,
               help="Distil a teacher into each fold's model: gbm = gradient boosting on whole-note statistics, "
-              "fitted out of fold on that fold's training sources only.")  # fmt: skip
+              "fitted out of fold on that fold's training sources only; gbm-audioset adds a pretrained AudioSet "
+              "tagger's view (--teacher-file).")  # fmt: skip
+@click.option("--teacher-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The pinned mn04_as weights for --teacher gbm-audioset (train/teachers.toml; needs torch).")
 @click.option("--teacher-weight", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Share of the teacher's soft targets in each window's target [default: 0.5].")  # fmt: skip
 def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ...], epochs: int | None,
@@ -107,7 +110,7 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
             audio_augment: dict | None, onset_fraction: float | None, groups: int | None,
             train_kinds: str | None, other_kinds: str, real_weight: float | None, max_minutes: float | None,
             label_smoothing: float | None, mixup_alpha: float | None, max_test_notes: int | None,
-            teacher: str | None, teacher_weight: float | None) -> None:  # fmt: skip
+            teacher: str | None, teacher_file: Path | None, teacher_weight: float | None) -> None:  # fmt: skip
     """Leave-one-library-out: train on all libraries but one, test on it; the mean note accuracy is the headline."""
     from instrument_ai.train.experiments.holdout import HoldoutConfig, run_holdout
     from instrument_ai.train.sources.other_kinds import check_other_kinds
@@ -128,9 +131,15 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
         overrides["other_kinds"] = other_kinds
     for key, value in (("real_weight", real_weight), ("max_minutes", max_minutes),
                        ("label_smoothing", label_smoothing), ("mixup_alpha", mixup_alpha),
-                       ("teacher", teacher)):  # fmt: skip
+                       ("teacher", teacher), ("teacher_file", None if teacher_file is None else str(teacher_file))):
         if value is not None:
             overrides[key] = value
+    if (teacher == "gbm-audioset") != (teacher_file is not None):
+        raise click.UsageError("--teacher gbm-audioset needs --teacher-file, and --teacher-file needs it")
+    if teacher_file is not None:  # refused now (exit 2), not in every fold's training
+        from instrument_ai.train.teacher_file import verified_teacher_file
+
+        verified_teacher_file(teacher_file)
     if teacher_weight is not None:
         if teacher is None:
             raise click.UsageError("--teacher-weight needs --teacher")

@@ -98,9 +98,12 @@ def _families(value: str | None) -> list[str] | None:
 @click.option("--onset-fraction", type=click.FloatRange(0, 1),
               help="Share of windows cut to a note's first frames then silence, as the device's first hops see them "
               "[default: the preset's].")  # fmt: skip
-@click.option("--teacher", type=click.Choice(["gbm"]), default=None,
+@click.option("--teacher", type=click.Choice(["gbm", "gbm-audioset"]), default=None,
               help="Distil a teacher: gbm = gradient boosting on whole-note statistics, fitted out of fold on the "
-              "training sources only.")  # fmt: skip
+              "training sources only; gbm-audioset adds a pretrained AudioSet tagger's view "
+              "(--teacher-file).")  # fmt: skip
+@click.option("--teacher-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The pinned mn04_as weights for --teacher gbm-audioset (train/teachers.toml; needs torch).")
 @click.option("--teacher-weight", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="Share of the teacher's soft targets in each window's target (the rest: the hard label).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -133,6 +136,7 @@ def train(
     audio_augment: dict | None,
     onset_fraction: float | None,
     teacher: str | None,
+    teacher_file: Path | None,
     teacher_weight: float,
     quiet: bool,
 ) -> None:
@@ -194,6 +198,7 @@ def train(
                 max_memory_gb=max_memory_gb,
                 teacher=teacher,
                 teacher_weight=teacher_weight,
+                teacher_file=None if teacher_file is None else str(teacher_file),
                 verbose=0 if quiet else 1,
             )
             resume = False
