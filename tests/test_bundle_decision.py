@@ -201,3 +201,11 @@ def test_classify_says_which_rule_named_the_file(ruled_bundle: Path) -> None:
     assert result.exit_code == 0, result.output
     record = json.loads(result.output.strip().splitlines()[-1])
     assert record["decided_as"] == {"rule": "note", "min_confidence": 0.35, "from": "bundle"}
+
+
+def test_evaluate_scores_a_bundle_with_its_own_rule(ruled_bundle: Path, art: dict[str, Any]) -> None:
+    from instrument_ai.train.experiments import evaluate as ev
+
+    ruled = ev._bundle_predictor(ruled_bundle).info
+    assert ev.device_rule(ruled.get("engine_defaults"))["min_confidence"] == 0.35
+    assert "engine_defaults" not in ev._bundle_predictor(art["bundle"]).info

@@ -35,7 +35,7 @@ def test_score_reports_other_hops_false_events_and_note_lengths() -> None:
     assert o["false_events"] == 2 and o["false_events_per_minute"] == pytest.approx(2 / (1.0 / 60))
     # as the daemon decides (3 hops averaged, min confidence 0.4): clip 2's one-hop brass blip averages away
     d = r["other"]
-    assert d["decided_as"] == {"smooth": 3, "min_confidence": 0.4} and d["hops"] == 4
+    assert d["decided_as"] == {"smooth": 3, "min_confidence": 0.4, "decision": "hops"} and d["hops"] == 4
     assert d["hops_named_instrument"] == pytest.approx(1 / 4) and d["false_events"] == 1
     assert r["per_length"]["short"]["n_notes"] == 1 and r["per_length"]["medium"]["note_accuracy"] == 1.0
     # a threshold of 0.7 on the (T = 1) probability rejects both uncertain brass hops: nothing named
@@ -71,3 +71,16 @@ def test_other_folder_bad_input_is_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(evaluate_cmd, ["--model", str(tmp_path / "x.tflite"), "--data", str(tmp_path),
                                             "--other-folder", str(tmp_path / "missing")])  # fmt: skip
     assert res.exit_code != 0 and "Traceback" not in res.output
+
+
+def test_a_bundles_own_rule_decides_the_device_figures() -> None:
+    """A bundle that carries its rule (`convert --decision/--min-confidence`) is scored as the daemon runs it."""
+    assert ev.device_rule(None) == {"smooth": 3, "min_confidence": 0.4, "decision": "hops"}
+    rule = ev.device_rule({"decision": "note", "min_confidence": 0.35})
+    assert rule == {"smooth": 3, "min_confidence": 0.35, "decision": "note"}
+    pred = _pred(["brass", "guitar"], [1.0, 1.0], [[0.38, 0.31, 0.31], [0.36, 0.34, 0.3], [0.3, 0.38, 0.32]],
+                 [0, 0, 1])  # fmt: skip
+    fallback = ev.score(pred, hop_seconds=0.25)["lost"]
+    own = ev.score(pred, hop_seconds=0.25, rule=rule)["lost"]
+    assert fallback["decided_as"]["min_confidence"] == 0.4 and own["decided_as"] == rule
+    assert fallback["notes"]["lost"] == 1.0 and own["notes"]["lost"] == 0.0  # 0.37 / 0.38: under 0.4, over 0.35

@@ -215,8 +215,14 @@ def _bundle_predictor(path: Path, personal: Path | None = None) -> Predictor:
         stage=bundle.spec.stage,  # what the bundle's model takes: MFCCs or log-mel bands
         predict=predict,
         info={"path": str(path), "runtime": getattr(bundle, "runtime", ""), "version": getattr(bundle, "version", ""),
-              **_bundle_open_set(bundle), **info},  # fmt: skip
+              **_bundle_open_set(bundle), **info, **_bundle_rule(bundle)},  # fmt: skip
     )
+
+
+def _bundle_rule(bundle: Any) -> dict[str, Any]:
+    """The decision rule the bundle carries (`convert --decision/--min-confidence`), for `device_rule`."""
+    rule = getattr(bundle, "engine_defaults", None)
+    return {"engine_defaults": dict(rule)} if rule else {}
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -486,7 +492,19 @@ def note_probabilities(probs: np.ndarray, window_note: np.ndarray, n_notes: int)
 
 DEVICE_SMOOTH = DEFAULT_SETTINGS.smooth
 DEVICE_MIN_CONFIDENCE = FALLBACK_MIN_CONFIDENCE
-"""`instrument-ai run`'s defaults (--smooth, --min-confidence): the `other` figures are the daemon's, as shipped."""
+"""`instrument-ai run`'s defaults (--smooth, --min-confidence) for a model that names no rule of its own."""
+
+
+def device_rule(engine_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How the daemon decides with this model: a bundle's own rule (`engine_defaults`), else the fallbacks - so
+    the "as the daemon decides" figures are the daemon's for every bundle."""
+    resolved = DEFAULT_SETTINGS.resolved(engine_defaults or {})
+    return {"smooth": DEVICE_SMOOTH, "min_confidence": float(resolved.min_confidence or DEVICE_MIN_CONFIDENCE),
+            "decision": str(resolved.decision)}  # fmt: skip
+
+
+def _rule_labels(pred: Predictions, open_set: dict[str, Any] | None, rule: dict[str, Any]) -> list[str]:
+    return hop_labels(pred, open_set, rule["min_confidence"], rule["smooth"], rule["decision"])
 
 
 def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_confidence: float = 0.0,
@@ -518,7 +536,7 @@ def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_co
 
 
 def device_other_figures(pred: Predictions, chosen: np.ndarray, open_set: dict[str, Any] | None,
-                         hop_seconds: float) -> dict[str, Any]:  # fmt: skip
+                         hop_seconds: float, rule: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """The `other` figures two ways: as the daemon decides (smoothing, min confidence; the headline) and per
     raw window (`raw`: top class of each window alone, only the open-set threshold)."""
     from instrument_ai.train.corpus.kinds import other_figures
@@ -527,14 +545,16 @@ def device_other_figures(pred: Predictions, chosen: np.ndarray, open_set: dict[s
         return other_figures([h for h, c in zip(hops, chosen, strict=True) if c], pred.window_note[chosen],
                              hop_seconds)  # fmt: skip
 
-    device = figures(hop_labels(pred, open_set, DEVICE_MIN_CONFIDENCE, DEVICE_SMOOTH))
-    device["decided_as"] = {"smooth": DEVICE_SMOOTH, "min_confidence": DEVICE_MIN_CONFIDENCE}
+    rule = rule or device_rule()
+    device = figures(_rule_labels(pred, open_set, rule))
+    device["decided_as"] = dict(rule)
     device["raw"] = figures(hop_labels(pred, open_set))
     return device
 
 
 def note_length_and_lost_figures(pred: Predictions, note_probs: np.ndarray, group_scores: Callable[[list[str]], Any],
-                                 open_set: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+                                 open_set: dict[str, Any] | None, rule: dict[str, Any] | None = None
+                                 ) -> dict[str, Any]:  # fmt: skip
     """Issue 23's reporting: accuracy by the four note lengths (`per_note_length`), and the instrument notes lost
     to ``other`` or rejected (``unknown``) as the daemon decides (`lost`): per note (its mean probabilities) and
     per hop (smoothing and floor of `EngineSettings()`)."""
@@ -547,12 +567,12 @@ def note_length_and_lost_figures(pred: Predictions, note_probs: np.ndarray, grou
     instrument = np.array([r.family_str in pred.labels and r.family_str != OTHER for r in pred.notes], dtype=bool)
     if not instrument.any():
         return out
+    rule = rule or device_rule()
     rejection = rejection_from_metadata({"open_set": open_set} if open_set else None)
-    notes = decide_labels(note_probs[instrument], pred.labels, min_confidence=DEVICE_MIN_CONFIDENCE,
+    notes = decide_labels(note_probs[instrument], pred.labels, min_confidence=rule["min_confidence"],
                           rejection=rejection)  # fmt: skip
     window_chosen = instrument[pred.window_note] if len(pred.window_note) else np.zeros(0, bool)
-    hops = [h for h, c in zip(hop_labels(pred, open_set, DEVICE_MIN_CONFIDENCE, DEVICE_SMOOTH), window_chosen,
-                              strict=True) if c]  # fmt: skip
+    hops = [h for h, c in zip(_rule_labels(pred, open_set, rule), window_chosen, strict=True) if c]
 
     def shares(labels: list[str]) -> dict[str, Any]:
         n = len(labels)
@@ -560,12 +580,12 @@ def note_length_and_lost_figures(pred: Predictions, note_probs: np.ndarray, grou
         return {"n": n, "other": other / n if n else None, "unknown": unknown / n if n else None,
                 "lost": (other + unknown) / n if n else None}  # fmt: skip
 
-    out["lost"] = {"notes": shares(notes), "hops": shares(hops),
-                   "decided_as": {"smooth": DEVICE_SMOOTH, "min_confidence": DEVICE_MIN_CONFIDENCE}}  # fmt: skip
+    out["lost"] = {"notes": shares(notes), "hops": shares(hops), "decided_as": dict(rule)}
     return out
 
 
-def score(pred: Predictions, *, open_set: dict[str, Any] | None = None, hop_seconds: float = 0.25) -> dict[str, Any]:
+def score(pred: Predictions, *, open_set: dict[str, Any] | None = None, hop_seconds: float = 0.25,
+          rule: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every figure `evaluate` reports, from predictions (no model needed).
 
     Notes of family `other` (or of no instrument the model knows, when it has no `other` output and
@@ -628,11 +648,11 @@ def score(pred: Predictions, *, open_set: dict[str, Any] | None = None, hop_seco
     from instrument_ai.train.corpus.kinds import length_bucket
 
     result["per_length"] = group_scores([length_bucket(r.sounding_seconds) for r in pred.notes])
-    result.update(note_length_and_lost_figures(pred, note_probs, group_scores, open_set))
+    result.update(note_length_and_lost_figures(pred, note_probs, group_scores, open_set, rule))
     other_notes = np.array([r.family_str == OTHER for r in pred.notes], dtype=bool)
     if other_notes.any() and len(pred.window_note):
         chosen = other_notes[pred.window_note]
-        result["other"] = device_other_figures(pred, chosen, open_set, hop_seconds)
+        result["other"] = device_other_figures(pred, chosen, open_set, hop_seconds, rule)
         result["other"]["n_clips"] = int(other_notes.sum())
         result["other"]["open_set"] = open_set
 
@@ -704,7 +724,8 @@ def evaluate_other_folder(predictor: Predictor, folder: str | Path, silence_db: 
 
     if len(pred.probs):
         everything = np.ones(len(pred.window_note), dtype=bool)
-        figures = device_other_figures(pred, everything, predictor.info.get("open_set"), predictor.hop_seconds)
+        figures = device_other_figures(pred, everything, predictor.info.get("open_set"), predictor.hop_seconds,
+                                       device_rule(predictor.info.get("engine_defaults")))
     else:
         figures = other_figures([], [], 1)
     figures.update(n_clips=len(clips), n_silent_clips=len(pred.silent_notes), folder=str(folder),
@@ -784,7 +805,8 @@ def evaluate(
     check_labels(predictor.labels, [r.family_str for r in pred.notes])
     if not pred.notes:
         raise EvaluationError(f"{data}: every note is below the silence gate ({silence_db} dBFS)")
-    result = score(pred, open_set=predictor.info.get("open_set"), hop_seconds=predictor.hop_seconds)
+    result = score(pred, open_set=predictor.info.get("open_set"), hop_seconds=predictor.hop_seconds,
+                   rule=device_rule(predictor.info.get("engine_defaults")))
     result.update(
         model={"name": predictor.name, "kind": predictor.kind, **predictor.info},
         data=str(data),
