@@ -92,3 +92,21 @@ def test_phrases_through_the_engine_in_both_decision_modes() -> None:
     # One decision per note restarts the evidence and the window at each attack, so a new tone is not judged
     # with the previous one still in view: fewer hops straddle two notes.
     assert scores["note"]["share"]["right"] > scores["hops"]["share"]["right"]
+
+
+def test_a_log_mel_model_plays_phrases_through_the_engine_too() -> None:
+    """The engine streams what the spec's stage says, so a log-mel model (presets mel2d, mel_ds) is scored on
+    phrases as an MFCC model is."""
+    import dataclasses
+
+    from instrument_ai.device.frontend import DEFAULT_SPEC, dct_matrix
+
+    class LogMelBundle(FakeBundle):
+        def predict(self, features: np.ndarray) -> np.ndarray:  # the centroid straight from the mel bands
+            assert features.shape[0] == self.spec.n_mels
+            return super().predict((dct_matrix(DEFAULT_SPEC) @ features.astype(np.float64)).astype(np.float32))
+
+    bundle = LogMelBundle(spec=dataclasses.replace(DEFAULT_SPEC, stage="log_mel"))
+    phrases = source_phrases(toy_notes(8, seconds=1.5), RATE, seed=0, max_notes=8, per_phrase=4)
+    scores = phrase_scores(bundle, phrases, {"hops": EngineSettings()})
+    assert scores["hops"]["share"]["right"] > 0.6, scores

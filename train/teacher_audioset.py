@@ -4,7 +4,7 @@ Issue 23, item 6: the GBM teacher on MFCC statistics (teacher.py) gained 2-4 poi
 million YouTube clips (EfficientAT ``mn04_as``, `audioset_tagger`) has heard far more real instruments than our
 corpus holds. It is used at training time only and never reaches a device: the teacher ``gbm-audioset`` fits the
 same out-of-fold gradient boosting on the MFCC statistics *plus* the tagger's logits for the classes that can tell
-our families apart (`FEATURE_CLASSES`: the AudioSet "Music" branch - instruments by name - and voice and noise
+our families apart (`feature_indices`: the AudioSet "Music" branch - instruments by name - and voice and noise
 classes), so the student learns what the tagger's view adds, where it adds anything.
 
 * **One pass over a corpus, cached.** Each note's clean rendition (its ``audio/<note_str>.wav``) goes through the
@@ -40,7 +40,7 @@ SAVE_EVERY = 2000
 
 
 def feature_indices(labels: Sequence[str]) -> np.ndarray:
-    """The output positions of `FEATURE_CLASSES` in the tagger's label order."""
+    """The output positions of the teacher's classes (the Music branch, then `EXTRA_CLASSES`) in the tagger's order."""
     names = list(labels)
     music = range(names.index(FIRST_MUSIC_CLASS), names.index(LAST_MUSIC_CLASS) + 1)
     return np.array([*music, *(names.index(name) for name in EXTRA_CLASSES)], dtype=np.int64)

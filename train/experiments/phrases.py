@@ -276,9 +276,7 @@ def fold_phrase_scores(data: Path, instruments: Sequence[str], model: str | Path
     mode: {"notes", "seconds", "scores": {mode: score}}, or {"skipped": why} when they cannot be played."""
     from instrument_ai.train.experiments.evaluate import iter_corpus, load_predictor, note_audio
 
-    predictor = load_predictor(model)
-    if predictor.stage != "mfcc":
-        return {"skipped": f"the model reads {predictor.stage} features; the engine streams MFCCs"}
+    predictor = load_predictor(model)  # MFCCs or log-mel bands: the engine streams what the spec's stage says
     rate = predictor.spec.sample_rate
     notes = [SourceNote(note_audio(n), n.family_str, n.note_str, getattr(n, "sounding_seconds", None))
              for n in iter_corpus(data, instruments=list(instruments), sample_rate=rate)
