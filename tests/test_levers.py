@@ -285,3 +285,16 @@ def test_the_screen_tests_each_fold_on_a_fixed_even_sample_of_its_notes(tmp_path
     with pytest.raises(ho.HoldoutError, match="other settings \\(max_test_notes=4\\)"):
         ho.run_holdout(ho.HoldoutConfig(data=corpus, out=tmp_path / "h", preset="edge", epochs=30),
                        train_fn=StandInTrainer())  # fmt: skip
+
+
+def test_a_retested_copy_counts_each_groups_training_once(tmp_path: Path) -> None:
+    """A holdout copied and re-tested in place names one group's training by two paths; it trained once."""
+    from instrument_ai.train.experiments.levers import _run_metrics
+
+    for root, minutes in (("original", 5.0), ("copy", 5.0)):
+        run = tmp_path / root / "groups" / "group-a"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"train_minutes": minutes}))
+    folds = [{"run_dir": str(tmp_path / "original" / "groups" / "group-a")},
+             {"run_dir": str(tmp_path / "copy" / "groups" / "group-a")}, {"name": "untested"}]  # fmt: skip
+    assert len(_run_metrics(folds)) == 1

@@ -53,9 +53,13 @@ def lost_to_other(fold_dir: Path) -> float | None:
 
 
 def _run_metrics(folds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """metrics.json of each training the folds were tested with (once per group)."""
-    paths = {Path(fold["run_dir"]) / "metrics.json" for fold in folds if fold.get("run_dir")}
-    return [_read(path) for path in sorted(paths) if path.is_file()]
+    """metrics.json of each training the folds were tested with (once per group, by the group's folder name: a
+    copy of a holdout re-tested in place names the same trainings by two paths)."""
+    paths: dict[str, Path] = {}
+    for fold in folds:
+        if fold.get("run_dir"):
+            paths.setdefault(Path(fold["run_dir"]).name, Path(fold["run_dir"]) / "metrics.json")
+    return [_read(path) for _, path in sorted(paths.items()) if path.is_file()]
 
 
 def _macs(runs: list[dict[str, Any]]) -> int | None:
