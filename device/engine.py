@@ -295,7 +295,7 @@ class Classifier:
         """Settle the decision rule and floor for `bundle` (`EngineSettings.resolved`); True when the rule changed."""
         before = getattr(self, "per_note", None)
         self.settings = self.requested.resolved(getattr(bundle, "engine_defaults", None) or {})
-        self.min_confidence = float(self.settings.min_confidence)
+        self.min_confidence = self.settings.floor
         self.per_note = self.settings.decision == "note"
         return before is not None and before != self.per_note
 
@@ -415,7 +415,7 @@ class Classifier:
             self._set_bundle(bundle)
         except ValueError:  # refused: the rule in force stays with the bundle in force
             self.settings = old_settings
-            self.min_confidence, self.per_note = float(old_settings.min_confidence), old_settings.decision == "note"
+            self.min_confidence, self.per_note = old_settings.floor, old_settings.decision == "note"
             raise
         self._keep_personal(bundle)
         self._time_base, self._hop_base, self.input_samples, self.label = now, hop, input_samples, label

@@ -110,6 +110,11 @@ class EngineSettings:
         """A copy with some fields changed (TypeError for a name that is no field)."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def floor(self) -> float:
+        """`min_confidence` as a number (the fallback where it is left to a bundle): for resolved settings."""
+        return float(FALLBACK_MIN_CONFIDENCE if self.min_confidence is None else self.min_confidence)
+
     def resolved(self, bundle_defaults: Mapping[str, Any]) -> EngineSettings:
         """The settings a stream runs with: a field left None takes the bundle's default
         (`bundle_engine_defaults`), else the fallback; a field the user set stays."""

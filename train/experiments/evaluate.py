@@ -499,7 +499,7 @@ def device_rule(engine_defaults: dict[str, Any] | None = None) -> dict[str, Any]
     """How the daemon decides with this model: a bundle's own rule (`engine_defaults`), else the fallbacks - so
     the "as the daemon decides" figures are the daemon's for every bundle."""
     resolved = DEFAULT_SETTINGS.resolved(engine_defaults or {})
-    return {"smooth": DEVICE_SMOOTH, "min_confidence": float(resolved.min_confidence or DEVICE_MIN_CONFIDENCE),
+    return {"smooth": DEVICE_SMOOTH, "min_confidence": resolved.floor,
             "decision": str(resolved.decision)}  # fmt: skip
 
 
