@@ -291,13 +291,11 @@ class Classifier:
         return cls(bundle, settings=chosen, input_rate=input_rate, channels=channels)
 
     # -- set-up -----------------------------------------------------------------------
-    def _resolve(self, bundle: BundleLike) -> bool:
-        """Settle the decision rule and floor for `bundle` (`EngineSettings.resolved`); True when the rule changed."""
-        before = getattr(self, "per_note", None)
+    def _resolve(self, bundle: BundleLike) -> None:
+        """Settle the decision rule and floor for `bundle` (`EngineSettings.resolved`)."""
         self.settings = self.requested.resolved(getattr(bundle, "engine_defaults", None) or {})
         self.min_confidence = self.settings.floor
         self.per_note = self.settings.decision == "note"
-        return before is not None and before != self.per_note
 
     def decision_info(self) -> dict[str, Any]:
         """The decision rule in force and who chose it: ``options`` (the user), ``bundle`` (its maker, on held-out
@@ -392,9 +390,9 @@ class Classifier:
         force: its floor takes over at once. Returns True when the stream was
         kept.
         """
-        old_settings = self.settings
-        rule_changed = self._resolve(bundle)
-        if self.can_keep_stream(bundle) and not rule_changed:
+        rule_in_force = self.settings.decision
+        self._resolve(bundle)
+        if self.can_keep_stream(bundle) and self.settings.decision == rule_in_force:
             self._keep_personal(bundle)
             same_labels = list(bundle.labels) == self.labels
             self.bundle = bundle
@@ -414,8 +412,7 @@ class Classifier:
         try:
             self._set_bundle(bundle)
         except ValueError:  # refused: the rule in force stays with the bundle in force
-            self.settings = old_settings
-            self.min_confidence, self.per_note = old_settings.floor, old_settings.decision == "note"
+            self._resolve(self.bundle)
             raise
         self._keep_personal(bundle)
         self._time_base, self._hop_base, self.input_samples, self.label = now, hop, input_samples, label
