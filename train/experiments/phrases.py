@@ -205,11 +205,36 @@ def merge_scores(scores: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 def play_phrase(bundle: Any, phrase: Phrase, settings: Any) -> list[str]:
     """The label the daemon gives each hop of the phrase (`Classifier.process_hops`, then `flush`)."""
+    return play_audio(bundle, phrase.audio, phrase.sample_rate, settings)
+
+
+def play_audio(bundle: Any, audio: np.ndarray, rate: int, settings: Any) -> list[str]:
+    """The label the daemon, started afresh, gives each hop of `audio`."""
     from instrument_ai.device.engine import Classifier
 
-    engine = Classifier(bundle, settings=settings, input_rate=phrase.sample_rate)
-    events = engine.process_hops(phrase.audio) + engine.flush()
+    engine = Classifier(bundle, settings=settings, input_rate=rate)
+    events = engine.process_hops(audio) + engine.flush()
     return [event.label for event in events]
+
+
+def other_clip_scores(bundle: Any, clips: Sequence[np.ndarray], rate: int,
+                      decisions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """For each named `EngineSettings`: the `other` figures (hops named an instrument, false instrument events per
+    minute, `corpus.kinds.other_figures`) of non-instrument clips, each streamed through a fresh daemon - the
+    cost of a low floor that phrases of instruments cannot show."""
+    from instrument_ai.train.corpus.kinds import other_figures
+
+    out = {}
+    for name, settings in decisions.items():
+        hop = bundle.default_hop_seconds if settings.hop_seconds is None else settings.hop_seconds
+        labels: list[str] = []
+        clip_of_hop: list[int] = []
+        for k, clip in enumerate(clips):
+            got = play_audio(bundle, clip, rate, settings)
+            labels += got
+            clip_of_hop += [k] * len(got)
+        out[name] = other_figures(labels, np.array(clip_of_hop, dtype=np.int64), hop)
+    return out
 
 
 def phrase_scores(bundle: Any, phrases: Sequence[Phrase], decisions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -286,3 +311,21 @@ def fold_phrase_scores(data: Path, instruments: Sequence[str], model: str | Path
     phrases = source_phrases(notes, rate, seed=seed)
     return {"notes": sum(len(p.notes) for p in phrases), "seconds": round(sum(p.seconds for p in phrases), 1),
             "scores": phrase_scores(PredictorBundle(predictor), phrases, decisions or HOLDOUT_DECISIONS)}  # fmt: skip
+
+
+def fold_other_scores(data: Path, instruments: Sequence[str], model: str | Path, *, seed: int,
+                      decisions: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """A held-out `other` source's clips (at most `MAX_NOTES`, a fixed-seed sample) through `model` in each
+    setting: {"clips", "seconds", "scores": {setting: other figures}}, or {"skipped": why}."""
+    from instrument_ai.train.experiments.evaluate import iter_corpus, load_predictor, note_audio
+
+    predictor = load_predictor(model)
+    rate = predictor.spec.sample_rate
+    listed = [n for n in iter_corpus(data, instruments=list(instruments), sample_rate=rate, audio="header")
+              if n.family_str == OTHER]  # fmt: skip
+    if not listed:
+        return {"skipped": "no `other` clip"}
+    order = np.random.default_rng(seed).permutation(len(listed))[:MAX_NOTES]
+    chosen = [note_audio(listed[int(i)]) for i in sorted(order)]
+    return {"clips": len(chosen), "seconds": round(sum(c.size for c in chosen) / rate, 1),
+            "scores": other_clip_scores(PredictorBundle(predictor), chosen, rate, decisions)}  # fmt: skip
