@@ -601,6 +601,8 @@ class Classifier:
             confidence = top[0][1]
             label = decide_label(smoothed, self.labels, min_confidence=self.min_confidence, rejection=self.rejection)
             label = floor_unpitched(label, self.labels, salience, self.settings.unpitched_floor)
+            if self.per_note and self._note_hops < self.settings.first_answer_hop and label not in NOT_INSTRUMENT:
+                label = UNKNOWN
         frontend_ms = self._hop_frontend_s * 1e3
         self._hop_times.append(frontend_ms + inference_ms)
         event = Event(

@@ -78,6 +78,12 @@ class EngineSettings:
     ``note``: on the evidence since the note's onset (mean log-probability of its sounding hops, reset at the
     next onset or silence: `decision.decide_note_labels`), so a held note's label only firms up as it sounds."""
 
+    first_answer_hop: int = 1
+    """With ``decision="note"``: a note names a family from its Nth sounding hop on, and its earlier hops say
+    ``unknown``. At 2 a one-hop note (a syllable, a click) never becomes an instrument event, and the first answer
+    comes 0.5 s after the onset, the issue's limit (docs/experiments/levers.md, "One hop of patience"). 1: the
+    first hop answers."""
+
     pitched_guard: float | None = None
     """A hop whose pitch salience (`harmonicity.pitch_salience`, 0..1) is at least this is never labelled ``other``
     while an instrument is close (`decision.guard_pitched`); None: no guard (docs/experiments/other-guard.md)."""
@@ -100,6 +106,8 @@ class EngineSettings:
         _check("top_k", self.top_k, _is_int(self.top_k) and self.top_k >= 1, "an integer >= 1")
         _check("decision", self.decision, self.decision is None or self.decision in DECISIONS,
                f"one of {', '.join(DECISIONS)}")  # fmt: skip
+        first = self.first_answer_hop
+        _check("first_answer_hop", first, _is_int(first) and 1 <= first <= 8, "an integer in [1, 8]")
         guard = self.pitched_guard
         _check("pitched_guard", guard, guard is None or (isinstance(guard, (int, float)) and 0.0 <= guard <= 1.0),
                "None or in [0, 1]")  # fmt: skip

@@ -132,3 +132,30 @@ def test_a_model_is_asked_once_per_window_however_often_a_phrase_is_replayed() -
 def test_a_folder_without_a_finished_holdout_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no holdout.json"):
         floors.main(["--holdout", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def test_a_floor_subset_and_a_patient_note_rule_are_played_as_asked(tmp_path: Path, monkeypatch) -> None:
+    folds = [{"name": n, "kind": "real", "libraries": [n], "run_dir": f"runs/{n}"} for n in ("a", "b")]
+    (tmp_path / "h").mkdir()
+    (tmp_path / "h" / "holdout.json").write_text(json.dumps({"settings": {"data": str(tmp_path)}, "folds": folds}))
+    asked: list[dict[str, Any]] = []
+
+    def played(data, names, run_dir, *, seed, decisions):
+        asked.append(decisions)
+        return {"notes": 8, "seconds": 9.0, "scores": _scores(decisions, 0.3)}
+
+    import instrument_ai.train.experiments.evaluate as evaluate
+    import instrument_ai.train.experiments.phrases as phrases
+
+    instruments = {f"{n}_1": SimpleNamespace(library=n) for n in ("a", "b")}
+    monkeypatch.setattr(evaluate, "corpus", lambda data: SimpleNamespace(instruments=instruments))
+    monkeypatch.setattr(phrases, "fold_phrase_scores", played)
+    result = floors.measure_holdout(tmp_path / "h", floors=[0.0, 0.3], first_answer_hop=2, say=lambda line: None)
+    # the subset, and the shipped default (per hop at 0.4) that every report compares with
+    assert sorted(asked[0]) == ["hops@0", "hops@0.3", "hops@0.4", "note@0", "note@0.3", "note@0.4"]
+    assert {k: s.first_answer_hop for k, s in asked[0].items() if k.endswith("0.3")} == {"hops@0.3": 1, "note@0.3": 2}
+    assert result["first_answer_hop"] == 2 and "from its hop 2 on" in result["model_note"]
+    assert floors._floor_list("0.4,0,0.3") == [0.0, 0.3, 0.4]
+    with pytest.raises(SystemExit) as stop:
+        floors.main(["--holdout", str(tmp_path / "h"), "--out", str(tmp_path / "o"), "--floors", "0,2"])
+    assert stop.value.code == 2 and not (tmp_path / "o").exists()

@@ -164,3 +164,49 @@ def test_classify_takes_the_decision_option(tiny_bundle_path: Path, tmp_path: Pa
     assert timelines["hops"] != timelines["note"]
     bad = run_main("classify", clip, "--decision", "notes", "--model", tiny_bundle_path)
     assert bad.exit_code == 2 and "'notes' is not one of 'hops', 'note'" in bad.output
+
+
+def test_a_note_can_wait_one_hop_before_it_names_a_family() -> None:
+    """`first_answer_hop=2`: each note's first sounding hop says unknown (a one-hop sound is never an event), the
+    rest as before, and the first answer still comes within 0.5 s of each onset; per hop it changes nothing."""
+    _, plain = hops_of(JUMP, decision="note")
+    _, patient = hops_of(JUMP, decision="note", first_answer_hop=2)
+    silent = [SILENCE] * 2
+    assert labels(patient) == silent + [UNKNOWN] + ["low"] * 7 + [UNKNOWN] + ["high"] * 7 + silent
+    assert [e.confidence for e in patient] == [e.confidence for e in plain]  # only the label waits
+    click = np.concatenate([silence(0.5), tone(4000.0, 0.2), silence(0.5)])
+    _, one_hop = hops_of(click, decision="note", first_answer_hop=2)
+    assert not any(e.is_instrument for e in one_hop)
+    assert any(e.is_instrument for e in hops_of(click, decision="note")[1])
+    for onset in (0.5, 2.5):
+        first = next(e for e in patient if e.time > onset and e.is_instrument)
+        assert first.time - onset <= 0.5
+    _, per_hop = hops_of(JUMP)
+    assert labels(hops_of(JUMP, first_answer_hop=2)[1]) == labels(per_hop)
+
+
+@pytest.mark.parametrize("bad", [0, 9, 1.5, True])
+def test_a_bad_first_answer_hop_is_refused(bad: object) -> None:
+    with pytest.raises(ValueError, match="first_answer_hop"):
+        EngineSettings(first_answer_hop=bad)  # type: ignore[arg-type]
+
+
+def test_run_and_classify_take_the_first_answer_hop(tiny_bundle_path: Path, tmp_path: Path) -> None:
+    from clirun import run_main
+
+    from instrument_ai.device.commands.options import ENGINE_KEYS, settings_from_options
+    from instrument_ai.device.files import classify_file
+
+    clip = tmp_path / "jump.wav"
+    soundfile.write(clip, JUMP.astype(np.float32), RATE)
+    result = run_main("classify", clip, "--timeline", "--json", "--decision", "note", "--first-answer-hop", "2",
+                      "--model", tiny_bundle_path)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    timeline = json.loads(result.output.strip().splitlines()[-1])["timeline"]
+    library = classify_file(clip, str(tiny_bundle_path), decision="note", first_answer_hop=2).timeline
+    assert [h["label"] for h in timeline] == [e.label for e in library]
+    options = dict.fromkeys(ENGINE_KEYS) | {"smooth": 3, "silence_db": -60.0, "top_k": 3, "onset_align": True,
+                                            "first_answer_hop": 2, "other": "kept"}  # fmt: skip
+    assert settings_from_options(options).first_answer_hop == 2 and options == {"other": "kept"}
+    bad = run_main("classify", clip, "--first-answer-hop", "0", "--model", tiny_bundle_path)
+    assert bad.exit_code == 2 and "--first-answer-hop" in bad.output

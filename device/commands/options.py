@@ -1,7 +1,7 @@
 """The options and errors the command shells share, each defined once.
 
 `--model/--model-dir/--trusted-key/--threads/--require-other` and the engine options (`--hop`, `--smooth`,
-`--silence-db`, `--min-confidence`, `--top-k`, `--onset-align`, `--decision`, `--pitched-guard`,
+`--silence-db`, `--min-confidence`, `--top-k`, `--onset-align`, `--decision`, `--first-answer-hop`, `--pitched-guard`,
 `--unpitched-floor`) are declared
 here and used by `run`, `classify`, `soak`, `inspect` and `bench`; the engine defaults come from
 `EngineSettings`, never a literal.
@@ -165,6 +165,14 @@ ENGINE_OPTIONS = _stack(
             help="hops: decide each hop on the last --smooth hops; note: on all the evidence since the note's onset "
             f"(reset at the next onset or silence) [the bundle's, else {FALLBACK_DECISION}].",
         ),
+        click.option(
+            "--first-answer-hop",
+            type=click.IntRange(1, 8),
+            default=DEFAULT_SETTINGS.first_answer_hop,
+            show_default=True,
+            help="With --decision note: a note names a family from its Nth hop on (2: a one-hop sound, such as a "
+            "syllable, names none).",
+        ),
         _salience_option(
             "--pitched-guard",
             DEFAULT_SETTINGS.pitched_guard,
@@ -181,8 +189,8 @@ ENGINE_OPTIONS = _stack(
 )
 """The `EngineSettings` fields as options (`run`, `classify`)."""
 
-ENGINE_KEYS = ("hop", "smooth", "silence_db", "min_confidence", "top_k", "onset_align", "decision", "pitched_guard",
-               "unpitched_floor")  # fmt: skip
+ENGINE_KEYS = ("hop", "smooth", "silence_db", "min_confidence", "top_k", "onset_align", "decision",
+               "first_answer_hop", "pitched_guard", "unpitched_floor")  # fmt: skip
 
 
 def settings_from_options(opts: dict[str, Any]) -> EngineSettings:
@@ -197,6 +205,7 @@ def settings_from_options(opts: dict[str, Any]) -> EngineSettings:
             top_k=values["top_k"],
             align_onsets=values["onset_align"],
             decision=values["decision"],
+            first_answer_hop=values["first_answer_hop"],
             pitched_guard=values["pitched_guard"],
             unpitched_floor=values["unpitched_floor"],
         )

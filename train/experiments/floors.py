@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from instrument_ai.device.settings import EngineSettings
+from instrument_ai.device.settings import FALLBACK_MIN_CONFIDENCE, EngineSettings
 from instrument_ai.train.experiments.note_decision import (
     CRITERIA,
     DECISIONS,
@@ -65,7 +65,8 @@ def _fold_names(instruments: dict[str, Any], fold: dict[str, Any]) -> list[str]:
     return [name for name, row in instruments.items() if row.library in libraries]
 
 
-def measure_holdout(holdout: Path, *, floors: Sequence[float] = FLOORS, say: Any = print) -> dict[str, Any]:
+def measure_holdout(holdout: Path, *, floors: Sequence[float] = FLOORS, first_answer_hop: int = 1,
+                    say: Any = print) -> dict[str, Any]:  # fmt: skip
     """Scores of every real fold at every (decision, floor), the cross-check between halves, the floor chosen
     on all folds per decision mode, and what each setting costs on the held-out `other` sources (never used to
     choose: the floor is chosen on instrument phrases alone)."""
@@ -75,7 +76,10 @@ def measure_holdout(holdout: Path, *, floors: Sequence[float] = FLOORS, say: Any
     summary = json.loads((Path(holdout) / "holdout.json").read_text(encoding="utf-8"))
     data, seed = Path(summary["settings"]["data"]), int(summary["settings"].get("seed", 0))
     instruments = corpus(data).instruments
-    settings = {f"{d}@{f:g}": EngineSettings(decision=d, min_confidence=f) for d in DECISIONS for f in floors}
+    floors = sorted({*floors, FALLBACK_MIN_CONFIDENCE})  # the shipped default is always the reference row
+    settings = {f"{d}@{f:g}": EngineSettings(decision=d, min_confidence=f,
+                                              first_answer_hop=first_answer_hop if d == "note" else 1)
+                for d in DECISIONS for f in floors}  # fmt: skip
     per_source: dict[str, dict[str, Any]] = {}
     for i, fold in enumerate(real_folds(summary)):
         played = fold_phrase_scores(data, _fold_names(instruments, fold), fold["run_dir"], seed=seed,
@@ -103,8 +107,11 @@ def measure_holdout(holdout: Path, *, floors: Sequence[float] = FLOORS, say: Any
     return {"holdout": str(holdout), "data": str(data), "seed": seed, "floors": list(floors), "halves": halves,
             "per_source": per_source, "cross": cross_check(per_source, HALVES, floors), "chosen_on_all": chosen,
             "per_other": per_other, "other_side": {key: other_side(per_other, key) for key in settings},
+            "first_answer_hop": first_answer_hop,
             "model_note": f"Each real fold of `{holdout}` through its own group's model (which never heard it); "
-                          f"corpus `{data}`, seed {seed}. Reproduce with:"}  # fmt: skip
+                          f"corpus `{data}`, seed {seed}"
+                          + (f"; per note, a note names a family from its hop {first_answer_hop} on"
+                             if first_answer_hop > 1 else "") + ". Reproduce with:"}  # fmt: skip
 
 
 def other_markdown(result: dict[str, Any]) -> str:
@@ -125,15 +132,41 @@ def other_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _floor_list(text: str) -> list[float]:
+    """`--floors`: comma-separated floors in [0, 1], in rising order."""
+    try:
+        values = sorted({float(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not comma-separated numbers") from None
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: floors must lie in [0, 1]")
+    return values
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--holdout", type=Path, required=True, help="an `experiment holdout` folder")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--floors", type=_floor_list, default=FLOORS, help="comma-separated floors to play (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--first-answer-hop",
+        type=int,
+        choices=range(1, 9),
+        default=1,
+        metavar="N",
+        help="per note, a note names a family from its Nth hop on (`run --first-answer-hop`)",
+    )
     args = parser.parse_args(argv)
     if not (args.holdout / "holdout.json").is_file():
         raise SystemExit(f"{args.holdout}: no holdout.json (not a finished `experiment holdout` folder)")
-    result = measure_holdout(args.holdout)
+    result = measure_holdout(args.holdout, floors=args.floors, first_answer_hop=args.first_answer_hop)
     command = f"python -m instrument_ai.train.experiments.floors --holdout {args.holdout} --out {args.out}"
+    if list(args.floors) != list(FLOORS):
+        command += " --floors " + ",".join(f"{f:g}" for f in args.floors)
+    if args.first_answer_hop != 1:
+        command += f" --first-answer-hop {args.first_answer_hop}"
     text = markdown(result, command)
     shares = "; ".join(f"{d}: floor {c['floor']:g}, right {100 * c['share']['right']:.1f} %, wrong "
                        f"{100 * c['share']['wrong']:.1f} %" for d, c in result["chosen_on_all"].items())  # fmt: skip
