@@ -11,7 +11,12 @@ from pathlib import Path
 
 import click
 
-from instrument_ai.device.settings import DECISIONS, FALLBACK_DECISION, FALLBACK_MIN_CONFIDENCE
+from instrument_ai.device.settings import (
+    DECISIONS,
+    FALLBACK_DECISION,
+    FALLBACK_FIRST_ANSWER_HOP,
+    FALLBACK_MIN_CONFIDENCE,
+)
 
 
 @click.command()
@@ -73,7 +78,18 @@ from instrument_ai.device.settings import DECISIONS, FALLBACK_DECISION, FALLBACK
     help="The bundle's floor (`run --min-confidence`), chosen on held-out phrases "
     f"[none: {FALLBACK_MIN_CONFIDENCE:g}].",
 )
-@click.option("--decided-on", default=None, help="Where --decision/--min-confidence were chosen (kept in the bundle).")
+@click.option(
+    "--first-answer-hop",
+    type=click.IntRange(1, 8),
+    default=None,
+    help="With --decision note: a note names a family from its Nth hop on (`run --first-answer-hop`) "
+    f"[none: {FALLBACK_FIRST_ANSWER_HOP}].",
+)
+@click.option(
+    "--decided-on",
+    default=None,
+    help="Where --decision/--min-confidence/--first-answer-hop were chosen (kept in the bundle).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def convert(
     rundir: Path | None,
@@ -91,6 +107,7 @@ def convert(
     background_notes: int,
     decision: str | None,
     min_confidence: float | None,
+    first_answer_hop: int | None,
     decided_on: str | None,
     as_json: bool,
 ) -> None:
@@ -113,13 +130,16 @@ def convert(
             signature, public = signing.sign(sign_key, message)
             return public, signature
 
-    rule = {"decision": decision, "min_confidence": min_confidence, "chosen_on": decided_on}
+    rule = {"decision": decision, "min_confidence": min_confidence, "first_answer_hop": first_answer_hop,
+            "chosen_on": decided_on}  # fmt: skip
     engine_defaults = {key: value for key, value in rule.items() if value is not None}
     if set(engine_defaults) == {"chosen_on"}:
-        raise click.UsageError("--decided-on says where --decision/--min-confidence were chosen: give one of them")
+        raise click.UsageError("--decided-on says where --decision/--min-confidence/--first-answer-hop were chosen: "
+                               "give one of them")  # fmt: skip
     if add_embedding is not None:
         if engine_defaults:
-            raise click.UsageError("--decision/--min-confidence/--decided-on apply to a RUNDIR conversion")
+            raise click.UsageError("--decision/--min-confidence/--first-answer-hop/--decided-on apply to a RUNDIR "
+                                   "conversion")  # fmt: skip
         _add_embedding(add_embedding, out, signer, as_json, background, background_notes)
         return
     assert rundir is not None
@@ -169,7 +189,9 @@ def convert(
         rule = bundle.engine_defaults
         click.echo(
             f"  the device decides {rule.get('decision', FALLBACK_DECISION)} at floor "
-            f"{rule.get('min_confidence', FALLBACK_MIN_CONFIDENCE):g} unless told otherwise"
+            f"{rule.get('min_confidence', FALLBACK_MIN_CONFIDENCE):g}"
+            + (f", a note answering from its hop {rule['first_answer_hop']} on" if "first_answer_hop" in rule else "")
+            + " unless told otherwise"
             + (f" (chosen on {rule['chosen_on']})" if "chosen_on" in rule else "")
         )
     click.echo(

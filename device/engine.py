@@ -296,6 +296,7 @@ class Classifier:
         self.settings = self.requested.resolved(getattr(bundle, "engine_defaults", None) or {})
         self.min_confidence = self.settings.floor
         self.per_note = self.settings.decision == "note"
+        self.first_answer_hop = int(self.settings.first_answer_hop or 1)
 
     def decision_info(self) -> dict[str, Any]:
         """The decision rule in force and who chose it: ``options`` (the user), ``bundle`` (its maker, on held-out
@@ -308,9 +309,12 @@ class Classifier:
                 return "options"
             return "bundle" if field in defaults else "fallback"
 
-        sources = {source("decision"), source("min_confidence")}
-        return {"rule": self.settings.decision, "min_confidence": self.min_confidence,
-                "from": sources.pop() if len(sources) == 1 else "+".join(sorted(sources))}  # fmt: skip
+        fields = ["decision", "min_confidence"] + (["first_answer_hop"] if self.first_answer_hop > 1 else [])
+        sources = {source(field) for field in fields}
+        info: dict[str, Any] = {"rule": self.settings.decision, "min_confidence": self.min_confidence}
+        if self.first_answer_hop > 1:  # shown only where a note waits before it answers
+            info["first_answer_hop"] = self.first_answer_hop
+        return {**info, "from": sources.pop() if len(sources) == 1 else "+".join(sorted(sources))}
 
     def _set_bundle(self, bundle: BundleLike) -> None:
         if bundle.spec.sample_rate != int(bundle.sample_rate):  # checked first: a refused bundle changes nothing
@@ -601,7 +605,7 @@ class Classifier:
             confidence = top[0][1]
             label = decide_label(smoothed, self.labels, min_confidence=self.min_confidence, rejection=self.rejection)
             label = floor_unpitched(label, self.labels, salience, self.settings.unpitched_floor)
-            if self.per_note and self._note_hops < self.settings.first_answer_hop and label not in NOT_INSTRUMENT:
+            if self.per_note and self._note_hops < self.first_answer_hop and label not in NOT_INSTRUMENT:
                 label = UNKNOWN
         frontend_ms = self._hop_frontend_s * 1e3
         self._hop_times.append(frontend_ms + inference_ms)

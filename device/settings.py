@@ -37,8 +37,11 @@ FALLBACK_MIN_CONFIDENCE = 0.4
 """The floor for a bundle that names none (every bundle up to 0.4.0)."""
 FALLBACK_DECISION: Decision = "hops"
 """The decision rule for a bundle that names none."""
+FALLBACK_FIRST_ANSWER_HOP = 1
+"""A note's first hop answers, for a bundle that names no `first_answer_hop`."""
 ENGINE_DEFAULTS_KEY = "engine_defaults"
-"""The bundle metadata field with the maker's `decision` and `min_confidence` (`bundle_engine_defaults`)."""
+"""The bundle metadata field with the maker's `decision`, `min_confidence` and `first_answer_hop`
+(`bundle_engine_defaults`)."""
 
 
 def _check(name: str, value: Any, ok: bool, want: str) -> None:
@@ -78,11 +81,11 @@ class EngineSettings:
     ``note``: on the evidence since the note's onset (mean log-probability of its sounding hops, reset at the
     next onset or silence: `decision.decide_note_labels`), so a held note's label only firms up as it sounds."""
 
-    first_answer_hop: int = 1
+    first_answer_hop: int | None = None
     """With ``decision="note"``: a note names a family from its Nth sounding hop on, and its earlier hops say
     ``unknown``. At 2 a one-hop note (a syllable, a click) never becomes an instrument event, and the first answer
     comes 0.5 s after the onset, the issue's limit (docs/experiments/levers.md, "One hop of patience"). 1: the
-    first hop answers."""
+    first hop answers; None takes the bundle's (`resolved`), else `FALLBACK_FIRST_ANSWER_HOP`."""
 
     pitched_guard: float | None = None
     """A hop whose pitch salience (`harmonicity.pitch_salience`, 0..1) is at least this is never labelled ``other``
@@ -107,7 +110,7 @@ class EngineSettings:
         _check("decision", self.decision, self.decision is None or self.decision in DECISIONS,
                f"one of {', '.join(DECISIONS)}")  # fmt: skip
         first = self.first_answer_hop
-        _check("first_answer_hop", first, _is_int(first) and 1 <= first <= 8, "an integer in [1, 8]")
+        _check("first_answer_hop", first, first is None or _is_answer_hop(first), "an integer in [1, 8]")
         guard = self.pitched_guard
         _check("pitched_guard", guard, guard is None or (isinstance(guard, (int, float)) and 0.0 <= guard <= 1.0),
                "None or in [0, 1]")  # fmt: skip
@@ -129,7 +132,13 @@ class EngineSettings:
         return self.replace(
             min_confidence=_first(self.min_confidence, bundle_defaults.get("min_confidence"), FALLBACK_MIN_CONFIDENCE),
             decision=_first(self.decision, bundle_defaults.get("decision"), FALLBACK_DECISION),
+            first_answer_hop=_first(self.first_answer_hop, bundle_defaults.get("first_answer_hop"),
+                                    FALLBACK_FIRST_ANSWER_HOP),  # fmt: skip
         )
+
+
+def _is_answer_hop(value: Any) -> bool:
+    return _is_int(value) and 1 <= value <= 8
 
 
 def _first(*values: Any) -> Any:
@@ -146,15 +155,19 @@ def bundle_engine_defaults(metadata: Mapping[str, Any]) -> dict[str, Any]:
     defaults = metadata.get(ENGINE_DEFAULTS_KEY)
     if defaults is None:
         return {}
-    if not isinstance(defaults, Mapping) or set(defaults) - {"decision", "min_confidence", "chosen_on"}:
-        raise ValueError(f"{ENGINE_DEFAULTS_KEY} must be an object with 'decision' and/or 'min_confidence'")
+    keys = ("decision", "min_confidence", "first_answer_hop", "chosen_on")
+    if not isinstance(defaults, Mapping) or set(defaults) - set(keys):
+        raise ValueError(f"{ENGINE_DEFAULTS_KEY} must be an object with 'decision', 'min_confidence' and/or "
+                         "'first_answer_hop'")  # fmt: skip
     if "decision" in defaults and defaults["decision"] not in DECISIONS:
         raise ValueError(f"{ENGINE_DEFAULTS_KEY}.decision must be one of {', '.join(DECISIONS)}")
     if "min_confidence" in defaults and not _is_fraction(defaults["min_confidence"]):
         raise ValueError(f"{ENGINE_DEFAULTS_KEY}.min_confidence must be a number in [0, 1]")
+    if "first_answer_hop" in defaults and not _is_answer_hop(defaults["first_answer_hop"]):
+        raise ValueError(f"{ENGINE_DEFAULTS_KEY}.first_answer_hop must be an integer in [1, 8]")
     if not isinstance(defaults.get("chosen_on", ""), str):
         raise ValueError(f"{ENGINE_DEFAULTS_KEY}.chosen_on must be text (where the rule was chosen)")
-    return {key: defaults[key] for key in ("decision", "min_confidence", "chosen_on") if key in defaults}
+    return {key: defaults[key] for key in keys if key in defaults}
 
 
 DEFAULT_SETTINGS = EngineSettings()

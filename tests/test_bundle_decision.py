@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from clirun import run_main
 from fakemic import FakeBundle, sequence
@@ -42,9 +43,11 @@ def test_the_user_wins_then_the_bundle_then_the_fallback() -> None:
         ({"decision": "notes"}, "decision must be one of hops, note"),
         ({"min_confidence": 1.5}, "min_confidence must be a number in [0, 1]"),
         ({"min_confidence": True}, "min_confidence must be a number in [0, 1]"),
-        ({"smooth": 5}, "must be an object with 'decision' and/or 'min_confidence'"),
+        ({"smooth": 5}, "must be an object with 'decision', 'min_confidence' and/or 'first_answer_hop'"),
         (["note"], "must be an object"),
         ({"decision": "note", "chosen_on": 3}, "chosen_on must be text"),
+        ({"first_answer_hop": 0}, "first_answer_hop must be an integer in [1, 8]"),
+        ({"first_answer_hop": 2.0}, "first_answer_hop must be an integer in [1, 8]"),
     ],
 )
 def test_a_bad_rule_in_a_bundle_is_named(defaults: Any, message: str) -> None:
@@ -62,6 +65,25 @@ def test_the_engine_decides_with_the_bundles_rule_unless_told_otherwise() -> Non
     assert told.decision_info()["from"] == "bundle+options"
     plain = Classifier(FakeBundle())
     assert plain.decision_info() == {"rule": "hops", "min_confidence": 0.4, "from": "fallback"}
+
+
+def test_a_bundle_may_ask_a_note_to_wait_before_it_answers() -> None:
+    """`first_answer_hop` travels as the rest of the rule: the bundle's unless the user says, then 1; the engine
+    shows it (only where a note waits) and acts on it."""
+    from fakemic import silence, tone
+
+    patient = {**NOTE_035, "first_answer_hop": 2}
+    assert EngineSettings().resolved(patient).first_answer_hop == 2
+    assert EngineSettings(first_answer_hop=1).resolved(patient).first_answer_hop == 1
+    assert EngineSettings().resolved(NOTE_035).first_answer_hop == 1
+    engine = Classifier(RuleBundle(engine_defaults=patient))
+    assert engine.decision_info() == {"rule": "note", "min_confidence": 0.35, "first_answer_hop": 2, "from": "bundle"}
+    note = np.concatenate([silence(0.5), tone(1000.0, 1.0), silence(0.5)])
+    sounding = [e.label for e in engine.process_hops(note) + engine.flush() if e.label != "silence"]
+    assert sounding[0] == "unknown" and sounding[1] == "mid"
+    told = Classifier(RuleBundle(engine_defaults=patient), first_answer_hop=1)
+    assert "first_answer_hop" not in told.decision_info()
+    assert [e.label for e in told.process_hops(note) + told.flush() if e.label != "silence"][0] == "mid"
 
 
 def test_the_floor_changes_what_is_unknown() -> None:
@@ -128,6 +150,17 @@ def test_convert_writes_the_rule_and_inspect_shows_it(ruled_bundle: Path, art: d
     assert B.load(art["bundle"]).engine_defaults == {}
 
 
+def test_convert_writes_a_patient_note_rule_and_inspect_shows_it(art: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "patient.tflite"
+    result = run_main("convert", art["run"], "--out", out, "--golden", "1", "--decision", "note",
+                      "--first-answer-hop", "2", "--decided-on", "held-out phrases")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "a note answering from its hop 2 on unless told otherwise" in result.output
+    assert B.load(out).engine_defaults == {"decision": "note", "first_answer_hop": 2, "chosen_on": "held-out phrases"}
+    shown = run_main("inspect", out).output
+    assert "decision: note, floor 0.4, a note answering from its hop 2 on unless `run` is told otherwise" in shown
+
+
 def test_run_reports_the_rule_in_force(ruled_bundle: Path) -> None:
     def start(*options: str) -> dict[str, Any]:
         result = run_main("run", "--source", "demo", "--fast", "--json", "--model", ruled_bundle, "--duration", "1",
@@ -144,7 +177,8 @@ def test_run_reports_the_rule_in_force(ruled_bundle: Path) -> None:
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--decided-on", "somewhere"], "--decided-on says where --decision/--min-confidence were chosen"),
+        (["--decided-on", "somewhere"], "--decided-on says where --decision/--min-confidence/--first-answer-hop were"),
+        (["--first-answer-hop", "9"], "--first-answer-hop"),
         (["--min-confidence", "1.5"], "--min-confidence"),
         (["--decision", "notes"], "--decision"),
     ],
@@ -209,3 +243,15 @@ def test_evaluate_scores_a_bundle_with_its_own_rule(ruled_bundle: Path, art: dic
     ruled = ev._bundle_predictor(ruled_bundle).info
     assert ev.device_rule(ruled.get("engine_defaults"))["min_confidence"] == 0.35
     assert "engine_defaults" not in ev._bundle_predictor(art["bundle"]).info
+
+
+def test_evaluate_waits_as_the_engine_does_for_a_patient_bundle() -> None:
+    import instrument_ai.train.experiments.evaluate as ev
+
+    rule = ev.device_rule({"decision": "note", "first_answer_hop": 2})
+    assert rule["first_answer_hop"] == 2 and ev.device_rule()["first_answer_hop"] == 1
+    starts = np.array([True, False, False, True, True, False])
+    labels = ["reed", "reed", "reed", "string", "other", "flute"]
+    assert ev.wait_for_answer(labels, starts, 2) == ["unknown", "reed", "reed", "unknown", "other", "flute"]
+    assert ev.wait_for_answer(labels, starts, 3)[:3] == ["unknown", "unknown", "reed"]
+    assert ev.wait_for_answer(labels, starts, 1) == labels

@@ -55,7 +55,9 @@ def inspect_bundle(path: Path, as_json: bool, threads: int, trusted_key: str | N
     if isinstance(rule, dict):
         click.echo(
             f"  decision: {rule.get('decision', FALLBACK_DECISION)}, floor "
-            f"{rule.get('min_confidence', FALLBACK_MIN_CONFIDENCE)} unless `run` is told otherwise"
+            f"{rule.get('min_confidence', FALLBACK_MIN_CONFIDENCE)}"
+            + (f", a note answering from its hop {rule['first_answer_hop']} on" if "first_answer_hop" in rule else "")
+            + " unless `run` is told otherwise"
             + (f" (chosen on {rule['chosen_on']})" if "chosen_on" in rule else "")
         )
     else:

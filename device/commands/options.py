@@ -23,6 +23,7 @@ from instrument_ai.device.settings import (
     DECISIONS,
     DEFAULT_SETTINGS,
     FALLBACK_DECISION,
+    FALLBACK_FIRST_ANSWER_HOP,
     FALLBACK_MIN_CONFIDENCE,
     EngineSettings,
 )
@@ -168,10 +169,9 @@ ENGINE_OPTIONS = _stack(
         click.option(
             "--first-answer-hop",
             type=click.IntRange(1, 8),
-            default=DEFAULT_SETTINGS.first_answer_hop,
-            show_default=True,
+            default=None,
             help="With --decision note: a note names a family from its Nth hop on (2: a one-hop sound, such as a "
-            "syllable, names none).",
+            f"syllable, names none) [the bundle's, else {FALLBACK_FIRST_ANSWER_HOP}].",
         ),
         _salience_option(
             "--pitched-guard",

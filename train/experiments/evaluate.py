@@ -499,16 +499,17 @@ def device_rule(engine_defaults: dict[str, Any] | None = None) -> dict[str, Any]
     """How the daemon decides with this model: a bundle's own rule (`engine_defaults`), else the fallbacks - so
     the "as the daemon decides" figures are the daemon's for every bundle."""
     resolved = DEFAULT_SETTINGS.resolved(engine_defaults or {})
-    return {"smooth": DEVICE_SMOOTH, "min_confidence": resolved.floor,
-            "decision": str(resolved.decision)}  # fmt: skip
+    return {"smooth": DEVICE_SMOOTH, "min_confidence": resolved.floor, "decision": str(resolved.decision),
+            "first_answer_hop": int(resolved.first_answer_hop or 1)}  # fmt: skip
 
 
 def _rule_labels(pred: Predictions, open_set: dict[str, Any] | None, rule: dict[str, Any]) -> list[str]:
-    return hop_labels(pred, open_set, rule["min_confidence"], rule["smooth"], rule["decision"])
+    return hop_labels(pred, open_set, rule["min_confidence"], rule["smooth"], rule["decision"],
+                      rule.get("first_answer_hop", 1))  # fmt: skip
 
 
 def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_confidence: float = 0.0,
-               smooth: int = 1, decision: str = "hops") -> list[str]:  # fmt: skip
+               smooth: int = 1, decision: str = "hops", first_answer_hop: int = 1) -> list[str]:  # fmt: skip
     """The label the device would give each window (`device.decision.decide_labels`, the engine's rule).
 
     With `smooth` > 1 each window's probabilities are averaged with the previous ones of its note (at most
@@ -523,7 +524,8 @@ def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_co
         return []
     if decision == "note":
         starts = np.concatenate(([True], pred.window_note[1:] != pred.window_note[:-1]))
-        return decide_note_labels(pred.probs, starts, pred.labels, min_confidence=min_confidence, rejection=rejection)
+        labels = decide_note_labels(pred.probs, starts, pred.labels, min_confidence=min_confidence, rejection=rejection)
+        return wait_for_answer(labels, starts, first_answer_hop)
     probs = pred.probs
     if smooth > 1:
         probs = np.empty_like(pred.probs)
@@ -533,6 +535,23 @@ def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_co
                 first -= 1
             probs[k] = pred.probs[first : k + 1].mean(axis=0)
     return decide_labels(probs, pred.labels, min_confidence=min_confidence, rejection=rejection)
+
+
+def wait_for_answer(labels: list[str], note_starts: np.ndarray, first_answer_hop: int) -> list[str]:
+    """A note's hops before its `first_answer_hop`-th say ``unknown`` instead of a family (the engine's
+    `EngineSettings.first_answer_hop`).
+
+    >>> wait_for_answer(["reed", "reed", "other", "string"], np.array([True, False, True, False]), 2)
+    ['unknown', 'reed', 'other', 'string']
+    """
+    from instrument_ai.device.engine import NOT_INSTRUMENT
+
+    out, position = list(labels), 0
+    for k, start in enumerate(note_starts):
+        position = 1 if start else position + 1
+        if position < first_answer_hop and out[k] not in NOT_INSTRUMENT:
+            out[k] = UNKNOWN
+    return out
 
 
 def device_other_figures(pred: Predictions, chosen: np.ndarray, open_set: dict[str, Any] | None,
