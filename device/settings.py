@@ -18,7 +18,7 @@ bundle that names none gets the fallbacks, 0.4 and "hops" (0.4.0 and older). Wha
 ('hops', 0.4)
 >>> EngineSettings(smooth=5).replace(top_k=1)  # doctest: +NORMALIZE_WHITESPACE
 EngineSettings(hop_seconds=None, smooth=5, silence_db=-60.0, min_confidence=None, top_k=1, align_onsets=True,
-               decision=None, pitched_guard=None, unpitched_floor=None)
+               decision=None, first_answer_hop=None, pitched_guard=None, unpitched_floor=None)
 """
 
 from __future__ import annotations
