@@ -499,8 +499,11 @@ def device_rule(engine_defaults: dict[str, Any] | None = None) -> dict[str, Any]
     """How the daemon decides with this model: a bundle's own rule (`engine_defaults`), else the fallbacks - so
     the "as the daemon decides" figures are the daemon's for every bundle."""
     resolved = DEFAULT_SETTINGS.resolved(engine_defaults or {})
-    return {"smooth": DEVICE_SMOOTH, "min_confidence": resolved.floor, "decision": str(resolved.decision),
-            "first_answer_hop": int(resolved.first_answer_hop or 1)}  # fmt: skip
+    rule: dict[str, Any] = {"smooth": DEVICE_SMOOTH, "min_confidence": resolved.floor,
+                            "decision": str(resolved.decision)}  # fmt: skip
+    if (resolved.first_answer_hop or 1) > 1:  # named only where a note waits, as `Classifier.decision_info` does
+        rule["first_answer_hop"] = int(resolved.first_answer_hop or 1)
+    return rule
 
 
 def _rule_labels(pred: Predictions, open_set: dict[str, Any] | None, rule: dict[str, Any]) -> list[str]:
