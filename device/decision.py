@@ -145,12 +145,13 @@ def decide_note_labels(
     *,
     min_confidence: float,
     rejection: Rejection = NO_REJECTION,
+    first_answer_hop: int = 1,
 ) -> list[str]:
     """The label of each sounding hop under one decision per note (batch form of the engine's running sum).
 
     `probs` (n, len(labels)) are the hops' raw model outputs in time order; `note_starts[k]` is True where hop
     k starts a new note (silence between hops, or an onset). Hop k is decided on `note_distribution` of its
-    note's hops up to and including k, by the rule of `decide_labels`.
+    note's hops up to and including k, by the rule of `decide_labels`, then `wait_for_answer`.
 
     >>> labels = ["flute", "organ", "other"]
     >>> hops = np.array([[0.45, 0.35, 0.2], [0.6, 0.3, 0.1], [0.3, 0.6, 0.1]])
@@ -169,6 +170,7 @@ def decide_note_labels(
     logs = log_probabilities(probs)
     rows = np.empty_like(probs)
     total = np.zeros(len(labels))
+    counts = np.zeros(probs.shape[0], dtype=np.int64)
     count = 0
     for k in range(probs.shape[0]):
         if starts[k] or k == 0:
@@ -176,8 +178,20 @@ def decide_note_labels(
             count = 0
         total += logs[k]
         count += 1
+        counts[k] = count
         rows[k] = note_distribution(total, count)
-    return decide_labels(rows, labels, min_confidence=min_confidence, rejection=rejection)
+    decided = decide_labels(rows, labels, min_confidence=min_confidence, rejection=rejection)
+    return [wait_for_answer(label, int(n), first_answer_hop) for label, n in zip(decided, counts, strict=True)]
+
+
+def wait_for_answer(label: str, note_hop: int, first_answer_hop: int) -> str:
+    """``unknown`` instead of a family on a note's hops before its `first_answer_hop`-th (`note_hop` 1 is its
+    first; `EngineSettings.first_answer_hop`): a one-hop sound then never becomes an instrument event.
+
+    >>> [wait_for_answer(label, n, 2) for label, n in (("reed", 1), ("reed", 2), ("other", 1))]
+    ['unknown', 'reed', 'other']
+    """
+    return UNKNOWN if note_hop < first_answer_hop and label not in (OTHER, SILENCE, UNKNOWN) else label
 
 
 def chunk_levels_db(samples: np.ndarray, chunk: int) -> np.ndarray:

@@ -57,6 +57,7 @@ from instrument_ai.device.decision import (
     guard_pitched,
     log_probabilities,
     note_distribution,
+    wait_for_answer,
 )
 from instrument_ai.device.frontend import FrontendSpec, MfccStream, model_input
 from instrument_ai.device.harmonicity import pitch_salience
@@ -296,7 +297,6 @@ class Classifier:
         self.settings = self.requested.resolved(getattr(bundle, "engine_defaults", None) or {})
         self.min_confidence = self.settings.floor
         self.per_note = self.settings.decision == "note"
-        self.first_answer_hop = int(self.settings.first_answer_hop or 1)
 
     def decision_info(self) -> dict[str, Any]:
         """The decision rule in force and who chose it: ``options`` (the user), ``bundle`` (its maker, on held-out
@@ -309,11 +309,12 @@ class Classifier:
                 return "options"
             return "bundle" if field in defaults else "fallback"
 
-        fields = ["decision", "min_confidence"] + (["first_answer_hop"] if self.first_answer_hop > 1 else [])
+        waits = self.settings.answer_hop > 1  # the first answer hop is shown only where a note waits
+        fields = ("decision", "min_confidence", "first_answer_hop") if waits else ("decision", "min_confidence")
         sources = {source(field) for field in fields}
         info: dict[str, Any] = {"rule": self.settings.decision, "min_confidence": self.min_confidence}
-        if self.first_answer_hop > 1:  # shown only where a note waits before it answers
-            info["first_answer_hop"] = self.first_answer_hop
+        if waits:
+            info["first_answer_hop"] = self.settings.answer_hop
         return {**info, "from": sources.pop() if len(sources) == 1 else "+".join(sorted(sources))}
 
     def _set_bundle(self, bundle: BundleLike) -> None:
@@ -605,8 +606,8 @@ class Classifier:
             confidence = top[0][1]
             label = decide_label(smoothed, self.labels, min_confidence=self.min_confidence, rejection=self.rejection)
             label = floor_unpitched(label, self.labels, salience, self.settings.unpitched_floor)
-            if self.per_note and self._note_hops < self.first_answer_hop and label not in NOT_INSTRUMENT:
-                label = UNKNOWN
+            if self.per_note:
+                label = wait_for_answer(label, self._note_hops, self.settings.answer_hop)
         frontend_ms = self._hop_frontend_s * 1e3
         self._hop_times.append(frontend_ms + inference_ms)
         event = Event(

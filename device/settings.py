@@ -126,6 +126,11 @@ class EngineSettings:
         """`min_confidence` as a number (the fallback where it is left to a bundle): for resolved settings."""
         return float(FALLBACK_MIN_CONFIDENCE if self.min_confidence is None else self.min_confidence)
 
+    @property
+    def answer_hop(self) -> int:
+        """`first_answer_hop` as a number (the fallback where it is left to a bundle): for resolved settings."""
+        return FALLBACK_FIRST_ANSWER_HOP if self.first_answer_hop is None else int(self.first_answer_hop)
+
     def resolved(self, bundle_defaults: Mapping[str, Any]) -> EngineSettings:
         """The settings a stream runs with: a field left None takes the bundle's default
         (`bundle_engine_defaults`), else the fallback; a field the user set stays."""

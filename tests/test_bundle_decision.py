@@ -250,8 +250,12 @@ def test_evaluate_waits_as_the_engine_does_for_a_patient_bundle() -> None:
 
     rule = ev.device_rule({"decision": "note", "first_answer_hop": 2})
     assert rule["first_answer_hop"] == 2 and "first_answer_hop" not in ev.device_rule()
-    starts = np.array([True, False, False, True, True, False])
+    names = ["reed", "string", "flute", "other"]
     labels = ["reed", "reed", "reed", "string", "other", "flute"]
-    assert ev.wait_for_answer(labels, starts, 2) == ["unknown", "reed", "reed", "unknown", "other", "flute"]
-    assert ev.wait_for_answer(labels, starts, 3)[:3] == ["unknown", "unknown", "reed"]
-    assert ev.wait_for_answer(labels, starts, 1) == labels
+    probs = np.eye(4)[[names.index(x) for x in labels]] * 0.9 + 0.025  # three notes: hops 0-2, 3, 4-5
+    pred = ev.Predictions(labels=names, notes=[], probs=probs, probs_reversed=probs,
+                          window_note=np.array([0, 0, 0, 1, 2, 2]), silent_notes=[])  # fmt: skip
+    assert ev.hop_labels(pred, decision="note", first_answer_hop=2) == ["unknown", "reed", "reed", "unknown",
+                                                                        "other", "flute"]  # fmt: skip
+    assert ev.hop_labels(pred, decision="note", first_answer_hop=3)[:3] == ["unknown", "unknown", "reed"]
+    assert ev.hop_labels(pred, decision="note", first_answer_hop=1) == labels

@@ -501,8 +501,8 @@ def device_rule(engine_defaults: dict[str, Any] | None = None) -> dict[str, Any]
     resolved = DEFAULT_SETTINGS.resolved(engine_defaults or {})
     rule: dict[str, Any] = {"smooth": DEVICE_SMOOTH, "min_confidence": resolved.floor,
                             "decision": str(resolved.decision)}  # fmt: skip
-    if (resolved.first_answer_hop or 1) > 1:  # named only where a note waits, as `Classifier.decision_info` does
-        rule["first_answer_hop"] = int(resolved.first_answer_hop or 1)
+    if resolved.answer_hop > 1:  # named only where a note waits, as `Classifier.decision_info` does
+        rule["first_answer_hop"] = resolved.answer_hop
     return rule
 
 
@@ -527,8 +527,8 @@ def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_co
         return []
     if decision == "note":
         starts = np.concatenate(([True], pred.window_note[1:] != pred.window_note[:-1]))
-        labels = decide_note_labels(pred.probs, starts, pred.labels, min_confidence=min_confidence, rejection=rejection)
-        return wait_for_answer(labels, starts, first_answer_hop)
+        return decide_note_labels(pred.probs, starts, pred.labels, min_confidence=min_confidence, rejection=rejection,
+                                  first_answer_hop=first_answer_hop)  # fmt: skip
     probs = pred.probs
     if smooth > 1:
         probs = np.empty_like(pred.probs)
@@ -538,23 +538,6 @@ def hop_labels(pred: Predictions, open_set: dict[str, Any] | None = None, min_co
                 first -= 1
             probs[k] = pred.probs[first : k + 1].mean(axis=0)
     return decide_labels(probs, pred.labels, min_confidence=min_confidence, rejection=rejection)
-
-
-def wait_for_answer(labels: list[str], note_starts: np.ndarray, first_answer_hop: int) -> list[str]:
-    """A note's hops before its `first_answer_hop`-th say ``unknown`` instead of a family (the engine's
-    `EngineSettings.first_answer_hop`).
-
-    >>> wait_for_answer(["reed", "reed", "other", "string"], np.array([True, False, True, False]), 2)
-    ['unknown', 'reed', 'other', 'string']
-    """
-    from instrument_ai.device.engine import NOT_INSTRUMENT
-
-    out, position = list(labels), 0
-    for k, start in enumerate(note_starts):
-        position = 1 if start else position + 1
-        if position < first_answer_hop and out[k] not in NOT_INSTRUMENT:
-            out[k] = UNKNOWN
-    return out
 
 
 def device_other_figures(pred: Predictions, chosen: np.ndarray, open_set: dict[str, Any] | None,
