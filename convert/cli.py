@@ -16,6 +16,7 @@ from instrument_ai.device.settings import (
     FALLBACK_DECISION,
     FALLBACK_FIRST_ANSWER_HOP,
     FALLBACK_MIN_CONFIDENCE,
+    waiting_words,
 )
 
 
@@ -190,7 +191,7 @@ def convert(
         click.echo(
             f"  the device decides {rule.get('decision', FALLBACK_DECISION)} at floor "
             f"{rule.get('min_confidence', FALLBACK_MIN_CONFIDENCE):g}"
-            + (f", a note answering from its hop {rule['first_answer_hop']} on" if "first_answer_hop" in rule else "")
+            + waiting_words(rule)
             + " unless told otherwise"
             + (f" (chosen on {rule['chosen_on']})" if "chosen_on" in rule else "")
         )

@@ -175,5 +175,11 @@ def bundle_engine_defaults(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {key: defaults[key] for key in keys if key in defaults}
 
 
+def waiting_words(engine_defaults: Mapping[str, Any]) -> str:
+    """How `convert` and `inspect` name a bundle's `first_answer_hop` after its floor ("" when it names none)."""
+    hop = engine_defaults.get("first_answer_hop")
+    return "" if hop is None else f", a note answering from its hop {hop} on"
+
+
 DEFAULT_SETTINGS = EngineSettings()
 """The shipped defaults (what `instrument-ai run` uses without options)."""

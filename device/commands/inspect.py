@@ -15,7 +15,7 @@ import click
 from instrument_ai.device import bundle as bundle_module
 from instrument_ai.device.bundle_report import describe
 from instrument_ai.device.commands.options import threads_option, trusted_key_option
-from instrument_ai.device.settings import FALLBACK_DECISION, FALLBACK_MIN_CONFIDENCE
+from instrument_ai.device.settings import FALLBACK_DECISION, FALLBACK_MIN_CONFIDENCE, waiting_words
 
 __all__ = ["describe", "inspect_bundle"]
 
@@ -56,7 +56,7 @@ def inspect_bundle(path: Path, as_json: bool, threads: int, trusted_key: str | N
         click.echo(
             f"  decision: {rule.get('decision', FALLBACK_DECISION)}, floor "
             f"{rule.get('min_confidence', FALLBACK_MIN_CONFIDENCE)}"
-            + (f", a note answering from its hop {rule['first_answer_hop']} on" if "first_answer_hop" in rule else "")
+            + waiting_words(rule)
             + " unless `run` is told otherwise"
             + (f" (chosen on {rule['chosen_on']})" if "chosen_on" in rule else "")
         )
