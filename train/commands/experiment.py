@@ -6,6 +6,7 @@ inside the commands.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -151,7 +152,11 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
     cfg = HoldoutConfig(data=data_dir, out=out_dir, preset=preset, epochs=epochs, seed=seed, libraries=names,
                         jobs=jobs, overrides=overrides, groups=groups, train_kinds=kinds,
                         max_test_notes=max_test_notes)  # fmt: skip
-    summary = run_holdout(cfg, progress=_say)
+    _print_holdout(run_holdout(cfg, progress=_say), out_dir)
+
+
+def _print_holdout(summary: dict, out_dir: Path) -> None:
+    """One line per fold, the means per kind and the overall mean of a finished holdout."""
     for fold in summary["folds"]:
         if fold["note_accuracy"] is None:  # an `other` source: its figures are hops named and false events
             o = fold.get("other") or {}
@@ -166,6 +171,38 @@ def holdout(data_dir: Path, out_dir: Path, preset: str, libraries: tuple[str, ..
     mean = summary["mean_note_accuracy"]
     shown = "n/a" if mean is None else f"{100 * mean:.1f}%"
     click.echo(f"mean note accuracy {shown}; table: {out_dir / 'holdout.md'}")
+
+
+@experiment.command()
+@click.option("--member", "members", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="A training run folder, or an `experiment holdout` folder; give two of the same kind.")  # fmt: skip
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="The ensemble's run folder (two runs), or its holdout folder (two holdouts; resumes).")  # fmt: skip
+@click.option("--weight", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
+              help="The second member's share of the averaged probabilities (the log-mel member is the first).")
+def ensemble(members: tuple[Path, ...], out_dir: Path, weight: float) -> None:
+    """Join two models (a log-mel run and a log-mel or MFCC run) into one: the mean of their probabilities.
+
+    Two run folders give one run folder that `convert` turns into one bundle; two holdout folders of the same
+    protocol give the joined recipe's holdout, every source tested by the two models that never heard it.
+    """
+    from instrument_ai.train import ensemble as ens
+
+    _quiet_tensorflow()
+    if len(members) != 2:
+        raise click.UsageError(f"give two --member folders, got {len(members)}")
+    holdouts = [(m / "holdout-settings.json").is_file() for m in members]
+    if any(holdouts) and not all(holdouts):
+        raise click.UsageError("give two run folders or two holdout folders, not one of each")
+    if all(holdouts):
+        _print_holdout(ens.run_ensemble_holdout(list(members), out_dir, weight=weight, progress=_say),
+                       out_dir)  # fmt: skip
+        return
+    out = ens.build_ensemble(list(members), out_dir, weight=weight)
+    metrics = json.loads((out / "metrics.json").read_text())
+    macs = metrics["model"]["macs"] / 1e6
+    click.echo(f"{out}: validation notes {100 * metrics['note_accuracy']:.1f}% ({metrics['n_notes']} notes), "
+               f"{macs:.1f} M MACs/window; convert it with `instrument-ai convert {out}`")  # fmt: skip
 
 
 @experiment.command("model-card")
