@@ -1,5 +1,5 @@
 """Two runs joined into one model (train/ensemble.py): the in-graph MFCC equals the frontend's, the output is the
-weighted mean of the members' probabilities, bad pairs are refused in one line and nothing is half-written."""
+softmax of the members' weighted logits, bad pairs are refused in one line and nothing is half-written."""
 
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ def _make_run(path: Path, stage: str, *, seed: int, labels: list[str] = LABELS, 
               "model": {"params": 1, "macs": 1},
               "data": {"instruments": {"train": [f"t{seed}"], "valid": ["v"]}}}  # fmt: skip
     (path / "config.json").write_text(json.dumps(config))
+    (path / "metrics.json").write_text(json.dumps({"train_seconds": 10.0 if stage == "log_mel" else 20.0,
+                                                   "epochs_run": 2 if stage == "log_mel" else 3}))  # fmt: skip
     note = np.repeat(np.arange(3), 2)
     np.savez(path / "calibration.npz", train_x=windows, train_y=np.zeros(6, np.int64), valid_x=windows,
              valid_y=note % len(labels), valid_note=note)  # fmt: skip
@@ -61,7 +63,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return _make_run(root / "mel", "log_mel", seed=1), _make_run(root / "mfcc", "mfcc", seed=2)
 
 
-def test_ensemble_is_the_weighted_mean_of_its_members_on_the_frontends_own_features(runs, tmp_path) -> None:
+def test_ensemble_pools_its_members_logits_on_the_frontends_own_features(runs, tmp_path) -> None:
     import keras
 
     mel_run, mfcc_run = runs
@@ -72,7 +74,7 @@ def test_ensemble_is_the_weighted_mean_of_its_members_on_the_frontends_own_featu
     assert config["data"]["instruments"]["train"] == ["t1", "t2"]  # the union, for the holdout's leak check
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["note_accuracy"] <= 1.0 and "open_set" in metrics
-    assert metrics["model"]["macs"] > 0
+    assert metrics["model"]["macs"] > 0 and metrics["train_seconds"] == 30.0 and metrics["epochs_run"] == "2/3"
 
     def norm(run: Path, stage: str, audio: np.ndarray) -> np.ndarray:
         c = json.loads((run / "config.json").read_text())["input_normalization"]
@@ -82,9 +84,11 @@ def test_ensemble_is_the_weighted_mean_of_its_members_on_the_frontends_own_featu
     joined = keras.models.load_model(out / "model.keras", compile=False)
     a = keras.models.load_model(mel_run / "model.keras", compile=False)
     b = keras.models.load_model(mfcc_run / "model.keras", compile=False)
-    want = 0.7 * a(norm(mel_run, "log_mel", audio)) + 0.3 * b(norm(mfcc_run, "mfcc", audio))
+    pa = np.asarray(a(norm(mel_run, "log_mel", audio)), np.float64)
+    pb = np.asarray(b(norm(mfcc_run, "mfcc", audio)), np.float64)
+    pooled = pa**0.7 * pb**0.3  # softmax of the weighted logits: the weighted geometric mean, renormalised
     got = joined(norm(mel_run, "log_mel", audio))
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(got), pooled / pooled.sum(), atol=2e-5)
     assert abs(float(np.sum(got)) - 1.0) < 1e-5
 
 
@@ -149,3 +153,21 @@ def test_holdouts_of_different_protocols_are_refused(tmp_path) -> None:
     with pytest.raises(EnsembleError, match="not an `experiment holdout` folder"):
         run_ensemble_holdout([folders[0], tmp_path], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_ensemble_converts_to_one_bundle_whose_embedding_holds_both_members(runs, tmp_path) -> None:
+    from instrument_ai.convert.converter import convert_run
+    from instrument_ai.device import bundle as device_bundle
+    from instrument_ai.train.experiments.evaluate import load_predictor
+
+    mel_run, mfcc_run = runs
+    run = build_ensemble([mel_run, mfcc_run], tmp_path / "ens")
+    path = tmp_path / "ens.tflite"
+    convert_run(run, path, max_note_loss_points=100.0, max_disagreement=1.0)
+    loaded = device_bundle.load(path)
+    assert loaded.metadata["frontend_spec"]["stage"] == "log_mel"
+    assert loaded.metadata["embedding"]["size"] == 8  # both members' 4 penultimate activations
+    windows = np.stack([_features("log_mel", _audio(s)) for s in (8, 9)])
+    keras_probs = load_predictor(run).predict(windows)
+    int8_probs = load_predictor(path).predict(windows)
+    assert np.array_equal(keras_probs.argmax(axis=1), int8_probs.argmax(axis=1))

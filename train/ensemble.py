@@ -1,4 +1,4 @@
-"""Two trained runs as one model: the mean of their probabilities, in one graph the device runs as any bundle.
+"""Two trained runs as one model: their logits averaged, in one graph the device runs as any bundle.
 
 Why: on the 4-group holdout the 2-D log-mel CNN and the wider edge fail on different sources (the log-mel CNN
 loses the keyboards the edge names, the edge loses the brass and reeds the log-mel CNN names), and together they
@@ -86,16 +86,34 @@ def input_transform(base: RunFolder, other: RunFolder) -> tuple[np.ndarray, np.n
     return kernel.astype(np.float32), bias.astype(np.float32)
 
 
+def _head(model: Any, path: Path) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(the model up to its penultimate activations, final kernel, final bias); it must end in a softmax Dense."""
+    import keras
+
+    last = model.layers[-1]
+    activation = getattr(getattr(last, "activation", None), "__name__", None)
+    if not isinstance(last, keras.layers.Dense) or activation != "softmax":
+        raise EnsembleError(f"{path}: the model does not end in a softmax Dense layer; cannot join its logits")
+    kernel, bias = last.get_weights()
+    return keras.Model(model.inputs, last.input), kernel, bias
+
+
 def combined_model(base: RunFolder, other: RunFolder, weight: float = 0.5) -> Any:
-    """The Keras model: base's input -> weight * other's probabilities + (1 - weight) * base's."""
+    """The Keras model: base's input -> softmax((1 - weight) * base's logits + weight * other's logits).
+
+    Log-linear pooling (the weighted geometric mean of the probabilities, renormalised), written as one softmax
+    Dense on both members' penultimate activations side by side (their final kernels stacked, scaled by the
+    weights), so the bundle's embedding output (the input of its final dense layer) holds both members' views.
+    """
     import importlib
 
     import keras
 
     importlib.import_module("instrument_ai.train.models")  # registers the trainer's custom layers
     layers = keras.layers
-    model_a, model_b = base.load_model(), other.load_model()
-    model_a.name, model_b.name = "member_base", "member_other"  # nested model names must differ
+    body_a, kernel_a, bias_a = _head(base.load_model(), base.path)
+    body_b, kernel_b, bias_b = _head(other.load_model(), other.path)
+    body_a.name, body_b.name = "member_base", "member_other"  # nested model names must differ
     n_in, frames = len(base.mean), base.window_frames
     kernel, bias = input_transform(base, other)
     inputs = keras.Input((n_in, frames, 1), name="features")
@@ -106,8 +124,11 @@ def combined_model(base: RunFolder, other: RunFolder, weight: float = 0.5) -> An
     to_other.set_weights([kernel, bias])
     x = layers.Permute((2, 1))(x)
     x = layers.Reshape((kernel.shape[1], frames, 1))(x)
-    p_a, p_b = model_a(inputs), model_b(x)
-    out = layers.Add(name="ensemble")([layers.Rescaling(1.0 - weight)(p_a), layers.Rescaling(weight)(p_b)])
+    joined = layers.Concatenate(name="embedding")([body_a(inputs), body_b(x)])
+    family = layers.Dense(kernel_a.shape[1], activation="softmax", name="family")
+    out = family(joined)
+    family.set_weights([np.concatenate([(1.0 - weight) * kernel_a, weight * kernel_b]).astype(np.float32),
+                        ((1.0 - weight) * bias_a + weight * bias_b).astype(np.float32)])  # fmt: skip
     return keras.Model(inputs, out, name="ensemble")
 
 
@@ -161,6 +182,10 @@ def build_ensemble(paths: list[Path], out: Path, *, weight: float = 0.5) -> Path
     summary = model_summary(model)
     metrics = _validation(base, model)
     metrics["model"] = summary
+    members = [r.read_json("metrics.json") or {} for r in (base, other)]
+    # What it cost: both trainings (the lever table's minutes and epochs columns read these two fields).
+    metrics["train_seconds"] = round(sum(float(m.get("train_seconds", 0.0)) for m in members), 1)
+    metrics["epochs_run"] = "/".join(str(m.get("epochs_run", "?")) for m in members)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

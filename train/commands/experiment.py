@@ -179,9 +179,9 @@ def _print_holdout(summary: dict, out_dir: Path) -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="The ensemble's run folder (two runs), or its holdout folder (two holdouts; resumes).")  # fmt: skip
 @click.option("--weight", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
-              help="The second member's share of the averaged probabilities (the log-mel member is the first).")
+              help="The second member's share of the averaged logits (the log-mel member is the first).")
 def ensemble(members: tuple[Path, ...], out_dir: Path, weight: float) -> None:
-    """Join two models (a log-mel run and a log-mel or MFCC run) into one: the mean of their probabilities.
+    """Join two models (a log-mel run and a log-mel or MFCC run) into one: the softmax of their averaged logits.
 
     Two run folders give one run folder that `convert` turns into one bundle; two holdout folders of the same
     protocol give the joined recipe's holdout, every source tested by the two models that never heard it.
