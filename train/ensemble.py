@@ -161,7 +161,7 @@ def _config(base: RunFolder, other: RunFolder, summary: dict[str, int], weight: 
     }
     config["preset"] = "ensemble"
     config["model"] = summary
-    config["ensemble"] = {"members": [str(base.path), str(other.path)],
+    config["ensemble"] = {"members": [str(base.path.resolve()), str(other.path.resolve())],
                           "presets": [base.config.get("preset"), other.config.get("preset")],
                           "weights": [1.0 - weight, weight]}  # fmt: skip
     return config
