@@ -236,6 +236,40 @@ def test_the_confirmation_table_gives_lengths_and_the_real_folds_below_the_refer
     assert later.count("|") == text.splitlines()[text.splitlines().index(later) - 1].count("|")
 
 
+def test_while_a_confirmation_runs_recipes_are_compared_on_the_folds_all_have_tested(tmp_path: Path) -> None:
+    from instrument_ai.train.experiments import levers
+
+    def fold(out: Path, name: str, kind: str, accuracy: float | None, short: float | None = None,
+             events: float | None = None) -> None:  # fmt: skip
+        (out / "folds" / name).mkdir(parents=True, exist_ok=True)
+        entry = {"name": name, "kind": kind, "note_accuracy": accuracy,
+                 "per_length": {} if short is None else {"short": short},
+                 "other": None if events is None else {"false_events_per_minute": events}}  # fmt: skip
+        (out / "folds" / name / "fold.json").write_text(json.dumps(entry))
+
+    done, running = tmp_path / "done", tmp_path / "running"
+    for name, acc in (("cello", 0.5), ("tuba", 0.9)):
+        fold(done, name, "real", acc, short=acc - 0.1)
+    fold(done, "speech", "other", None, events=4.0)
+    (done / "holdout.json").write_text(json.dumps({"folds": [], "by_kind": {}}))
+    fold(running, "cello", "real", 0.7, short=0.65)
+    fold(running, "speech", "other", None, events=1.0)
+    listing = {"levers": [{"name": "b", "command": "b", "out": str(done)}],
+               "confirm": [{"name": "ref4", "command": "r", "out": str(done)},
+                           {"name": "new4", "command": "n", "out": str(running)}]}  # fmt: skip
+    (tmp_path / "levers.json").write_text(json.dumps(listing))
+    page = tmp_path / "levers.md"
+    page.write_text("<!-- confirmation so far: begin -->\nSTALE\n<!-- confirmation so far: end -->\n")
+    assert levers.main([str(tmp_path / "levers.json"), str(page)]) == 0
+    text = page.read_text()
+    header = "| recipe | real folds (1) | SoundFont folds (0) | real notes < 0.5 s | `other` false events/min (1) |"
+    assert header in text
+    assert "| ref4 | 50.0 % | n/a | 40.0 % | 4.0 |" in text  # tuba is left out: new4 has not tested it yet
+    assert "| new4 | 70.0 % | n/a | 65.0 % | 1.0 |" in text and "STALE" not in text
+    (running / "holdout.json").write_text(json.dumps({"folds": [], "by_kind": {}}))
+    assert levers.render_so_far(listing["confirm"]) is None  # all finished: their rows say everything
+
+
 def test_the_cli_offers_every_preset() -> None:
     from instrument_ai.train.commands.train import PRESET_NAMES
     from instrument_ai.train.models import PRESETS

@@ -191,6 +191,41 @@ def render_confirmation(levers: list[dict[str, Any]]) -> str:
     return _render(levers, "recipe", CONFIRM_COLUMNS)
 
 
+def finished_folds(out: Path) -> dict[str, dict[str, Any]]:
+    """The fold.json of every fold a holdout has tested so far (a holdout writes its holdout.json only at the end)."""
+    return {p.parent.name: _read(p) for p in sorted(Path(out).glob("folds/*/fold.json"))}
+
+
+def render_so_far(levers: list[dict[str, Any]]) -> str | None:
+    """While a confirmation runs: every recipe's means over the folds that all recipes have tested; None when all
+    are finished (their rows say everything) or no fold is shared."""
+    if all(lever_row(Path(lever["out"])) is not None for lever in levers):
+        return None
+    folds = {lever["name"]: finished_folds(Path(lever["out"])) for lever in levers}
+    shared = set.intersection(*(set(f) for f in folds.values()))
+    if not shared:
+        return None
+    kinds = {name: next(iter(folds.values()))[name].get("kind") for name in shared}
+
+    def mean(recipe: str, kind: str, value: Callable[[dict[str, Any]], float | None]) -> float | None:
+        values = [v for name in shared if kinds[name] == kind if (v := value(folds[recipe][name])) is not None]
+        return float(np.mean(values)) if values else None
+
+    count = {kind: sum(k == kind for k in kinds.values()) for kind in ("real", "soundfont", "other")}
+    header = (f"| recipe | real folds ({count['real']}) | SoundFont folds ({count['soundfont']}) | real notes < 0.5 s "
+              f"| `other` false events/min ({count['other']}) |")  # fmt: skip
+    lines = [header, "|---|---|---|---|---|"]
+    for lever in levers:
+        name = lever["name"]
+        real = mean(name, "real", lambda f: f.get("note_accuracy"))
+        soundfont = mean(name, "soundfont", lambda f: f.get("note_accuracy"))
+        short = mean(name, "real", lambda f: f.get("per_length", {}).get("short"))
+        events = mean(name, "other", lambda f: (f.get("other") or {}).get("false_events_per_minute"))
+        shown = "n/a" if events is None else f"{events:.1f}"
+        lines.append(f"| {name} | {_pct(real)} | {_pct(soundfont)} | {_pct(short)} | {shown} |")
+    return "\n".join(lines)
+
+
 def _replace_block(text: str, marker: str, table: str) -> str:
     begin, end = f"<!-- {marker}: begin -->", f"<!-- {marker}: end -->"
     block = f"{begin}\n{table}\n{end}"
@@ -212,6 +247,10 @@ def main(argv: list[str]) -> int:
         confirmation = render_confirmation(document["confirm"])
         text = _replace_block(text, "confirmation table", confirmation)
         table += "\n\n" + confirmation
+        so_far = render_so_far(document["confirm"])
+        if so_far is not None or "<!-- confirmation so far: begin -->" in text:
+            text = _replace_block(text, "confirmation so far", so_far or "(every confirmation has finished)")
+            table += "\n\n" + (so_far or "")
     out_path.write_text(text, encoding="utf-8")
     print(table)
     return 0
