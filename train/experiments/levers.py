@@ -199,7 +199,7 @@ def finished_folds(out: Path) -> dict[str, dict[str, Any]]:
 def render_so_far(levers: list[dict[str, Any]]) -> str | None:
     """While a confirmation runs: every recipe's means over the folds that all recipes have tested; None when all
     are finished (their rows say everything) or no fold is shared."""
-    if all(lever_row(Path(lever["out"])) is not None for lever in levers):
+    if all((Path(lever["out"]) / "holdout.json").is_file() for lever in levers):  # lever_row's own test
         return None
     folds = {lever["name"]: finished_folds(Path(lever["out"])) for lever in levers}
     shared = set.intersection(*(set(f) for f in folds.values()))
