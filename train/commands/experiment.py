@@ -205,6 +205,31 @@ def ensemble(members: tuple[Path, ...], out_dir: Path, weight: float) -> None:
                f"{macs:.1f} M MACs/window; convert it with `instrument-ai convert {out}`")  # fmt: skip
 
 
+@experiment.command("ensemble-weight")
+@click.option("--holdout", "holdouts", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="A finished `experiment ensemble` holdout of the same two members at one --weight; repeat.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="The joined holdout folder (must not exist).")
+def ensemble_weight(holdouts: tuple[Path, ...], out_dir: Path) -> None:
+    """Join ensemble holdouts at several weights, each group's folds at the weight best on the other groups.
+
+    No fold's own score picks the weight it is reported with; weights.md also names the weight a model trained
+    on every source should take.
+    """
+    from instrument_ai.train.experiments.ensemble_weight import WeightChoiceError, join_by_weight
+
+    if len(holdouts) < 2:
+        raise click.UsageError(f"give at least two --holdout folders, got {len(holdouts)}")
+    try:
+        choice = join_by_weight(list(holdouts), out_dir)
+    except WeightChoiceError as exc:
+        raise click.UsageError(str(exc)) from None
+    for group, weight in choice["chosen"].items():
+        click.echo(f"{group}: weight {weight}")
+    click.echo(f"whole corpus: weight {choice['whole_corpus']}")
+    _print_holdout(json.loads((out_dir / "holdout.json").read_text()), out_dir)
+
+
 @experiment.command("model-card")
 @click.option("--bundle", required=True, type=click.Path(path_type=Path),
               help="The int8 bundle (its -float twin beside it is described too).")  # fmt: skip
