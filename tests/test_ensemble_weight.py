@@ -82,7 +82,7 @@ def test_bad_folders_are_refused_in_one_line_and_write_nothing(tmp_path, capsys)
     cases = [([good[0]], "at least two"), ([good[0], good[0]], "given twice"),
              ([good[0], other_members], "other members"), ([good[0], other_groups], "groups .* differs"),
              ([good[0], fewer_folds], "different folds"), ([good[0], unfinished], "holdout.json: missing"),
-             ([good[0], tmp_path / "absent"], "missing")]  # fmt: skip
+             ([good[0], tmp_path / "absent"], "not an `experiment holdout` folder")]  # fmt: skip
     for folders, words in cases:
         with pytest.raises(WeightChoiceError, match=words):
             join_by_weight(folders, tmp_path / "out")

@@ -206,16 +206,12 @@ PROTOCOL_KEYS = ("data", "groups", "seed", "max_test_notes", "train_kinds")
 
 
 def _holdout_settings(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / "holdout-settings.json"
+    from instrument_ai.train.experiments.holdout import HoldoutError, read_holdout_settings
+
     try:
-        settings = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise EnsembleError(f"{folder}: not an `experiment holdout` folder (no holdout-settings.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EnsembleError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(settings, dict):
-        raise EnsembleError(f"{path}: not a JSON object")
-    return settings
+        return read_holdout_settings(folder)
+    except HoldoutError as exc:
+        raise EnsembleError(str(exc)) from None
 
 
 def run_ensemble_holdout(members: list[Path], out: Path, *, weight: float = 0.5,

@@ -49,9 +49,14 @@ def read_weighted_holdouts(folders: list[Path]) -> dict[float, tuple[Path, dict[
         raise WeightChoiceError(f"choosing a weight needs at least two ensemble holdouts, got {len(folders)}")
     found: dict[float, tuple[Path, dict[str, Any]]] = {}
     first: dict[str, Any] | None = None
+    from instrument_ai.train.experiments.holdout import HoldoutError, read_holdout_settings
+
     for folder in folders:
-        settings = _read_json(Path(folder) / "holdout-settings.json")
-        overrides = settings.get("overrides") if isinstance(settings, dict) else None
+        try:
+            settings = read_holdout_settings(folder)
+        except HoldoutError as exc:
+            raise WeightChoiceError(str(exc)) from None
+        overrides = settings.get("overrides")
         if settings.get("preset") != "ensemble" or not isinstance(overrides, dict) or "weight" not in overrides:
             raise WeightChoiceError(f"{folder}: not an `experiment ensemble` holdout (preset {settings.get('preset')})")
         summary = _read_json(Path(folder) / "holdout.json")

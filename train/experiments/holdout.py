@@ -319,6 +319,28 @@ def screen_sample(data: Path, instruments: Sequence[str], most: int | None) -> l
     return [names[i] for i in np.unique(np.linspace(0, len(names) - 1, most).round().astype(int))]
 
 
+def read_holdout_settings(folder: Path) -> dict[str, Any]:
+    """A holdout folder's holdout-settings.json, with the defaults of folders written before a field existed.
+
+    The one reader of that file: resuming here, and `experiment ensemble` / `ensemble-weight` joining holdouts,
+    must agree on what an old folder's missing field means.
+    """
+    path = Path(folder) / "holdout-settings.json"
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HoldoutError(f"{folder}: not an `experiment holdout` folder (no holdout-settings.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HoldoutError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(settings, dict):
+        raise HoldoutError(f"{path}: not a JSON object")
+    settings.setdefault("overrides", {})  # folders written before overrides existed used none
+    settings.setdefault("groups", None)
+    settings.setdefault("train_kinds", [])
+    settings.setdefault("max_test_notes", None)
+    return settings
+
+
 def _claim_out_dir(out: Path, settings: dict[str, Any]) -> None:
     """Record the protocol's settings in `out`, or refuse a folder that holds folds made with other settings.
 
@@ -327,11 +349,7 @@ def _claim_out_dir(out: Path, settings: dict[str, Any]) -> None:
     """
     path = out / "holdout-settings.json"
     if path.is_file():
-        previous = json.loads(path.read_text())
-        previous.setdefault("overrides", {})  # folders written before overrides existed used none
-        previous.setdefault("groups", None)
-        previous.setdefault("train_kinds", [])
-        previous.setdefault("max_test_notes", None)
+        previous = read_holdout_settings(out)
         changed = [k for k in SETTINGS_KEYS if previous.get(k) != settings[k]]
         if changed:
             was = ", ".join(f"{k}={previous.get(k)}" for k in changed)
