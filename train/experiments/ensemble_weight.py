@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device.errors import InstrumentAIError
+from instrument_ai.train.ensemble import PROTOCOL_KEYS
 from instrument_ai.train.experiments import report
 
-SAME_PROTOCOL = ("data", "groups", "seed", "max_test_notes", "train_kinds", "epochs")
-"""holdout-settings.json fields the joined holdouts must share (the members too, within `overrides`)."""
+SAME_PROTOCOL = (*PROTOCOL_KEYS, "epochs")
+"""holdout-settings.json fields the joined holdouts must share: the ensemble's protocol, and (one pair of member
+holdouts) the same epochs; the members too, within `overrides`."""
 
 
 class WeightChoiceError(InstrumentAIError):
@@ -45,12 +47,12 @@ def _read_json(path: Path) -> Any:
 
 def read_weighted_holdouts(folders: list[Path]) -> dict[float, tuple[Path, dict[str, Any]]]:
     """{weight: (folder, holdout.json)} for finished ensemble holdouts of one protocol and one pair of members."""
+    from instrument_ai.train.experiments.holdout import HoldoutError, read_holdout_settings
+
     if len(folders) < 2:
         raise WeightChoiceError(f"choosing a weight needs at least two ensemble holdouts, got {len(folders)}")
     found: dict[float, tuple[Path, dict[str, Any]]] = {}
     first: dict[str, Any] | None = None
-    from instrument_ai.train.experiments.holdout import HoldoutError, read_holdout_settings
-
     for folder in folders:
         try:
             settings = read_holdout_settings(folder)
@@ -78,8 +80,13 @@ def read_weighted_holdouts(folders: list[Path]) -> dict[float, tuple[Path, dict[
     return dict(sorted(found.items()))
 
 
+def _group(fold: dict[str, Any]) -> str:
+    """The training group whose model tested the fold (a fold trained alone is its own group)."""
+    return str(fold.get("trained_as", fold["name"]))
+
+
 def _group_of_folds(summary: dict[str, Any]) -> dict[str, str]:
-    return {f["name"]: f.get("trained_as", f["name"]) for f in summary.get("folds", [])}
+    return {f["name"]: _group(f) for f in summary.get("folds", [])}
 
 
 def _real_scores(summary: dict[str, Any]) -> dict[str, list[float]]:
@@ -87,7 +94,7 @@ def _real_scores(summary: dict[str, Any]) -> dict[str, list[float]]:
     scores: dict[str, list[float]] = {}
     for fold in summary.get("folds", []):
         if fold.get("kind") == "real" and fold.get("note_accuracy") is not None:
-            scores.setdefault(fold.get("trained_as", fold["name"]), []).append(float(fold["note_accuracy"]))
+            scores.setdefault(_group(fold), []).append(float(fold["note_accuracy"]))
     return scores
 
 
@@ -99,8 +106,7 @@ def _best(scores: dict[float, float]) -> float:
 def choose_weights(holdouts: dict[float, tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
     """Per group, the weight best on the other groups' real folds (mean note accuracy); and the whole-corpus one."""
     per_weight = {w: _real_scores(summary) for w, (_, summary) in holdouts.items()}
-    groups = sorted({g for scores in per_weight.values() for g in scores}
-                    | set(_group_of_folds(next(iter(holdouts.values()))[1]).values()))  # fmt: skip
+    groups = sorted(set(_group_of_folds(next(iter(holdouts.values()))[1]).values()))  # every holdout groups alike
     if len([g for g in groups if any(g in s for s in per_weight.values())]) < 2:
         raise WeightChoiceError("nested choice needs real folds in at least two groups")
 
@@ -139,7 +145,7 @@ def join_by_weight(folders: list[Path], out: Path) -> dict[str, Any]:
     try:
         folds = []
         for fold in first_summary["folds"]:
-            weight = choice["chosen"][fold.get("trained_as", fold["name"])]
+            weight = choice["chosen"][_group(fold)]
             folder, summary = holdouts[weight]
             picked = next(f for f in summary["folds"] if f["name"] == fold["name"])
             source = folder / "folds" / fold["name"]
