@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from instrument_ai.device.errors import ConfigurationError, InstrumentAIError
-from instrument_ai.device.frontend import FrontendSpec, mfcc
+from instrument_ai.device.frontend import FrontendSpec, model_input
 from instrument_ai.device.labels import LABELS
 
 MAX_NOTE_HOPS = 8
@@ -121,8 +121,12 @@ def describe_hop(kind: str, window: np.ndarray, silent: np.ndarray, embedding: n
 
 
 def silent_frame(spec: FrontendSpec) -> np.ndarray:
-    """The frontend's frame of digital silence, float32 (n_mfcc,): what the engine pads windows with."""
-    return mfcc(np.zeros(spec.win_length), spec)[:, 0].astype(np.float32)
+    """The frontend's frame of digital silence, float32 (n_features,): what the engine pads windows with.
+
+    The model's own input stage (MFCC or log-mel), as the engine computes its padding: a log-mel bundle's
+    windows have n_mels rows, not n_mfcc.
+    """
+    return model_input(np.zeros(spec.win_length), spec)[:, 0].astype(np.float32)
 
 
 def describe_window(window: np.ndarray, silent: np.ndarray) -> np.ndarray | None:

@@ -277,3 +277,20 @@ def test_truncated_edited_or_foreign_files_are_refused(bundle: bundle_module.Bun
         assert "\n" not in str(caught.value)
     with pytest.raises(personal.PersonalError, match="no such personal file"):
         personal.PersonalFile.load(tmp_path / "missing.bin")
+
+
+def test_a_log_mel_models_windows_are_described_with_its_own_silence_frame() -> None:
+    """A log-mel bundle (0.5.0) pads its windows with log-mel silence: the descriptor must drop those frames too."""
+    import dataclasses
+
+    from instrument_ai.device.frontend import DEFAULT_SPEC, log_mel
+
+    spec = dataclasses.replace(DEFAULT_SPEC, stage="log_mel")
+    silent = personal.silent_frame(spec)
+    assert silent.shape == (spec.n_mels,)
+    tone = 0.3 * np.sin(2 * np.pi * 440.0 * np.arange(spec.sample_rate // 2) / spec.sample_rate)
+    sounding = log_mel(tone, spec)[:, :20].astype(np.float32)
+    padded = np.concatenate([np.repeat(silent[:, None], 39, axis=1), sounding], axis=1)
+    described = personal.describe_window(padded, silent)
+    assert described is not None and described.shape == (2 * spec.n_mels,)
+    np.testing.assert_allclose(described, personal.describe_window(sounding, silent), atol=0.05)  # float32 std
