@@ -142,3 +142,42 @@ def test_the_lever_screen_joins_the_card_read_from_its_holdout_folders(inputs: d
     assert "| unfinished | running |" in card and "| reference4 | 73.4 % (+0.0) |" in card
     broken = run_main(*args, "--levers", str(tmp_path / "missing.json"))
     assert broken.exit_code == 1 and "missing.json: no such file (the lever list)" in broken.output
+
+
+def test_an_ensemble_card_names_its_members_and_why_no_float_twin_ships(
+        inputs: dict[str, Path], tmp_path: Path) -> None:  # fmt: skip
+    import shutil
+
+    inner = tmp_path / "v5ens"
+    inner.mkdir()
+    (inner / "config.json").write_text(json.dumps({"ensemble": {"members": ["/r/v5mel2d", "/r/v5wide"],
+                                                                 "presets": ["mel2d", "edge_wide"],
+                                                                 "weights": [0.5, 0.5]}}))  # fmt: skip
+    config = json.loads((inputs["run"] / "config.json").read_text())
+    config["ensemble"] = {"members": [str(inner), "/r/v5edge"], "presets": ["ensemble", "edge"],
+                          "weights": [0.667, 0.333]}  # fmt: skip
+    config["model"]["params"] = 507_604
+    (inputs["run"] / "config.json").write_text(json.dumps(config))
+    alone = tmp_path / "default.tflite"  # no default-float.tflite beside it
+    shutil.copy(REPO / "models" / "default.tflite", alone)
+    result = run_main("experiment", "model-card", "--bundle", alone, "--run", inputs["run"], "--holdout",
+                      inputs["holdout"], "--out", inputs["out"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    card = inputs["out"].read_text()
+    assert ("`v5ens` (ensemble, weight 0.667) (`v5mel2d` (mel2d, weight 0.5), `v5wide` (edge_wide, weight 0.5)), "
+            "`v5edge` (edge, weight 0.333)") in card  # fmt: skip
+    assert "Settings: preset edge" not in card  # the first member's settings would not describe the ensemble
+    assert "| float twin | none shipped: its 507,604 float32 weights alone are 2.0 MB, over the 1 MB" in card
+
+
+def test_the_card_names_the_models_input_stage_and_the_rule_it_carries() -> None:
+    from instrument_ai.device.frontend import DEFAULT_SPEC
+    from instrument_ai.train.experiments import model_card
+
+    spec = DEFAULT_SPEC.to_dict()
+    assert model_card._frontend_line(spec).endswith("40 MFCCs (numpy, `device/frontend.py`)")
+    assert "their log (db): the model's input" in model_card._frontend_line({**spec, "stage": "log_mel"})
+    assert model_card._rule_line(None) == "none: the device's fallback, per hop at 0.4"
+    rule = {"decision": "note", "min_confidence": 0.3, "first_answer_hop": 2, "chosen_on": "held-out phrases"}
+    assert model_card._rule_line(rule) == ("one decision per note, floor 0.3; first answer at hop 2; chosen on "
+                                           "held-out phrases")  # fmt: skip

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from instrument_ai.device.errors import InstrumentAIError
+from instrument_ai.device.settings import ENGINE_DEFAULTS_KEY
 
 TARGETS = {
     "soundfont_folds": 0.75,
@@ -25,6 +26,9 @@ TARGETS = {
     "int8_bytes": 600 * 1024,
 }
 """Issue 14's targets, so the card says plainly which are met."""
+
+MAX_COMMITTED_BYTES = 1_000_000
+"""The most a bundle committed to models/ may weigh (the developers' guide: each under 1 MB)."""
 
 
 class CardError(InstrumentAIError, ValueError):
@@ -199,12 +203,11 @@ def render(inputs: CardInputs) -> str:
         ["quantization", f"input {inputs.bundle['quantization']['input']['dtype']}, output "
          f"{inputs.bundle['quantization']['output']['dtype']}"],
         ["labels, in output order", ", ".join(labels)],
-        ["frontend", f"{frontend.get('sample_rate')} Hz, {frontend.get('window')} window {frontend.get('n_fft')}, "
-         f"hop {frontend.get('hop_length')}, {frontend.get('n_mels')} mels {frontend.get('fmin', 0):g}-"
-         f"{frontend.get('fmax', 0):g} Hz, {frontend.get('n_mfcc')} MFCCs (numpy, `device/frontend.py`)"],
+        ["frontend", _frontend_line(frontend)],
         ["network", f"{summary.get('params', 0):,} parameters, {summary.get('macs', 0) / 1e6:.2f} M multiply-adds "
          "per window; ops " + ", ".join(inputs.bundle["ops"])],
         ["open-set rejection", _open_set_line(inputs.run_metrics)],
+        ["decision rule it carries", _rule_line(meta.get(ENGINE_DEFAULTS_KEY))],
     ]  # fmt: skip
     check = meta.get("conversion_check") or {}
     if check:
@@ -217,6 +220,8 @@ def render(inputs: CardInputs) -> str:
     if inputs.float_bundle:
         twin_bytes = inputs.float_bundle["sizes"]["file_bytes"]
         rows.append(["float twin", f"`models/{name}-float.tflite`, {twin_bytes:,} bytes"])
+    else:
+        rows.append(["float twin", _no_twin_line(name, int(summary.get("params", 0)))])
     out.append(_table(["", ""], rows))
     out += ["", "`instrument-ai inspect models/" + f"{name}.tflite` prints all of it and runs the self-test."]
     out += _training_section(inputs)
@@ -230,6 +235,38 @@ def render(inputs: CardInputs) -> str:
     out += _credits_section(inputs)
     out += _weaknesses_section(inputs, h)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _frontend_line(spec: dict[str, Any]) -> str:
+    """The frontend, ending in the stage the model takes (an MFCC model and a log-mel one share the first steps)."""
+    head = (f"{spec.get('sample_rate')} Hz, {spec.get('window')} window {spec.get('n_fft')}, hop "
+            f"{spec.get('hop_length')}, {spec.get('n_mels')} mels "
+            f"{spec.get('fmin', 0):g}-{spec.get('fmax', 0):g} Hz")  # fmt: skip
+    if spec.get("stage", "mfcc") == "mfcc":
+        return f"{head}, {spec.get('n_mfcc')} MFCCs (numpy, `device/frontend.py`)"
+    return f"{head}, their log ({spec.get('log')}): the model's input (numpy, `device/frontend.py`)"
+
+
+def _rule_line(rule: dict[str, Any] | None) -> str:
+    """The decision rule the device uses with this bundle unless its user sets one (`convert --decision ...`)."""
+    if not rule:
+        return "none: the device's fallback, per hop at 0.4"
+    how = "one decision per note" if rule.get("decision") == "note" else "per hop"
+    parts = [f"{how}, floor {rule.get('min_confidence', 0.4):g}"]
+    if rule.get("first_answer_hop", 1) != 1:
+        parts.append(f"first answer at hop {rule['first_answer_hop']}")
+    if rule.get("chosen_on"):
+        parts.append(f"chosen on {rule['chosen_on']}")
+    return "; ".join(parts)
+
+
+def _no_twin_line(name: str, params: int) -> str:
+    """Why no float twin ships: the project commits no bundle of 1 MB or more (README, "Models")."""
+    if params * 4 < MAX_COMMITTED_BYTES:
+        return "none shipped"
+    return (f"none shipped: its {params:,} float32 weights alone are {params * 4 / 1e6:.1f} MB, over the "
+            f"{MAX_COMMITTED_BYTES / 1e6:.0f} MB the project commits per bundle (`instrument-ai convert RUN --float` "
+            f"makes it from the run)")
 
 
 def _open_set_line(metrics: dict[str, Any]) -> str:
@@ -258,13 +295,35 @@ def _training_section(inputs: CardInputs) -> list[str]:
         lines += ["", _table(["family", *fams], [["training notes", *fams.values()]])]
     keys = ("preset", "epochs", "real_weight", "label_smoothing", "mixup_alpha", "augment_copies", "onset_fraction",
             "balance", "max_minutes")  # fmt: skip
-    lines += ["", "Settings: " + ", ".join(f"{k} {tc.get(k)}" for k in keys if k in tc) + "."]
-    lines.append(f"Trained {m.get('epochs_run', '?')} epochs (best {m.get('best_epoch', '?')}, "
-                 f"{m.get('stopped', '')}) in {m.get('train_seconds', 0) / 60:.1f} min of training on this machine; "
-                 f"validation note accuracy {_pct(m.get('note_accuracy'))}.")  # fmt: skip
+    ensemble = inputs.run_config.get("ensemble")
+    if ensemble:
+        lines += ["", "An ensemble (`instrument-ai experiment ensemble`): the members' logits, weighted, averaged in "
+                  f"one graph: {_members_line(ensemble)}. All members trained on the same data; the open-set "
+                  "temperature and threshold were fitted again on the joined model."]  # fmt: skip
+        lines.append(f"{m.get('train_seconds', 0) / 60:.1f} min of training in all on this machine; validation note "
+                     f"accuracy {_pct(m.get('note_accuracy'))} ({m.get('split', 'validation')}).")  # fmt: skip
+    else:
+        lines += ["", "Settings: " + ", ".join(f"{k} {tc.get(k)}" for k in keys if k in tc) + "."]
+        lines.append(f"Trained {m.get('epochs_run', '?')} epochs (best {m.get('best_epoch', '?')}, "
+                     f"{m.get('stopped', '')}) in {m.get('train_seconds', 0) / 60:.1f} min of training on this "
+                     f"machine; validation note accuracy {_pct(m.get('note_accuracy'))}.")  # fmt: skip
     if inputs.commands.get("train"):
         lines += ["", "```", inputs.commands["train"], inputs.commands.get("convert", ""), "```"]
     return lines
+
+
+def _members_line(ensemble: dict[str, Any]) -> str:
+    """Each member's run, preset and weight; a member that is itself an ensemble is opened when its folder is here."""
+    parts = []
+    for path, preset, weight in zip(ensemble.get("members", []), ensemble.get("presets", []),
+                                    ensemble.get("weights", []), strict=False):  # fmt: skip
+        inner = ""
+        config = Path(path) / "config.json"
+        if preset == "ensemble" and config.is_file():
+            nested = json.loads(config.read_text()).get("ensemble") or {}
+            inner = f" ({_members_line(nested)})"
+        parts.append(f"`{Path(path).name}` ({preset}, weight {float(weight):.3g}){inner}")
+    return ", ".join(parts)
 
 
 def _holdout_section(summary: dict[str, Any]) -> list[str]:
