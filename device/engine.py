@@ -142,6 +142,9 @@ class Event:
     kind: str = "change"  # "change", or "hop" for an unchanged hop
     probs: np.ndarray | None = field(default=None, repr=False, compare=False)  # this hop's model output (+ head)
     personal: dict[str, Any] | None = field(default=None, repr=False, compare=False)  # the head in force, if any
+    # the hop's place in its note under one decision per note (1: the note's first hop, where its evidence
+    # restarts); 0 in silence and with the per-hop rule. So a replay of `probs` can cut the notes as the engine did.
+    note_hop: int = field(default=0, repr=False, compare=False)
 
     @property
     def is_instrument(self) -> bool:
@@ -624,6 +627,7 @@ class Classifier:
             kind="change" if label != self.label else "hop",
             probs=probs,
             personal=self._personal_info,
+            note_hop=self._note_hops if probs is not None else 0,
         )
         self.label = label
         self.last_event = event

@@ -386,3 +386,31 @@ def test_a_model_swap_drops_the_head_then_the_daemon_refits_it_from_the_stored_n
     assert engine.personal is not None and engine.personal.fits(other) and notices[-1][0] == "personal"
     assert notices[-1][1]["families"] == ["reed"] and notices[-1][1]["trigger"] == "model swap"
     assert personal.PersonalFile.load(path).bundle == personal.bundle_identity(other)  # saved for the new model
+
+
+class _NoteRuleBundle:
+    """A bundle that asks the device for one decision per note (as 0.5.0 does): the rest is the real bundle."""
+
+    engine_defaults = {"decision": "note", "min_confidence": 0.3, "first_answer_hop": 2}
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_experiment_enrol_hears_and_replays_with_the_rule_the_bundle_carries() -> None:
+    """The engine decides per note with such a bundle; the replay must cut the same notes and say the same."""
+    from instrument_ai.device.settings import EngineSettings
+    from instrument_ai.train.experiments import enrol as experiment
+
+    bundle = _NoteRuleBundle(bundle_module.load(DEFAULT_MODEL))
+    t = np.arange(SR) / SR
+    quiet = 0.02 * np.sin(2 * np.pi * 220.0 * t)
+    loud = 0.5 * np.sin(2 * np.pi * 330.0 * t) * np.exp(-2.0 * t)  # a re-attack without silence before it
+    recording = experiment.hear(bundle, np.concatenate([quiet, loud]).astype(np.float32), SR, "s", "reed", "two")
+    assert recording.note_hops.count(1) == 2, recording.note_hops  # two notes: the start and the re-attack
+    assert recording.engine_labels[0] == "unknown"  # a note names a family from its second hop on
+    scorer = experiment.Scorer(bundle, EngineSettings())
+    assert scorer.settings.decision == "note" and scorer.check([recording]) == 0

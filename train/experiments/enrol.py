@@ -69,6 +69,7 @@ class Recording:
     engine_labels: list[str]
     engine_answer: str
     embeddings: list[np.ndarray | None] = field(default_factory=list)  # the bundle's embedding output per hop
+    note_hops: list[int] = field(default_factory=list)  # per hop, its place in its note (`Event.note_hop`)
 
     def described(self, kind: str) -> list[np.ndarray | None]:
         """The per-hop descriptors of `kind` (`personal.MFCC` or `personal.EMBEDDING`)."""
@@ -88,6 +89,7 @@ class _Tap:
         self.sample_rate = bundle.sample_rate
         self.default_hop_seconds = bundle.default_hop_seconds
         self.metadata = getattr(bundle, "metadata", None)
+        self.engine_defaults = getattr(bundle, "engine_defaults", None)  # the rule the device uses with the bundle
         self.seen: list[tuple[np.ndarray | None, np.ndarray, np.ndarray | None]] = []
         self._embedding = getattr(bundle, "last_embedding", None)
 
@@ -122,7 +124,8 @@ def hear(bundle: Any, audio: np.ndarray, rate: int, source: str, family: str, na
             embeddings.append(embedding)
     answer = file_answer(hops, list(engine.labels), engine.top_k)["label"]
     labels = [e.label for e in hops]
-    return Recording(source, family, name, audio.shape[0] / rate, probs, descriptors, labels, answer, embeddings)
+    return Recording(source, family, name, audio.shape[0] / rate, probs, descriptors, labels, answer, embeddings,
+                     [e.note_hop for e in hops])  # fmt: skip
 
 
 # -- the corpus ---------------------------------------------------------------------------------------------------
@@ -188,10 +191,25 @@ def collect(bundle: Any, data: Path, notes: list[tuple[str, str, str]], say: Cal
 # -- the engine's decision, replayed ------------------------------------------------------------------------------
 
 
-def replay(probs: list[np.ndarray | None], labels: list[str], rejection: Any, settings: Any) -> list[str]:
-    """The engine's per-hop labels (smoothing + `decision.decide_label`) from per-hop outputs; None: silence."""
-    from instrument_ai.device.decision import decide_label
+def replay(
+    probs: list[np.ndarray | None], labels: list[str], rejection: Any, settings: Any, note_hops: list[int] | None = None
+) -> list[str]:
+    """The engine's per-hop labels from per-hop outputs (None: silence): smoothing + `decision.decide_label`, or
+    with one decision per note `decision.decide_note_labels` over the notes the engine cut (`note_hops`)."""
+    from instrument_ai.device.decision import decide_label, decide_note_labels
 
+    if settings.decision == "note":
+        if note_hops is None or len(note_hops) != len(probs):
+            raise ValueError("one decision per note is replayed only with the engine's note hops")
+        sounding = [i for i, p in enumerate(probs) if p is not None]
+        out = [SILENCE] * len(probs)
+        if sounding:
+            decided = decide_note_labels(np.stack([probs[i] for i in sounding]), [note_hops[i] == 1 for i in sounding],
+                                         labels, min_confidence=settings.floor, rejection=rejection,
+                                         first_answer_hop=settings.answer_hop)  # fmt: skip
+            for i, label in zip(sounding, decided, strict=True):
+                out[i] = label
+        return out
     history: deque[np.ndarray] = deque(maxlen=settings.smooth)
     out = []
     for p in probs:
@@ -273,7 +291,7 @@ class Scorer:
         else:
             described = r.described(self.kind)
             probs = [None if p is None else _adjust(head, d, p) for p, d in zip(r.probs, described, strict=True)]
-        return probs, replay(probs, self.labels, self.rejection, self.settings)
+        return probs, replay(probs, self.labels, self.rejection, self.settings, r.note_hops)
 
     def adjusted(
         self, recordings: Sequence[Recording], head: personal.PersonalHead | None
