@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from bundle_support import rewrite
 from clirun import run_main
-from fakemic import DEFAULT_MODEL, tiny_bundle_bytes
+from fakemic import PREVIOUS_MODEL, tiny_bundle_bytes
 from test_personal import PITCHES, SR, synth_note
 
 from instrument_ai.convert.embedding import EmbeddingError, add_embedding_output, add_embedding_to_bundle
@@ -31,7 +31,7 @@ from instrument_ai.device.engine import Classifier
 def shipped_with_embedding(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped 0.4.0 bundle re-exported with its embedding output (as `convert --add-embedding` does)."""
     out = tmp_path_factory.mktemp("embedding") / "default-emb.tflite"
-    add_embedding_to_bundle(Path(DEFAULT_MODEL), out)
+    add_embedding_to_bundle(Path(PREVIOUS_MODEL), out)
     return out
 
 
@@ -62,7 +62,7 @@ def window_of(bundle: bundle_module.Bundle, seed: int = 0) -> np.ndarray:
 
 
 def test_the_shipped_bundle_gains_an_int8_embedding_and_keeps_its_probabilities(shipped_with_embedding: Path) -> None:
-    old, new = bundle_module.load(DEFAULT_MODEL), bundle_module.load(shipped_with_embedding)
+    old, new = bundle_module.load(PREVIOUS_MODEL), bundle_module.load(shipped_with_embedding)
     assert old.embedding_size == 0 and old.last_embedding() is None
     declared = new.metadata["embedding"]
     assert declared["output"] == 1 and declared["size"] == new.embedding_size == 128 and declared["dtype"] == "int8"
@@ -188,7 +188,7 @@ def test_a_missing_or_misdescribed_embedding_is_refused(tiny_pair: tuple[Path, P
 def test_inspect_shows_the_embedding(shipped_with_embedding: Path) -> None:
     with_it = run_main("inspect", shipped_with_embedding)
     assert with_it.exit_code == 0 and "embedding: output 1, 128 int8 values" in with_it.output
-    without = run_main("inspect", DEFAULT_MODEL)
+    without = run_main("inspect", PREVIOUS_MODEL)
     assert without.exit_code == 0 and "embedding: none" in without.output
 
 
@@ -225,7 +225,7 @@ def test_the_head_learns_on_the_embedding_when_the_bundle_has_one(shipped_with_e
     assert all(n.descriptors.shape[1] == 128 for n in data.notes)
     head = data.head(bundle)
     assert head.descriptor == personal.EMBEDDING and head.summary()["descriptor"] == "embedding" and head.fits(bundle)
-    assert not head.fits(bundle_module.load(DEFAULT_MODEL))  # no embedding there
+    assert not head.fits(bundle_module.load(PREVIOUS_MODEL))  # no embedding there
     held_out = synth_note("odd", PITCHES[5], 5)  # a pitch between the enrolled ones
     plain, with_head = Classifier(bundle, input_rate=SR), Classifier(bundle, input_rate=SR)
     with_head.set_personal(head)
@@ -269,7 +269,7 @@ def test_an_embedding_file_round_trips_and_refuses_edits(shipped_with_embedding:
 def test_a_file_of_another_descriptor_is_described_again_from_its_clips(
     shipped_with_embedding: Path, tmp_path: Path
 ) -> None:
-    old, new = bundle_module.load(DEFAULT_MODEL), bundle_module.load(shipped_with_embedding)
+    old, new = bundle_module.load(PREVIOUS_MODEL), bundle_module.load(shipped_with_embedding)
     data = _enrol(old)
     assert data.descriptor == personal.MFCC
     path = tmp_path / library.PERSONAL_NAME
@@ -299,7 +299,7 @@ def test_enrol_says_when_it_falls_back_to_mfcc(shipped_with_embedding: Path, tmp
     import soundfile
 
     soundfile.write(str(note), synth_note("odd", 220.0, 0), SR)
-    old = run_main("enrol", "reed", note, "--model", DEFAULT_MODEL, "--out", tmp_path / "a.bin")
+    old = run_main("enrol", "reed", note, "--model", PREVIOUS_MODEL, "--out", tmp_path / "a.bin")
     assert old.exit_code == 0 and old.output.count("falls back to the notes' MFCC statistics") == 1
     new = run_main("enrol", "reed", note, "--model", shipped_with_embedding, "--out", tmp_path / "b.bin")
     assert new.exit_code == 0 and "MFCC" not in new.output
@@ -344,7 +344,7 @@ def _toy_corpus(folder: Path) -> Path:
 def test_convert_ships_a_background_bank_and_the_head_uses_it(tmp_path: Path) -> None:
     corpus = _toy_corpus(tmp_path / "corpus")
     out = tmp_path / "bank.tflite"
-    result = run_main("convert", "--add-embedding", DEFAULT_MODEL, "--background", corpus, "--background-notes", "3",
+    result = run_main("convert", "--add-embedding", PREVIOUS_MODEL, "--background", corpus, "--background-notes", "3",
                       "--out", out, "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["background_points"] == 6  # 3 notes of each of the corpus' two families
@@ -365,7 +365,7 @@ def test_convert_ships_a_background_bank_and_the_head_uses_it(tmp_path: Path) ->
         _enrol(damaged).head(damaged)
     empty = tmp_path / "empty"
     empty.mkdir()
-    refused = run_main("convert", "--add-embedding", DEFAULT_MODEL, "--background", empty, "--out", tmp_path / "z")
+    refused = run_main("convert", "--add-embedding", PREVIOUS_MODEL, "--background", empty, "--out", tmp_path / "z")
     assert refused.exit_code == 2 and "examples.json is missing" in one_line(refused.output)
     assert not (tmp_path / "z").exists()
 
@@ -418,7 +418,7 @@ def test_experiment_enrol_measures_both_descriptors_and_the_background(
     table = (out / "enrol.md").read_text()
     assert "Descriptor: mfcc_mean_std, no background" in table and "background of" in table
     plain = run_main("experiment", "enrol", "--data", data, "--holdout", "RealA", "--descriptor", "embedding",
-                     "--out", tmp_path / "x")  # fmt: skip
+                     "--model", PREVIOUS_MODEL, "--out", tmp_path / "x")  # fmt: skip
     assert plain.exit_code == 1 and "no embedding output" in one_line(plain.output)
     bad = run_main("experiment", "enrol", "--data", data, "--holdout", "RealA", "--descriptor", "mel", "--out", out)
     assert bad.exit_code == 2 and "--descriptor takes mfcc and/or embedding" in bad.output

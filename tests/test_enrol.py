@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 from clirun import run_main
-from fakemic import DEFAULT_MODEL, REPO, PulseFakeMic
+from fakemic import PREVIOUS_MODEL, REPO, PulseFakeMic
 from test_hot_reload import Daemon, age, point
 from test_personal import PITCHES, SR, OtherBundle, synth_note
 
@@ -34,7 +34,7 @@ from instrument_ai.device.mqtt_out import state_payload
 
 @pytest.fixture(scope="module")
 def bundle() -> bundle_module.Bundle:
-    return bundle_module.load(DEFAULT_MODEL)
+    return bundle_module.load(PREVIOUS_MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def one_line(output: str) -> str:
 
 def enrolled(path: Path, notes_dir: Path, *extra: str) -> None:
     files = [notes_dir / f"odd{i}.wav" for i in range(4)]
-    result = run_main("enrol", "reed", *files, "--model", DEFAULT_MODEL, "--out", path, *extra)
+    result = run_main("enrol", "reed", *files, "--model", PREVIOUS_MODEL, "--out", path, *extra)
     assert result.exit_code == 0, result.output
 
 
@@ -65,23 +65,23 @@ def enrolled(path: Path, notes_dir: Path, *extra: str) -> None:
 def test_enrol_list_classify_and_forget(notes_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "mine.bin"
     held_out = [notes_dir / "odd4.wav", notes_dir / "odd5.wav"]
-    plain = run_main("classify", *held_out, "--model", DEFAULT_MODEL, "--json")
+    plain = run_main("classify", *held_out, "--model", PREVIOUS_MODEL, "--json")
     assert plain.exit_code == 0 and all(json.loads(x)["label"] != "reed" for x in plain.output.splitlines())
-    result = run_main("enrol", "reed", notes_dir / "odd0.wav", notes_dir / "odd1.wav", "--model", DEFAULT_MODEL,
+    result = run_main("enrol", "reed", notes_dir / "odd0.wav", notes_dir / "odd1.wav", "--model", PREVIOUS_MODEL,
                       "--out", path)  # fmt: skip
     assert result.exit_code == 0 and "odd0.wav: kept 1 note" in result.output and "reed 2" in result.output
     enrolled(path, notes_dir)  # extends the same file
     listed = run_main("enrol", "--list", "--out", path, "--json")
     info = json.loads(listed.output)
     assert info["families"] == {"reed": 6} and info["clips"] == 6 and info["model"] == "default 0.4.0"
-    named = run_main("classify", *held_out, "--model", DEFAULT_MODEL, "--json", "--personal", path)
+    named = run_main("classify", *held_out, "--model", PREVIOUS_MODEL, "--json", "--personal", path)
     answers = [json.loads(x) for x in named.output.splitlines()]
     assert named.exit_code == 0 and [a["label"] for a in answers] == ["reed", "reed"]
     assert answers[0]["personal"] == {"families": ["reed"], "notes": 6, "descriptor": "mfcc_mean_std"}
     forgot = run_main("enrol", "--forget", "reed", "--out", path)
     assert forgot.exit_code == 0 and "forgot 6 note(s) of reed" in forgot.output
     assert personal.PersonalFile.load(path).families() == {}
-    refused = run_main("classify", held_out[0], "--model", DEFAULT_MODEL, "--personal", path)
+    refused = run_main("classify", held_out[0], "--model", PREVIOUS_MODEL, "--personal", path)
     assert refused.exit_code == 2 and "no family has 2 enrolled notes" in one_line(refused.output)
 
 
@@ -91,10 +91,10 @@ def test_bad_input_is_one_line_and_the_file_is_untouched(notes_dir: Path, tmp_pa
     before = path.read_bytes()
     cases = [
         (("enrol", "kazoo", notes_dir / "odd0.wav", "--out", path), "unknown family 'kazoo'"),
-        (("enrol", "reed", notes_dir / "quiet.wav", "--model", DEFAULT_MODEL, "--out", path), "no note found"),
-        (("enrol", "reed", notes_dir / "odd0.wav", notes_dir / "quiet.wav", "--model", DEFAULT_MODEL, "--out", path),
+        (("enrol", "reed", notes_dir / "quiet.wav", "--model", PREVIOUS_MODEL, "--out", path), "no note found"),
+        (("enrol", "reed", notes_dir / "odd0.wav", notes_dir / "quiet.wav", "--model", PREVIOUS_MODEL, "--out", path),
          "quiet.wav: no note found"),  # fmt: skip
-        (("enrol", "reed", notes_dir / "odd0.wav", "--model", DEFAULT_MODEL), "give --out PERSONAL or --model-dir"),
+        (("enrol", "reed", notes_dir / "odd0.wav", "--model", PREVIOUS_MODEL), "give --out PERSONAL or --model-dir"),
         (("enrol", "reed", "--out", path), "give FILEs or --record SECONDS"),
         (("enrol", "--forget", "kazoo", "--out", path), "unknown family 'kazoo'"),
         (("enrol", "--forget", "string", "--out", path), "no notes of 'string' enrolled (families enrolled: reed)"),
@@ -110,9 +110,9 @@ def test_bad_input_is_one_line_and_the_file_is_untouched(notes_dir: Path, tmp_pa
     for content in (before[: len(before) // 2], before[:300] + bytes([before[300] ^ 4]) + before[301:]):
         damaged.write_bytes(content)
         for args in (
-            ("classify", notes_dir / "odd4.wav", "--model", DEFAULT_MODEL, "--personal", damaged),
+            ("classify", notes_dir / "odd4.wav", "--model", PREVIOUS_MODEL, "--personal", damaged),
             ("enrol", "--list", "--out", damaged),
-            ("enrol", "reed", notes_dir / "odd0.wav", "--model", DEFAULT_MODEL, "--out", damaged),
+            ("enrol", "reed", notes_dir / "odd0.wav", "--model", PREVIOUS_MODEL, "--out", damaged),
         ):
             result = run_main(*args)
             assert result.exit_code == 2 and "damaged" in one_line(result.output), result.output
@@ -130,7 +130,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_file(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(personal_file.os, "fsync", full_disk)
-    result = run_main("enrol", "reed", notes_dir / "odd4.wav", "--model", DEFAULT_MODEL, "--out", path)
+    result = run_main("enrol", "reed", notes_dir / "odd4.wav", "--model", PREVIOUS_MODEL, "--out", path)
     assert result.exit_code == 1
     assert "No space left on device); the previous file is kept" in one_line(result.output)
     assert path.read_bytes() == before
@@ -146,7 +146,7 @@ def test_a_personal_file_for_another_model_is_refitted_or_refused(
         data.add(personal.extract_notes(synth_note("odd", PITCHES[seed], seed), SR, other, "reed"))
     path = tmp_path / "old.bin"
     data.save(path)
-    result = run_main("classify", notes_dir / "odd4.wav", "--model", DEFAULT_MODEL, "--personal", path, "--json")
+    result = run_main("classify", notes_dir / "odd4.wav", "--model", PREVIOUS_MODEL, "--personal", path, "--json")
     assert result.exit_code == 0 and json.loads(result.output)["label"] == "reed"
     refitted = personal.PersonalFile.load(path)  # re-fitted from its clips and saved for the shipped model
     assert refitted.bundle == personal.bundle_identity(bundle) and refitted.families() == {"reed": 4}
@@ -157,7 +157,7 @@ def test_a_personal_file_for_another_model_is_refitted_or_refused(
     ])  # fmt: skip
     bare.save(path)
     before = path.read_bytes()
-    refused = run_main("classify", notes_dir / "odd4.wav", "--model", DEFAULT_MODEL, "--personal", path)
+    refused = run_main("classify", notes_dir / "odd4.wav", "--model", PREVIOUS_MODEL, "--personal", path)
     assert refused.exit_code == 2 and "enrol again" in one_line(refused.output)
     assert path.read_bytes() == before
 
@@ -210,7 +210,7 @@ def test_enrolling_while_the_daemon_runs_hot_reloads_the_head(notes_dir: Path, t
     and the head in force stays; a removed file takes the head away. No restart, no lost hop."""
     versions = tmp_path / "models" / "versions"
     versions.mkdir(parents=True)
-    (versions / "m.tflite").write_bytes(DEFAULT_MODEL.read_bytes())
+    (versions / "m.tflite").write_bytes(PREVIOUS_MODEL.read_bytes())
     age(versions / "m.tflite")
     directory = versions.parent
     point(directory, "m.tflite")
@@ -259,7 +259,7 @@ def test_enrol_records_notes_from_the_fake_microphone(tmp_path: Path) -> None:
     """`enrol reed --record` through PortAudio -> Pulse: three played notes are kept; silence is one line, exit 2."""
     directory = tmp_path / "models"
     (directory / "versions").mkdir(parents=True)
-    (directory / "versions" / "m.tflite").write_bytes(DEFAULT_MODEL.read_bytes())
+    (directory / "versions" / "m.tflite").write_bytes(PREVIOUS_MODEL.read_bytes())
     point(directory, "m.tflite")
     rate = 48000
     gap = np.zeros(rate // 2, dtype=np.float32)
@@ -305,12 +305,12 @@ def test_evaluate_applies_a_personal_file_to_every_window(bundle: bundle_module.
                            pitches=(48, 55, 60, 67, 72, 77))  # fmt: skip
     reed = sorted((data / "audio").glob("reed_*.wav"))[:3]
     path = tmp_path / "mine.bin"
-    result = run_main("enrol", "reed", *reed, "--model", DEFAULT_MODEL, "--out", path)
+    result = run_main("enrol", "reed", *reed, "--model", PREVIOUS_MODEL, "--out", path)
     assert result.exit_code == 0, result.output
 
     def reed_recall(*extra: object) -> tuple[float, dict]:
         out = tmp_path / f"eval{len(extra)}"
-        done = run_main("evaluate", "--model", DEFAULT_MODEL, "--data", data, "--out", out, "--quiet", *extra)
+        done = run_main("evaluate", "--model", PREVIOUS_MODEL, "--data", data, "--out", out, "--quiet", *extra)
         assert done.exit_code == 0, done.output
         figures = json.loads((out / "evaluation.json").read_text())
         return figures["per_family"]["reed"]["recall"], figures["model"]
@@ -320,7 +320,7 @@ def test_evaluate_applies_a_personal_file_to_every_window(bundle: bundle_module.
     assert "personal" not in model and with_head["personal"]["families"] == ["reed"]
     assert after > before
     path.write_bytes(path.read_bytes()[:-10])
-    damaged = run_main("evaluate", "--model", DEFAULT_MODEL, "--data", data, "--out", tmp_path / "x",
+    damaged = run_main("evaluate", "--model", PREVIOUS_MODEL, "--data", data, "--out", tmp_path / "x",
                        "--personal", path)  # fmt: skip
     assert damaged.exit_code == 2 and "damaged" in one_line(damaged.output)
 
@@ -405,7 +405,7 @@ def test_experiment_enrol_hears_and_replays_with_the_rule_the_bundle_carries() -
     from instrument_ai.device.settings import EngineSettings
     from instrument_ai.train.experiments import enrol as experiment
 
-    bundle = _NoteRuleBundle(bundle_module.load(DEFAULT_MODEL))
+    bundle = _NoteRuleBundle(bundle_module.load(PREVIOUS_MODEL))
     t = np.arange(SR) / SR
     quiet = 0.02 * np.sin(2 * np.pi * 220.0 * t)
     loud = 0.5 * np.sin(2 * np.pi * 330.0 * t) * np.exp(-2.0 * t)  # a re-attack without silence before it

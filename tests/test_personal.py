@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakemic import DEFAULT_MODEL
+from fakemic import PREVIOUS_MODEL
 
 from instrument_ai.device import bundle as bundle_module
 from instrument_ai.device import personal, personal_file
@@ -28,7 +28,7 @@ PITCHES = (196.0, 330.0, 262.0, 220.0, 392.0, 247.0)  # enrolled: the first four
 
 @pytest.fixture(scope="module")
 def bundle() -> bundle_module.Bundle:
-    return bundle_module.load(DEFAULT_MODEL)
+    return bundle_module.load(PREVIOUS_MODEL)
 
 
 def synth_note(kind: str, f0: float, seed: int, seconds: float = 1.5) -> np.ndarray:

@@ -176,7 +176,9 @@ def test_keygen_without_cryptography_names_the_extra(tmp_path: Path) -> None:
 
 
 def test_loop_plays_a_file_again_until_stopped(clip: Path) -> None:
-    daemon = Daemon(["--source", str(clip), "--fast", "--loop", "--json", "--every-hop"])
+    # per hop: one decision per note (the shipped bundle's rule) keeps the evidence of a note across the wrap
+    # from the high tone to the low one (no silence, no level jump), so each pass would differ by design
+    daemon = Daemon(["--source", str(clip), "--fast", "--loop", "--json", "--every-hop", "--decision", "hops"])
     try:
         daemon.wait_for(lambda: any(r.get("time", 0) > 7.0 for r in daemon.hops()), DEADLINE, "a fourth pass")
         daemon.process.send_signal(signal.SIGTERM)
@@ -187,11 +189,12 @@ def test_loop_plays_a_file_again_until_stopped(clip: Path) -> None:
     assert stop["type"] == "stop" and stop["reason"] == "SIGTERM" and stop["stream_seconds"] > 7.0
     start = daemon.start_record()
     assert start["loop"] is True
-    labels = {round(r["time"], 2): r["label"] for r in daemon.hops()}
-    # the end of each pass (the high tone, past the smoothing of the change) is the same in the third pass
-    first = [labels[t] for t in (1.5, 1.75, 2.0)]
-    third = [labels[t + 4.0] for t in (1.5, 1.75, 2.0)]
-    assert first == third and set(first) - {"silence", "unknown"}, (first, third)
+    heard = {round(r["time"], 2): (r["label"], r["top_k"][0]["label"]) for r in daemon.hops() if r.get("top_k")}
+    # the end of each pass (the high tone, past the smoothing of the change) is heard the same in the third pass:
+    # the label and the model's first guess (a pure tone may well stay `unknown`, but it is no silence)
+    first = [heard[t] for t in (1.5, 1.75, 2.0)]
+    third = [heard[t + 4.0] for t in (1.5, 1.75, 2.0)]
+    assert first == third and all(label != "silence" for label, _ in first), (first, third)
 
 
 def test_loop_with_duration_ends_by_duration(clip: Path) -> None:

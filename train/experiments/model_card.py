@@ -301,7 +301,7 @@ def _training_section(inputs: CardInputs) -> list[str]:
                   f"one graph: {_members_line(ensemble)}. All members trained on the same data; the open-set "
                   "temperature and threshold were fitted again on the joined model."]  # fmt: skip
         lines.append(f"{m.get('train_seconds', 0) / 60:.1f} min of training in all on this machine; validation note "
-                     f"accuracy {_pct(m.get('note_accuracy'))} ({m.get('split', 'validation')}).")  # fmt: skip
+                     f"accuracy {_pct(m.get('note_accuracy'))} on {m.get('n_notes', '?')} notes.")  # fmt: skip
     else:
         lines += ["", "Settings: " + ", ".join(f"{k} {tc.get(k)}" for k in keys if k in tc) + "."]
         lines.append(f"Trained {m.get('epochs_run', '?')} epochs (best {m.get('best_epoch', '?')}, "
