@@ -549,11 +549,10 @@ def _latency_lines(report: dict[str, Any]) -> list[str]:
             continue
         d = report[key]
         named = ", ".join(
-            f"{r['family']} {r['correct_latency_s']:.2f} s"
-            if r["correct_latency_s"] is not None
-            else f"{r['family']} missed"
+            (f"{r['family']} {r['correct_latency_s']:.2f} s" if r["correct_latency_s"] is not None
+             else f"{r['family']} missed") + f" ({r.get('right_hops', 0)}/{r.get('sounding_hops', 0)} hops)"
             for r in d["notes"]
-        )
+        )  # fmt: skip
         how = "onset-aligned" if d["align_onsets"] else "plain sliding"
         rule = d.get("decided_as")
         if rule:

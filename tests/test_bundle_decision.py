@@ -225,7 +225,10 @@ def test_the_demo_latency_is_measured_at_the_rule_asked_for(ruled_bundle: Path) 
     assert own["decided_as"] == {"rule": "note", "min_confidence": 0.35, "from": "bundle"}
     told = decision_latency(ruled_bundle, decision="hops", min_confidence=0.6)
     assert told["decided_as"] == {"rule": "hops", "min_confidence": 0.6, "from": "options"}
-    assert "onset-aligned, per hop at floor 0.6" in "\n".join(_latency_lines({"decision_latency": told}))
+    printed = "\n".join(_latency_lines({"decision_latency": told}))
+    assert "onset-aligned, per hop at floor 0.6" in printed
+    first = told["notes"][0]  # each note with the hops that named its family, of its sounding hops
+    assert f"{first['family']} " in printed and f"({first['right_hops']}/{first['sounding_hops']} hops)" in printed
 
 
 def test_classify_says_which_rule_named_the_file(ruled_bundle: Path) -> None:

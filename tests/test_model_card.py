@@ -181,3 +181,14 @@ def test_the_card_names_the_models_input_stage_and_the_rule_it_carries() -> None
     rule = {"decision": "note", "min_confidence": 0.3, "first_answer_hop": 2, "chosen_on": "held-out phrases"}
     assert model_card._rule_line(rule) == ("one decision per note, floor 0.3; first answer at hop 2; chosen on "
                                            "held-out phrases")  # fmt: skip
+
+
+def test_the_cards_demo_line_says_how_many_hops_named_each_note() -> None:
+    from instrument_ai.train.experiments import model_card
+
+    bench = {"decision_latency": {"named_correctly": 1, "notes": [
+        {"family": "brass", "correct_latency_s": 1.0, "right_hops": 1, "sounding_hops": 9},
+        {"family": "string", "correct_latency_s": None}]}}  # fmt: skip
+    inputs = model_card.CardInputs(bundle={}, run_config={}, run_metrics={}, holdout={}, bench=bench)
+    line = model_card._latency_section(inputs)[-1]
+    assert line == "Demo: 1 of 2 notes named (brass 1.00 s (right on 1 of 9 hops); string missed)."
