@@ -627,7 +627,7 @@ class Classifier:
             kind="change" if label != self.label else "hop",
             probs=probs,
             personal=self._personal_info,
-            note_hop=self._note_hops if probs is not None else 0,
+            note_hop=self._note_hops,  # 0 in silence (reset above) and under the per-hop rule
         )
         self.label = label
         self.last_event = event

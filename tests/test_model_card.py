@@ -191,4 +191,4 @@ def test_the_cards_demo_line_says_how_many_hops_named_each_note() -> None:
         {"family": "string", "correct_latency_s": None}]}}  # fmt: skip
     inputs = model_card.CardInputs(bundle={}, run_config={}, run_metrics={}, holdout={}, bench=bench)
     line = model_card._latency_section(inputs)[-1]
-    assert line == "Demo: 1 of 2 notes named (brass 1.00 s (right on 1 of 9 hops); string missed)."
+    assert line == "Demo: 1 of 2 notes named (brass 1.00 s (1/9 hops); string missed)."

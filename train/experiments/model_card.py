@@ -410,17 +410,11 @@ def _latency_section(inputs: CardInputs) -> list[str]:
                   f"{process['process_to_first_hop_s']:.2f} s."]  # fmt: skip
     latency = bench.get("decision_latency")
     if latency:
-        named = "; ".join((f"{r['family']} {r['correct_latency_s']:.2f} s" if r["correct_latency_s"] is not None
-                           else f"{r['family']} missed") + _hops_named(r) for r in latency["notes"])  # fmt: skip
+        from instrument_ai.device.bench_runtime import note_latency_words
+
+        named = "; ".join(note_latency_words(r) for r in latency["notes"])
         lines += ["", f"Demo: {latency['named_correctly']} of {len(latency['notes'])} notes named ({named})."]
     return lines
-
-
-def _hops_named(row: dict[str, Any]) -> str:
-    """How many of a demo note's sounding hops named its family (absent from bench JSON written before them)."""
-    if "right_hops" not in row:
-        return ""
-    return f" (right on {row['right_hops']} of {row['sounding_hops']} hops)"
 
 
 def enrol_section(enrol: dict[str, Any] | None, command: str | None = None) -> list[str]:
